@@ -1,0 +1,60 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+)
+
+// Sentinel errors shared by the manager and worker sides; handlers map them to
+// HTTP status codes, and clients map status codes back to them.
+var (
+	// ErrNotFound: no task (or node) with that ID. HTTP 404.
+	ErrNotFound = errors.New("not found")
+	// ErrStaleGeneration: the instruction carries an older generation than the
+	// receiver already holds; a newer placement superseded it. HTTP 409.
+	ErrStaleGeneration = errors.New("stale generation")
+	// ErrConflict: the request contradicts the stored state. HTTP 409.
+	ErrConflict = errors.New("conflict")
+	// ErrUnavailable: the service cannot act right now (no leader, runtime
+	// down); retry later. HTTP 503.
+	ErrUnavailable = errors.New("unavailable")
+)
+
+// StatusOf maps an error from a service to the HTTP status that describes it.
+func StatusOf(err error) int {
+	var (
+		verr *ValidationError
+		mb   *http.MaxBytesError
+	)
+	switch {
+	case errors.As(err, &verr):
+		return http.StatusBadRequest
+	case errors.As(err, &mb):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrStaleGeneration), errors.Is(err, ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, ErrUnavailable):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// writeJSON writes v as the JSON body with the given status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(EncodeJSON(v))
+}
+
+// writeError answers err as an ErrResponse with the status StatusOf picks.
+func writeError(w http.ResponseWriter, err error) {
+	status := StatusOf(err)
+	msg := err.Error()
+	var mb *http.MaxBytesError
+	if errors.As(err, &mb) {
+		msg = "request body is larger than the limit of 1 MiB"
+	}
+	writeJSON(w, status, ErrResponse{HTTPStatusCode: status, Message: msg})
+}

@@ -1,0 +1,179 @@
+package api
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// State is a task's lifecycle state. The integers are the seed's and are part of
+// the wire contract: never renumber them.
+type State int
+
+// The task states, with the seed's integer values.
+const (
+	// Pending: accepted by the manager, not yet placed on a worker.
+	Pending State = iota
+	// Scheduled: placed on a worker, container not (yet) running.
+	Scheduled
+	// Running: the container is running.
+	Running
+	// Completed: the task ended normally (exit code 0) or was stopped on request.
+	Completed
+	// Failed: the task ended abnormally; Task.Reason says why.
+	Failed
+)
+
+var stateNames = [...]string{"Pending", "Scheduled", "Running", "Completed", "Failed"}
+
+// String returns the state's name as the seed prints it.
+func (s State) String() string {
+	if s < 0 || int(s) >= len(stateNames) {
+		return fmt.Sprintf("State(%d)", int(s))
+	}
+	return stateNames[s]
+}
+
+// Valid reports whether s is one of the five known states.
+func (s State) Valid() bool { return s >= Pending && s <= Failed }
+
+// Terminal reports whether a task in state s will not run again without a new
+// placement (a higher generation).
+func (s State) Terminal() bool { return s == Completed || s == Failed }
+
+// stateTransitions is the seed's transition table, extended (never narrowed) so
+// that a stop is allowed from every non-terminal state and a task can fail before
+// it was placed (for example when its image does not exist).
+var stateTransitions = map[State][]State{
+	Pending:   {Pending, Scheduled, Completed, Failed},
+	Scheduled: {Scheduled, Running, Completed, Failed},
+	Running:   {Running, Completed, Failed, Scheduled},
+	Completed: {},
+	Failed:    {Scheduled},
+}
+
+// ValidStateTransition reports whether a task may move from src to dst.
+func ValidStateTransition(src, dst State) bool {
+	for _, s := range stateTransitions[src] {
+		if s == dst {
+			return true
+		}
+	}
+	return false
+}
+
+// PortSet is the set of container ports a task exposes, keyed "port/proto"
+// ("7777/tcp"), as Docker's nat.PortSet encodes it.
+type PortSet map[string]struct{}
+
+// PortBinding is one host address a container port is published on.
+type PortBinding struct {
+	HostIp   string //nolint:revive // the seed's and Docker's JSON name
+	HostPort string
+}
+
+// PortMap maps a container port ("7777/tcp") to the host addresses it is
+// published on, as Docker's nat.PortMap encodes it.
+type PortMap map[string][]PortBinding
+
+// Task is the unit of work: one container. Every seed field keeps its JSON name
+// and meaning; the fields after RestartCount are Cube's additions.
+type Task struct {
+	// ID identifies the task everywhere; chosen by the client (or generated).
+	ID uuid.UUID
+	// ContainerID is the Docker container currently backing the task.
+	ContainerID string
+	// Name is a human-readable label; it need not be unique.
+	Name string
+	// State is the task's observed state.
+	State State
+	// Image is the container image, for example "cube-echo:latest".
+	Image string
+	// Cpu is the CPU the task needs, in cores (0.5 = half a core); 0 means no limit.
+	Cpu float64
+	// Memory is the memory the task needs, in bytes; 0 means no limit.
+	Memory int64
+	// Disk is the disk space the task needs, in bytes; used for placement only.
+	Disk int64
+	// ExposedPorts are the container ports to publish ("7777/tcp").
+	ExposedPorts PortSet
+	// HostPorts are the host addresses the exposed ports were published on; set
+	// by the worker once the container runs.
+	HostPorts PortMap
+	// PortBindings pins a container port to a host port ("7777/tcp": "7777");
+	// ports not named here get a random host port.
+	PortBindings map[string]string
+	// RestartPolicy is Cube's (never Docker's): "no", "on-failure" (the default
+	// when empty), "always" or "unless-stopped".
+	RestartPolicy string
+	// StartTime is when the current container started.
+	StartTime time.Time
+	// FinishTime is when the current container ended.
+	FinishTime time.Time
+	// HealthCheck is the HTTP path the manager probes ("/health").
+	HealthCheck string
+	// RestartCount counts restarts of the task so far.
+	RestartCount int
+
+	// Env is the container's environment, "KEY=VALUE" entries.
+	Env []string `json:",omitempty"`
+	// Cmd overrides the image's command (its arguments, for an ENTRYPOINT image).
+	Cmd []string `json:",omitempty"`
+	// Worker is the name of the worker the task is placed on.
+	Worker string `json:",omitempty"`
+	// Generation grows on every (re)placement of the task. A worker refuses a
+	// generation lower than the one it holds, so a stale instruction can never
+	// win over a newer one.
+	Generation uint64
+	// ExitCode is the exit code of the last container that ended.
+	ExitCode int
+	// Reason says, for a person, why the task last failed or ended.
+	Reason string `json:",omitempty"`
+}
+
+// TaskEvent is the body of POST /tasks on managers and workers, as in the seed:
+// State is the state the sender wants the task to reach.
+type TaskEvent struct {
+	ID        uuid.UUID
+	State     State
+	Timestamp time.Time
+	Task      Task
+}
+
+// ErrResponse is the JSON body of every error answer, as in the seed.
+type ErrResponse struct {
+	HTTPStatusCode int
+	Message        string
+}
+
+// Stats is a worker's view of its machine and its tasks (GET /stats).
+type Stats struct {
+	// Worker is the worker's name.
+	Worker string
+	// MemTotal, MemAvailable are the machine's memory in bytes.
+	MemTotal     int64
+	MemAvailable int64
+	// DiskTotal, DiskFree are bytes on the file system holding the data dir.
+	DiskTotal int64
+	DiskFree  int64
+	// Cpus is the number of CPU cores; CpuUsage the busy fraction (0..1) of all
+	// cores over the last sampling period.
+	Cpus     int
+	CpuUsage float64
+	// LoadAvg1, LoadAvg5, LoadAvg15 are the kernel's load averages.
+	LoadAvg1  float64
+	LoadAvg5  float64
+	LoadAvg15 float64
+	// AllocatedCpu, AllocatedMemory, AllocatedDisk sum what the worker's
+	// non-terminal tasks asked for (cores, bytes, bytes).
+	AllocatedCpu    float64
+	AllocatedMemory int64
+	AllocatedDisk   int64
+	// TaskCount is the number of non-terminal tasks on the worker.
+	TaskCount int
+	// RuntimeAvailable is false when the Docker engine does not answer;
+	// RuntimeError says why.
+	RuntimeAvailable bool
+	RuntimeError     string `json:",omitempty"`
+}

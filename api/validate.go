@@ -1,0 +1,229 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode"
+)
+
+// MaxBodyBytes bounds every request body the APIs read; a larger body gets 413.
+const MaxBodyBytes = 1 << 20
+
+// MinMemory is the smallest memory limit the Docker engine accepts (6 MiB).
+const MinMemory = 6 << 20
+
+// Limits on free-form fields, so that one task cannot bloat the replicated state.
+const (
+	maxNameLen   = 256
+	maxImageLen  = 512
+	maxListItems = 256
+	maxItemLen   = 4096
+	maxPorts     = 64
+)
+
+// Restart policies Cube understands.
+var restartPolicies = map[string]bool{"": true, "no": true, "on-failure": true, "always": true, "unless-stopped": true}
+
+// DecodeTaskEvent reads one TaskEvent from r, refusing unknown fields, trailing
+// data and wrong types with a message a person can act on. It does not
+// validate values; call Validate for that.
+func DecodeTaskEvent(r io.Reader) (TaskEvent, error) {
+	var ev TaskEvent
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ev); err != nil {
+		return TaskEvent{}, describeJSONError(err)
+	}
+	if dec.More() {
+		return TaskEvent{}, &ValidationError{Msg: "request body holds more than one JSON value"}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return TaskEvent{}, &ValidationError{Msg: "request body holds data after the JSON value"}
+	}
+	return ev, nil
+}
+
+// describeJSONError turns encoding/json's errors into messages that name the
+// field and what was wrong with it.
+func describeJSONError(err error) error {
+	var (
+		syntax   *json.SyntaxError
+		typ      *json.UnmarshalTypeError
+		maxBytes *http.MaxBytesError
+	)
+	switch {
+	case errors.Is(err, io.EOF):
+		return &ValidationError{Msg: "request body is empty; expected a JSON TaskEvent"}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return &ValidationError{Msg: "request body ends in the middle of a JSON value"}
+	case errors.As(err, &syntax):
+		return &ValidationError{Msg: fmt.Sprintf("malformed JSON at byte %d: %v", syntax.Offset, syntax)}
+	case errors.As(err, &typ):
+		field := typ.Field
+		if field == "" {
+			field = "request body"
+		}
+		return &ValidationError{Msg: fmt.Sprintf("field %s: expected %s, got JSON %s", field, typ.Type, typ.Value)}
+	case errors.As(err, &maxBytes):
+		return err // the handler answers 413
+	}
+	msg := strings.TrimPrefix(err.Error(), "json: ")
+	if strings.Contains(msg, "UUID") {
+		msg = "invalid ID: " + msg + " (expected a UUID such as 266592cd-960d-4091-981c-8c25c44b1018)"
+	}
+	return &ValidationError{Msg: msg}
+}
+
+// ValidationError is bad input: the API answers it with 400 and its message.
+type ValidationError struct{ Msg string }
+
+func (e *ValidationError) Error() string { return e.Msg }
+
+// Validate checks the event's own fields and its task.
+func (ev *TaskEvent) Validate() error {
+	if !ev.State.Valid() {
+		return &ValidationError{Msg: fmt.Sprintf("State %d is not a task state (0 Pending … 4 Failed)", ev.State)}
+	}
+	return ev.Task.Validate()
+}
+
+// Validate checks a submitted task and returns the first problem found, worded
+// so that a person knows which field to fix and how.
+func (t *Task) Validate() error {
+	bad := func(format string, args ...any) error {
+		return &ValidationError{Msg: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case strings.TrimSpace(t.Image) == "":
+		return bad("Image is required")
+	case len(t.Image) > maxImageLen:
+		return bad("Image is longer than %d characters", maxImageLen)
+	case strings.IndexFunc(t.Image, unicode.IsSpace) >= 0:
+		return bad("Image %q contains white space", t.Image)
+	case len(t.Name) > maxNameLen:
+		return bad("Name is longer than %d characters", maxNameLen)
+	case !t.State.Valid():
+		return bad("Task.State %d is not a task state (0 Pending … 4 Failed)", t.State)
+	case math.IsNaN(t.Cpu) || math.IsInf(t.Cpu, 0) || t.Cpu < 0:
+		return bad("Cpu must be a number of cores ≥ 0, got %v", t.Cpu)
+	case t.Cpu > 1024:
+		return bad("Cpu %v is more cores than any machine has (max 1024)", t.Cpu)
+	case t.Memory < 0:
+		return bad("Memory must be ≥ 0 bytes, got %d", t.Memory)
+	case t.Memory > 0 && t.Memory < MinMemory:
+		return bad("Memory %d is below Docker's minimum of %d bytes (6 MiB); use 0 for no limit", t.Memory, MinMemory)
+	case t.Disk < 0:
+		return bad("Disk must be ≥ 0 bytes, got %d", t.Disk)
+	case t.RestartCount < 0:
+		return bad("RestartCount must be ≥ 0, got %d", t.RestartCount)
+	case !restartPolicies[t.RestartPolicy]:
+		return bad("RestartPolicy %q is not one of \"no\", \"on-failure\", \"always\", \"unless-stopped\"", t.RestartPolicy)
+	case t.HealthCheck != "" && !strings.HasPrefix(t.HealthCheck, "/"):
+		return bad("HealthCheck %q must be an HTTP path starting with /", t.HealthCheck)
+	case len(t.HealthCheck) > maxItemLen:
+		return bad("HealthCheck is longer than %d characters", maxItemLen)
+	case len(t.ExposedPorts) > maxPorts:
+		return bad("ExposedPorts has %d entries, at most %d are allowed", len(t.ExposedPorts), maxPorts)
+	case len(t.PortBindings) > maxPorts:
+		return bad("PortBindings has %d entries, at most %d are allowed", len(t.PortBindings), maxPorts)
+	}
+	for k := range t.ExposedPorts {
+		if err := checkPortProto(k); err != nil {
+			return bad("ExposedPorts key %q is not port/proto: %v", k, err)
+		}
+	}
+	for k, v := range t.PortBindings {
+		if err := checkPortProto(k); err != nil {
+			return bad("PortBindings key %q is not port/proto: %v", k, err)
+		}
+		if _, ok := t.ExposedPorts[k]; !ok {
+			return bad("PortBindings key %q is not in ExposedPorts; expose the port too", k)
+		}
+		if err := checkHostPort(v); err != nil {
+			return bad("PortBindings[%q] = %q: %v", k, v, err)
+		}
+	}
+	if err := checkList("Env", t.Env); err != nil {
+		return err
+	}
+	for _, e := range t.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return bad("Env entry %q is not KEY=VALUE", e)
+		}
+	}
+	return checkList("Cmd", t.Cmd)
+}
+
+func checkList(field string, l []string) error {
+	if len(l) > maxListItems {
+		return &ValidationError{Msg: fmt.Sprintf("%s has %d entries, at most %d are allowed", field, len(l), maxListItems)}
+	}
+	for _, s := range l {
+		if len(s) > maxItemLen {
+			return &ValidationError{Msg: fmt.Sprintf("%s entry is longer than %d characters", field, maxItemLen)}
+		}
+		if strings.IndexByte(s, 0) >= 0 {
+			return &ValidationError{Msg: fmt.Sprintf("%s entry %q contains a NUL byte", field, s)}
+		}
+	}
+	return nil
+}
+
+// checkPortProto checks a "port/proto" key such as "7777/tcp".
+func checkPortProto(k string) error {
+	port, proto, ok := strings.Cut(k, "/")
+	if !ok {
+		return errors.New("want a form like \"7777/tcp\"")
+	}
+	switch proto {
+	case "tcp", "udp", "sctp":
+	default:
+		return fmt.Errorf("protocol %q is not tcp, udp or sctp", proto)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 1 to 65535", port)
+	}
+	return nil
+}
+
+// checkHostPort checks a PortBindings value: "" (random), "8080" or "127.0.0.1:8080".
+func checkHostPort(v string) error {
+	if v == "" {
+		return nil
+	}
+	port := v
+	if strings.Contains(v, ":") {
+		host, p, err := net.SplitHostPort(v)
+		if err != nil {
+			return fmt.Errorf("want \"PORT\" or \"IP:PORT\": %v", err)
+		}
+		if net.ParseIP(host) == nil {
+			return fmt.Errorf("host %q is not an IP address", host)
+		}
+		port = p
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("host port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
+// EncodeJSON marshals v for a response body; it never fails for the API's types.
+func EncodeJSON(v any) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	if err := enc.Encode(v); err != nil {
+		return []byte(fmt.Sprintf("{\"HTTPStatusCode\":500,\"Message\":%q}\n", err.Error()))
+	}
+	return buf.Bytes()
+}

@@ -1,0 +1,725 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cube-orch/cube/api"
+	"github.com/google/uuid"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Config configures a Worker.
+type Config struct {
+	// Name identifies the worker in container labels and to the managers. It is
+	// recorded in the data dir on first start; starting again with another name
+	// on the same data dir is refused, because the containers' labels would no
+	// longer match. Empty: the recorded name, else the host name.
+	Name string
+	// DataDir holds worker.db, the task records.
+	DataDir string
+	// OpenTimeout bounds the wait for the lock on worker.db.
+	OpenTimeout time.Duration
+	// StopGrace is how long a stopped container gets between SIGTERM and SIGKILL.
+	StopGrace time.Duration
+	// StartTimeout bounds pulling, creating and starting one container.
+	StartTimeout time.Duration
+	// StartupWindow: a container that exits within this long of starting is
+	// reported as a start-up failure.
+	StartupWindow time.Duration
+	// PollInterval is the safety-net re-inspection of every live task. Deaths
+	// are noticed through the Docker event stream at once; polling only covers
+	// what events might miss.
+	PollInterval time.Duration
+	// CPUSampleInterval is the period over which Stats.CpuUsage is measured.
+	CPUSampleInterval time.Duration
+	// OnChange, if set, is called with a task record after every change of its
+	// state. It must not block (the manager reporter queues what it gets).
+	OnChange func(api.Task)
+	// Logger is the root logger; the worker logs under "worker".
+	Logger hclog.Logger
+}
+
+// DefaultConfig returns production defaults; Name and DataDir must still be set.
+func DefaultConfig() Config {
+	return Config{
+		OpenTimeout:       5 * time.Second,
+		StopGrace:         10 * time.Second,
+		StartTimeout:      5 * time.Minute,
+		StartupWindow:     250 * time.Millisecond,
+		PollInterval:      10 * time.Second,
+		CPUSampleInterval: 5 * time.Second,
+	}
+}
+
+var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+
+// Validate checks the configuration, naming the field and its bound.
+func (c Config) Validate() error {
+	switch {
+	case c.DataDir == "":
+		return errors.New("DataDir is required")
+	case c.Name != "" && !validName.MatchString(c.Name):
+		return fmt.Errorf("Name %q must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit", c.Name)
+	case c.OpenTimeout <= 0:
+		return fmt.Errorf("OpenTimeout (%s) must be positive", c.OpenTimeout)
+	case c.StopGrace < 0:
+		return fmt.Errorf("StopGrace (%s) must not be negative", c.StopGrace)
+	case c.StartTimeout <= 0:
+		return fmt.Errorf("StartTimeout (%s) must be positive", c.StartTimeout)
+	case c.StartupWindow < 0:
+		return fmt.Errorf("StartupWindow (%s) must not be negative", c.StartupWindow)
+	case c.PollInterval <= 0:
+		return fmt.Errorf("PollInterval (%s) must be positive", c.PollInterval)
+	case c.CPUSampleInterval <= 0:
+		return fmt.Errorf("CPUSampleInterval (%s) must be positive", c.CPUSampleInterval)
+	}
+	return nil
+}
+
+// Worker is the agent on one machine: it runs tasks as containers through a
+// Runtime, keeps their records in a Store, and follows the runtime's events.
+//
+// Locking: mu guards the tasks map and closed; each task also has its own
+// mutex (taskLock) held across the runtime calls that act on that task, so
+// operations on one task are serialised while different tasks proceed in
+// parallel. Order: a task lock may be held while taking mu, never the reverse.
+type Worker struct {
+	cfg   Config
+	name  string
+	rt    Runtime
+	store *Store
+	log   hclog.Logger
+	cpu   *cpuSampler
+
+	mu     sync.Mutex
+	tasks  map[uuid.UUID]api.Task
+	locks  map[uuid.UUID]*sync.Mutex
+	closed bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New opens the worker's store and loads its records. Call Start to adopt
+// existing containers and begin following events, and Shutdown to stop.
+func New(cfg Config, rt Runtime) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("worker config: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	store, err := OpenStore(filepath.Join(cfg.DataDir, "worker.db"), cfg.OpenTimeout)
+	if err != nil {
+		return nil, err
+	}
+	name, err := resolveName(store, cfg.Name)
+	if err != nil {
+		_ = store.Close()
+		return nil, err
+	}
+	recs, err := store.All()
+	if err != nil {
+		_ = store.Close()
+		return nil, fmt.Errorf("load task records: %w", err)
+	}
+	w := &Worker{
+		cfg:   cfg,
+		name:  name,
+		rt:    rt,
+		store: store,
+		log:   cfg.Logger.Named("worker"),
+		cpu:   newCPUSampler(),
+		tasks: make(map[uuid.UUID]api.Task, len(recs)),
+		locks: make(map[uuid.UUID]*sync.Mutex),
+	}
+	for _, t := range recs {
+		w.tasks[t.ID] = t
+	}
+	w.ctx, w.cancel = context.WithCancel(context.Background())
+	return w, nil
+}
+
+// resolveName settles the worker's name against the one recorded in the store.
+func resolveName(store *Store, want string) (string, error) {
+	have, err := store.Name()
+	if err != nil {
+		return "", fmt.Errorf("read worker name: %w", err)
+	}
+	switch {
+	case have != "" && want != "" && have != want:
+		return "", fmt.Errorf("data dir belongs to worker %q, not %q: use --name %s or another data dir", have, want, have)
+	case have != "":
+		return have, nil
+	case want == "":
+		host, err := os.Hostname()
+		if err != nil || !validName.MatchString(host) {
+			return "", errors.New("no worker name given and the host name is not usable as one; set --name")
+		}
+		want = host
+	}
+	if err := store.SetName(want); err != nil {
+		return "", fmt.Errorf("record worker name: %w", err)
+	}
+	return want, nil
+}
+
+// Name returns the worker's name.
+func (w *Worker) Name() string { return w.name }
+
+// Start subscribes to runtime events, then adopts the containers already
+// running under this worker's labels, then starts the poll loop and the CPU
+// sampler. Events are subscribed first so that nothing that happens during
+// adoption is missed (an event about an adopted container is harmless: every
+// handler re-inspects).
+func (w *Worker) Start() {
+	events := w.rt.Watch(w.ctx, map[string]string{LabelWorker: w.name})
+	w.wg.Add(3)
+	go func() { defer w.wg.Done(); w.eventLoop(events) }()
+	go func() { defer w.wg.Done(); w.pollLoop() }()
+	go func() { defer w.wg.Done(); w.cpu.run(w.ctx, w.cfg.CPUSampleInterval) }()
+	w.adopt()
+}
+
+// Shutdown stops every goroutine of the worker, waits for them, and closes the
+// store. Running containers are left running: a worker restart must not
+// restart tasks. It is safe to call more than once.
+func (w *Worker) Shutdown() error {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return nil
+	}
+	w.closed = true
+	w.mu.Unlock()
+	w.cancel()
+	w.wg.Wait()
+	return w.store.Close()
+}
+
+// goTask runs fn on a goroutine the worker owns, unless the worker is closed.
+func (w *Worker) goTask(fn func()) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return false
+	}
+	w.wg.Add(1)
+	go func() { defer w.wg.Done(); fn() }()
+	return true
+}
+
+func (w *Worker) taskLock(id uuid.UUID) *sync.Mutex {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	l, ok := w.locks[id]
+	if !ok {
+		l = new(sync.Mutex)
+		w.locks[id] = l
+	}
+	return l
+}
+
+func (w *Worker) get(id uuid.UUID) (api.Task, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t, ok := w.tasks[id]
+	return t, ok
+}
+
+// save persists a record and then publishes it; the caller holds the task lock.
+// A record whose state changed is reported through OnChange.
+func (w *Worker) save(t api.Task) error {
+	if err := w.store.Put(t); err != nil {
+		w.log.Error("persist task record", "task_id", t.ID, "error", err)
+		return fmt.Errorf("persist task %s: %w", t.ID, err)
+	}
+	w.mu.Lock()
+	old, had := w.tasks[t.ID]
+	w.tasks[t.ID] = t
+	w.mu.Unlock()
+	if (!had || old.State != t.State || old.ContainerID != t.ContainerID) && w.cfg.OnChange != nil {
+		w.cfg.OnChange(t)
+	}
+	return nil
+}
+
+// Tasks returns every record, ordered by ID for stable output.
+func (w *Worker) Tasks() []api.Task {
+	w.mu.Lock()
+	out := make([]api.Task, 0, len(w.tasks))
+	for _, t := range w.tasks {
+		out = append(out, t)
+	}
+	w.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID.String() < out[j].ID.String() })
+	return out
+}
+
+// Task returns one record.
+func (w *Worker) Task(id uuid.UUID) (api.Task, error) {
+	t, ok := w.get(id)
+	if !ok {
+		return api.Task{}, fmt.Errorf("task %s: %w on worker %s", id, api.ErrNotFound, w.name)
+	}
+	return t, nil
+}
+
+// Submit records the task at its generation and starts its container in the
+// background. The same task at the same generation is a duplicate: nothing new
+// runs. A higher generation replaces the current container; a lower one is
+// refused with api.ErrStaleGeneration, so a deposed leader or a delayed
+// message can never undo a newer placement.
+func (w *Worker) Submit(ctx context.Context, ev api.TaskEvent) (api.Task, bool, error) {
+	t := ev.Task
+	if t.ID == uuid.Nil {
+		t.ID = uuid.New()
+	}
+	lk := w.taskLock(t.ID)
+	lk.Lock()
+	defer lk.Unlock()
+
+	if cur, ok := w.get(t.ID); ok {
+		switch {
+		case t.Generation < cur.Generation:
+			return cur, false, fmt.Errorf("%w: task %s generation %d is older than generation %d on worker %s",
+				api.ErrStaleGeneration, t.ID, t.Generation, cur.Generation, w.name)
+		case t.Generation == cur.Generation:
+			return cur, false, nil
+		}
+		if err := w.retire(ctx, cur); err != nil {
+			return cur, false, err
+		}
+		w.log.Info("replacing task with a newer generation", "task_id", t.ID, "old_generation", cur.Generation, "generation", t.Generation)
+	}
+
+	rec := t
+	rec.State = api.Scheduled
+	rec.Worker = w.name
+	rec.ContainerID = ""
+	rec.HostPorts = nil
+	rec.StartTime, rec.FinishTime = time.Time{}, time.Time{}
+	rec.ExitCode, rec.Reason = 0, ""
+	if err := w.save(rec); err != nil {
+		return api.Task{}, false, err
+	}
+	if !w.goTask(func() { w.start(rec.ID, rec.Generation) }) {
+		return rec, true, fmt.Errorf("%w: worker %s is shutting down; the task will start when it is back", api.ErrUnavailable, w.name)
+	}
+	w.log.Info("task accepted", "task_id", rec.ID, "generation", rec.Generation, "image", rec.Image)
+	return rec, true, nil
+}
+
+// retire stops and removes the container of a superseded record; the caller
+// holds the task lock.
+func (w *Worker) retire(ctx context.Context, cur api.Task) error {
+	if cur.ContainerID == "" {
+		return nil
+	}
+	if err := w.stopAndRemove(ctx, cur.ContainerID); err != nil {
+		return fmt.Errorf("retire generation %d of task %s: %w", cur.Generation, cur.ID, err)
+	}
+	return nil
+}
+
+func (w *Worker) stopAndRemove(ctx context.Context, cid string) error {
+	err := w.rt.Stop(ctx, cid, w.cfg.StopGrace)
+	if err != nil && !errors.Is(err, ErrContainerNotFound) {
+		return runtimeError(err)
+	}
+	if err := w.rt.Remove(ctx, cid); err != nil {
+		return runtimeError(err)
+	}
+	return nil
+}
+
+// runtimeError marks an unreachable engine as api.ErrUnavailable (HTTP 503).
+func runtimeError(err error) error {
+	if errors.Is(err, ErrRuntimeUnavailable) {
+		return fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	}
+	return err
+}
+
+// start brings up the container of task id at generation gen: image, create,
+// start, then records what the runtime reports. It gives up quietly if the
+// record moved on (stopped, or replaced by a newer generation) meanwhile.
+func (w *Worker) start(id uuid.UUID, gen uint64) {
+	lk := w.taskLock(id)
+	lk.Lock()
+	defer lk.Unlock()
+	rec, ok := w.get(id)
+	if !ok || rec.Generation != gen || rec.State != api.Scheduled {
+		return
+	}
+	ctx, cancel := context.WithTimeout(w.ctx, w.cfg.StartTimeout)
+	defer cancel()
+
+	fail := func(reason string) {
+		rec.State = api.Failed
+		rec.Reason = reason
+		rec.FinishTime = time.Now().UTC()
+		_ = w.save(rec)
+		w.log.Warn("task failed to start", "task_id", id, "generation", gen, "reason", reason)
+	}
+	if err := w.rt.EnsureImage(ctx, rec.Image); err != nil {
+		fail(err.Error())
+		return
+	}
+	// A container for this generation may exist if the worker died between
+	// creating it and recording it; it never ran under our watch, so replace it.
+	leftovers, err := w.rt.List(ctx, map[string]string{LabelTask: id.String(), LabelGeneration: strconv.FormatUint(gen, 10), LabelWorker: w.name})
+	if err != nil {
+		fail(fmt.Sprintf("list containers: %v", err))
+		return
+	}
+	for _, c := range leftovers {
+		if err := w.rt.Remove(ctx, c.ID); err != nil {
+			fail(fmt.Sprintf("remove leftover container %s: %v", short(c.ID), err))
+			return
+		}
+	}
+	cid, err := w.rt.Create(ctx, w.spec(rec))
+	if err != nil {
+		fail(err.Error())
+		return
+	}
+	rec.ContainerID = cid
+	if err := w.save(rec); err != nil {
+		return
+	}
+	if err := w.rt.Start(ctx, cid); err != nil {
+		fail(err.Error())
+		return
+	}
+	st, err := w.rt.Inspect(ctx, cid)
+	if err != nil {
+		fail(fmt.Sprintf("inspect container %s after start: %v", short(cid), err))
+		return
+	}
+	w.apply(rec, st)
+	w.log.Info("task started", "task_id", id, "generation", gen, "container_id", short(cid))
+}
+
+// spec builds the container spec of a record.
+func (w *Worker) spec(t api.Task) Spec {
+	return Spec{
+		Name:  fmt.Sprintf("cube-%s-%s-g%d", w.name, t.ID, t.Generation),
+		Image: t.Image,
+		Env:   t.Env,
+		Cmd:   t.Cmd,
+		Labels: map[string]string{
+			LabelTask:       t.ID.String(),
+			LabelWorker:     w.name,
+			LabelGeneration: strconv.FormatUint(t.Generation, 10),
+		},
+		ExposedPorts: t.ExposedPorts,
+		PortBindings: t.PortBindings,
+		Memory:       t.Memory,
+		Cpu:          t.Cpu,
+	}
+}
+
+// apply records what the runtime says about the record's container; the caller
+// holds the task lock.
+func (w *Worker) apply(rec api.Task, st ContainerStatus) {
+	next := rec
+	switch st.Status {
+	case StatusRunning, StatusPaused, StatusRestarting:
+		next.State = api.Running
+		next.HostPorts = st.HostPorts
+		next.StartTime = st.StartedAt
+	case StatusCreated:
+		next.State = api.Scheduled
+	case StatusExited, StatusDead:
+		next.ExitCode = st.ExitCode
+		next.StartTime, next.FinishTime = st.StartedAt, st.FinishedAt
+		next.Reason = w.exitReason(st)
+		next.State = api.Failed
+		if st.ExitCode == 0 && !st.OOMKilled && st.Status == StatusExited {
+			next.State = api.Completed
+		}
+	default: // removing, gone
+		next.State = api.Failed
+		next.Reason = fmt.Sprintf("container %s disappeared (%s)", short(rec.ContainerID), st.Status)
+		next.FinishTime = time.Now().UTC()
+	}
+	if next.State == rec.State && next.Reason == rec.Reason && portsEqual(next.HostPorts, rec.HostPorts) && next.StartTime.Equal(rec.StartTime) {
+		return
+	}
+	if !api.ValidStateTransition(rec.State, next.State) {
+		w.log.Warn("ignoring impossible state change", "task_id", rec.ID, "from", rec.State, "to", next.State)
+		return
+	}
+	if err := w.save(next); err != nil {
+		return
+	}
+	if next.State != rec.State {
+		w.log.Info("task state changed", "task_id", rec.ID, "generation", rec.Generation, "from", rec.State, "to", next.State, "reason", next.Reason)
+	}
+}
+
+// exitReason words a container's end for a person.
+func (w *Worker) exitReason(st ContainerStatus) string {
+	var what string
+	switch {
+	case st.OOMKilled:
+		what = "killed: out of memory (OOMKilled)"
+	case st.Status == StatusDead:
+		what = "container is dead"
+		if st.Error != "" {
+			what += ": " + st.Error
+		}
+	default:
+		what = fmt.Sprintf("exited with code %d", st.ExitCode)
+	}
+	ran := st.FinishedAt.Sub(st.StartedAt)
+	if st.StartedAt.IsZero() || st.FinishedAt.IsZero() || ran < 0 {
+		return what
+	}
+	ran = ran.Round(time.Millisecond)
+	if ran < w.cfg.StartupWindow && (st.ExitCode != 0 || st.OOMKilled) {
+		return fmt.Sprintf("failed at start-up: %s after %s", what, ran)
+	}
+	return fmt.Sprintf("%s after %s", what, ran)
+}
+
+// Stop stops and removes the task's container and marks a live task Completed
+// ("stopped on request"). A task that already ended keeps its state; its
+// container is removed. Stopping twice is harmless.
+func (w *Worker) Stop(ctx context.Context, id uuid.UUID) (api.Task, error) {
+	lk := w.taskLock(id)
+	lk.Lock()
+	defer lk.Unlock()
+	rec, ok := w.get(id)
+	if !ok {
+		return api.Task{}, fmt.Errorf("task %s: %w on worker %s", id, api.ErrNotFound, w.name)
+	}
+	if rec.ContainerID != "" {
+		if err := w.stopAndRemove(ctx, rec.ContainerID); err != nil {
+			return rec, fmt.Errorf("stop task %s: %w", id, err)
+		}
+	}
+	if !rec.State.Terminal() {
+		rec.State = api.Completed
+		rec.Reason = "stopped on request"
+		rec.FinishTime = time.Now().UTC()
+		if err := w.save(rec); err != nil {
+			return rec, err
+		}
+		w.log.Info("task stopped", "task_id", id, "generation", rec.Generation)
+	}
+	return rec, nil
+}
+
+// Logs returns the output of the task's container.
+func (w *Worker) Logs(ctx context.Context, id uuid.UUID, tail int) (io.ReadCloser, error) {
+	rec, ok := w.get(id)
+	if !ok {
+		return nil, fmt.Errorf("task %s: %w on worker %s", id, api.ErrNotFound, w.name)
+	}
+	if rec.ContainerID == "" {
+		return nil, fmt.Errorf("task %s has no container yet: %w", id, api.ErrNotFound)
+	}
+	rc, err := w.rt.Logs(ctx, rec.ContainerID, tail)
+	if errors.Is(err, ErrContainerNotFound) {
+		return nil, fmt.Errorf("container of task %s was removed: %w", id, api.ErrNotFound)
+	}
+	return rc, runtimeError(err)
+}
+
+// eventLoop handles runtime events until the stream closes (on shutdown).
+func (w *Worker) eventLoop(events <-chan Event) {
+	for ev := range events {
+		if ev.Action == Resync {
+			w.log.Info("event stream re-established, re-inspecting tasks")
+			w.reconcileAll()
+			continue
+		}
+		id, err := uuid.Parse(ev.Labels[LabelTask])
+		if err != nil {
+			continue
+		}
+		cid := ev.ContainerID
+		// Each refresh runs on its own goroutine: a task lock held by a slow
+		// start must not delay the news of another task's death.
+		w.goTask(func() { w.refresh(id, cid, true) })
+	}
+}
+
+// pollLoop re-inspects every live task now and then, in case an event was lost.
+func (w *Worker) pollLoop() {
+	t := time.NewTicker(w.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case <-t.C:
+			w.reconcileAll()
+		}
+	}
+}
+
+// reconcileAll re-inspects every live task whose lock is free; a busy task is
+// being acted on and will be recorded by whoever holds it.
+func (w *Worker) reconcileAll() {
+	for _, t := range w.Tasks() {
+		if t.State.Terminal() || t.ContainerID == "" {
+			continue
+		}
+		w.refresh(t.ID, t.ContainerID, false)
+	}
+}
+
+// refresh re-inspects the task's container cid and records what changed. wait
+// says whether to wait for the task lock or give up if it is busy.
+func (w *Worker) refresh(id uuid.UUID, cid string, wait bool) {
+	lk := w.taskLock(id)
+	if wait {
+		lk.Lock()
+	} else if !lk.TryLock() {
+		return
+	}
+	defer lk.Unlock()
+	rec, ok := w.get(id)
+	if !ok || rec.ContainerID != cid || rec.State.Terminal() {
+		return // not ours, superseded, or already settled
+	}
+	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
+	defer cancel()
+	st, err := w.rt.Inspect(ctx, cid)
+	switch {
+	case errors.Is(err, ErrContainerNotFound):
+		st = ContainerStatus{ID: cid, Status: StatusGone}
+	case err != nil:
+		if w.ctx.Err() == nil {
+			w.log.Warn("inspect container", "task_id", id, "container_id", short(cid), "error", err)
+		}
+		return
+	}
+	w.apply(rec, st)
+}
+
+// adopt reconciles the records with the containers that carry this worker's
+// label, after a worker restart: a running container of the current generation
+// is kept as it is (same container, not restarted); a record whose container
+// vanished is Failed with the reason; containers of superseded generations or
+// unknown tasks are removed.
+func (w *Worker) adopt() {
+	ctx, cancel := context.WithTimeout(w.ctx, time.Minute)
+	defer cancel()
+	containers, err := w.rt.List(ctx, map[string]string{LabelWorker: w.name})
+	if err != nil {
+		w.log.Error("list containers for adoption; records stay as they are until the next poll", "error", err)
+		return
+	}
+	byTask := make(map[uuid.UUID][]ContainerStatus)
+	for _, c := range containers {
+		id, err := uuid.Parse(c.Labels[LabelTask])
+		if err != nil {
+			continue
+		}
+		byTask[id] = append(byTask[id], c)
+	}
+	for _, rec := range w.Tasks() {
+		w.adoptTask(ctx, rec.ID, byTask[rec.ID])
+		delete(byTask, rec.ID)
+	}
+	for id, cs := range byTask {
+		for _, c := range cs {
+			w.log.Warn("removing container of a task this worker has no record of", "task_id", id, "container_id", short(c.ID))
+			if err := w.stopAndRemove(ctx, c.ID); err != nil {
+				w.log.Error("remove unknown container", "container_id", short(c.ID), "error", err)
+			}
+		}
+	}
+}
+
+func (w *Worker) adoptTask(ctx context.Context, id uuid.UUID, cs []ContainerStatus) {
+	lk := w.taskLock(id)
+	lk.Lock()
+	defer lk.Unlock()
+	rec, ok := w.get(id)
+	if !ok {
+		return
+	}
+	gen := strconv.FormatUint(rec.Generation, 10)
+	var current *ContainerStatus
+	for i, c := range cs {
+		switch {
+		case c.ID == rec.ContainerID:
+			current = &cs[i]
+		case c.Labels[LabelGeneration] == gen && rec.ContainerID == "" && current == nil && c.Running:
+			// Started just before the worker died, never recorded: adopt it.
+			current = &cs[i]
+			rec.ContainerID = c.ID
+		default:
+			w.log.Info("removing superseded container", "task_id", id, "container_id", short(c.ID), "container_generation", c.Labels[LabelGeneration], "generation", rec.Generation)
+			if err := w.stopAndRemove(ctx, c.ID); err != nil {
+				w.log.Error("remove superseded container", "container_id", short(c.ID), "error", err)
+			}
+		}
+	}
+	switch {
+	case rec.State.Terminal():
+		return
+	case current != nil && current.Status == StatusCreated && rec.State == api.Scheduled:
+		// Created but never started: start afresh (start removes the leftover).
+		w.goTask(func() { w.start(id, rec.Generation) })
+	case current != nil:
+		w.apply(rec, *current)
+		if current.Running {
+			w.log.Info("re-adopted running container", "task_id", id, "container_id", short(current.ID), "generation", rec.Generation)
+		}
+	case rec.State == api.Scheduled && rec.ContainerID == "":
+		// Accepted but never started: start it now.
+		w.goTask(func() { w.start(id, rec.Generation) })
+	default:
+		rec.State = api.Failed
+		rec.Reason = fmt.Sprintf("container %s vanished while worker %s was down", short(rec.ContainerID), w.name)
+		rec.FinishTime = time.Now().UTC()
+		if err := w.save(rec); err == nil {
+			w.log.Warn("task container vanished", "task_id", id, "container_id", short(rec.ContainerID))
+		}
+	}
+}
+
+func short(cid string) string {
+	if len(cid) > 12 {
+		return cid[:12]
+	}
+	return cid
+}
+
+func portsEqual(a, b api.PortMap) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, va := range a {
+		vb, ok := b[k]
+		if !ok || len(va) != len(vb) {
+			return false
+		}
+		for i := range va {
+			if va[i] != vb[i] {
+				return false
+			}
+		}
+	}
+	return true
+}
