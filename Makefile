@@ -8,7 +8,7 @@ ECHO_IMG  := cube-echo:latest
 # How long CI fuzzes each decoder; `make fuzz FUZZTIME=5m` for a longer run.
 FUZZTIME  ?= 10s
 
-.PHONY: help build images test unit fuzz lint clean
+.PHONY: help build images test unit fuzz lint clean cluster cluster-down
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,6 +27,14 @@ unit: ## go test -race on every package (needs the Docker engine and `make image
 
 fuzz: ## fuzz the input decoders briefly (FUZZTIME=$(FUZZTIME))
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTaskEvent$$' -fuzztime $(FUZZTIME) ./api
+	$(GO) test -run '^$$' -fuzz '^FuzzManagerHandler$$' -fuzztime $(FUZZTIME) ./api
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./fsm
+
+cluster: build images ## run 3 managers + 3 workers on 127.0.0.1 in the background (ports in scripts/cluster.sh)
+	scripts/cluster.sh up
+
+cluster-down: ## stop the cluster, remove its task containers and data (logs stay in .cluster/logs)
+	scripts/cluster.sh down
 
 lint: ## gofmt and go vet
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -18,6 +18,14 @@ var (
 	// ErrUnavailable: the service cannot act right now (no leader, runtime
 	// down); retry later. HTTP 503.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrNotLeader: a write or consistent read reached a manager that is not
+	// the leader. The handler forwards instead; a client sees 503 only when no
+	// leader is known. HTTP 503.
+	ErrNotLeader = errors.New("not the leader")
+	// ErrUnknownOutcome: the write was sent but its fate is unknown (timeout,
+	// leadership lost); it may still commit. HTTP 503; retry with the same
+	// task ID, which is idempotent.
+	ErrUnknownOutcome = errors.New("outcome unknown")
 )
 
 // StatusOf maps an error from a service to the HTTP status that describes it.
@@ -35,7 +43,7 @@ func StatusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, ErrStaleGeneration), errors.Is(err, ErrConflict):
 		return http.StatusConflict
-	case errors.Is(err, ErrUnavailable):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrNotLeader), errors.Is(err, ErrUnknownOutcome):
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError

@@ -128,8 +128,14 @@ type Task struct {
 	Generation uint64
 	// ExitCode is the exit code of the last container that ended.
 	ExitCode int
-	// Reason says, for a person, why the task last failed or ended.
+	// Reason says, for a person, why the task last failed or ended, or why a
+	// Pending task is not placed yet.
 	Reason string `json:",omitempty"`
+	// DesiredState is what the cluster drives the task toward: Running, or
+	// Completed once a stop was requested. Set by the manager.
+	DesiredState State
+	// SubmitTime is when the manager accepted the task.
+	SubmitTime time.Time
 }
 
 // TaskEvent is the body of POST /tasks on managers and workers, as in the seed:

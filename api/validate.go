@@ -112,6 +112,8 @@ func (t *Task) Validate() error {
 		return bad("Name is longer than %d characters", maxNameLen)
 	case !t.State.Valid():
 		return bad("Task.State %d is not a task state (0 Pending … 4 Failed)", t.State)
+	case !t.DesiredState.Valid():
+		return bad("DesiredState %d is not a task state (0 Pending … 4 Failed)", t.DesiredState)
 	case math.IsNaN(t.Cpu) || math.IsInf(t.Cpu, 0) || t.Cpu < 0:
 		return bad("Cpu must be a number of cores ≥ 0, got %v", t.Cpu)
 	case t.Cpu > 1024:

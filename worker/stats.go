@@ -145,3 +145,18 @@ func readCPU(path string) (idle, total uint64, err error) {
 	}
 	return idle, total, nil
 }
+
+// Capacity returns what this machine offers to tasks: its CPU cores, its
+// memory and the size of the file system holding dir. Workers advertise it
+// through gossip; the scheduler places against it.
+func Capacity(dir string) (cpu float64, memory, disk int64) {
+	cpu = float64(runtime.NumCPU())
+	if mem, err := readMeminfo("/proc/meminfo"); err == nil {
+		memory = mem["MemTotal"]
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err == nil {
+		disk = int64(fs.Blocks) * int64(fs.Bsize)
+	}
+	return cpu, memory, disk
+}

@@ -20,13 +20,16 @@ func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "cube",
 		Short: "Cube: a container orchestrator whose control plane survives machine loss",
-		Long: `Cube runs tasks (Docker containers) on a fleet of workers.
+		Long: `Cube runs tasks (Docker containers) on a fleet of workers. Three or more
+managers replicate the task database through Raft; the leader places tasks on
+workers and follows them; any manager answers the API.
 
-A worker runs tasks on its machine's Docker Engine and serves the worker API:
-  cube worker --name w1 --http 127.0.0.1:5555 --data /var/lib/cube/w1`,
+Start:   cube manager ...   cube worker ...   (or 'cube dev' for one process)
+Use:     cube run -f task.json   cube status   cube stop ID   cube node   cube members`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newWorkerCmd())
+	root.AddCommand(newManagerCmd(), newWorkerCmd(), newDevCmd())
+	addClientCommands(root)
 	return root
 }

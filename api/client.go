@@ -1,0 +1,470 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Defaults of ClientOptions and NewWorkerClient.
+const (
+	// DefaultRequestTimeout bounds one HTTP request (one attempt).
+	DefaultRequestTimeout = 10 * time.Second
+	// DefaultRetryFor is how long a Client keeps retrying a call on
+	// connection errors and 503s; it covers a leader election with margin.
+	DefaultRetryFor = 15 * time.Second
+)
+
+// Retry back-off of the Client: the first wait is short because a failover on
+// loopback takes well under a second; the cap keeps a waiting caller from
+// sleeping long past the moment the cluster is back.
+const (
+	minBackoff = 50 * time.Millisecond
+	maxBackoff = time.Second
+)
+
+// maxResponseBytes bounds a response body the clients read into memory (a
+// task list of a large cluster fits many times over).
+const maxResponseBytes = 256 << 20
+
+// ClientOptions tunes NewClient. The zero value is usable.
+type ClientOptions struct {
+	// Timeout bounds each HTTP request (one attempt, body included); 0 means
+	// DefaultRequestTimeout.
+	Timeout time.Duration
+	// RetryFor is the total time one call keeps retrying on connection errors
+	// and 503s (no leader, leadership moving); 0 means DefaultRetryFor. The
+	// caller's context can end a call sooner.
+	RetryFor time.Duration
+	// HTTP is the client requests go through; nil means a private one.
+	// Its redirect policy and transport are used as they are.
+	HTTP *http.Client
+}
+
+// Client is a Go client of the manager API that knows every manager and
+// follows the leader: it sends each request to the last leader it learned of
+// (from X-Cube-Leader), falls back to the other managers in turn, and retries
+// connection errors and 503s with back-off. It is safe for concurrent use.
+type Client struct {
+	managers []string // base URLs, "http://host:port"
+	scheme   string   // of the first manager; applied to advertised leaders
+	hc       *http.Client
+	timeout  time.Duration
+	retryFor time.Duration
+	next     atomic.Uint64 // round-robin position among managers
+
+	mu     sync.Mutex
+	leader string // last advertised leader, as X-Cube-Leader spells it
+}
+
+// NewClient returns a client of the managers at the given addresses
+// ("host:port" or "http://host:port"; blank entries are skipped). At least
+// one address is required.
+func NewClient(managers []string, opts ClientOptions) (*Client, error) {
+	if opts.Timeout < 0 {
+		return nil, fmt.Errorf("ClientOptions.Timeout (%s) must be ≥ 0", opts.Timeout)
+	}
+	if opts.RetryFor < 0 {
+		return nil, fmt.Errorf("ClientOptions.RetryFor (%s) must be ≥ 0", opts.RetryFor)
+	}
+	c := &Client{hc: opts.HTTP, timeout: opts.Timeout, retryFor: opts.RetryFor}
+	for _, m := range managers {
+		if strings.TrimSpace(m) == "" {
+			continue
+		}
+		u, err := normalizeAddr(m)
+		if err != nil {
+			return nil, err
+		}
+		c.managers = append(c.managers, u)
+	}
+	if len(c.managers) == 0 {
+		return nil, errors.New("no manager address given; want at least one host:port")
+	}
+	c.scheme, _, _ = strings.Cut(c.managers[0], "://")
+	if c.timeout == 0 {
+		c.timeout = DefaultRequestTimeout
+	}
+	if c.retryFor == 0 {
+		c.retryFor = DefaultRetryFor
+	}
+	if c.hc == nil {
+		c.hc = &http.Client{Transport: newTransport()}
+	}
+	return c, nil
+}
+
+// AddManager asks the cluster to add a manager (raft ID and address) as a voter.
+func (c *Client) AddManager(ctx context.Context, id, raftAddr string) error {
+	body, err := json.Marshal(ServerRequest{ID: id, Addr: raftAddr})
+	if err != nil {
+		return err
+	}
+	_, err = c.call(ctx, http.MethodPost, "/cluster/servers", body, nil)
+	return err
+}
+
+// RemoveManager asks the cluster to remove a manager from the raft configuration.
+func (c *Client) RemoveManager(ctx context.Context, id string) error {
+	_, err := c.call(ctx, http.MethodDelete, "/cluster/servers/"+url.PathEscape(id), nil, nil)
+	return err
+}
+
+// Leader returns the leader address the client learned last ("" if none).
+func (c *Client) Leader() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.leader
+}
+
+// SubmitTask submits ev.Task and returns the stored task and whether this
+// call created it. A zero ev.Task.ID is replaced by a fresh UUID before the
+// first attempt, so that every retry names the same task and a write whose
+// answer was lost is not applied twice; a zero ev.ID and Timestamp are filled
+// in too.
+func (c *Client) SubmitTask(ctx context.Context, ev TaskEvent) (Task, bool, error) {
+	if ev.Task.ID == uuid.Nil {
+		ev.Task.ID = uuid.New()
+	}
+	if ev.ID == uuid.Nil {
+		ev.ID = uuid.New()
+	}
+	if ev.Timestamp.IsZero() {
+		ev.Timestamp = time.Now().UTC()
+	}
+	var t Task
+	status, err := c.call(ctx, http.MethodPost, "/tasks", EncodeJSON(ev), &t)
+	if err != nil {
+		return Task{}, false, fmt.Errorf("submit task %s: %w", ev.Task.ID, err)
+	}
+	return t, status == http.StatusCreated, nil
+}
+
+// StopTask asks the cluster to stop the task and returns it as it stood once
+// the stop was committed. ErrConflict means the task had already ended; this
+// includes a retry after an attempt whose answer was lost but which did apply
+// the stop.
+func (c *Client) StopTask(ctx context.Context, id uuid.UUID) (Task, error) {
+	t := Task{ID: id}
+	if _, err := c.call(ctx, http.MethodDelete, "/tasks/"+id.String(), nil, &t); err != nil {
+		return Task{}, fmt.Errorf("stop task %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// Tasks lists every task; consistent asks for a linearizable read from the
+// leader instead of the answering manager's local state.
+func (c *Client) Tasks(ctx context.Context, consistent bool) ([]Task, error) {
+	var tasks []Task
+	if _, err := c.call(ctx, http.MethodGet, withConsistent("/tasks", consistent), nil, &tasks); err != nil {
+		return nil, fmt.Errorf("list tasks: %w", err)
+	}
+	return tasks, nil
+}
+
+// Task returns one task; ErrNotFound if the cluster holds none with that ID.
+func (c *Client) Task(ctx context.Context, id uuid.UUID, consistent bool) (Task, error) {
+	var t Task
+	if _, err := c.call(ctx, http.MethodGet, withConsistent("/tasks/"+id.String(), consistent), nil, &t); err != nil {
+		return Task{}, fmt.Errorf("get task %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// Nodes lists the workers with liveness, capacity and allocations.
+func (c *Client) Nodes(ctx context.Context, consistent bool) ([]Node, error) {
+	var nodes []Node
+	if _, err := c.call(ctx, http.MethodGet, withConsistent("/nodes", consistent), nil, &nodes); err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	return nodes, nil
+}
+
+// Cluster returns the raft servers and gossip members as the answering
+// manager sees them.
+func (c *Client) Cluster(ctx context.Context) (ClusterInfo, error) {
+	var info ClusterInfo
+	if _, err := c.call(ctx, http.MethodGet, "/cluster", nil, &info); err != nil {
+		return ClusterInfo{}, fmt.Errorf("cluster info: %w", err)
+	}
+	return info, nil
+}
+
+// ReportTask reports one of a worker's task records to the managers. t must
+// carry its ID and Worker. Reports are safe to repeat: the leader keeps the
+// newest by generation.
+func (c *Client) ReportTask(ctx context.Context, t Task) error {
+	if _, err := c.call(ctx, http.MethodPost, "/reports", EncodeJSON(t), nil); err != nil {
+		return fmt.Errorf("report task %s: %w", t.ID, err)
+	}
+	return nil
+}
+
+// withConsistent adds ?consistent=1 to path when asked.
+func withConsistent(path string, consistent bool) string {
+	if consistent {
+		return path + "?consistent=1"
+	}
+	return path
+}
+
+// call sends one request, retrying as the Client's doc describes, and decodes
+// a 2xx body into out (unless out is nil or the body empty). It returns the
+// final status.
+//
+// Order of targets: the known leader first (it can answer everything without
+// a forwarding hop), then the managers round-robin. A leader advertised by a
+// failed answer is tried next, at once. After as many fast attempts as there
+// are managers, plus one, the call sleeps with a doubling, jittered back-off,
+// so a cluster without a leader is polled, not hammered.
+func (c *Client) call(ctx context.Context, method, path string, body []byte, out any) (int, error) {
+	deadline := time.Now().Add(c.retryFor)
+	backoff := minBackoff
+	hint := c.Leader()
+	fast := 0
+	var lastErr error
+	for {
+		var target string
+		if hint != "" {
+			target, hint = baseURL(c.scheme, hint), ""
+		} else {
+			target = c.managers[(c.next.Add(1)-1)%uint64(len(c.managers))]
+		}
+
+		ans, err := roundTrip(ctx, c.hc, c.timeout, method, target+path, body)
+		if err == nil {
+			c.learn(target, ans.header)
+			if ans.status >= 200 && ans.status < 300 {
+				return ans.status, ans.decode(out)
+			}
+			err = responseError(ans.status, ans.body)
+			if !retryable(ans.status) {
+				return ans.status, err
+			}
+			// Follow the leader the answering manager names, unless that
+			// is where this answer came from.
+			if l := ans.header.Get(HeaderLeader); l != "" && baseURL(c.scheme, l) != target {
+				hint = l
+			}
+		} else {
+			c.forget(target)
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("%s %s: %w (last error: %v)", method, path, ctx.Err(), lastErr)
+		}
+		remaining := time.Until(deadline)
+		if remaining <= 0 {
+			return 0, unavailableError(method, path, c.retryFor, lastErr)
+		}
+		if fast++; fast <= len(c.managers) {
+			continue
+		}
+		fast = 0
+		wait := min(jitter(backoff), remaining)
+		backoff = min(2*backoff, maxBackoff)
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return 0, fmt.Errorf("%s %s: %w (last error: %v)", method, path, ctx.Err(), lastErr)
+		case <-timer.C:
+		}
+		if hint == "" {
+			hint = c.Leader()
+		}
+	}
+}
+
+// learn records the leader an answer from target advertises. An empty
+// advertisement clears the leader only when it comes from the manager
+// believed to lead: that one knows it no longer does, while another manager
+// may merely not have heard of the election yet.
+func (c *Client) learn(target string, h http.Header) {
+	vv, ok := h[HeaderLeader]
+	if !ok {
+		return
+	}
+	l := ""
+	if len(vv) > 0 {
+		l = vv[0]
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case l != "":
+		c.leader = l
+	case c.leader != "" && baseURL(c.scheme, c.leader) == target:
+		c.leader = ""
+	}
+}
+
+// forget drops the known leader when it could not be reached.
+func (c *Client) forget(target string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.leader != "" && baseURL(c.scheme, c.leader) == target {
+		c.leader = ""
+	}
+}
+
+// unavailableError is the error of a call that ran out of retry time: it
+// wraps ErrUnavailable and the last failure.
+func unavailableError(method, path string, retryFor time.Duration, last error) error {
+	if errors.Is(last, ErrUnavailable) {
+		return fmt.Errorf("%s %s: no manager could serve the request within %s: %w", method, path, retryFor, last)
+	}
+	return fmt.Errorf("%s %s: no manager could serve the request within %s: %w: %w", method, path, retryFor, ErrUnavailable, last)
+}
+
+// retryable reports whether an answer with this status is worth sending
+// again, possibly elsewhere: the cluster (or a proxy in front of it) cannot
+// serve it right now, and every request the Client sends is idempotent.
+func retryable(status int) bool {
+	return status == http.StatusServiceUnavailable || status == http.StatusBadGateway || status == http.StatusGatewayTimeout
+}
+
+// jitter returns a wait between d/2 and d, so that clients that failed
+// together do not retry together.
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}
+
+// StatusError is an error answer (a status outside 2xx) from a Cube API. It
+// wraps the sentinel that matches its status: ErrNotFound (404), ErrConflict
+// (409, plus ErrStaleGeneration when the message says so), ErrUnavailable
+// (502, 503, 504), and a *ValidationError carrying the server's message for
+// 400 and 413.
+type StatusError struct {
+	// StatusCode is the HTTP status; Message the server's ErrResponse message.
+	StatusCode int
+	Message    string
+	wrapped    []error
+}
+
+// Error returns the server's message and the status.
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("%s (HTTP %d)", e.Message, e.StatusCode)
+}
+
+// Unwrap returns the sentinel errors the status maps to.
+func (e *StatusError) Unwrap() []error { return e.wrapped }
+
+// responseError builds the *StatusError for an error answer.
+func responseError(status int, body []byte) error {
+	var er ErrResponse
+	msg := ""
+	if json.Unmarshal(body, &er) == nil && er.Message != "" {
+		msg = er.Message
+	} else if msg = strings.TrimSpace(string(body)); len(msg) > 512 {
+		msg = msg[:512] + "…"
+	}
+	if msg == "" {
+		msg = http.StatusText(status)
+	}
+	e := &StatusError{StatusCode: status, Message: msg}
+	switch {
+	case status == http.StatusBadRequest, status == http.StatusRequestEntityTooLarge:
+		e.wrapped = []error{&ValidationError{Msg: msg}}
+	case status == http.StatusNotFound:
+		e.wrapped = []error{ErrNotFound}
+	case status == http.StatusConflict:
+		// A stale generation is a kind of conflict: callers that only care
+		// about "the state moved on" match ErrConflict and see both.
+		e.wrapped = []error{ErrConflict}
+		if strings.Contains(msg, ErrStaleGeneration.Error()) {
+			e.wrapped = append(e.wrapped, ErrStaleGeneration)
+		}
+	case retryable(status):
+		e.wrapped = []error{ErrUnavailable}
+	}
+	return e
+}
+
+// answer is one HTTP response, read whole.
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// decode unmarshals the body into out; an empty body (204) leaves out alone.
+func (a answer) decode(out any) error {
+	if out == nil || len(bytes.TrimSpace(a.body)) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(a.body, out); err != nil {
+		return fmt.Errorf("decode %d answer: %w", a.status, err)
+	}
+	return nil
+}
+
+// roundTrip sends one request with its own timeout and reads the answer
+// whole, so the body is always closed and the timeout covers reading it.
+func roundTrip(ctx context.Context, hc *http.Client, timeout time.Duration, method, url string, body []byte) (answer, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := send(ctx, hc, method, url, body)
+	if err != nil {
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	if err != nil {
+		return answer{}, fmt.Errorf("read answer of %s %s: %w", method, url, err)
+	}
+	if len(b) > maxResponseBytes {
+		return answer{}, fmt.Errorf("answer of %s %s is larger than %d bytes", method, url, maxResponseBytes)
+	}
+	return answer{status: resp.StatusCode, header: resp.Header, body: b}, nil
+}
+
+// send starts one request; the caller closes the response body.
+func send(ctx context.Context, hc *http.Client, method, url string, body []byte) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	return hc.Do(req)
+}
+
+// normalizeAddr turns "host:port" or "http(s)://host:port" into a base URL.
+func normalizeAddr(addr string) (string, error) {
+	raw := strings.TrimSpace(addr)
+	if !strings.Contains(raw, "://") {
+		raw = "http://" + raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("address %q: %w", addr, err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", fmt.Errorf("address %q: scheme %q is not http or https", addr, u.Scheme)
+	case u.Host == "" || u.Port() == "":
+		return "", fmt.Errorf("address %q: want host:port, for example 127.0.0.1:5556", addr)
+	case strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "":
+		return "", fmt.Errorf("address %q: want host:port without a path", addr)
+	}
+	return u.Scheme + "://" + u.Host, nil
+}

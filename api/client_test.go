@@ -1,0 +1,517 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// closedAddr returns a loopback address on which nothing listens.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func newTestClient(t *testing.T, managers []string, opts ClientOptions) *Client {
+	t.Helper()
+	c, err := NewClient(managers, opts)
+	if err != nil {
+		t.Fatalf("NewClient(%q): %v", managers, err)
+	}
+	return c
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func echoEvent() TaskEvent {
+	return TaskEvent{State: Running, Task: Task{Name: "echo", Image: "cube-echo:latest"}}
+}
+
+func TestClient_FindsLeaderPastDownManager(t *testing.T) {
+	c := newTestCluster(t, 3, 0, ManagerHandlerOptions{})
+	// The first address is down, the leader comes last: the client must get
+	// past the former and learn of the latter from X-Cube-Leader.
+	cl := newTestClient(t, []string{closedAddr(t), c.addrs[1], "http://" + c.addrs[2], c.addrs[0]}, ClientOptions{RetryFor: 5 * time.Second})
+	ctx := testCtx(t)
+
+	task, created, err := cl.SubmitTask(ctx, echoEvent())
+	if err != nil || !created || task.ID == uuid.Nil {
+		t.Fatalf("SubmitTask: task %+v, created %v, err %v; want a new task", task, created, err)
+	}
+	if got := cl.Leader(); got != c.addrs[0] {
+		t.Fatalf("Leader() = %q, want %q", got, c.addrs[0])
+	}
+	// Only the leader's fake holds the task, so a local read that finds it
+	// went to the leader directly.
+	tasks, err := cl.Tasks(ctx, false)
+	if err != nil || len(tasks) != 1 || tasks[0].ID != task.ID {
+		t.Fatalf("Tasks: %+v, %v; want the one task, read from the leader", tasks, err)
+	}
+	got, err := cl.Task(ctx, task.ID, true)
+	if err != nil || got.ID != task.ID {
+		t.Fatalf("Task(consistent): %+v, %v", got, err)
+	}
+	if _, err := cl.Nodes(ctx, true); err != nil {
+		t.Fatalf("Nodes: %v", err)
+	}
+	if info, err := cl.Cluster(ctx); err != nil || info.Leader != c.addrs[0] {
+		t.Fatalf("Cluster: %+v, %v", info, err)
+	}
+	if err := cl.ReportTask(ctx, Task{ID: task.ID, Worker: "w1", State: Running}); err != nil {
+		t.Fatalf("ReportTask: %v", err)
+	}
+	stopped, err := cl.StopTask(ctx, task.ID)
+	if err != nil || stopped.ID != task.ID || stopped.State != Completed {
+		t.Fatalf("StopTask: %+v, %v; want the task Completed", stopped, err)
+	}
+}
+
+func TestClient_FollowsLeaderChange(t *testing.T) {
+	c := newTestCluster(t, 3, 0, ManagerHandlerOptions{})
+	cl := newTestClient(t, c.addrs, ClientOptions{RetryFor: 5 * time.Second})
+	ctx := testCtx(t)
+	if _, _, err := cl.SubmitTask(ctx, echoEvent()); err != nil {
+		t.Fatal(err)
+	}
+	// The old leader dies and manager 2 takes over.
+	c.srvs[0].CloseClientConnections()
+	c.srvs[0].Close()
+	c.setLeader(2)
+	if _, _, err := cl.SubmitTask(ctx, echoEvent()); err != nil {
+		t.Fatalf("SubmitTask after a failover: %v", err)
+	}
+	if got := cl.Leader(); got != c.addrs[2] {
+		t.Fatalf("Leader() = %q, want the new leader %q", got, c.addrs[2])
+	}
+	if n := c.fakes[2].taskCount(); n != 1 {
+		t.Fatalf("new leader holds %d tasks, want 1", n)
+	}
+}
+
+func TestClient_SubmitRetriesAreIdempotent(t *testing.T) {
+	cases := []struct {
+		name        string
+		err         error
+		afterApply  bool
+		wantCreated bool
+	}{
+		// The write committed but its answer was a 503: the retry finds the
+		// task and creates nothing (created is false: this call's retry did
+		// not create it, and the client cannot know the first attempt did).
+		{"applied then unknown outcome", ErrUnknownOutcome, true, false},
+		// Refused before anything happened: the retry creates it.
+		{"not leader before apply", ErrNotLeader, false, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newTestCluster(t, 3, 0, ManagerHandlerOptions{})
+			c.fakes[0].injectErr("SubmitTask", tc.err, tc.afterApply)
+			cl := newTestClient(t, []string{c.addrs[1], c.addrs[2], c.addrs[0]}, ClientOptions{RetryFor: 5 * time.Second})
+			task, created, err := cl.SubmitTask(testCtx(t), echoEvent())
+			if err != nil {
+				t.Fatalf("SubmitTask: %v", err)
+			}
+			if task.ID == uuid.Nil {
+				t.Fatal("no task ID was generated")
+			}
+			if created != tc.wantCreated {
+				t.Fatalf("created = %v, want %v", created, tc.wantCreated)
+			}
+			if n := c.fakes[0].count("SubmitTask"); n != 2 {
+				t.Fatalf("leader SubmitTask calls = %d, want 2 (one retry)", n)
+			}
+			if n := c.fakes[0].taskCount(); n != 1 {
+				t.Fatalf("leader holds %d tasks, want 1", n)
+			}
+		})
+	}
+}
+
+func TestClient_ErrorMapping(t *testing.T) {
+	c := newTestCluster(t, 2, 0, ManagerHandlerOptions{})
+	cl := newTestClient(t, []string{c.addrs[1]}, ClientOptions{RetryFor: 5 * time.Second})
+	ctx := testCtx(t)
+	task, _, err := cl.SubmitTask(ctx, echoEvent())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.StopTask(ctx, task.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	wantStatus := func(t *testing.T, err error, status int, sentinel error, msg string) {
+		t.Helper()
+		var se *StatusError
+		if !errors.As(err, &se) || se.StatusCode != status {
+			t.Fatalf("error %v (%T), want a *StatusError with status %d", err, err, status)
+		}
+		if sentinel != nil && !errors.Is(err, sentinel) {
+			t.Fatalf("error %v does not wrap %v", err, sentinel)
+		}
+		if !strings.Contains(se.Message, msg) {
+			t.Fatalf("message %q, want it to contain %q", se.Message, msg)
+		}
+	}
+
+	t.Run("404", func(t *testing.T) {
+		_, err := cl.Task(ctx, uuid.New(), false)
+		wantStatus(t, err, 404, ErrNotFound, "not found")
+	})
+	t.Run("409", func(t *testing.T) {
+		_, err := cl.StopTask(ctx, task.ID)
+		wantStatus(t, err, 409, ErrConflict, "already ended")
+		if errors.Is(err, ErrStaleGeneration) {
+			t.Fatalf("plain conflict %v matches ErrStaleGeneration", err)
+		}
+	})
+	t.Run("409 stale generation", func(t *testing.T) {
+		c.fakes[0].injectErr("ReportTask", fmt.Errorf("report of generation 1 < 2: %w", ErrStaleGeneration), false)
+		err := cl.ReportTask(ctx, Task{ID: task.ID, Worker: "w1"})
+		wantStatus(t, err, 409, ErrStaleGeneration, "stale generation")
+		if !errors.Is(err, ErrConflict) {
+			t.Fatalf("stale generation %v does not match ErrConflict too", err)
+		}
+	})
+	t.Run("400", func(t *testing.T) {
+		_, _, err := cl.SubmitTask(ctx, TaskEvent{Task: Task{Image: "has space"}})
+		wantStatus(t, err, 400, nil, "white space")
+		var verr *ValidationError
+		if !errors.As(err, &verr) || !strings.Contains(verr.Msg, "white space") {
+			t.Fatalf("error %v: want a *ValidationError with the server's message", err)
+		}
+	})
+	t.Run("413", func(t *testing.T) {
+		ev := echoEvent()
+		ev.Task.Env = []string{"X=" + strings.Repeat("x", MaxBodyBytes)}
+		_, _, err := cl.SubmitTask(ctx, ev)
+		wantStatus(t, err, 413, nil, "larger than the limit")
+		var verr *ValidationError
+		if !errors.As(err, &verr) {
+			t.Fatalf("error %v: want a *ValidationError", err)
+		}
+	})
+	if n := c.fakes[0].taskCount(); n != 1 {
+		t.Fatalf("leader holds %d tasks, want 1 (bad input stores nothing)", n)
+	}
+}
+
+func TestClient_StaysUnavailable(t *testing.T) {
+	const retryFor = 300 * time.Millisecond
+	t.Run("no leader", func(t *testing.T) {
+		c := newTestCluster(t, 3, -1, ManagerHandlerOptions{})
+		cl := newTestClient(t, c.addrs, ClientOptions{RetryFor: retryFor})
+		start := time.Now()
+		_, _, err := cl.SubmitTask(testCtx(t), echoEvent())
+		took := time.Since(start)
+		if !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("error %v, want one wrapping ErrUnavailable", err)
+		}
+		if !strings.Contains(err.Error(), "no leader elected yet") {
+			t.Fatalf("error %q does not carry the server's message", err)
+		}
+		if took < retryFor || took > retryFor+2*time.Second {
+			t.Fatalf("gave up after %s, want about RetryFor (%s)", took, retryFor)
+		}
+		if n := c.fakes[0].count("SubmitTask") + c.fakes[1].count("SubmitTask") + c.fakes[2].count("SubmitTask"); n != 0 {
+			t.Fatalf("services saw %d submits, want 0", n)
+		}
+	})
+	t.Run("all down", func(t *testing.T) {
+		cl := newTestClient(t, []string{closedAddr(t), closedAddr(t)}, ClientOptions{RetryFor: retryFor})
+		start := time.Now()
+		_, err := cl.Tasks(testCtx(t), false)
+		if !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("error %v, want one wrapping ErrUnavailable", err)
+		}
+		if took := time.Since(start); took > retryFor+2*time.Second {
+			t.Fatalf("gave up after %s, want about RetryFor (%s)", took, retryFor)
+		}
+	})
+}
+
+func TestClient_ContextCancelStopsRetries(t *testing.T) {
+	c := newTestCluster(t, 3, -1, ManagerHandlerOptions{})
+	cl := newTestClient(t, c.addrs, ClientOptions{RetryFor: time.Minute})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := cl.StopTask(ctx, uuid.New())
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want one wrapping context.Canceled", err)
+	}
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Fatalf("returned %s after the start, want soon after the cancel at 200ms", took)
+	}
+}
+
+func TestClient_RequestTimeout(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	cl := newTestClient(t, []string{silent.Addr().String()}, ClientOptions{Timeout: 100 * time.Millisecond, RetryFor: 250 * time.Millisecond})
+	start := time.Now()
+	_, err = cl.Cluster(testCtx(t))
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("error %v, want ErrUnavailable wrapping the request timeout", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("took %s against a silent manager, want well under 2s", took)
+	}
+}
+
+func TestNewClient_Addresses(t *testing.T) {
+	cases := []struct {
+		name     string
+		managers []string
+		opts     ClientOptions
+		want     []string // base URLs; nil means an error is expected
+	}{
+		{"host:port", []string{"127.0.0.1:5556"}, ClientOptions{}, []string{"http://127.0.0.1:5556"}},
+		{"with scheme", []string{"http://127.0.0.1:5556/", " 127.0.0.1:5566 ", ""}, ClientOptions{}, []string{"http://127.0.0.1:5556", "http://127.0.0.1:5566"}},
+		{"https", []string{"https://m1:443"}, ClientOptions{}, []string{"https://m1:443"}},
+		{"none", nil, ClientOptions{}, nil},
+		{"only blanks", []string{" ", ""}, ClientOptions{}, nil},
+		{"no port", []string{"127.0.0.1"}, ClientOptions{}, nil},
+		{"path", []string{"127.0.0.1:5556/api"}, ClientOptions{}, nil},
+		{"bad scheme", []string{"ftp://127.0.0.1:21"}, ClientOptions{}, nil},
+		{"negative timeout", []string{"127.0.0.1:5556"}, ClientOptions{Timeout: -1}, nil},
+		{"negative retry", []string{"127.0.0.1:5556"}, ClientOptions{RetryFor: -1}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := NewClient(tc.managers, tc.opts)
+			if tc.want == nil {
+				if err == nil {
+					t.Fatalf("NewClient(%q, %+v): no error, want one", tc.managers, tc.opts)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("NewClient(%q): %v", tc.managers, err)
+			}
+			if fmt.Sprint(c.managers) != fmt.Sprint(tc.want) {
+				t.Fatalf("NewClient(%q) managers %q, want %q", tc.managers, c.managers, tc.want)
+			}
+			if c.timeout != DefaultRequestTimeout || c.retryFor != DefaultRetryFor {
+				t.Fatalf("defaults: timeout %s, retryFor %s", c.timeout, c.retryFor)
+			}
+		})
+	}
+}
+
+// fakeWorker is a tiny in-memory WorkerService.
+type fakeWorker struct {
+	mu    sync.Mutex
+	tasks map[uuid.UUID]Task
+	err   error // returned once by the next Submit, when set
+}
+
+var _ WorkerService = (*fakeWorker)(nil)
+
+func (f *fakeWorker) Submit(_ context.Context, ev TaskEvent) (Task, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.err; err != nil {
+		f.err = nil
+		return Task{}, false, err
+	}
+	if old, ok := f.tasks[ev.Task.ID]; ok {
+		if ev.Task.Generation < old.Generation {
+			return Task{}, false, fmt.Errorf("task %s generation %d < %d: %w", old.ID, ev.Task.Generation, old.Generation, ErrStaleGeneration)
+		}
+		if ev.Task.Generation == old.Generation {
+			return old, false, nil
+		}
+	}
+	t := ev.Task
+	t.State = Running
+	f.tasks[t.ID] = t
+	return t, true, nil
+}
+
+func (f *fakeWorker) Tasks() []Task {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []Task
+	for _, t := range f.tasks {
+		out = append(out, t)
+	}
+	return out
+}
+
+func (f *fakeWorker) Task(id uuid.UUID) (Task, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.tasks[id]
+	if !ok {
+		return Task{}, fmt.Errorf("task %s: %w", id, ErrNotFound)
+	}
+	return t, nil
+}
+
+func (f *fakeWorker) Stop(_ context.Context, id uuid.UUID) (Task, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.tasks[id]
+	if !ok {
+		return Task{}, fmt.Errorf("task %s: %w", id, ErrNotFound)
+	}
+	t.State = Completed
+	f.tasks[id] = t
+	return t, nil
+}
+
+func (f *fakeWorker) Stats(context.Context) Stats {
+	return Stats{Worker: "w1", Cpus: 2, RuntimeAvailable: true}
+}
+
+func (f *fakeWorker) Logs(_ context.Context, id uuid.UUID, tail int) (io.ReadCloser, error) {
+	if _, err := f.Task(id); err != nil {
+		return nil, err
+	}
+	lines := []string{"one", "two", "three"}
+	if tail > 0 && tail < len(lines) {
+		lines = lines[len(lines)-tail:]
+	}
+	return io.NopCloser(strings.NewReader(strings.Join(lines, "\n") + "\n")), nil
+}
+
+func TestWorkerClient(t *testing.T) {
+	fw := &fakeWorker{tasks: map[uuid.UUID]Task{}}
+	srv := httptest.NewServer(NewWorkerHandler(fw))
+	t.Cleanup(srv.Close)
+	addr := srv.Listener.Addr().String()
+	wc := NewWorkerClient(5 * time.Second)
+	ctx := testCtx(t)
+	id := uuid.New()
+	ev := TaskEvent{State: Running, Task: Task{ID: id, Image: "cube-echo:latest", Generation: 2}}
+
+	task, created, err := wc.Submit(ctx, addr, ev)
+	if err != nil || !created || task.ID != id || task.State != Running {
+		t.Fatalf("Submit: %+v, created %v, err %v", task, created, err)
+	}
+	if _, created, err = wc.Submit(ctx, "http://"+addr, ev); err != nil || created {
+		t.Fatalf("duplicate Submit: created %v, err %v; want a 200 duplicate", created, err)
+	}
+
+	t.Run("stale generation", func(t *testing.T) {
+		old := ev
+		old.Task.Generation = 1
+		_, _, err := wc.Submit(ctx, addr, old)
+		if !errors.Is(err, ErrStaleGeneration) || !errors.Is(err, ErrConflict) {
+			t.Fatalf("error %v, want ErrStaleGeneration (and ErrConflict)", err)
+		}
+	})
+	t.Run("plain conflict", func(t *testing.T) {
+		fw.mu.Lock()
+		fw.err = fmt.Errorf("port 7777 is taken: %w", ErrConflict)
+		fw.mu.Unlock()
+		_, _, err := wc.Submit(ctx, addr, ev)
+		if !errors.Is(err, ErrConflict) || errors.Is(err, ErrStaleGeneration) {
+			t.Fatalf("error %v, want ErrConflict only", err)
+		}
+	})
+	t.Run("unavailable", func(t *testing.T) {
+		fw.mu.Lock()
+		fw.err = fmt.Errorf("docker engine down: %w", ErrUnavailable)
+		fw.mu.Unlock()
+		_, _, err := wc.Submit(ctx, addr, ev)
+		if !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("error %v, want ErrUnavailable", err)
+		}
+	})
+	t.Run("bad input", func(t *testing.T) {
+		_, _, err := wc.Submit(ctx, addr, TaskEvent{Task: Task{ID: id}})
+		var verr *ValidationError
+		if !errors.As(err, &verr) || !strings.Contains(verr.Msg, "Image is required") {
+			t.Fatalf("error %v, want a *ValidationError naming Image", err)
+		}
+	})
+	t.Run("reads", func(t *testing.T) {
+		tasks, err := wc.Tasks(ctx, addr)
+		if err != nil || len(tasks) != 1 || tasks[0].ID != id {
+			t.Fatalf("Tasks: %+v, %v", tasks, err)
+		}
+		if got, err := wc.Task(ctx, addr, id); err != nil || got.ID != id {
+			t.Fatalf("Task: %+v, %v", got, err)
+		}
+		if _, err := wc.Task(ctx, addr, uuid.New()); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Task(unknown): %v, want ErrNotFound", err)
+		}
+		if s, err := wc.Stats(ctx, addr); err != nil || s.Worker != "w1" || s.Cpus != 2 {
+			t.Fatalf("Stats: %+v, %v", s, err)
+		}
+	})
+	t.Run("logs", func(t *testing.T) {
+		for _, tc := range []struct {
+			tail int
+			want string
+		}{{0, "one\ntwo\nthree\n"}, {2, "two\nthree\n"}} {
+			rc, err := wc.Logs(ctx, addr, id, tc.tail)
+			if err != nil {
+				t.Fatalf("Logs(tail %d): %v", tc.tail, err)
+			}
+			b, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil || string(b) != tc.want {
+				t.Fatalf("Logs(tail %d) = %q, %v; want %q", tc.tail, b, err, tc.want)
+			}
+		}
+		if _, err := wc.Logs(ctx, addr, uuid.New(), 0); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Logs(unknown): %v, want ErrNotFound", err)
+		}
+	})
+	t.Run("stop", func(t *testing.T) {
+		if err := wc.Stop(ctx, addr, id); err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+		if err := wc.Stop(ctx, addr, uuid.New()); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Stop(unknown): %v, want ErrNotFound", err)
+		}
+	})
+	t.Run("bad address", func(t *testing.T) {
+		if _, err := wc.Tasks(ctx, "no-port"); err == nil {
+			t.Fatal("Tasks(\"no-port\"): no error")
+		}
+	})
+}
+
+func TestWorkerClient_Timeout(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	wc := NewWorkerClient(150 * time.Millisecond)
+	start := time.Now()
+	if _, err := wc.Stats(testCtx(t), silent.Addr().String()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Stats against a silent worker: %v, want a timeout", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("took %s, want about the 150ms timeout", took)
+	}
+	if _, err := wc.Logs(testCtx(t), silent.Addr().String(), uuid.New(), 0); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Logs against a silent worker: %v, want a timeout", err)
+	}
+}

@@ -1,0 +1,523 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/go-hclog"
+)
+
+// DefaultForwardTimeout bounds one request a follower forwards to the leader
+// when ManagerHandlerOptions.ForwardTimeout is zero.
+const DefaultForwardTimeout = 10 * time.Second
+
+// retryAfter is the Retry-After value (seconds) of every 503 the manager
+// handler writes itself. An election on loopback settles in well under a
+// second, so one second is a fair first wait; the Go client backs off faster.
+const retryAfter = "1"
+
+// ManagerHandlerOptions tunes NewManagerHandler. The zero value is usable.
+type ManagerHandlerOptions struct {
+	// ForwardTimeout bounds one request forwarded to the leader, from sending
+	// it to reading the whole answer; 0 means DefaultForwardTimeout. A leader
+	// that does not answer in time yields a 503 rather than a hung caller.
+	ForwardTimeout time.Duration
+	// Logger receives forwarding failures and unexpected service errors; nil
+	// discards them.
+	Logger hclog.Logger
+	// Transport carries forwarded requests; nil means a private clone of
+	// http.DefaultTransport. Tests use it to inject failures.
+	Transport http.RoundTripper
+}
+
+// managerHandler serves the manager API for one ManagerService.
+type managerHandler struct {
+	svc     ManagerService
+	mux     *http.ServeMux
+	client  *http.Client
+	timeout time.Duration
+	log     hclog.Logger
+}
+
+// NewManagerHandler returns the manager's HTTP API, which every manager serves:
+//
+//	POST   /tasks        submit a task (TaskEvent body); 201 and the stored task
+//	                     once committed, 200 and the stored task if the ID existed
+//	GET    /tasks        every task ([] when none)
+//	GET    /tasks/{id}   one task
+//	DELETE /tasks/{id}   stop a task; 200 and the task once the stop is committed
+//	GET    /nodes        workers with liveness, capacity and allocations
+//	GET    /cluster      raft servers and gossip members
+//	POST   /reports      internal: a worker reports one of its task records; 204
+//	POST   /cluster/servers       add a manager as a raft voter ({"ID","Addr"}); 204
+//	DELETE /cluster/servers/{id}  remove a manager from the raft configuration; 204
+//
+// DELETE answers 200 with the task (not the worker API's 204) so that a caller
+// such as the CLI can show what it stopped without a second request.
+//
+// Every response carries X-Cube-Leader. Writes, and reads with ?consistent,
+// are forwarded to the leader in one hop when this manager is not the leader;
+// with no leader known the answer is 503 with Retry-After, at once.
+func NewManagerHandler(svc ManagerService, opts ManagerHandlerOptions) http.Handler {
+	h := &managerHandler{svc: svc, timeout: opts.ForwardTimeout, log: opts.Logger}
+	if h.timeout <= 0 {
+		h.timeout = DefaultForwardTimeout
+	}
+	if h.log == nil {
+		h.log = hclog.NewNullLogger()
+	}
+	rt := opts.Transport
+	if rt == nil {
+		rt = newTransport()
+	}
+	h.client = &http.Client{
+		Transport: rt,
+		// A redirect from the leader is relayed to the caller as is, never
+		// followed here: following would turn a forwarded POST into a GET.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /tasks", h.submitTask)
+	mux.HandleFunc("GET /tasks", h.listTasks)
+	mux.HandleFunc("GET /tasks/{id}", h.getTask)
+	mux.HandleFunc("DELETE /tasks/{id}", h.stopTask)
+	mux.HandleFunc("GET /nodes", h.nodes)
+	mux.HandleFunc("GET /cluster", h.cluster)
+	mux.HandleFunc("POST /reports", h.report)
+	mux.HandleFunc("POST /cluster/servers", h.addServer)
+	mux.HandleFunc("DELETE /cluster/servers/{id}", h.removeServer)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, ErrResponse{
+			HTTPStatusCode: http.StatusNotFound,
+			Message:        fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path),
+		})
+	})
+	h.mux = mux
+	return h
+}
+
+// ServeHTTP stamps X-Cube-Leader on the response before routing, so that every
+// answer (errors, the 404 fallback and the mux's own redirects included)
+// tells the caller where the leader is.
+func (h *managerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	addr, _ := h.svc.Leader()
+	w.Header().Set(HeaderLeader, addr)
+	h.mux.ServeHTTP(w, r)
+}
+
+func (h *managerHandler) submitTask(w http.ResponseWriter, r *http.Request) {
+	// The body is read and checked here, before any forwarding: bad input gets
+	// its 4xx from whichever manager it reached, even while no leader is
+	// elected, and never costs the leader a request. The leader checks again.
+	body, err := readBody(w, r)
+	var ev TaskEvent
+	if err == nil {
+		ev, err = DecodeTaskEvent(bytes.NewReader(body))
+	}
+	if err == nil {
+		err = ev.Validate()
+	}
+	if err == nil && ev.State.Terminal() {
+		err = &ValidationError{Msg: fmt.Sprintf("State %d (%s) cannot be submitted; use DELETE /tasks/{id} to stop a task", ev.State, ev.State)}
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if !h.serveHere(w, r, body, true) {
+		return
+	}
+	t, created, err := h.svc.SubmitTask(r.Context(), ev)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	status := http.StatusCreated
+	if !created {
+		status = http.StatusOK
+	}
+	writeJSON(w, status, t)
+}
+
+func (h *managerHandler) listTasks(w http.ResponseWriter, r *http.Request) {
+	consistent := consistentRead(r)
+	if !h.serveHere(w, r, nil, consistent) {
+		return
+	}
+	tasks, err := h.svc.Tasks(r.Context(), consistent)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if tasks == nil {
+		tasks = []Task{}
+	}
+	writeJSON(w, http.StatusOK, tasks)
+}
+
+func (h *managerHandler) getTask(w http.ResponseWriter, r *http.Request) {
+	id, err := PathID(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	consistent := consistentRead(r)
+	if !h.serveHere(w, r, nil, consistent) {
+		return
+	}
+	t, err := h.svc.Task(r.Context(), id, consistent)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, t)
+}
+
+func (h *managerHandler) stopTask(w http.ResponseWriter, r *http.Request) {
+	id, err := PathID(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if !h.serveHere(w, r, nil, true) {
+		return
+	}
+	t, err := h.svc.StopTask(r.Context(), id)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, t)
+}
+
+func (h *managerHandler) nodes(w http.ResponseWriter, r *http.Request) {
+	consistent := consistentRead(r)
+	if !h.serveHere(w, r, nil, consistent) {
+		return
+	}
+	nodes, err := h.svc.Nodes(r.Context(), consistent)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if nodes == nil {
+		nodes = []Node{}
+	}
+	writeJSON(w, http.StatusOK, nodes)
+}
+
+func (h *managerHandler) cluster(w http.ResponseWriter, r *http.Request) {
+	// ManagerService.Cluster has no consistent flag; ?consistent still means
+	// "answer from the leader", which gives the leader's view of the cluster.
+	if !h.serveHere(w, r, nil, consistentRead(r)) {
+		return
+	}
+	info, err := h.svc.Cluster(r.Context())
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (h *managerHandler) report(w http.ResponseWriter, r *http.Request) {
+	body, err := readBody(w, r)
+	var t Task
+	if err == nil {
+		t, err = decodeReport(body)
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if !h.serveHere(w, r, body, true) {
+		return
+	}
+	if err := h.svc.ReportTask(r.Context(), t); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// consistentRead reports whether r asks for a linearizable read: the query
+// parameter consistent is present with any value but a false one ("0",
+// "false", …), so ?consistent, ?consistent=1 and ?consistent=true all count.
+func consistentRead(r *http.Request) bool {
+	q := r.URL.Query()
+	if !q.Has("consistent") {
+		return false
+	}
+	v := q.Get("consistent")
+	if b, err := strconv.ParseBool(v); err == nil {
+		return b
+	}
+	return true
+}
+
+// serveHere reports whether this manager serves r itself. A request that
+// needs the leader (a write, or a read with ?consistent) is forwarded when this
+// manager is not the leader; serveHere then answers r itself, with the
+// leader's answer or a 503, and returns false. body is the request body as
+// already read (nil for none).
+func (h *managerHandler) serveHere(w http.ResponseWriter, r *http.Request, body []byte, needLeader bool) bool {
+	if !needLeader {
+		return true
+	}
+	leader, self := h.svc.Leader()
+	switch {
+	case self:
+		return true
+	case leader == "":
+		h.unavailable(w, "no leader elected yet; retry")
+	case r.Header.Get(HeaderForwarded) != "":
+		// One hop only: the manager that forwarded this believed we lead, so
+		// leadership is moving. Forwarding again could bounce between two
+		// managers with stale views; the caller retries instead.
+		h.unavailable(w, fmt.Sprintf("request was forwarded here, but this manager is not the leader (the leader is %s); retry", leader))
+	default:
+		h.forward(w, r, leader, body)
+	}
+	return false
+}
+
+// forward relays r to the leader and its answer (status, headers, body) back
+// to the caller. The answer is read whole before anything is written, so that
+// a leader that fails mid-answer yields a clean 503, never a truncated body.
+func (h *managerHandler) forward(w http.ResponseWriter, r *http.Request, leader string, body []byte) {
+	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.Method, baseURL("http", leader)+r.URL.RequestURI(), rd)
+	if err != nil {
+		h.unavailable(w, fmt.Sprintf("cannot forward to the leader %s: %v; retry", leader, err))
+		return
+	}
+	copyHeader(req.Header, r.Header)
+	req.Header.Set(HeaderForwarded, "1")
+
+	resp, err := h.client.Do(req)
+	var out []byte
+	if err == nil {
+		out, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if err != nil {
+		if r.Context().Err() != nil {
+			// The caller has gone: nothing to log, and the answer goes nowhere.
+			h.unavailable(w, fmt.Sprintf("request cancelled while forwarded to the leader %s", leader))
+			return
+		}
+		h.log.Warn("forward to leader failed", "leader", leader, "method", r.Method, "path", r.URL.Path, "error", err)
+		if errors.Is(err, context.DeadlineExceeded) {
+			msg := fmt.Sprintf("the leader %s did not answer within %s; retry", leader, h.timeout)
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				// The leader may have received the write and still commit it.
+				msg += " with the same task ID (the write may have been applied; a resubmit is idempotent)"
+			}
+			h.unavailable(w, msg)
+			return
+		}
+		h.unavailable(w, fmt.Sprintf("cannot reach the leader %s: %v; retry", leader, err))
+		return
+	}
+	copyHeader(w.Header(), resp.Header)
+	// The leader's own X-Cube-Leader is the freshest; keep ours only when it
+	// sent none (for example, it has just lost leadership).
+	if l := resp.Header.Get(HeaderLeader); l != "" {
+		w.Header().Set(HeaderLeader, l)
+	} else {
+		addr, _ := h.svc.Leader()
+		w.Header().Set(HeaderLeader, addr)
+	}
+	if r.Method != http.MethodHead && resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified {
+		w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(out)
+}
+
+// fail answers err. 503s get Retry-After and a fresh X-Cube-Leader; the
+// outcome-unknown case is checked first because such an error may also wrap
+// ErrNotLeader (leadership lost after the write was sent), and the caller
+// must hear that the write may have been applied.
+func (h *managerHandler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	switch status := StatusOf(err); {
+	case errors.Is(err, ErrUnknownOutcome):
+		h.unavailable(w, fmt.Sprintf("the write may have been applied but its outcome is unknown (%v); retry with the same task ID, which is idempotent", err))
+	case errors.Is(err, ErrNotLeader):
+		leader, _ := h.svc.Leader()
+		if leader == "" {
+			leader = "not known yet"
+		}
+		h.unavailable(w, fmt.Sprintf("leadership changed while the request was handled (%v); retry, the leader is %s", err, leader))
+	case status == http.StatusServiceUnavailable:
+		h.unavailable(w, fmt.Sprintf("%v; retry", err))
+	case status == http.StatusInternalServerError:
+		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		writeError(w, err)
+	default:
+		writeError(w, err)
+	}
+}
+
+// unavailable answers 503 with Retry-After and the current leader.
+func (h *managerHandler) unavailable(w http.ResponseWriter, msg string) {
+	addr, _ := h.svc.Leader()
+	w.Header().Set(HeaderLeader, addr)
+	w.Header().Set("Retry-After", retryAfter)
+	writeJSON(w, http.StatusServiceUnavailable, ErrResponse{HTTPStatusCode: http.StatusServiceUnavailable, Message: msg})
+}
+
+// readBody reads the whole request body, at most MaxBodyBytes; it is kept as
+// bytes because a follower both checks it and forwards it.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
+			return nil, err
+		}
+		return nil, &ValidationError{Msg: fmt.Sprintf("cannot read the request body: %v", err)}
+	}
+	return body, nil
+}
+
+// decodeReport reads the body of POST /reports: one Task, no unknown fields,
+// with the ID and Worker a report must name.
+func decodeReport(body []byte) (Task, error) {
+	var t Task
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&t); err != nil {
+		if errors.Is(err, io.EOF) {
+			return Task{}, &ValidationError{Msg: "request body is empty; expected a JSON Task"}
+		}
+		return Task{}, describeJSONError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Task{}, &ValidationError{Msg: "request body holds data after the JSON value"}
+	}
+	switch {
+	case t.ID == uuid.Nil:
+		return Task{}, &ValidationError{Msg: "report has no task ID"}
+	case strings.TrimSpace(t.Worker) == "":
+		return Task{}, &ValidationError{Msg: "report has no Worker; the reporting worker must name itself"}
+	case !t.State.Valid():
+		return Task{}, &ValidationError{Msg: fmt.Sprintf("State %d is not a task state (0 Pending … 4 Failed)", t.State)}
+	}
+	return t, nil
+}
+
+// hopHeaders are meaningful for one connection only and are not relayed;
+// Content-Length is recomputed from the relayed body.
+var hopHeaders = map[string]bool{
+	"Connection":          true,
+	"Keep-Alive":          true,
+	"Proxy-Connection":    true,
+	"Proxy-Authenticate":  true,
+	"Proxy-Authorization": true,
+	"Te":                  true,
+	"Trailer":             true,
+	"Transfer-Encoding":   true,
+	"Upgrade":             true,
+	"Content-Length":      true,
+}
+
+// copyHeader copies the end-to-end headers of src into dst, replacing any
+// values dst already holds for the same names.
+func copyHeader(dst, src http.Header) {
+	for k, vv := range src {
+		if hopHeaders[k] {
+			continue
+		}
+		dst[k] = append([]string(nil), vv...)
+	}
+}
+
+// baseURL turns "host:port" into scheme://host:port; an address that already
+// names a scheme is kept, without a trailing slash.
+func baseURL(scheme, addr string) string {
+	if strings.Contains(addr, "://") {
+		return strings.TrimRight(addr, "/")
+	}
+	return scheme + "://" + addr
+}
+
+// newTransport returns a clone of http.DefaultTransport that keeps more idle
+// connections per host: a manager forwards to one leader and dispatches to a
+// few workers, many requests at once, and the default of two idle connections
+// per host would open (and leave in TIME_WAIT) a connection per request.
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 64
+	return t
+}
+
+// ServerRequest is the body of POST /cluster/servers.
+type ServerRequest struct {
+	// ID is the manager's raft server ID; Addr its raft address.
+	ID   string
+	Addr string
+}
+
+func (h *managerHandler) addServer(w http.ResponseWriter, r *http.Request) {
+	body, err := readBody(w, r)
+	var req ServerRequest
+	if err == nil {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if derr := dec.Decode(&req); derr != nil {
+			err = &ValidationError{Msg: "body must be {\"ID\":\"m4\",\"Addr\":\"IP:PORT\"}: " + derr.Error()}
+		}
+	}
+	if err == nil {
+		if req.ID == "" || len(req.ID) > 128 {
+			err = &ValidationError{Msg: "ID is required (at most 128 characters)"}
+		} else if host, port, serr := net.SplitHostPort(req.Addr); serr != nil || net.ParseIP(host) == nil || port == "" {
+			err = &ValidationError{Msg: fmt.Sprintf("Addr %q is not an IP:PORT raft address", req.Addr)}
+		}
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if !h.serveHere(w, r, body, true) {
+		return
+	}
+	if err := h.svc.AddManager(r.Context(), req.ID, req.Addr); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *managerHandler) removeServer(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if id == "" || len(id) > 128 {
+		h.fail(w, r, &ValidationError{Msg: "server ID is required (at most 128 characters)"})
+		return
+	}
+	if !h.serveHere(w, r, nil, true) {
+		return
+	}
+	if err := h.svc.RemoveManager(r.Context(), id); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

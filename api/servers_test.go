@@ -1,0 +1,65 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// AddManager and RemoveManager of the fake record calls; only the leader acts.
+func (f *fakeManager) AddManager(_ context.Context, id, addr string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.self {
+		return ErrNotLeader
+	}
+	f.calls["AddManager:"+id+"="+addr]++
+	return nil
+}
+
+func (f *fakeManager) RemoveManager(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.self {
+		return ErrNotLeader
+	}
+	f.calls["RemoveManager:"+id]++
+	return nil
+}
+
+func TestManagerHandler_ServersForwardedToLeader(t *testing.T) {
+	c := newTestCluster(t, 3, 0, ManagerHandlerOptions{})
+	r := doHTTP(t, http.MethodPost, c.url(1, "/cluster/servers"), []byte(`{"ID":"m4","Addr":"127.0.0.1:7000"}`), nil)
+	if r.status != http.StatusNoContent || c.fakes[0].count("AddManager:m4=127.0.0.1:7000") != 1 {
+		t.Fatalf("add via follower: %d %s; leader saw %d calls", r.status, r.body, c.fakes[0].count("AddManager:m4=127.0.0.1:7000"))
+	}
+	r = doHTTP(t, http.MethodDelete, c.url(2, "/cluster/servers/m4"), nil, nil)
+	if r.status != http.StatusNoContent || c.fakes[0].count("RemoveManager:m4") != 1 {
+		t.Fatalf("remove via follower: %d %s", r.status, r.body)
+	}
+
+	// The client does the same.
+	cl, err := NewClient(c.addrs[1:], ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.AddManager(context.Background(), "m5", "127.0.0.1:7001"); err != nil || c.fakes[0].count("AddManager:m5=127.0.0.1:7001") != 1 {
+		t.Fatalf("client add: %v", err)
+	}
+	if err := cl.RemoveManager(context.Background(), "m5"); err != nil || c.fakes[0].count("RemoveManager:m5") != 1 {
+		t.Fatalf("client remove: %v", err)
+	}
+
+	for _, tc := range []struct{ body, want string }{
+		{`{"ID":"","Addr":"127.0.0.1:1"}`, "ID is required"},
+		{`{"ID":"m4","Addr":"nowhere"}`, "is not an IP:PORT"},
+		{`{"ID":"m4","Addr":"127.0.0.1:1","X":1}`, "unknown field"},
+		{`nope`, "body must be"},
+	} {
+		r := doHTTP(t, http.MethodPost, c.url(1, "/cluster/servers"), []byte(tc.body), nil)
+		if er := r.errResponse(t); r.status != http.StatusBadRequest || !strings.Contains(er.Message, tc.want) {
+			t.Fatalf("body %s: %d %q, want 400 containing %q", tc.body, r.status, er.Message, tc.want)
+		}
+	}
+}

@@ -1,0 +1,149 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// WorkerClient is the manager's client of the worker API. Each call makes one
+// attempt at the worker named by addr ("host:port" or "http://host:port"):
+// the leader's control loop decides what to retry, and when. Error answers
+// map to the sentinels as for Client (see StatusError); a 409 whose message
+// names a stale generation wraps ErrStaleGeneration as well as ErrConflict.
+// It is safe for concurrent use.
+type WorkerClient struct {
+	hc      *http.Client
+	timeout time.Duration
+}
+
+// NewWorkerClient returns a worker client whose requests each take at most
+// timeout (DefaultRequestTimeout when timeout ≤ 0).
+func NewWorkerClient(timeout time.Duration) *WorkerClient {
+	if timeout <= 0 {
+		timeout = DefaultRequestTimeout
+	}
+	return &WorkerClient{
+		hc:      &http.Client{Transport: newTransport()},
+		timeout: timeout,
+	}
+}
+
+// Submit asks the worker at addr to run ev.Task at ev.Task.Generation and
+// returns the worker's record and whether it started anything (false for a
+// duplicate send). A zero ev.ID or Timestamp is filled in.
+func (c *WorkerClient) Submit(ctx context.Context, addr string, ev TaskEvent) (Task, bool, error) {
+	if ev.ID == uuid.Nil {
+		ev.ID = uuid.New()
+	}
+	if ev.Timestamp.IsZero() {
+		ev.Timestamp = time.Now().UTC()
+	}
+	var t Task
+	status, err := c.do(ctx, addr, http.MethodPost, "/tasks", EncodeJSON(ev), &t)
+	if err != nil {
+		return Task{}, false, fmt.Errorf("submit task %s to worker %s: %w", ev.Task.ID, addr, err)
+	}
+	return t, status == http.StatusCreated, nil
+}
+
+// Stop asks the worker at addr to stop and remove the task's container;
+// ErrNotFound if the worker holds no such task.
+func (c *WorkerClient) Stop(ctx context.Context, addr string, id uuid.UUID) error {
+	if _, err := c.do(ctx, addr, http.MethodDelete, "/tasks/"+id.String(), nil, nil); err != nil {
+		return fmt.Errorf("stop task %s on worker %s: %w", id, addr, err)
+	}
+	return nil
+}
+
+// Tasks lists every task record the worker at addr holds.
+func (c *WorkerClient) Tasks(ctx context.Context, addr string) ([]Task, error) {
+	var tasks []Task
+	if _, err := c.do(ctx, addr, http.MethodGet, "/tasks", nil, &tasks); err != nil {
+		return nil, fmt.Errorf("list tasks of worker %s: %w", addr, err)
+	}
+	return tasks, nil
+}
+
+// Task returns one record of the worker at addr; ErrNotFound if it holds none.
+func (c *WorkerClient) Task(ctx context.Context, addr string, id uuid.UUID) (Task, error) {
+	var t Task
+	if _, err := c.do(ctx, addr, http.MethodGet, "/tasks/"+id.String(), nil, &t); err != nil {
+		return Task{}, fmt.Errorf("get task %s from worker %s: %w", id, addr, err)
+	}
+	return t, nil
+}
+
+// Stats returns the figures of the worker at addr.
+func (c *WorkerClient) Stats(ctx context.Context, addr string) (Stats, error) {
+	var s Stats
+	if _, err := c.do(ctx, addr, http.MethodGet, "/stats", nil, &s); err != nil {
+		return Stats{}, fmt.Errorf("stats of worker %s: %w", addr, err)
+	}
+	return s, nil
+}
+
+// Logs streams the output of the task's current container on the worker at
+// addr, its last tail lines when tail > 0. The caller must Close the reader.
+// The client's timeout bounds the whole exchange, the caller's reading of the
+// stream included.
+func (c *WorkerClient) Logs(ctx context.Context, addr string, id uuid.UUID, tail int) (io.ReadCloser, error) {
+	base, err := normalizeAddr(addr)
+	if err != nil {
+		return nil, fmt.Errorf("logs of task %s: %w", id, err)
+	}
+	u := base + "/tasks/" + id.String() + "/logs"
+	if tail > 0 {
+		u += "?" + url.Values{"tail": {strconv.Itoa(tail)}}.Encode()
+	}
+	// The context outlives this call: it is cancelled when the caller closes
+	// the stream (or on error here), never before the body has been read.
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	resp, err := send(ctx, c.hc, http.MethodGet, u, nil)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("logs of task %s on worker %s: %w", id, addr, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		cancel()
+		return nil, fmt.Errorf("logs of task %s on worker %s: %w", id, addr, responseError(resp.StatusCode, b))
+	}
+	return &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}, nil
+}
+
+// do sends one request to the worker and decodes a 2xx body into out.
+func (c *WorkerClient) do(ctx context.Context, addr, method, path string, body []byte, out any) (int, error) {
+	base, err := normalizeAddr(addr)
+	if err != nil {
+		return 0, err
+	}
+	ans, err := roundTrip(ctx, c.hc, c.timeout, method, base+path, body)
+	if err != nil {
+		return 0, err
+	}
+	if ans.status < 200 || ans.status > 299 {
+		return ans.status, responseError(ans.status, ans.body)
+	}
+	return ans.status, ans.decode(out)
+}
+
+// cancelOnClose releases a request's context once its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+// Close closes the body, then cancels the request's context.
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cube-orch/cube/api"
+	"github.com/google/uuid"
+	"github.com/spf13/cobra"
+)
+
+// defaultManagers are the managers of `make cluster` (and `cube dev` on the first).
+const defaultManagers = "127.0.0.1:5556,127.0.0.1:5566,127.0.0.1:5576"
+
+// clientFlags are shared by the commands that talk to the managers.
+type clientFlags struct {
+	managers string
+	timeout  time.Duration
+}
+
+func (f *clientFlags) register(cmd *cobra.Command) {
+	def := defaultManagers
+	if env := os.Getenv("CUBE_MANAGERS"); env != "" {
+		def = env
+	}
+	cmd.PersistentFlags().StringVarP(&f.managers, "manager", "m", def, "comma-separated manager addresses; the client finds the leader itself (env CUBE_MANAGERS)")
+	cmd.PersistentFlags().DurationVar(&f.timeout, "timeout", 20*time.Second, "give up after this long (retries while no leader is elected included)")
+}
+
+func (f *clientFlags) client() (*api.Client, context.Context, context.CancelFunc, error) {
+	c, err := api.NewClient(splitList(f.managers), api.ClientOptions{RetryFor: f.timeout})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+	return c, ctx, cancel, nil
+}
+
+func addClientCommands(root *cobra.Command) {
+	var cf clientFlags
+	cf.register(root)
+
+	var file string
+	run := &cobra.Command{
+		Use:   "run -f task.json",
+		Short: "Submit a task (the seed's TaskEvent JSON, or a bare Task)",
+		Long: `Submit a task to the cluster. The file holds the seed's TaskEvent
+({"ID":..,"State":2,"Task":{..}}) or just the Task object; "-" reads stdin.
+The task ID is yours (generated if absent): submitting the same ID again
+creates nothing new, so a retry after an error is always safe.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ev, err := readTaskFile(file)
+			if err != nil {
+				return err
+			}
+			c, ctx, cancel, err := cf.client()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			t, created, err := c.SubmitTask(ctx, ev)
+			if err != nil {
+				return err
+			}
+			verb := "submitted"
+			if !created {
+				verb = "already known, nothing new created:"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "task %s %s (%s)\n", verb, t.ID, t.State)
+			return nil
+		},
+	}
+	run.Flags().StringVarP(&file, "file", "f", "", "task file (required)")
+	_ = run.MarkFlagRequired("file")
+
+	stop := &cobra.Command{
+		Use:   "stop ID",
+		Short: "Stop a task (from any state that has not ended)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := uuid.Parse(args[0])
+			if err != nil {
+				return fmt.Errorf("task ID %q is not a UUID", args[0])
+			}
+			c, ctx, cancel, err := cf.client()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			t, err := c.StopTask(ctx, id)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "stop of task %s committed (state %s)\n", t.ID, t.State)
+			return nil
+		},
+	}
+
+	var consistent bool
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "List tasks: state, worker, restarts and the reason of the last failure",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, cancel, err := cf.client()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			tasks, err := c.Tasks(ctx, consistent)
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tNAME\tCREATED\tSTATE\tCONTAINERNAME\tIMAGE\tWORKER\tRESTARTS\tREASON")
+			for _, t := range tasks {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", t.ID, t.Name, ago(t.SubmitTime), t.State,
+					shortID(t.ContainerID), t.Image, t.Worker, t.RestartCount, t.Reason)
+			}
+			return w.Flush()
+		},
+	}
+	status.Flags().BoolVar(&consistent, "consistent", false, "linearizable read through the leader")
+
+	node := &cobra.Command{
+		Use:   "node",
+		Short: "List workers: liveness, capacity and what is allocated",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, cancel, err := cf.client()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			nodes, err := c.Nodes(ctx, false)
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tSTATE\tAPI\tCPU\tMEMORY\tDISK\tTASKS\tRUNTIME")
+			for _, n := range nodes {
+				rt := "up"
+				if !n.RuntimeAvailable {
+					rt = "down"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%.2f/%.0f\t%s/%s\t%s/%s\t%d\t%s\n", n.Name, n.State, n.API,
+					n.AllocatedCpu, n.Cpu, bytesHuman(n.AllocatedMemory), bytesHuman(n.Memory),
+					bytesHuman(n.AllocatedDisk), bytesHuman(n.Disk), n.TaskCount, rt)
+			}
+			return w.Flush()
+		},
+	}
+
+	members := &cobra.Command{
+		Use:   "members",
+		Short: "List the raft servers (leader marked) and the gossip members with their state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, cancel, err := cf.client()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			info, err := c.Cluster(ctx)
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintf(w, "raft (term %d, answered by %s at index %d)\n", info.Term, info.Self, info.AppliedIndex)
+			fmt.Fprintln(w, "ID\tRAFT ADDR\tAPI\tVOTER\tLEADER")
+			for _, s := range info.Servers {
+				lead := ""
+				if s.Leader {
+					lead = "*"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%v\t%s\n", s.ID, s.Addr, s.API, s.Voter, lead)
+			}
+			fmt.Fprintln(w, "\ngossip")
+			fmt.Fprintln(w, "NAME\tADDR\tROLE\tAPI\tSTATE")
+			for _, m := range info.Members {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", m.Name, m.Addr, m.Role, m.API, m.State)
+			}
+			return w.Flush()
+		},
+	}
+	remove := &cobra.Command{
+		Use:   "remove ID",
+		Short: "Remove a manager from the raft configuration (before retiring its machine)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ctx, cancel, err := cf.client()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			if err := c.RemoveManager(ctx, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "manager %s removed from the raft configuration\n", args[0])
+			return nil
+		},
+	}
+	members.AddCommand(remove)
+	root.AddCommand(run, stop, status, node, members)
+}
+
+// readTaskFile reads a TaskEvent, or a bare Task wrapped into one.
+func readTaskFile(path string) (api.TaskEvent, error) {
+	var data []byte
+	var err error
+	if path == "-" {
+		data, err = io.ReadAll(io.LimitReader(os.Stdin, api.MaxBodyBytes+1))
+	} else {
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return api.TaskEvent{}, err
+	}
+	var probe map[string]json.RawMessage
+	if err := json.Unmarshal(data, &probe); err != nil {
+		return api.TaskEvent{}, fmt.Errorf("%s: %v", path, err)
+	}
+	if _, ok := probe["Task"]; !ok {
+		data = append(append([]byte(`{"State":2,"Task":`), bytes.TrimSpace(data)...), '}')
+	}
+	ev, err := api.DecodeTaskEvent(bytes.NewReader(data))
+	if err == nil {
+		err = ev.Validate()
+	}
+	if err != nil {
+		return api.TaskEvent{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return ev, nil
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func bytesHuman(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

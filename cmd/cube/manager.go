@@ -1,0 +1,64 @@
+package main
+
+import (
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+)
+
+func newManagerCmd() *cobra.Command {
+	var o managerOpts
+	var peers, seeds, logLevel string
+	cmd := &cobra.Command{
+		Use:   "manager",
+		Short: "Run a manager: one replica of the control plane",
+		Long: `Run a manager.
+
+Three or more managers replicate the task database through Raft; the leader
+schedules tasks, dispatches them to workers and follows what they report. Any
+manager serves the whole manager API on --http (writes are forwarded to the
+leader):
+
+  POST /tasks  GET /tasks  GET /tasks/{id}  DELETE /tasks/{id}
+  GET /nodes   GET /cluster   (?consistent for linearizable reads)
+
+Start the initial managers with the same --peers list (every manager's
+ID=raft address, its own included); they bootstrap the cluster together on
+first start and ignore --peers once they hold state. --join names gossip
+addresses of other nodes; managers and workers share one gossip pool.
+
+Data lives in --data: raft log, stable store and snapshots. Keep --id and
+--raft the same across restarts.`,
+		Example: `  cube manager --id m1 --http 127.0.0.1:5556 --raft 127.0.0.1:6556 --gossip 127.0.0.1:6557 \
+      --data /tmp/m1 --peers m1=127.0.0.1:6556,m2=127.0.0.1:6566,m3=127.0.0.1:6576 \
+      --join 127.0.0.1:6567,127.0.0.1:6577`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if o.Peers, err = parsePeers(peers); err != nil {
+				return err
+			}
+			o.Seeds = splitList(seeds)
+			return runUntilSignal(cmd.Context(), newLogger(logLevel), func(l hclog.Logger) (func(), <-chan error, error) {
+				n, err := startManager(o, l)
+				if err != nil {
+					return nil, nil, err
+				}
+				return n.stop, n.errc, nil
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.ID, "id", "", "stable raft server ID of this manager (required)")
+	f.StringVar(&o.HTTPAddr, "http", "127.0.0.1:5556", "address the manager API listens on")
+	f.StringVar(&o.RaftAddr, "raft", "127.0.0.1:6556", "IP:PORT of raft traffic (keep it stable across restarts)")
+	f.StringVar(&o.GossipAddr, "gossip", "127.0.0.1:6557", "IP:PORT of this manager's gossip (memberlist) endpoint")
+	f.StringVar(&o.DataDir, "data", "", "data directory (required)")
+	f.StringVar(&peers, "peers", "", "initial voters ID=RAFTADDR,... (self included) to bootstrap a new cluster; empty: wait to be added")
+	f.StringVar(&seeds, "join", "", "comma-separated gossip addresses of other nodes")
+	f.BoolVar(&o.Fast, "fast", false, "tight raft and gossip timings (failover in well under a second) as `make cluster` uses; default: production timings")
+	f.StringVar(&o.Scheduler, "scheduler", "epvm", "placement: epvm (least marginal cost) or roundrobin")
+	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")
+	_ = cmd.MarkFlagRequired("id")
+	_ = cmd.MarkFlagRequired("data")
+	return cmd
+}

@@ -1,0 +1,319 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/cube-orch/cube/api"
+	"github.com/google/uuid"
+	"github.com/hashicorp/raft"
+)
+
+var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+// applyLog writes cmd through Encode and Apply, as raft would.
+func applyLog(t *testing.T, f *FSM, index uint64, cmd any) *Result {
+	t.Helper()
+	data, err := Encode(cmd)
+	if err != nil {
+		t.Fatalf("encode %T: %v", cmd, err)
+	}
+	res, ok := f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: data}).(*Result)
+	if !ok {
+		t.Fatalf("apply %T: result is not *Result", cmd)
+	}
+	return res
+}
+
+func worker(name string) UpsertWorker {
+	return UpsertWorker{Node: api.Node{Name: name, API: "127.0.0.1:5555", State: api.NodeAlive, Since: t0, RuntimeAvailable: true, Cpu: 2, Memory: 1 << 30, Disk: 10 << 30}}
+}
+
+func newTask() api.Task {
+	return api.Task{ID: uuid.New(), Name: "echo", Image: "cube-echo:latest", Memory: 64 << 20, Cpu: 0.5, Disk: 1 << 20}
+}
+
+// script is a log that exercises every command.
+func script(task api.Task) []any {
+	other := newTask()
+	return []any{
+		worker("w1"),
+		worker("w2"),
+		SubmitTask{Task: task, Time: t0},
+		SubmitTask{Task: other, Time: t0.Add(time.Second)},
+		PendingNote{ID: other.ID, Reason: "no worker has 64 MiB free"},
+		AssignTask{ID: task.ID, Worker: "w1", Generation: 1, Time: t0},
+		ReportTask{Task: api.Task{ID: task.ID, Worker: "w1", Generation: 1, State: api.Running, ContainerID: "c1", StartTime: t0}},
+		StopTask{ID: other.ID, Time: t0.Add(2 * time.Second), Reason: "stopped on request"},
+		StopTask{ID: task.ID, Time: t0.Add(3 * time.Second), Reason: "stopped on request"},
+		ReportTask{Task: api.Task{ID: task.ID, Worker: "w1", Generation: 1, State: api.Completed, ContainerID: "c1", Reason: "stopped on request", StartTime: t0, FinishTime: t0.Add(4 * time.Second)}},
+	}
+}
+
+func TestFSM_Apply_Commands(t *testing.T) {
+	f := New()
+	task := newTask()
+	applyLog(t, f, 1, worker("w1"))
+
+	// Submit: Pending, desired Running; a second submit creates nothing.
+	res := applyLog(t, f, 2, SubmitTask{Task: task, Time: t0})
+	if res.Err != nil || !res.Created || res.Task.State != api.Pending || res.Task.DesiredState != api.Running || !res.Task.SubmitTime.Equal(t0) {
+		t.Fatalf("submit: %+v", res)
+	}
+	dup := task
+	dup.Image = "other:latest"
+	if res := applyLog(t, f, 3, SubmitTask{Task: dup, Time: t0.Add(time.Hour)}); res.Err != nil || res.Created || res.Changed || res.Task.Image != task.Image {
+		t.Fatalf("resubmit: %+v", res)
+	}
+
+	// PendingNote only while Pending.
+	if res := applyLog(t, f, 4, PendingNote{ID: task.ID, Reason: "fits nowhere"}); res.Task.Reason != "fits nowhere" {
+		t.Fatalf("pending note: %+v", res)
+	}
+
+	// Assign: needs a known worker and a higher generation.
+	if res := applyLog(t, f, 5, AssignTask{ID: task.ID, Worker: "nope", Generation: 1}); !errors.Is(res.Err, api.ErrNotFound) {
+		t.Fatalf("assign to unknown worker: %v", res.Err)
+	}
+	res = applyLog(t, f, 6, AssignTask{ID: task.ID, Worker: "w1", Generation: 1})
+	if res.Err != nil || res.Task.State != api.Scheduled || res.Task.Worker != "w1" || res.Task.Generation != 1 || res.Task.Reason != "" {
+		t.Fatalf("assign: %+v", res)
+	}
+	if res := applyLog(t, f, 7, AssignTask{ID: task.ID, Worker: "w1", Generation: 1}); !errors.Is(res.Err, api.ErrStaleGeneration) {
+		t.Fatalf("assign at the same generation: %v", res.Err)
+	}
+
+	// Report: fenced by worker and generation; duplicates change nothing.
+	running := api.Task{ID: task.ID, Worker: "w1", Generation: 1, State: api.Running, ContainerID: "c1", StartTime: t0,
+		HostPorts: api.PortMap{"7777/tcp": {{HostIp: "0.0.0.0", HostPort: "32768"}}}}
+	if res := applyLog(t, f, 8, ReportTask{Task: running}); res.Err != nil || !res.Changed || res.Task.State != api.Running || res.Task.ContainerID != "c1" {
+		t.Fatalf("report running: %+v", res)
+	}
+	if res := applyLog(t, f, 9, ReportTask{Task: running}); res.Err != nil || res.Changed {
+		t.Fatalf("duplicate report: %+v", res)
+	}
+	stale := running
+	stale.Generation = 0
+	stale.State = api.Failed
+	if res := applyLog(t, f, 10, ReportTask{Task: stale}); !errors.Is(res.Err, api.ErrStaleGeneration) {
+		t.Fatalf("stale report: %v", res.Err)
+	}
+	elsewhere := running
+	elsewhere.Worker = "w2"
+	if res := applyLog(t, f, 11, ReportTask{Task: elsewhere}); !errors.Is(res.Err, api.ErrStaleGeneration) {
+		t.Fatalf("report from another worker: %v", res.Err)
+	}
+	if got, _ := f.Task(task.ID); got.State != api.Running {
+		t.Fatalf("fenced reports changed the task: %+v", got)
+	}
+
+	// Allocation is derived from placed tasks.
+	nodes := f.Nodes()
+	if len(nodes) != 1 || nodes[0].TaskCount != 1 || nodes[0].AllocatedMemory != task.Memory || nodes[0].AllocatedCpu != task.Cpu {
+		t.Fatalf("nodes: %+v", nodes)
+	}
+
+	// Stop: desired Completed; the state follows the worker's confirmation.
+	res = applyLog(t, f, 12, StopTask{ID: task.ID, Time: t0, Reason: "stopped on request"})
+	if res.Err != nil || res.Task.DesiredState != api.Completed || res.Task.State != api.Running {
+		t.Fatalf("stop: %+v", res)
+	}
+	if res := applyLog(t, f, 13, StopTask{ID: task.ID, Time: t0}); res.Err != nil || res.Changed {
+		t.Fatalf("second stop: %+v", res)
+	}
+	if res := applyLog(t, f, 14, AssignTask{ID: task.ID, Worker: "w1", Generation: 2}); !errors.Is(res.Err, api.ErrConflict) {
+		t.Fatalf("assign a stopping task: %v", res.Err)
+	}
+	done := running
+	done.State = api.Completed
+	done.Reason = "stopped on request"
+	if res := applyLog(t, f, 15, ReportTask{Task: done}); res.Err != nil || res.Task.State != api.Completed {
+		t.Fatalf("report stopped: %+v", res)
+	}
+	if res := applyLog(t, f, 16, StopTask{ID: task.ID, Time: t0}); !errors.Is(res.Err, api.ErrConflict) {
+		t.Fatalf("stop a completed task: %v", res.Err)
+	}
+	late := running // a late report of the old Running state cannot revive it
+	if res := applyLog(t, f, 17, ReportTask{Task: late}); !errors.Is(res.Err, api.ErrConflict) {
+		t.Fatalf("late running report after completion: %v", res.Err)
+	}
+	if nodes := f.Nodes(); nodes[0].TaskCount != 0 || nodes[0].AllocatedMemory != 0 {
+		t.Fatalf("allocation after stop: %+v", nodes)
+	}
+
+	// A Pending task stops at once.
+	p := newTask()
+	applyLog(t, f, 18, SubmitTask{Task: p, Time: t0})
+	if res := applyLog(t, f, 19, StopTask{ID: p.ID, Time: t0, Reason: "stopped on request"}); res.Task.State != api.Completed || res.Task.Reason != "stopped on request" {
+		t.Fatalf("stop pending: %+v", res)
+	}
+
+	// Unknown IDs.
+	for i, cmd := range []any{AssignTask{ID: uuid.New(), Worker: "w1", Generation: 1}, StopTask{ID: uuid.New()}, ReportTask{Task: api.Task{ID: uuid.New()}}, PendingNote{ID: uuid.New()}} {
+		if res := applyLog(t, f, uint64(20+i), cmd); !errors.Is(res.Err, api.ErrNotFound) {
+			t.Fatalf("%T on an unknown task: %v", cmd, res.Err)
+		}
+	}
+	if f.AppliedIndex() != 23 {
+		t.Fatalf("applied index %d, want 23", f.AppliedIndex())
+	}
+}
+
+func TestFSM_UpsertWorker(t *testing.T) {
+	f := New()
+	if res := applyLog(t, f, 1, worker("w1")); !res.Changed {
+		t.Fatal("first upsert changed nothing")
+	}
+	if res := applyLog(t, f, 2, worker("w1")); res.Changed {
+		t.Fatal("identical upsert reported a change")
+	}
+	dead := worker("w1")
+	dead.Node.State = api.NodeDead
+	applyLog(t, f, 3, dead)
+	if n := f.Nodes(); len(n) != 1 || n[0].State != api.NodeDead {
+		t.Fatalf("nodes: %+v", n)
+	}
+	if res := applyLog(t, f, 4, UpsertWorker{}); res.Err == nil {
+		t.Fatal("nameless worker accepted")
+	}
+}
+
+func TestFSM_IgnoreIfUnknown(t *testing.T) {
+	f := New()
+	// An unknown command with the ignore bit is skipped.
+	res := f.Apply(&raft.Log{Index: 7, Type: raft.LogCommand, Data: []byte{0xFE, '{', '}'}})
+	if r, ok := res.(*Result); !ok || r.Err != nil || f.AppliedIndex() != 7 {
+		t.Fatalf("ignorable unknown command: %+v, applied %d", res, f.AppliedIndex())
+	}
+	// A malformed payload of a known command is an error value, not a panic.
+	res = f.Apply(&raft.Log{Index: 8, Type: raft.LogCommand, Data: []byte{byte(CmdSubmitTask), 'x'}})
+	if r := res.(*Result); r.Err == nil {
+		t.Fatal("malformed payload accepted")
+	}
+	// An unknown command without the bit stops the FSM rather than diverge.
+	defer func() {
+		if recover() == nil {
+			t.Fatal("unknown non-ignorable command did not stop the FSM")
+		}
+	}()
+	f.Apply(&raft.Log{Index: 9, Type: raft.LogCommand, Data: []byte{0x7E, '{', '}'}})
+}
+
+// state returns the FSM's persisted bytes: equal states give equal bytes.
+func state(t *testing.T, f *FSM) []byte {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	return sink.Bytes()
+}
+
+func TestFSM_SameLogSameState(t *testing.T) {
+	task := newTask()
+	a, b := New(), New()
+	for i, cmd := range script(task) {
+		ra := applyLog(t, a, uint64(i+1), cmd)
+		rb := applyLog(t, b, uint64(i+1), cmd)
+		if !reflect.DeepEqual(ra, rb) {
+			t.Fatalf("command %d (%T): results differ:\n%+v\n%+v", i, cmd, ra, rb)
+		}
+	}
+	if sa, sb := state(t, a), state(t, b); !bytes.Equal(sa, sb) {
+		t.Fatalf("states differ:\n%s\n%s", sa, sb)
+	}
+}
+
+func TestFSM_SnapshotRestore(t *testing.T) {
+	src := New()
+	for i, cmd := range script(newTask()) {
+		applyLog(t, src, uint64(i+1), cmd)
+	}
+	data := state(t, src)
+
+	dst := New()
+	applyLog(t, dst, 1, SubmitTask{Task: newTask(), Time: t0}) // replaced by Restore
+	if err := dst.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
+		t.Fatal(err)
+	}
+	if got := state(t, dst); !bytes.Equal(got, data) {
+		t.Fatalf("restored state differs:\n%s\n%s", got, data)
+	}
+	if !reflect.DeepEqual(src.Tasks(), dst.Tasks()) || !reflect.DeepEqual(src.Nodes(), dst.Nodes()) {
+		t.Fatal("restored reads differ")
+	}
+	if err := dst.Restore(io.NopCloser(bytes.NewReader([]byte(`{"Version":99}`)))); err == nil {
+		t.Fatal("unknown snapshot version accepted")
+	}
+}
+
+func TestFSM_ChangedSignals(t *testing.T) {
+	f := New()
+	applyLog(t, f, 1, worker("w1"))
+	select {
+	case <-f.Changed():
+	default:
+		t.Fatal("no change signal after a change")
+	}
+	applyLog(t, f, 2, worker("w1"))
+	select {
+	case <-f.Changed():
+		t.Fatal("change signal after a no-op")
+	default:
+	}
+}
+
+func TestEncodeDecode_RoundTrip(t *testing.T) {
+	for _, cmd := range script(newTask()) {
+		data, err := Encode(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Decode(data)
+		if err != nil {
+			t.Fatalf("decode %T: %v", cmd, err)
+		}
+		a, _ := json.Marshal(cmd)
+		b, _ := json.Marshal(got)
+		if reflect.TypeOf(got) != reflect.TypeOf(cmd) || !bytes.Equal(a, b) {
+			t.Fatalf("round trip of %T gave %T %s, want %s", cmd, got, b, a)
+		}
+	}
+	if _, err := Encode(42); err == nil {
+		t.Fatal("encoded a non-command")
+	}
+}
+
+// FuzzDecode: no byte string may panic the command decoder or Apply.
+func FuzzDecode(f *testing.F) {
+	for _, cmd := range script(newTask()) {
+		data, _ := Encode(cmd)
+		f.Add(data)
+	}
+	f.Add([]byte{})
+	f.Add([]byte{byte(CmdReportTask), '{', '}'})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cmd, err := Decode(data)
+		if err != nil {
+			return
+		}
+		fsm := New()
+		applyLog(t, fsm, 1, worker("w1"))
+		fsm.ApplyCommand(cmd)
+	})
+}
+
+type memSink struct{ bytes.Buffer }
+
+func (m *memSink) ID() string    { return "mem" }
+func (m *memSink) Cancel() error { return nil }
+func (m *memSink) Close() error  { return nil }

@@ -1,0 +1,374 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/cluster"
+	"github.com/cube-orch/cube/fsm"
+	"github.com/google/uuid"
+	"github.com/hashicorp/go-hclog"
+)
+
+// loop is the leader's control loop. One goroutine (run) owns its state and
+// makes every decision; talking to workers happens on op goroutines it starts
+// and tracks, so a slow worker never delays scheduling. Every decision is
+// committed through raft before it is acted on: assignment first, then
+// dispatch; stop request first, then the worker's DELETE.
+type loop struct {
+	m     *Manager
+	log   hclog.Logger
+	sched Scheduler
+
+	ops    map[uuid.UUID]*op // at most one worker call in flight per task
+	opDone chan *op
+	// sent remembers the generation each task was last handed to its worker
+	// by this leader, so a Scheduled task is not re-sent on every pass while
+	// the worker starts it. A new leader starts empty and sends once more,
+	// which the worker's idempotence makes harmless.
+	sent     map[uuid.UUID]uint64
+	lastPoll time.Time
+	polling  bool
+	pollDone chan struct{}
+	wg       sync.WaitGroup
+}
+
+// op is a worker call in flight for one task placement.
+type op struct {
+	id     uuid.UUID
+	kind   string // "dispatch" or "stop"
+	gen    uint64
+	cancel context.CancelFunc
+	ok     bool // set by the op before it signals done: the worker has it
+}
+
+func newLoop(m *Manager) *loop {
+	s, _ := NewScheduler(m.cfg.Scheduler) // validated in New
+	return &loop{
+		m:        m,
+		log:      m.log.Named("leader"),
+		sched:    s,
+		ops:      make(map[uuid.UUID]*op),
+		opDone:   make(chan *op, 64),
+		sent:     make(map[uuid.UUID]uint64),
+		pollDone: make(chan struct{}, 1),
+	}
+}
+
+// run reconciles until ctx ends (leadership lost or shutdown), then cancels
+// and waits for every op it started: a deposed leader stops acting.
+func (l *loop) run(ctx context.Context) {
+	defer func() {
+		for _, o := range l.ops {
+			o.cancel()
+		}
+		l.wg.Wait()
+	}()
+	tick := time.NewTicker(l.m.cfg.Tick)
+	defer tick.Stop()
+	for {
+		l.reconcile(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-l.m.fsm.Changed():
+		case <-l.m.cfg.GossipChanges:
+		case o := <-l.opDone:
+			if l.ops[o.id] == o {
+				delete(l.ops, o.id)
+			}
+			if o.ok && o.kind == "dispatch" {
+				l.sent[o.id] = o.gen
+			}
+		case <-l.pollDone:
+			l.polling = false
+		}
+	}
+}
+
+// reconcile is one pass: bring the replicated worker list in line with
+// gossip, place Pending tasks, make sure every placement and stop is being
+// carried out, and now and then poll the workers.
+func (l *loop) reconcile(ctx context.Context) {
+	if ctx.Err() != nil || !l.m.raft.IsLeader() {
+		return
+	}
+	l.syncWorkers(ctx)
+	nodes := l.m.fsm.Nodes()
+	for _, t := range l.m.fsm.Tasks() {
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case t.DesiredState == api.Running && t.State == api.Pending:
+			l.place(ctx, t, nodes)
+		case t.DesiredState == api.Running && t.State == api.Scheduled && l.sent[t.ID] != t.Generation:
+			l.ensureOp(ctx, t, "dispatch")
+		case t.DesiredState == api.Completed && !t.State.Terminal() && t.Worker != "":
+			l.ensureOp(ctx, t, "stop")
+		}
+	}
+	if !l.polling && time.Since(l.lastPoll) >= l.m.cfg.PollInterval {
+		l.lastPoll = time.Now()
+		l.polling = true
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			l.poll(ctx)
+			l.pollDone <- struct{}{}
+		}()
+	}
+}
+
+// syncWorkers commits the gossip view of each worker (address, capacity,
+// liveness) when it differs from the replicated one.
+func (l *loop) syncWorkers(ctx context.Context) {
+	known := make(map[string]api.Node)
+	for _, n := range l.m.fsm.Nodes() {
+		n.AllocatedCpu, n.AllocatedMemory, n.AllocatedDisk, n.TaskCount = 0, 0, 0, 0
+		known[n.Name] = n
+	}
+	for _, mem := range l.m.gossip.Members() {
+		if mem.Meta.Role != cluster.RoleWorker {
+			continue
+		}
+		n := api.Node{
+			Name:             mem.Name,
+			API:              mem.Meta.API,
+			State:            string(mem.State),
+			RuntimeAvailable: true,
+			Cpu:              mem.Meta.Cpu,
+			Memory:           mem.Meta.Memory,
+			Disk:             mem.Meta.Disk,
+		}
+		cur, ok := known[n.Name]
+		if ok {
+			n.Since = cur.Since
+		}
+		if !ok || cur.State != n.State {
+			n.Since = time.Now().UTC()
+		}
+		if ok && cur == n {
+			continue
+		}
+		if _, err := l.m.apply(ctx, fsm.UpsertWorker{Node: n}); err != nil {
+			l.log.Warn("record worker", "worker", n.Name, "error", err)
+			continue
+		}
+		l.log.Info("worker recorded", "worker", n.Name, "state", n.State, "api", n.API)
+	}
+}
+
+// place chooses a worker for a Pending task and commits the assignment at the
+// next generation. nodes is updated in place so that one pass over many
+// Pending tasks spreads them.
+func (l *loop) place(ctx context.Context, t api.Task, nodes []api.Node) {
+	node, ok, reason := Place(l.sched, t, nodes)
+	if !ok {
+		if t.Reason != reason {
+			if _, err := l.m.apply(ctx, fsm.PendingNote{ID: t.ID, Reason: reason}); err != nil {
+				l.log.Warn("record pending reason", "task_id", t.ID, "error", err)
+			}
+			l.log.Info("task waits", "task_id", t.ID, "reason", reason)
+		}
+		return
+	}
+	res, err := l.m.apply(ctx, fsm.AssignTask{ID: t.ID, Worker: node.Name, Generation: t.Generation + 1, Time: time.Now().UTC()})
+	if err != nil {
+		l.log.Warn("assign task", "task_id", t.ID, "worker", node.Name, "error", err)
+		return
+	}
+	for i := range nodes {
+		if nodes[i].Name == node.Name {
+			nodes[i].AllocatedCpu += t.Cpu
+			nodes[i].AllocatedMemory += t.Memory
+			nodes[i].AllocatedDisk += t.Disk
+			nodes[i].TaskCount++
+		}
+	}
+	l.log.Info("task assigned", "task_id", t.ID, "worker", node.Name, "generation", res.Task.Generation)
+	l.ensureOp(ctx, res.Task, "dispatch")
+}
+
+// ensureOp starts the worker call a task needs, unless one for the same
+// placement is already in flight; one for an older placement is cancelled.
+func (l *loop) ensureOp(ctx context.Context, t api.Task, kind string) {
+	if o, ok := l.ops[t.ID]; ok {
+		if o.kind == kind && o.gen == t.Generation {
+			return
+		}
+		o.cancel() // superseded; its done signal only deletes the entry if still its own
+	}
+	octx, cancel := context.WithCancel(ctx)
+	o := &op{id: t.ID, kind: kind, gen: t.Generation, cancel: cancel}
+	l.ops[t.ID] = o
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		defer cancel()
+		if kind == "dispatch" {
+			o.ok = l.dispatch(octx, t)
+		} else {
+			l.stop(octx, t)
+		}
+		select {
+		case l.opDone <- o:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// current reports whether the placement (worker, generation) of t is still
+// the task's current one with the given desired state.
+func (l *loop) current(t api.Task, desired api.State) (api.Task, bool) {
+	cur, err := l.m.fsm.Task(t.ID)
+	if err != nil {
+		return cur, false
+	}
+	return cur, cur.Worker == t.Worker && cur.Generation == t.Generation && cur.DesiredState == desired
+}
+
+// dispatch sends a committed assignment to its worker until the worker has it
+// or the assignment changes. Sending twice is harmless: the worker is
+// idempotent per (task, generation).
+func (l *loop) dispatch(ctx context.Context, t api.Task) (delivered bool) {
+	backoff := l.m.cfg.RetryMin
+	for attempt := 1; ; attempt++ {
+		cur, ok := l.current(t, api.Running)
+		if !ok || cur.State != api.Scheduled {
+			return false
+		}
+		addr := l.workerAddr(cur.Worker)
+		if addr != "" {
+			rec, _, err := l.m.workers.Submit(ctx, addr, api.TaskEvent{ID: uuid.New(), State: api.Running, Timestamp: time.Now().UTC(), Task: cur})
+			switch {
+			case err == nil:
+				l.log.Debug("task dispatched", "task_id", t.ID, "worker", cur.Worker, "generation", cur.Generation, "attempt", attempt)
+				l.report(ctx, rec)
+				return true
+			case errors.Is(err, api.ErrStaleGeneration):
+				l.log.Warn("worker holds a newer generation than the assignment", "task_id", t.ID, "worker", cur.Worker, "error", err)
+				return false
+			case ctx.Err() != nil:
+				return false
+			default:
+				l.log.Warn("dispatch failed; will retry", "task_id", t.ID, "worker", cur.Worker, "attempt", attempt, "error", err)
+			}
+		}
+		if !sleep(ctx, jitter(backoff)) {
+			return false
+		}
+		backoff = min(2*backoff, l.m.cfg.RetryMax)
+	}
+}
+
+// stop carries out a committed stop request on the task's worker, then
+// commits the task Completed.
+func (l *loop) stop(ctx context.Context, t api.Task) {
+	backoff := l.m.cfg.RetryMin
+	for attempt := 1; ; attempt++ {
+		cur, ok := l.current(t, api.Completed)
+		if !ok || cur.State.Terminal() {
+			return
+		}
+		addr := l.workerAddr(cur.Worker)
+		if addr != "" {
+			err := l.m.workers.Stop(ctx, addr, cur.ID)
+			if err == nil || errors.Is(err, api.ErrNotFound) {
+				done := cur
+				done.State = api.Completed
+				done.Reason = "stopped on request"
+				done.FinishTime = time.Now().UTC()
+				l.report(ctx, done)
+				l.log.Info("task stopped", "task_id", t.ID, "worker", cur.Worker)
+				return
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			l.log.Warn("stop failed; will retry", "task_id", t.ID, "worker", cur.Worker, "attempt", attempt, "error", err)
+		}
+		if !sleep(ctx, jitter(backoff)) {
+			return
+		}
+		backoff = min(2*backoff, l.m.cfg.RetryMax)
+	}
+}
+
+// report commits a worker record, ignoring stale or settled ones.
+func (l *loop) report(ctx context.Context, rec api.Task) {
+	if err := l.m.ReportTask(ctx, rec); err != nil && ctx.Err() == nil {
+		l.log.Warn("record worker report", "task_id", rec.ID, "error", err)
+	}
+}
+
+// poll lists every live worker's tasks and commits what changed: the safety
+// net behind the reports workers push. A copy the replicated state no longer
+// wants there (stopped, or placed elsewhere) is stopped on that worker.
+func (l *loop) poll(ctx context.Context) {
+	for _, n := range l.m.fsm.Nodes() {
+		if n.State != api.NodeAlive || n.API == "" || ctx.Err() != nil {
+			continue
+		}
+		recs, err := l.m.workers.Tasks(ctx, n.API)
+		if err != nil {
+			l.log.Debug("poll worker", "worker", n.Name, "error", err)
+			continue
+		}
+		for _, rec := range recs {
+			cur, err := l.m.fsm.Task(rec.ID)
+			switch {
+			case err == nil && cur.Worker == rec.Worker && cur.Generation == rec.Generation:
+				if !cur.State.Terminal() && cur.State != rec.State || cur.ContainerID != rec.ContainerID {
+					l.report(ctx, rec)
+				}
+				if cur.State.Terminal() && !rec.State.Terminal() {
+					l.stopCopy(ctx, n, rec, "the task already ended")
+				}
+			case rec.State.Terminal():
+			case err != nil:
+				l.stopCopy(ctx, n, rec, "the task is unknown to the cluster")
+			case cur.Worker != rec.Worker:
+				l.stopCopy(ctx, n, rec, "the task was placed on "+cur.Worker)
+			}
+		}
+	}
+}
+
+func (l *loop) stopCopy(ctx context.Context, n api.Node, rec api.Task, why string) {
+	l.log.Info("stopping a copy the cluster no longer wants", "task_id", rec.ID, "worker", n.Name, "generation", rec.Generation, "why", why)
+	if err := l.m.workers.Stop(ctx, n.API, rec.ID); err != nil && !errors.Is(err, api.ErrNotFound) {
+		l.log.Warn("stop unwanted copy", "task_id", rec.ID, "worker", n.Name, "error", err)
+	}
+}
+
+// workerAddr returns the worker's API address from the replicated state.
+func (l *loop) workerAddr(name string) string {
+	for _, n := range l.m.fsm.Nodes() {
+		if n.Name == name {
+			return n.API
+		}
+	}
+	return ""
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// jitter spreads retries over [d/2, d).
+func jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}

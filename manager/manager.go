@@ -1,0 +1,400 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/cluster"
+	"github.com/cube-orch/cube/fsm"
+	"github.com/google/uuid"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Raft is what the manager needs from the consensus layer; *cluster.Raft
+// implements it.
+type Raft interface {
+	Apply(ctx context.Context, cmd []byte) (any, error)
+	IsLeader() bool
+	Leader() (id, addr string)
+	LeaderChanges() <-chan bool
+	Barrier(ctx context.Context) error
+	ConsistentRead(ctx context.Context) error
+	Servers(ctx context.Context) ([]cluster.Server, error)
+	AppliedIndex() uint64
+	Term() uint64
+	Join(ctx context.Context, id, addr string) error
+	Remove(ctx context.Context, id string) error
+}
+
+// Gossip is what the manager needs from the memberlist pool; *cluster.Pool
+// implements it.
+type Gossip interface {
+	Members() []cluster.Member
+}
+
+// Config configures a Manager.
+type Config struct {
+	// ID is this manager's raft server ID.
+	ID string
+	// API is this manager's HTTP address, advertised as X-Cube-Leader.
+	API string
+	// Scheduler is "epvm" (default) or "roundrobin".
+	Scheduler string
+	// WriteTimeout bounds one replicated write (enqueue and commit).
+	WriteTimeout time.Duration
+	// Tick is the leader loop's period; it also wakes at once on every change
+	// of the replicated state or of gossip membership.
+	Tick time.Duration
+	// PollInterval is how often the leader lists each worker's tasks, a
+	// safety net behind the reports workers push.
+	PollInterval time.Duration
+	// WorkerTimeout bounds one call to a worker's API.
+	WorkerTimeout time.Duration
+	// RetryMin and RetryMax bound the back-off between attempts to reach a
+	// worker (dispatch or stop).
+	RetryMin, RetryMax time.Duration
+	// GossipChanges, if set, wakes the leader loop when membership changes.
+	GossipChanges <-chan struct{}
+	// Logger is the root logger; the manager logs under "manager".
+	Logger hclog.Logger
+}
+
+// DefaultConfig returns production defaults; ID and API must still be set.
+func DefaultConfig() Config {
+	return Config{
+		Scheduler:     "epvm",
+		WriteTimeout:  5 * time.Second,
+		Tick:          250 * time.Millisecond,
+		PollInterval:  5 * time.Second,
+		WorkerTimeout: 10 * time.Second,
+		RetryMin:      100 * time.Millisecond,
+		RetryMax:      5 * time.Second,
+	}
+}
+
+// Validate checks the configuration, naming the field and its bound.
+func (c Config) Validate() error {
+	switch {
+	case c.ID == "":
+		return errors.New("ID is required")
+	case c.API == "":
+		return errors.New("API is required")
+	case c.WriteTimeout <= 0:
+		return fmt.Errorf("WriteTimeout (%s) must be positive", c.WriteTimeout)
+	case c.Tick <= 0:
+		return fmt.Errorf("Tick (%s) must be positive", c.Tick)
+	case c.PollInterval <= 0:
+		return fmt.Errorf("PollInterval (%s) must be positive", c.PollInterval)
+	case c.WorkerTimeout <= 0:
+		return fmt.Errorf("WorkerTimeout (%s) must be positive", c.WorkerTimeout)
+	case c.RetryMin <= 0 || c.RetryMax < c.RetryMin:
+		return fmt.Errorf("RetryMin (%s) must be positive and at most RetryMax (%s)", c.RetryMin, c.RetryMax)
+	}
+	_, err := NewScheduler(c.Scheduler)
+	return err
+}
+
+// Manager serves the manager API on every manager, and runs the control loop
+// on the leader only: it starts the loop after a raft Barrier on gaining
+// leadership (so the loop acts on a state that includes every committed
+// entry) and stops it on losing leadership.
+type Manager struct {
+	cfg     Config
+	raft    Raft
+	fsm     *fsm.FSM
+	gossip  Gossip
+	workers *api.WorkerClient
+	log     hclog.Logger
+
+	mu      sync.Mutex
+	leading bool // the control loop runs (for tests and /cluster)
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+var _ api.ManagerService = (*Manager)(nil)
+
+// New returns a Manager; call Start to follow leadership.
+func New(cfg Config, r Raft, f *fsm.FSM, g Gossip) (*Manager, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("manager config: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	m := &Manager{
+		cfg:     cfg,
+		raft:    r,
+		fsm:     f,
+		gossip:  g,
+		workers: api.NewWorkerClient(cfg.WorkerTimeout),
+		log:     cfg.Logger.Named("manager"),
+	}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	return m, nil
+}
+
+// Start follows leadership changes: the one consumer of raft's leadership
+// channel.
+func (m *Manager) Start() {
+	m.wg.Add(1)
+	go func() { defer m.wg.Done(); m.followLeadership() }()
+}
+
+// Shutdown stops the control loop (if leading) and waits for it.
+func (m *Manager) Shutdown() {
+	m.cancel()
+	m.wg.Wait()
+}
+
+// Leading reports whether this manager's control loop runs.
+func (m *Manager) Leading() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.leading
+}
+
+func (m *Manager) followLeadership() {
+	var (
+		stop func()
+		ch   = m.raft.LeaderChanges()
+	)
+	// The channel only reports changes: a manager that was leader before
+	// Start would otherwise wait for the next one.
+	leader := m.raft.IsLeader()
+	for {
+		switch {
+		case leader && stop == nil:
+			stop = m.lead()
+		case !leader && stop != nil:
+			stop()
+			stop = nil
+		}
+		select {
+		case <-m.ctx.Done():
+			if stop != nil {
+				stop()
+			}
+			return
+		case leader = <-ch:
+		}
+	}
+}
+
+// lead starts the control loop and returns the function that stops it.
+func (m *Manager) lead() (stop func()) {
+	ctx, cancel := context.WithCancel(m.ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.log.Info("gained leadership; waiting for a barrier before acting", "id", m.cfg.ID)
+		if err := m.raft.Barrier(ctx); err != nil {
+			if ctx.Err() == nil {
+				m.log.Error("barrier failed; not leading", "error", err)
+			}
+			return
+		}
+		m.setLeading(true)
+		defer m.setLeading(false)
+		m.log.Info("leading: control loop started", "id", m.cfg.ID)
+		newLoop(m).run(ctx)
+		m.log.Info("control loop stopped", "id", m.cfg.ID)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+func (m *Manager) setLeading(v bool) {
+	m.mu.Lock()
+	m.leading = v
+	m.mu.Unlock()
+}
+
+// apply writes one command through raft and returns the FSM's result, with
+// the cluster layer's errors mapped onto the API's.
+func (m *Manager) apply(ctx context.Context, cmd any) (*fsm.Result, error) {
+	data, err := fsm.Encode(cmd)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.WriteTimeout)
+	defer cancel()
+	resp, err := m.raft.Apply(ctx, data)
+	if err != nil {
+		return nil, m.clusterError("replicate", err)
+	}
+	res, ok := resp.(*fsm.Result)
+	if !ok {
+		return nil, fmt.Errorf("apply %T: unexpected response %T", cmd, resp)
+	}
+	return res, res.Err
+}
+
+// SubmitTask commits a new task, Pending; the leader loop places it.
+func (m *Manager) SubmitTask(ctx context.Context, ev api.TaskEvent) (api.Task, bool, error) {
+	if !m.raft.IsLeader() {
+		return api.Task{}, false, api.ErrNotLeader
+	}
+	t := ev.Task
+	if t.ID == uuid.Nil {
+		t.ID = uuid.New()
+	}
+	res, err := m.apply(ctx, fsm.SubmitTask{Task: t, Time: time.Now().UTC()})
+	if err != nil {
+		return api.Task{}, false, err
+	}
+	if res.Created {
+		m.log.Info("task submitted", "task_id", t.ID, "name", t.Name, "image", t.Image)
+	}
+	return res.Task, res.Created, nil
+}
+
+// StopTask commits a stop request; the leader loop carries it out.
+func (m *Manager) StopTask(ctx context.Context, id uuid.UUID) (api.Task, error) {
+	if !m.raft.IsLeader() {
+		return api.Task{}, api.ErrNotLeader
+	}
+	res, err := m.apply(ctx, fsm.StopTask{ID: id, Time: time.Now().UTC(), Reason: "stopped on request"})
+	if err != nil {
+		if res != nil && errors.Is(err, api.ErrConflict) {
+			return res.Task, err
+		}
+		return api.Task{}, err
+	}
+	m.log.Info("task stop requested", "task_id", id)
+	return res.Task, nil
+}
+
+// ReportTask commits a worker's report. Stale reports (another placement) and
+// impossible transitions are dropped without error: the worker has nothing to
+// retry, and the leader's own reconciliation settles the copy.
+func (m *Manager) ReportTask(ctx context.Context, t api.Task) error {
+	if !m.raft.IsLeader() {
+		return api.ErrNotLeader
+	}
+	_, err := m.apply(ctx, fsm.ReportTask{Task: t})
+	switch {
+	case errors.Is(err, api.ErrStaleGeneration), errors.Is(err, api.ErrConflict), errors.Is(err, api.ErrNotFound):
+		m.log.Debug("report dropped", "task_id", t.ID, "worker", t.Worker, "generation", t.Generation, "reason", err)
+		return nil
+	}
+	return err
+}
+
+func (m *Manager) read(ctx context.Context, consistent bool) error {
+	if !consistent {
+		return nil
+	}
+	if err := m.raft.ConsistentRead(ctx); err != nil {
+		return m.clusterError("consistent read", err)
+	}
+	return nil
+}
+
+// Tasks lists every task.
+func (m *Manager) Tasks(ctx context.Context, consistent bool) ([]api.Task, error) {
+	if err := m.read(ctx, consistent); err != nil {
+		return nil, err
+	}
+	return m.fsm.Tasks(), nil
+}
+
+// Task returns one task.
+func (m *Manager) Task(ctx context.Context, id uuid.UUID, consistent bool) (api.Task, error) {
+	if err := m.read(ctx, consistent); err != nil {
+		return api.Task{}, err
+	}
+	return m.fsm.Task(id)
+}
+
+// Nodes lists every worker with its allocation.
+func (m *Manager) Nodes(ctx context.Context, consistent bool) ([]api.Node, error) {
+	if err := m.read(ctx, consistent); err != nil {
+		return nil, err
+	}
+	return m.fsm.Nodes(), nil
+}
+
+// Cluster describes the raft servers and the gossip members.
+func (m *Manager) Cluster(ctx context.Context) (api.ClusterInfo, error) {
+	info := api.ClusterInfo{Self: m.cfg.ID, Term: m.raft.Term(), AppliedIndex: m.fsm.AppliedIndex()}
+	info.LeaderID, _ = m.raft.Leader()
+	info.Leader, _ = m.Leader()
+	apis := make(map[string]string)
+	for _, mem := range m.gossip.Members() {
+		if mem.Meta.Role == cluster.RoleManager {
+			apis[mem.Meta.RaftID] = mem.Meta.API
+		}
+		info.Members = append(info.Members, api.GossipMember{
+			Name: mem.Name, Addr: mem.Addr, Role: string(mem.Meta.Role), API: mem.Meta.API, State: string(mem.State),
+		})
+	}
+	apis[m.cfg.ID] = m.cfg.API
+	servers, err := m.raft.Servers(ctx)
+	if err != nil {
+		return info, fmt.Errorf("%w: raft configuration: %w", api.ErrUnavailable, err)
+	}
+	for _, s := range servers {
+		info.Servers = append(info.Servers, api.RaftServer{ID: s.ID, Addr: s.Addr, API: apis[s.ID], Voter: s.Voter, Leader: s.Leader})
+	}
+	return info, nil
+}
+
+// AddManager adds a manager to the raft configuration as a voter.
+func (m *Manager) AddManager(ctx context.Context, id, raftAddr string) error {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.WriteTimeout)
+	defer cancel()
+	if err := m.raft.Join(ctx, id, raftAddr); err != nil {
+		return m.clusterError("add manager "+id, err)
+	}
+	m.log.Info("manager added to the raft configuration", "id", id, "raft", raftAddr)
+	return nil
+}
+
+// RemoveManager removes a manager from the raft configuration.
+func (m *Manager) RemoveManager(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.WriteTimeout)
+	defer cancel()
+	if err := m.raft.Remove(ctx, id); err != nil {
+		return m.clusterError("remove manager "+id, err)
+	}
+	m.log.Info("manager removed from the raft configuration", "id", id)
+	return nil
+}
+
+// clusterError maps the cluster layer's errors onto the API's.
+func (m *Manager) clusterError(what string, err error) error {
+	switch {
+	case errors.Is(err, cluster.ErrNotLeader):
+		return fmt.Errorf("%w: %s: %w", api.ErrNotLeader, what, err)
+	case errors.Is(err, cluster.ErrUnknownOutcome):
+		return fmt.Errorf("%w: %s: %w", api.ErrUnknownOutcome, what, err)
+	}
+	return fmt.Errorf("%w: %s: %w", api.ErrUnavailable, what, err)
+}
+
+// Leader returns the leader's HTTP address, found through the gossip
+// metadata of the manager whose raft ID leads.
+func (m *Manager) Leader() (string, bool) {
+	if m.raft.IsLeader() {
+		return m.cfg.API, true
+	}
+	id, _ := m.raft.Leader()
+	if id == "" {
+		return "", false
+	}
+	for _, mem := range m.gossip.Members() {
+		if mem.Meta.Role == cluster.RoleManager && mem.Meta.RaftID == id && mem.State == cluster.StateAlive {
+			return mem.Meta.API, false
+		}
+	}
+	return "", false
+}

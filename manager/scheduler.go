@@ -1,0 +1,190 @@
+package manager
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+
+	"github.com/cube-orch/cube/api"
+)
+
+// Scheduler chooses a worker for a task, behind the seed's three-step
+// interface. Every input comes from the replicated state (capacity and the
+// allocation derived from placed tasks), so a decision costs microseconds and
+// never samples a machine.
+type Scheduler interface {
+	// SelectCandidateNodes keeps the live workers with room for the task.
+	SelectCandidateNodes(t api.Task, nodes []api.Node) []api.Node
+	// Score rates each candidate; lower is better.
+	Score(t api.Task, candidates []api.Node) map[string]float64
+	// Pick returns the best candidate.
+	Pick(scores map[string]float64, candidates []api.Node) api.Node
+}
+
+// NewScheduler returns the scheduler named kind: "roundrobin" or "epvm".
+func NewScheduler(kind string) (Scheduler, error) {
+	switch kind {
+	case "roundrobin", "round-robin":
+		return &RoundRobin{}, nil
+	case "epvm", "e-pvm", "":
+		return EPVM{}, nil
+	}
+	return nil, fmt.Errorf("scheduler %q is not one of roundrobin, epvm", kind)
+}
+
+// Place runs the three steps. ok is false when no worker fits; reason then
+// says why, for a person.
+func Place(s Scheduler, t api.Task, nodes []api.Node) (node api.Node, ok bool, reason string) {
+	cands := s.SelectCandidateNodes(t, nodes)
+	if len(cands) == 0 {
+		return api.Node{}, false, noFitReason(t, nodes)
+	}
+	return s.Pick(s.Score(t, cands), cands), true, ""
+}
+
+// fits reports whether the node is alive, can run containers and has room.
+// A capacity of 0 means "unknown" and does not constrain (a worker that did
+// not advertise it).
+func fits(t api.Task, n api.Node) bool {
+	if n.State != api.NodeAlive || !n.RuntimeAvailable {
+		return false
+	}
+	if n.Memory > 0 && n.AllocatedMemory+t.Memory > n.Memory {
+		return false
+	}
+	if n.Disk > 0 && n.AllocatedDisk+t.Disk > n.Disk {
+		return false
+	}
+	if n.Cpu > 0 && n.AllocatedCpu+t.Cpu > n.Cpu+1e-9 {
+		return false
+	}
+	return true
+}
+
+func selectFitting(t api.Task, nodes []api.Node) []api.Node {
+	var out []api.Node
+	for _, n := range nodes {
+		if fits(t, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// noFitReason explains why no worker was chosen.
+func noFitReason(t api.Task, nodes []api.Node) string {
+	var alive int
+	var why []string
+	for _, n := range nodes {
+		switch {
+		case n.State != api.NodeAlive:
+			continue
+		case !n.RuntimeAvailable:
+			why = append(why, n.Name+": container runtime unavailable")
+		case n.Memory > 0 && n.AllocatedMemory+t.Memory > n.Memory:
+			why = append(why, fmt.Sprintf("%s: %d bytes of memory free", n.Name, n.Memory-n.AllocatedMemory))
+		case n.Disk > 0 && n.AllocatedDisk+t.Disk > n.Disk:
+			why = append(why, fmt.Sprintf("%s: %d bytes of disk free", n.Name, n.Disk-n.AllocatedDisk))
+		case n.Cpu > 0 && n.AllocatedCpu+t.Cpu > n.Cpu:
+			why = append(why, fmt.Sprintf("%s: %.2f cores free", n.Name, n.Cpu-n.AllocatedCpu))
+		}
+		alive++
+	}
+	if alive == 0 {
+		return "waiting for a live worker"
+	}
+	return fmt.Sprintf("no worker has room for cpu %.2f, memory %d, disk %d (%s)", t.Cpu, t.Memory, t.Disk, strings.Join(why, "; "))
+}
+
+// RoundRobin places tasks on the fitting workers in turn. Its cursor lives on
+// the leader only; a new leader starts over, which is harmless.
+type RoundRobin struct {
+	last string
+}
+
+// SelectCandidateNodes keeps the fitting workers.
+func (r *RoundRobin) SelectCandidateNodes(t api.Task, nodes []api.Node) []api.Node {
+	return selectFitting(t, nodes)
+}
+
+// Score gives the first candidate after the previous pick (by name) score 0,
+// the next 1, and so on.
+func (r *RoundRobin) Score(_ api.Task, cands []api.Node) map[string]float64 {
+	names := make([]string, len(cands))
+	for i, n := range cands {
+		names[i] = n.Name
+	}
+	sort.Strings(names)
+	start := sort.SearchStrings(names, r.last)
+	if start < len(names) && names[start] == r.last {
+		start++
+	}
+	scores := make(map[string]float64, len(names))
+	for i := range names {
+		scores[names[(start+i)%len(names)]] = float64(i)
+	}
+	return scores
+}
+
+// Pick returns the lowest score and remembers it.
+func (r *RoundRobin) Pick(scores map[string]float64, cands []api.Node) api.Node {
+	best := pickLowest(scores, cands)
+	r.last = best.Name
+	return best
+}
+
+// EPVM is the Enhanced Parallel Virtual Machine scheduler of the seed, done
+// right: a task's cost on a node is the growth of sum over resources of
+// base^utilisation, so filling an already busy node costs more than a quiet
+// one. CPU, memory and disk all count (the seed's CPU term cancelled out),
+// utilisation comes from replicated allocation (the seed never tracked it),
+// and dead nodes are filtered out before scoring (the seed scored them 0).
+type EPVM struct{}
+
+// epvmBase is the seed's base, the Lieb square-ice constant.
+const epvmBase = 1.53960071783900203869
+
+// SelectCandidateNodes keeps the fitting workers.
+func (EPVM) SelectCandidateNodes(t api.Task, nodes []api.Node) []api.Node {
+	return selectFitting(t, nodes)
+}
+
+// Score returns each candidate's marginal cost. Ties (tasks asking nothing)
+// are broken by task count, so placement still spreads.
+func (EPVM) Score(t api.Task, cands []api.Node) map[string]float64 {
+	scores := make(map[string]float64, len(cands))
+	for _, n := range cands {
+		cost := 0.0
+		cost += marginal(n.AllocatedCpu, t.Cpu, n.Cpu)
+		cost += marginal(float64(n.AllocatedMemory), float64(t.Memory), float64(n.Memory))
+		cost += marginal(float64(n.AllocatedDisk), float64(t.Disk), float64(n.Disk))
+		scores[n.Name] = cost + float64(n.TaskCount)*1e-6
+	}
+	return scores
+}
+
+func marginal(used, want, capacity float64) float64 {
+	if capacity <= 0 {
+		return 0
+	}
+	return math.Pow(epvmBase, (used+want)/capacity) - math.Pow(epvmBase, used/capacity)
+}
+
+// Pick returns the lowest cost.
+func (EPVM) Pick(scores map[string]float64, cands []api.Node) api.Node {
+	return pickLowest(scores, cands)
+}
+
+// pickLowest returns the candidate with the lowest score, ties by name, so the
+// choice is deterministic.
+func pickLowest(scores map[string]float64, cands []api.Node) api.Node {
+	best := cands[0]
+	for _, n := range cands[1:] {
+		s, b := scores[n.Name], scores[best.Name]
+		if s < b || (s == b && n.Name < best.Name) {
+			best = n
+		}
+	}
+	return best
+}

@@ -1,0 +1,299 @@
+// Package test holds Cube's cluster helpers and its end-to-end tests: an
+// in-process cluster of real managers (real raft over TCP, real bolt files,
+// real memberlist, the real HTTP API) for the consensus tests, and tests that
+// drive the real binaries against the real Docker engine.
+package test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/cluster"
+	"github.com/cube-orch/cube/fsm"
+	"github.com/cube-orch/cube/manager"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Cluster is an in-process cluster of managers, modelled on hashicorp/raft's
+// MakeCluster and rqlite's system tests. Everything is torn down by
+// t.Cleanup.
+type Cluster struct {
+	t     *testing.T
+	mu    sync.Mutex
+	nodes map[string]*Manager
+	order []string
+	peers []cluster.Peer
+	seeds []string
+}
+
+// Manager is one in-process manager.
+type Manager struct {
+	ID         string
+	Dir        string
+	HTTPAddr   string
+	RaftAddr   string
+	GossipAddr string
+
+	FSM     *fsm.FSM
+	Raft    *cluster.Raft
+	Pool    *cluster.Pool
+	Manager *manager.Manager
+	srv     *http.Server
+	running bool
+}
+
+// NewCluster starts n managers that bootstrap together, and waits for a leader.
+func NewCluster(t *testing.T, n int) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, nodes: make(map[string]*Manager)}
+	var ms []*Manager
+	for i := 1; i <= n; i++ {
+		m := &Manager{
+			ID:         fmt.Sprintf("m%d", i),
+			Dir:        t.TempDir(),
+			HTTPAddr:   freeAddr(t),
+			RaftAddr:   freeAddr(t),
+			GossipAddr: freeAddr(t),
+		}
+		c.peers = append(c.peers, cluster.Peer{ID: m.ID, Addr: m.RaftAddr})
+		c.seeds = append(c.seeds, m.GossipAddr)
+		ms = append(ms, m)
+	}
+	t.Cleanup(c.Close)
+	for _, m := range ms {
+		c.nodes[m.ID] = m
+		c.order = append(c.order, m.ID)
+		c.start(m, c.peers)
+	}
+	c.Leader()
+	return c
+}
+
+// Logger returns a logger that writes to t.Log.
+func Logger(t *testing.T, name string) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: name, Output: tWriter{t}, Level: hclog.Info})
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func (c *Cluster) start(m *Manager, peers []cluster.Peer) {
+	t := c.t
+	t.Helper()
+	log := Logger(t, m.ID)
+	rcfg := cluster.FastRaftConfig()
+	// Keep almost no log behind a snapshot, so that a manager joining after
+	// one can only catch up through InstallSnapshot.
+	rcfg.TrailingLogs = 2
+	rcfg.ID, rcfg.BindAddr, rcfg.DataDir, rcfg.Peers, rcfg.Logger = m.ID, m.RaftAddr, filepath.Join(m.Dir, "raft"), peers, log
+	m.FSM = fsm.New()
+	r, err := cluster.NewRaft(rcfg, m.FSM)
+	if err != nil {
+		t.Fatalf("start raft of %s: %v", m.ID, err)
+	}
+	m.Raft = r
+	gcfg := cluster.FastGossipConfig()
+	host, port := splitAddr(t, m.GossipAddr)
+	gcfg.Name, gcfg.BindAddr, gcfg.BindPort, gcfg.Logger = "manager-"+m.ID, host, port, log
+	gcfg.Seeds = c.seeds
+	gcfg.Meta = cluster.Meta{Role: cluster.RoleManager, API: m.HTTPAddr, RaftID: m.ID, RaftAddr: m.RaftAddr}
+	m.Pool, err = cluster.NewPool(gcfg)
+	if err != nil {
+		t.Fatalf("start gossip of %s: %v", m.ID, err)
+	}
+	mcfg := manager.DefaultConfig()
+	mcfg.ID, mcfg.API, mcfg.Logger, mcfg.Tick, mcfg.PollInterval = m.ID, m.HTTPAddr, log, 100*time.Millisecond, time.Second
+	mcfg.GossipChanges = m.Pool.Changes()
+	m.Manager, err = manager.New(mcfg, m.Raft, m.FSM, m.Pool)
+	if err != nil {
+		t.Fatalf("manager %s: %v", m.ID, err)
+	}
+	m.Manager.Start()
+	ln, err := net.Listen("tcp", m.HTTPAddr)
+	if err != nil {
+		t.Fatalf("listen %s: %v", m.HTTPAddr, err)
+	}
+	m.srv = &http.Server{Handler: api.NewManagerHandler(m.Manager, api.ManagerHandlerOptions{}), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = m.srv.Serve(ln) }()
+	m.running = true
+}
+
+// Kill stops a manager abruptly: no leadership transfer, no gossip leave.
+func (c *Cluster) Kill(id string) {
+	c.t.Helper()
+	c.mu.Lock()
+	m := c.nodes[id]
+	c.mu.Unlock()
+	if m == nil || !m.running {
+		c.t.Fatalf("kill %s: not running", id)
+	}
+	c.stop(m)
+}
+
+func (c *Cluster) stop(m *Manager) {
+	_ = m.srv.Close()
+	m.Manager.Shutdown()
+	_ = m.Pool.Shutdown()
+	if err := m.Raft.Shutdown(); err != nil {
+		c.t.Errorf("raft shutdown of %s: %v", m.ID, err)
+	}
+	m.running = false
+}
+
+// Restart starts a killed manager again on its data dir and addresses.
+func (c *Cluster) Restart(id string) {
+	c.t.Helper()
+	m := c.nodes[id]
+	if m.running {
+		c.t.Fatalf("restart %s: still running", id)
+	}
+	c.start(m, c.peers)
+}
+
+// Add starts a new manager with no peers and has the leader add it as a voter.
+func (c *Cluster) Add(id string) *Manager {
+	c.t.Helper()
+	m := &Manager{ID: id, Dir: c.t.TempDir(), HTTPAddr: freeAddr(c.t), RaftAddr: freeAddr(c.t), GossipAddr: freeAddr(c.t)}
+	c.mu.Lock()
+	c.nodes[id] = m
+	c.order = append(c.order, id)
+	c.mu.Unlock()
+	c.start(m, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Leader().Raft.Join(ctx, id, m.RaftAddr); err != nil {
+		c.t.Fatalf("join %s: %v", id, err)
+	}
+	c.peers = append(c.peers, cluster.Peer{ID: id, Addr: m.RaftAddr})
+	return m
+}
+
+// Node returns a manager by ID.
+func (c *Cluster) Node(id string) *Manager { return c.nodes[id] }
+
+// Running returns the running managers, in the order they were created.
+func (c *Cluster) Running() []*Manager {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*Manager
+	for _, id := range c.order {
+		if m := c.nodes[id]; m.running {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Leader waits (generously) until exactly one running manager leads and
+// returns it.
+func (c *Cluster) Leader() *Manager {
+	c.t.Helper()
+	var leader *Manager
+	Eventually(c.t, 20*time.Second, func() error {
+		leader = nil
+		for _, m := range c.Running() {
+			if m.Raft.IsLeader() {
+				if leader != nil {
+					return fmt.Errorf("two leaders: %s and %s", leader.ID, m.ID)
+				}
+				leader = m
+			}
+		}
+		if leader == nil {
+			return fmt.Errorf("no leader among %d running managers", len(c.Running()))
+		}
+		return nil
+	})
+	return leader
+}
+
+// Followers returns the running managers that do not lead.
+func (c *Cluster) Followers() []*Manager {
+	var out []*Manager
+	for _, m := range c.Running() {
+		if !m.Raft.IsLeader() {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Client returns an API client of the given managers (all running ones if none).
+func (c *Cluster) Client(ms ...*Manager) *api.Client {
+	c.t.Helper()
+	if len(ms) == 0 {
+		ms = c.Running()
+	}
+	var addrs []string
+	for _, m := range ms {
+		addrs = append(addrs, m.HTTPAddr)
+	}
+	cl, err := api.NewClient(addrs, api.ClientOptions{RetryFor: 20 * time.Second})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cl
+}
+
+// Close stops every running manager.
+func (c *Cluster) Close() {
+	for _, m := range c.Running() {
+		c.stop(m)
+	}
+}
+
+// Eventually retries cond until it returns nil or the deadline passes.
+func Eventually(t *testing.T, within time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", within, err)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// memberlist also binds UDP on the same port: make sure it is free too.
+	addr := ln.Addr().String()
+	if pc, err := net.ListenPacket("udp", addr); err == nil {
+		_ = pc.Close()
+	} else {
+		return freeAddr(t)
+	}
+	return addr
+}
+
+func splitAddr(t *testing.T, addr string) (string, int) {
+	t.Helper()
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var port int
+	fmt.Sscanf(p, "%d", &port)
+	return host, port
+}

@@ -1,0 +1,176 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/cube-orch/cube/api"
+	"github.com/google/uuid"
+)
+
+// These tests run real managers in-process: raft over real TCP with real bolt
+// files, memberlist over real UDP/TCP, the API over real HTTP. No worker is
+// needed: tasks stay Pending ("waiting for a live worker"), which is itself
+// one of the behaviours under test.
+
+func submit(t *testing.T, c *api.Client, name string) api.Task {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	task, created, err := c.SubmitTask(ctx, api.TaskEvent{State: api.Running, Task: api.Task{ID: uuid.New(), Name: name, Image: "cube-echo:latest"}})
+	if err != nil || !created {
+		t.Fatalf("submit %s: created %v, %v", name, created, err)
+	}
+	return task
+}
+
+// tasksOn reads a manager's local state directly.
+func tasksOn(m *Manager) map[uuid.UUID]api.Task {
+	out := make(map[uuid.UUID]api.Task)
+	for _, t := range m.FSM.Tasks() {
+		out[t.ID] = t
+	}
+	return out
+}
+
+// converged waits until every running manager holds exactly the want tasks.
+func converged(t *testing.T, c *Cluster, want []api.Task) {
+	t.Helper()
+	Eventually(t, 20*time.Second, func() error {
+		for _, m := range c.Running() {
+			have := tasksOn(m)
+			for _, w := range want {
+				if _, ok := have[w.ID]; !ok {
+					return fmt.Errorf("%s lacks task %s (%s); holds %d tasks", m.ID, w.ID, w.Name, len(have))
+				}
+			}
+			if len(have) != len(want) {
+				return fmt.Errorf("%s holds %d tasks, want %d", m.ID, len(have), len(want))
+			}
+		}
+		return nil
+	})
+}
+
+func TestCluster_OneLeaderAndWritesThroughAFollower(t *testing.T) {
+	c := NewCluster(t, 3)
+	leader := c.Leader()
+	follower := c.Followers()[0]
+
+	// A raw POST to a follower: forwarded, committed, 201 with the leader named.
+	body, _ := json.Marshal(api.TaskEvent{State: api.Running, Task: api.Task{ID: uuid.New(), Name: "via-follower", Image: "cube-echo:latest"}})
+	resp, err := http.Post("http://"+follower.HTTPAddr+"/tasks", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || resp.Header.Get(api.HeaderLeader) != leader.HTTPAddr {
+		t.Fatalf("POST to follower: %d, leader header %q, want 201 and %q", resp.StatusCode, resp.Header.Get(api.HeaderLeader), leader.HTTPAddr)
+	}
+	var ev api.TaskEvent
+	_ = json.Unmarshal(body, &ev)
+
+	// The client knows only the follower and still writes.
+	task := submit(t, c.Client(follower), "client-via-follower")
+	converged(t, c, []api.Task{ev.Task, task})
+
+	// With no worker, tasks wait Pending with a reason.
+	Eventually(t, 10*time.Second, func() error {
+		got, err := leader.FSM.Task(task.ID)
+		if err != nil || got.State != api.Pending || got.Reason != "waiting for a live worker" {
+			return fmt.Errorf("task %+v, %v; want Pending waiting for a live worker", got, err)
+		}
+		return nil
+	})
+
+	// Consistent reads from every manager agree.
+	for _, m := range c.Running() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		tasks, err := c.Client(m).Tasks(ctx, true)
+		cancel()
+		if err != nil || len(tasks) != 2 {
+			t.Fatalf("consistent read via %s: %d tasks, %v", m.ID, len(tasks), err)
+		}
+	}
+}
+
+func TestCluster_LeaderKilledKeepsCommittedTasks(t *testing.T) {
+	c := NewCluster(t, 3)
+	client := c.Client()
+	var want []api.Task
+	for i := 0; i < 5; i++ {
+		want = append(want, submit(t, client, fmt.Sprintf("before-%d", i)))
+	}
+	old := c.Leader()
+	c.Kill(old.ID)
+	start := time.Now()
+	next := c.Leader()
+	if next.ID == old.ID {
+		t.Fatalf("killed leader %s still leads", old.ID)
+	}
+	t.Logf("new leader %s elected %s after the kill", next.ID, time.Since(start).Round(time.Millisecond))
+	want = append(want, submit(t, c.Client(), "after"))
+	converged(t, c, want)
+
+	// The killed manager, restarted on its data dir, catches up.
+	c.Restart(old.ID)
+	converged(t, c, want)
+}
+
+func TestCluster_AddedManagerCatchesUpThroughSnapshot(t *testing.T) {
+	c := NewCluster(t, 3)
+	client := c.Client()
+	var want []api.Task
+	for i := 0; i < 20; i++ {
+		want = append(want, submit(t, client, fmt.Sprintf("t%d", i)))
+	}
+	leader := c.Leader()
+	if err := leader.Raft.Snapshot(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	want = append(want, submit(t, client, "after-snapshot"))
+	m4 := c.Add("m4")
+	converged(t, c, want)
+	if got := tasksOn(m4); len(got) != len(want) {
+		t.Fatalf("m4 holds %d tasks, want %d", len(got), len(want))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	servers, err := leader.Raft.Servers(ctx)
+	if err != nil || len(servers) != 4 {
+		t.Fatalf("raft servers after join: %+v, %v", servers, err)
+	}
+}
+
+func TestCluster_FullRestartKeepsEverything(t *testing.T) {
+	c := NewCluster(t, 3)
+	client := c.Client()
+	var want []api.Task
+	for i := 0; i < 5; i++ {
+		want = append(want, submit(t, client, fmt.Sprintf("t%d", i)))
+	}
+	converged(t, c, want)
+	before := tasksOn(c.Leader())
+	for _, m := range c.Running() {
+		c.Kill(m.ID)
+	}
+	for _, id := range []string{"m1", "m2", "m3"} {
+		c.Restart(id)
+	}
+	c.Leader()
+	converged(t, c, want)
+	for _, m := range c.Running() {
+		after := tasksOn(m)
+		for id, b := range before {
+			a := after[id]
+			if a.ID != b.ID || a.Name != b.Name || a.Image != b.Image || !a.SubmitTime.Equal(b.SubmitTime) {
+				t.Fatalf("%s: task %s changed across the restart:\n%+v\n%+v", m.ID, id, b, a)
+			}
+		}
+	}
+}

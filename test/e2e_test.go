@@ -1,0 +1,179 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cube-orch/cube/api"
+	"github.com/google/uuid"
+)
+
+// These tests run real `cube` binaries (3 managers, 3 workers) against the
+// real Docker engine and the cube-echo:latest image.
+
+func echoTask(name string) api.Task {
+	return api.Task{ID: uuid.New(), Name: name, Image: "cube-echo:latest", ExposedPorts: api.PortSet{"7777/tcp": {}}, HealthCheck: "/health"}
+}
+
+// waitRunning waits until every task is Running according to a consistent read.
+func waitRunning(t *testing.T, c *ProcCluster, ids []uuid.UUID) map[uuid.UUID]api.Task {
+	t.Helper()
+	out := make(map[uuid.UUID]api.Task)
+	Eventually(t, 60*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, id := range ids {
+			task, err := c.Client().Task(ctx, id, true)
+			if err != nil {
+				return err
+			}
+			if task.State != api.Running {
+				return fmt.Errorf("task %s (%s) is %s on %q: %s", id, task.Name, task.State, task.Worker, task.Reason)
+			}
+			out[id] = task
+		}
+		return nil
+	})
+	return out
+}
+
+// echo POSTs to the task's published port and checks the answer.
+func echo(t *testing.T, task api.Task) {
+	t.Helper()
+	var port string
+	for _, b := range task.HostPorts["7777/tcp"] {
+		if !strings.Contains(b.HostIp, ":") {
+			port = b.HostPort
+		}
+	}
+	if port == "" {
+		t.Fatalf("task %s has no IPv4 host port: %+v", task.ID, task.HostPorts)
+	}
+	hc := &http.Client{Timeout: 5 * time.Second}
+	Eventually(t, 15*time.Second, func() error {
+		resp, err := hc.Post("http://127.0.0.1:"+port+"/", "application/json", strings.NewReader(`{"Msg":"hi"}`))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != `{"Msg":"hi"}` {
+			return fmt.Errorf("echo: %d %q", resp.StatusCode, body)
+		}
+		return nil
+	})
+}
+
+func TestE2E_SubmitThroughEveryManagerAndSurviveLeaderKill(t *testing.T) {
+	c := NewProcCluster(t, 3, 3)
+
+	// Two tasks through each manager (each client knows only that manager).
+	var ids []uuid.UUID
+	for i, m := range c.Managers {
+		for j := 0; j < 2; j++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			task, created, err := c.Client(m).SubmitTask(ctx, api.TaskEvent{State: api.Running, Task: echoTask(fmt.Sprintf("via-%s-%d", m.Name, j))})
+			cancel()
+			if err != nil || !created {
+				t.Fatalf("submit via manager %d: created %v, %v", i+1, created, err)
+			}
+			ids = append(ids, task.ID)
+		}
+	}
+	running := waitRunning(t, c, ids)
+
+	// Spread by the scheduler: every worker got some.
+	perWorker := map[string]int{}
+	for _, task := range running {
+		perWorker[task.Worker]++
+	}
+	if len(perWorker) != len(c.Workers) {
+		t.Fatalf("tasks per worker %v, want all %d workers used", perWorker, len(c.Workers))
+	}
+	for _, task := range running {
+		echo(t, task)
+	}
+
+	// Consistent reads from every manager agree.
+	var first []api.Task
+	for _, m := range c.Managers {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		tasks, err := c.Client(m).Tasks(ctx, true)
+		cancel()
+		if err != nil {
+			t.Fatalf("consistent read via %s: %v", m.Name, err)
+		}
+		if first == nil {
+			first = tasks
+			continue
+		}
+		if fmt.Sprint(tasks) != fmt.Sprint(first) {
+			t.Fatalf("consistent reads disagree:\n%v\n%v", first, tasks)
+		}
+	}
+
+	// Exactly one container per task, counted from the engine.
+	before := c.Containers()
+	for _, id := range ids {
+		if n := len(before[id.String()]); n != 1 {
+			t.Fatalf("task %s has %d running containers, want 1", id, n)
+		}
+	}
+
+	// SIGKILL the leader: another leads, new submissions run, old tasks keep running.
+	old := c.LeaderProc()
+	c.Kill(old)
+	killed := time.Now()
+	var next *Proc
+	Eventually(t, 30*time.Second, func() error {
+		next = c.LeaderProc()
+		if next == old {
+			return fmt.Errorf("killed manager still named leader")
+		}
+		return nil
+	})
+	t.Logf("leader %s killed; %s leads after %s", old.Name, next.Name, time.Since(killed).Round(time.Millisecond))
+
+	var survivors []*Proc
+	for _, m := range c.Managers {
+		if m != old {
+			survivors = append(survivors, m)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	after, _, err := c.Client(survivors...).SubmitTask(ctx, api.TaskEvent{State: api.Running, Task: echoTask("after-failover")})
+	cancel()
+	if err != nil {
+		t.Fatalf("submit after failover: %v", err)
+	}
+	echo(t, waitRunning(t, c, []uuid.UUID{after.ID})[after.ID])
+
+	now := c.Containers()
+	for _, id := range ids {
+		if fmt.Sprint(now[id.String()]) != fmt.Sprint(before[id.String()]) {
+			t.Fatalf("task %s containers changed across the failover: %v → %v", id, before[id.String()], now[id.String()])
+		}
+	}
+
+	// Stop through a follower: committed, carried out, container gone.
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Client(survivors...).StopTask(ctx, ids[0]); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	Eventually(t, 30*time.Second, func() error {
+		task, err := c.Client(survivors...).Task(ctx, ids[0], true)
+		if err != nil {
+			return err
+		}
+		if task.State != api.Completed || len(c.Containers()[ids[0].String()]) != 0 {
+			return fmt.Errorf("after stop: %s, containers %v", task.State, c.Containers()[ids[0].String()])
+		}
+		return nil
+	})
+}
