@@ -131,6 +131,22 @@ type Task struct {
 	// Reason says, for a person, why the task last failed or ended, or why a
 	// Pending task is not placed yet.
 	Reason string `json:",omitempty"`
+	// HealthCheckPort is the container port ("7777/tcp") whose published host
+	// port is checked; empty: the lowest exposed port.
+	HealthCheckPort string `json:",omitempty"`
+	// HealthCheckInterval, HealthCheckTimeout and HealthCheckGrace are Go
+	// durations ("1s"): time between checks, bound on one check, and the
+	// start-up time during which failures do not count. Empty: defaults.
+	HealthCheckInterval string `json:",omitempty"`
+	HealthCheckTimeout  string `json:",omitempty"`
+	HealthCheckGrace    string `json:",omitempty"`
+	// HealthCheckThreshold is the number of consecutive failed checks after
+	// which the task is restarted; 0: the default.
+	HealthCheckThreshold int `json:",omitempty"`
+	// MaxRestarts bounds RestartCount: after that many restarts a failing task
+	// is Failed for good. 0: the default (3, as in the seed); -1: no limit.
+	MaxRestarts int `json:",omitempty"`
+
 	// DesiredState is what the cluster drives the task toward: Running, or
 	// Completed once a stop was requested. Set by the manager.
 	DesiredState State

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -173,4 +174,46 @@ func TestCluster_FullRestartKeepsEverything(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestCluster_BadInputStoresNothing(t *testing.T) {
+	c := NewCluster(t, 3)
+	kept := submit(t, c.Client(), "kept")
+	converged(t, c, []api.Task{kept})
+	valid := `{"State":2,"Task":{"ID":"bb1d59ef-9fc1-4e4b-a44d-db571eeed203","Image":"cube-echo:latest"`
+	cases := []struct {
+		name, method, path, body string
+		status                   int
+	}{
+		{"malformed JSON", "POST", "/tasks", `{"Task":`, 400},
+		{"unknown field", "POST", "/tasks", valid + `,"Bogus":1}}`, 400},
+		{"bad UUID", "POST", "/tasks", `{"Task":{"ID":"xyz","Image":"x"}}`, 400},
+		{"wrong type", "POST", "/tasks", valid + `,"Cpu":"many"}}`, 400},
+		{"negative memory", "POST", "/tasks", valid + `,"Memory":-1}}`, 400},
+		{"missing image", "POST", "/tasks", `{"Task":{"Name":"x"}}`, 400},
+		{"oversized", "POST", "/tasks", valid + `,"Name":"` + strings.Repeat("n", 2<<20) + `"}}`, 413},
+		{"bad path UUID", "DELETE", "/tasks/xyz", ``, 400},
+		{"unknown task", "DELETE", "/tasks/" + uuid.NewString(), ``, 404},
+		{"bad report", "POST", "/reports", `{"ID":"` + kept.ID.String() + `"}`, 400},
+	}
+	for _, m := range []*Manager{c.Leader(), c.Followers()[0]} {
+		for _, tc := range cases {
+			req, _ := http.NewRequest(tc.method, "http://"+m.HTTPAddr+tc.path, strings.NewReader(tc.body))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatalf("%s via %s: %v", tc.name, m.ID, err)
+			}
+			var er api.ErrResponse
+			err = json.NewDecoder(resp.Body).Decode(&er)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || err != nil || er.Message == "" {
+				t.Fatalf("%s via %s: %d %+v (%v), want %d with a message", tc.name, m.ID, resp.StatusCode, er, err, tc.status)
+			}
+		}
+	}
+	// Nothing was stored on any manager: a marker written after the bad input
+	// reaches every manager, and raft applies in order, so a wrongly committed
+	// entry would be there too.
+	marker := submit(t, c.Client(), "marker")
+	converged(t, c, []api.Task{kept, marker})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -176,4 +177,70 @@ func TestE2E_SubmitThroughEveryManagerAndSurviveLeaderKill(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestE2E_PendingUntilAWorkerJoinsAndTheCLI(t *testing.T) {
+	c := NewProcCluster(t, 3, 0)
+	dir := t.TempDir()
+	file := dir + "/task.json"
+	writeFile(t, file, `{"State":2,"Task":{"Name":"cli-echo","Image":"cube-echo:latest","ExposedPorts":{"7777/tcp":{}}}}`)
+
+	out, err := c.Cube("run", "-f", file)
+	if err != nil || !strings.Contains(out, "task submitted") {
+		t.Fatalf("cube run: %v\n%s", err, out)
+	}
+	id := uuid.MustParse(strings.Fields(strings.SplitN(out, "submitted ", 2)[1])[0])
+
+	// No worker: Pending with a reason, shown by cube status.
+	Eventually(t, 20*time.Second, func() error {
+		out, err := c.Cube("status")
+		if err != nil || !strings.Contains(out, id.String()) || !strings.Contains(out, "Pending") || !strings.Contains(out, "waiting for a live worker") {
+			return fmt.Errorf("cube status: %v\n%s", err, out)
+		}
+		return nil
+	})
+
+	// A worker joins: the task runs.
+	w := c.AddWorker()
+	c.WaitReady(1)
+	task := waitRunning(t, c, []uuid.UUID{id})[id]
+	if task.Worker != w.Name {
+		t.Fatalf("task on %q, want %q", task.Worker, w.Name)
+	}
+	echo(t, task)
+
+	out, err = c.Cube("status", "--consistent")
+	if err != nil || !strings.Contains(out, "Running") || !strings.Contains(out, w.Name) {
+		t.Fatalf("cube status: %v\n%s", err, out)
+	}
+	out, err = c.Cube("node")
+	if err != nil || !strings.Contains(out, w.Name) || !strings.Contains(out, "alive") {
+		t.Fatalf("cube node: %v\n%s", err, out)
+	}
+	out, err = c.Cube("members")
+	if err != nil || strings.Count(out, "manager") < 3 || !strings.Contains(out, "*") || !strings.Contains(out, w.Name) {
+		t.Fatalf("cube members: %v\n%s", err, out)
+	}
+	out, err = c.Cube("stop", id.String())
+	if err != nil || !strings.Contains(out, "committed") {
+		t.Fatalf("cube stop: %v\n%s", err, out)
+	}
+	Eventually(t, 30*time.Second, func() error {
+		if n := len(c.Containers()[id.String()]); n != 0 {
+			return fmt.Errorf("%d containers still running after stop", n)
+		}
+		return nil
+	})
+	// Bad input from the CLI: a clear error, exit status non-zero.
+	writeFile(t, file, `{"Task":{"Image":"cube-echo:latest","Memory":-1}}`)
+	if out, err := c.Cube("run", "-f", file); err == nil || !strings.Contains(out, "Memory must be") {
+		t.Fatalf("cube run with bad input: %v\n%s", err, out)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -92,18 +92,39 @@ func NewProcCluster(t *testing.T, managers, workers int) *ProcCluster {
 		p.args = []string{"manager", "--id", p.Name, "--fast", "--http", p.HTTPAddr, "--raft", p.RaftAddr,
 			"--gossip", p.GossipAddr, "--data", filepath.Join(c.Dir, p.Name), "--peers", c.peers, "--join", c.seeds}
 	}
-	for i := 1; i <= workers; i++ {
-		p := &Proc{Name: fmt.Sprintf("%sw%d", c.Prefix, i), HTTPAddr: freeAddr(t), GossipAddr: freeAddr(t)}
-		p.args = []string{"worker", "--name", p.Name, "--fast", "--http", p.HTTPAddr, "--gossip", p.GossipAddr,
-			"--data", filepath.Join(c.Dir, p.Name), "--join", c.seeds, "--stop-grace", "2s"}
-		c.Workers = append(c.Workers, p)
-	}
 	t.Cleanup(c.Close)
-	for _, p := range append(append([]*Proc{}, c.Managers...), c.Workers...) {
+	for _, p := range c.Managers {
 		c.Start(p)
+	}
+	for i := 0; i < workers; i++ {
+		c.AddWorker()
 	}
 	c.WaitReady(len(c.Workers))
 	return c
+}
+
+// AddWorker starts one more worker process and returns it.
+func (c *ProcCluster) AddWorker() *Proc {
+	c.t.Helper()
+	i := len(c.Workers) + 1
+	p := &Proc{Name: fmt.Sprintf("%sw%d", c.Prefix, i), HTTPAddr: freeAddr(c.t), GossipAddr: freeAddr(c.t)}
+	p.args = []string{"worker", "--name", p.Name, "--fast", "--http", p.HTTPAddr, "--gossip", p.GossipAddr,
+		"--data", filepath.Join(c.Dir, p.Name), "--join", c.seeds, "--stop-grace", "2s"}
+	c.Workers = append(c.Workers, p)
+	c.Start(p)
+	return p
+}
+
+// Cube runs the cube CLI with -m set to every manager and returns its output.
+func (c *ProcCluster) Cube(args ...string) (string, error) {
+	var addrs []string
+	for _, p := range c.Managers {
+		addrs = append(addrs, p.HTTPAddr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, c.Bin, append(args, "-m", strings.Join(addrs, ","))...).CombinedOutput()
+	return string(out), err
 }
 
 // Start starts (or restarts) a node process, appending to its log.

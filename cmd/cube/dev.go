@@ -11,7 +11,7 @@ import (
 )
 
 func newDevCmd() *cobra.Command {
-	var dataDir, logLevel string
+	var dataDir, logLevel, httpAddr, raftAddr, gossipAddr, workerHTTP, workerGossip, workerName string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a manager and a worker in one process, for a first try",
@@ -25,13 +25,13 @@ State is kept in --data, so a restarted dev cluster remembers its tasks.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m := managerOpts{
-				ID: "dev", HTTPAddr: "127.0.0.1:5556", RaftAddr: "127.0.0.1:6556", GossipAddr: "127.0.0.1:6557",
+				ID: "dev", HTTPAddr: httpAddr, RaftAddr: raftAddr, GossipAddr: gossipAddr,
 				DataDir: filepath.Join(dataDir, "manager"), Fast: true,
-				Peers: []cluster.Peer{{ID: "dev", Addr: "127.0.0.1:6556"}},
+				Peers: []cluster.Peer{{ID: "dev", Addr: raftAddr}},
 			}
-			w := workerOpts{Config: worker.DefaultConfig(), HTTPAddr: "127.0.0.1:5555", GossipAddr: "127.0.0.1:6555",
-				Seeds: []string{"127.0.0.1:6557"}, Managers: []string{"127.0.0.1:5556"}, Fast: true}
-			w.Config.Name, w.Config.DataDir = "dev-worker", filepath.Join(dataDir, "worker")
+			w := workerOpts{Config: worker.DefaultConfig(), HTTPAddr: workerHTTP, GossipAddr: workerGossip,
+				Seeds: []string{gossipAddr}, Managers: []string{httpAddr}, Fast: true}
+			w.Config.Name, w.Config.DataDir = workerName, filepath.Join(dataDir, "worker")
 			return runUntilSignal(cmd.Context(), newLogger(logLevel), func(l hclog.Logger) (func(), <-chan error, error) {
 				mn, err := startManager(m, l)
 				if err != nil {
@@ -49,6 +49,12 @@ State is kept in --data, so a restarted dev cluster remembers its tasks.`,
 			})
 		},
 	}
+	cmd.Flags().StringVar(&httpAddr, "http", "127.0.0.1:5556", "manager API address")
+	cmd.Flags().StringVar(&raftAddr, "raft", "127.0.0.1:6556", "manager raft address")
+	cmd.Flags().StringVar(&gossipAddr, "gossip", "127.0.0.1:6557", "manager gossip address")
+	cmd.Flags().StringVar(&workerHTTP, "worker-http", "127.0.0.1:5555", "worker API address")
+	cmd.Flags().StringVar(&workerGossip, "worker-gossip", "127.0.0.1:6555", "worker gossip address")
+	cmd.Flags().StringVar(&workerName, "worker-name", "dev-worker", "worker name")
 	cmd.Flags().StringVar(&dataDir, "data", filepath.Join(os.TempDir(), "cube-dev"), "data directory")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")
 	return cmd

@@ -1,0 +1,70 @@
+package test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cube-orch/cube/api"
+	"github.com/google/uuid"
+)
+
+// TestE2E_DevMode runs `cube dev` (a manager and a worker in one process),
+// runs a task on it and stops it with SIGTERM.
+func TestE2E_DevMode(t *testing.T) {
+	requireImage(t)
+	bin := CubeBinary(t)
+	httpAddr := freeAddr(t)
+	name := "dev" + uuid.NewString()[:6]
+	c := &ProcCluster{t: t, Workers: []*Proc{{Name: name}}}
+	t.Cleanup(c.Close)
+	cmd := exec.Command(bin, "dev", "--data", t.TempDir(), "--http", httpAddr, "--raft", freeAddr(t), "--gossip", freeAddr(t),
+		"--worker-http", freeAddr(t), "--worker-gossip", freeAddr(t), "--worker-name", name)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+
+	client, err := api.NewClient([]string{httpAddr}, api.ClientOptions{RetryFor: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	task, _, err := client.SubmitTask(ctx, api.TaskEvent{State: api.Running, Task: echoTask("dev")})
+	if err != nil {
+		t.Fatalf("submit to cube dev: %v", err)
+	}
+	Eventually(t, 60*time.Second, func() error {
+		got, err := client.Task(ctx, task.ID, true)
+		if err != nil {
+			return err
+		}
+		if got.State != api.Running {
+			return &stateErr{got}
+		}
+		task = got
+		return nil
+	})
+	echo(t, task)
+
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("cube dev exited with %v after SIGTERM", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("cube dev did not exit within 30 s of SIGTERM")
+	}
+}
+
+type stateErr struct{ t api.Task }
+
+func (e *stateErr) Error() string { return "task is " + e.t.State.String() + ": " + e.t.Reason }
