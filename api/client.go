@@ -106,6 +106,50 @@ func NewClient(managers []string, opts ClientOptions) (*Client, error) {
 	return c, nil
 }
 
+// Events streams task changes from one manager (the first that answers) and
+// calls fn for each until ctx ends, fn returns an error, or the stream ends.
+func (c *Client) Events(ctx context.Context, fn func(Change) error) error {
+	var lastErr error
+	for _, base := range c.managers {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/events", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			return responseError(resp.StatusCode, body)
+		}
+		dec := json.NewDecoder(resp.Body)
+		for {
+			var ch Change
+			if err := dec.Decode(&ch); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return fmt.Errorf("event stream from %s ended: %w", base, err)
+			}
+			if err := fn(ch); err != nil {
+				return err
+			}
+		}
+	}
+	return fmt.Errorf("%w: no manager answered: %v", ErrUnavailable, lastErr)
+}
+
+// Logs returns the output of a task's container, read through any manager.
+func (c *Client) Logs(ctx context.Context, id uuid.UUID, tail int) ([]byte, error) {
+	var out []byte
+	path := fmt.Sprintf("/tasks/%s/logs?tail=%d", id, tail)
+	_, err := c.call(ctx, http.MethodGet, path, nil, &rawBody{&out})
+	return out, err
+}
+
 // AddManager asks the cluster to add a manager (raft ID and address) as a voter.
 func (c *Client) AddManager(ctx context.Context, id, raftAddr string) error {
 	body, err := json.Marshal(ServerRequest{ID: id, Addr: raftAddr})
@@ -401,7 +445,14 @@ type answer struct {
 }
 
 // decode unmarshals the body into out; an empty body (204) leaves out alone.
+// rawBody, passed as a call's out, receives the answer's body as it is.
+type rawBody struct{ p *[]byte }
+
 func (a answer) decode(out any) error {
+	if rb, ok := out.(*rawBody); ok {
+		*rb.p = a.body
+		return nil
+	}
 	if out == nil || len(bytes.TrimSpace(a.body)) == 0 {
 		return nil
 	}

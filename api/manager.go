@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"io"
 	"time"
 
 	"github.com/google/uuid"
@@ -78,6 +79,15 @@ type ClusterInfo struct {
 	Members      []GossipMember
 }
 
+// Change is one committed change of a task (GET /events streams them, one
+// JSON object per line).
+type Change struct {
+	// Index is the raft log index that made the change.
+	Index uint64
+	// Task is the task after the change.
+	Task Task
+}
+
 // ManagerService is what the manager HTTP API needs from a manager. Methods
 // that change state return ErrNotLeader on a follower; the handler forwards
 // such requests to the leader before calling them.
@@ -96,6 +106,11 @@ type ManagerService interface {
 	Task(ctx context.Context, id uuid.UUID, consistent bool) (Task, error)
 	Nodes(ctx context.Context, consistent bool) ([]Node, error)
 	Cluster(ctx context.Context) (ClusterInfo, error)
+	// Changes streams task changes as this manager applies them, until ctx
+	// ends; the channel is closed when the stream ends (or falls behind).
+	Changes(ctx context.Context) (<-chan Change, error)
+	// Logs returns the output of the task's container, read through its worker.
+	Logs(ctx context.Context, id uuid.UUID, tail int) (io.ReadCloser, error)
 	// AddManager adds a manager to the raft configuration as a voter; the
 	// same ID and address again is a no-op. Leader only.
 	AddManager(ctx context.Context, id, raftAddr string) error

@@ -59,6 +59,8 @@ type managerHandler struct {
 //	GET    /nodes        workers with liveness, capacity and allocations
 //	GET    /cluster      raft servers and gossip members
 //	POST   /reports      internal: a worker reports one of its task records; 204
+//	GET    /events       task changes as they commit, one JSON Change per line
+//	GET    /tasks/{id}/logs      the task's container output (?tail=N), through its worker
 //	POST   /cluster/servers       add a manager as a raft voter ({"ID","Addr"}); 204
 //	DELETE /cluster/servers/{id}  remove a manager from the raft configuration; 204
 //
@@ -95,6 +97,8 @@ func NewManagerHandler(svc ManagerService, opts ManagerHandlerOptions) http.Hand
 	mux.HandleFunc("GET /nodes", h.nodes)
 	mux.HandleFunc("GET /cluster", h.cluster)
 	mux.HandleFunc("POST /reports", h.report)
+	mux.HandleFunc("GET /events", h.events)
+	mux.HandleFunc("GET /tasks/{id}/logs", h.logs)
 	mux.HandleFunc("POST /cluster/servers", h.addServer)
 	mux.HandleFunc("DELETE /cluster/servers/{id}", h.removeServer)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -520,4 +524,60 @@ func (h *managerHandler) removeServer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// events streams task changes as this manager applies them, one JSON object
+// per line, flushed as each arrives. Every manager applies every committed
+// change, so any manager can serve it; it is not forwarded.
+func (h *managerHandler) events(w http.ResponseWriter, r *http.Request) {
+	ch, err := h.svc.Changes(r.Context())
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	flusher, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	enc := json.NewEncoder(w)
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case c, ok := <-ch:
+			if !ok {
+				return
+			}
+			if err := enc.Encode(c); err != nil {
+				return
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+	}
+}
+
+// logs relays the task's container output from its worker.
+func (h *managerHandler) logs(w http.ResponseWriter, r *http.Request) {
+	id, err := PathID(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	tail, err := QueryInt(r, "tail", 0)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	rc, err := h.svc.Logs(r.Context(), id, tail)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.Copy(w, rc)
 }

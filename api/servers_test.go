@@ -2,9 +2,13 @@ package api
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/google/uuid"
 )
 
 // AddManager and RemoveManager of the fake record calls; only the leader acts.
@@ -61,5 +65,42 @@ func TestManagerHandler_ServersForwardedToLeader(t *testing.T) {
 		if er := r.errResponse(t); r.status != http.StatusBadRequest || !strings.Contains(er.Message, tc.want) {
 			t.Fatalf("body %s: %d %q, want 400 containing %q", tc.body, r.status, er.Message, tc.want)
 		}
+	}
+}
+
+// Changes streams three changes of a fixed task, then ends.
+func (f *fakeManager) Changes(ctx context.Context) (<-chan Change, error) {
+	ch := make(chan Change, 3)
+	for i := 1; i <= 3; i++ {
+		ch <- Change{Index: uint64(i), Task: Task{Name: "t", State: State(i - 1)}}
+	}
+	close(ch)
+	return ch, nil
+}
+
+// Logs returns a fixed text for any task.
+func (f *fakeManager) Logs(_ context.Context, id uuid.UUID, tail int) (io.ReadCloser, error) {
+	return io.NopCloser(strings.NewReader(fmt.Sprintf("logs of %s tail %d\n", id, tail))), nil
+}
+
+func TestManagerHandler_EventsAndLogs(t *testing.T) {
+	c := newTestCluster(t, 3, 0, ManagerHandlerOptions{})
+	cl, err := NewClient(c.addrs[1:2], ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []Change
+	err = cl.Events(context.Background(), func(ch Change) error { got = append(got, ch); return nil })
+	if len(got) != 3 || got[2].Index != 3 || got[2].Task.State != Running || err == nil || !strings.Contains(err.Error(), "ended") {
+		t.Fatalf("events: %+v, %v", got, err)
+	}
+	id := uuid.New()
+	out, err := cl.Logs(context.Background(), id, 5)
+	if err != nil || string(out) != fmt.Sprintf("logs of %s tail 5\n", id) {
+		t.Fatalf("logs: %q, %v", out, err)
+	}
+	r := doHTTP(t, http.MethodGet, c.url(0, "/tasks/nope/logs"), nil, nil)
+	if r.status != http.StatusBadRequest {
+		t.Fatalf("logs with a bad ID: %d", r.status)
 	}
 }

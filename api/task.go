@@ -43,12 +43,13 @@ func (s State) Valid() bool { return s >= Pending && s <= Failed }
 func (s State) Terminal() bool { return s == Completed || s == Failed }
 
 // stateTransitions is the seed's transition table, extended (never narrowed) so
-// that a stop is allowed from every non-terminal state and a task can fail before
-// it was placed (for example when its image does not exist).
+// that a stop is allowed from every non-terminal state, a task can fail before
+// it was placed (for example when its image does not exist), and a task whose
+// worker died goes back to Pending to be placed again.
 var stateTransitions = map[State][]State{
 	Pending:   {Pending, Scheduled, Completed, Failed},
-	Scheduled: {Scheduled, Running, Completed, Failed},
-	Running:   {Running, Completed, Failed, Scheduled},
+	Scheduled: {Scheduled, Running, Completed, Failed, Pending},
+	Running:   {Running, Completed, Failed, Scheduled, Pending},
 	Completed: {},
 	Failed:    {Scheduled},
 }
@@ -143,6 +144,9 @@ type Task struct {
 	// HealthCheckThreshold is the number of consecutive failed checks after
 	// which the task is restarted; 0: the default.
 	HealthCheckThreshold int `json:",omitempty"`
+	// LastWorker is the worker of the placement before the current one, kept
+	// when a task is requeued or moved, for a person following its history.
+	LastWorker string `json:",omitempty"`
 	// MaxRestarts bounds RestartCount: after that many restarts a failing task
 	// is Failed for good. 0: the default (3, as in the seed); -1: no limit.
 	MaxRestarts int `json:",omitempty"`

@@ -67,6 +67,11 @@ func TestDecodeAndValidate_BadInput(t *testing.T) {
 		{"bad host port", task(`,"ExposedPorts":{"80/tcp":{}},"PortBindings":{"80/tcp":"http"}`), "host port"},
 		{"bad restart policy", task(`,"RestartPolicy":"sometimes"`), "RestartPolicy"},
 		{"bad health check", task(`,"HealthCheck":"health"`), "must be an HTTP path"},
+		{"bad health interval", task(`,"HealthCheck":"/h","HealthCheckInterval":"often"`), "HealthCheckInterval \"often\" is not a duration"},
+		{"tiny health interval", task(`,"HealthCheck":"/h","HealthCheckInterval":"1ms"`), "HealthCheckInterval 1ms must be from 100ms"},
+		{"health port not exposed", task(`,"HealthCheck":"tcp","HealthCheckPort":"80/tcp"`), "not in ExposedPorts"},
+		{"bad threshold", task(`,"HealthCheckThreshold":-1`), "HealthCheckThreshold"},
+		{"bad max restarts", task(`,"MaxRestarts":-2`), "MaxRestarts -2"},
 		{"bad env", task(`,"Env":["NOEQUALS"]`), "not KEY=VALUE"},
 		{"negative restarts", task(`,"RestartCount":-2`), "RestartCount"},
 	}

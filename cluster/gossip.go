@@ -46,6 +46,9 @@ type Meta struct {
 	Memory int64 `json:",omitempty"`
 	// Disk is the node's disk capacity in bytes.
 	Disk int64 `json:",omitempty"`
+	// RuntimeDown is set by a worker whose container engine does not answer;
+	// the leader places nothing new there.
+	RuntimeDown bool `json:",omitempty"`
 }
 
 // encode returns m's wire form, checking it fits memberlist's limit.

@@ -28,6 +28,9 @@ const (
 	CmdStopTask     CmdType = 4                   // StopTask
 	CmdUpsertWorker CmdType = 5                   // UpsertWorker
 	CmdPendingNote  CmdType = 6 | IgnoreIfUnknown // PendingNote: a hint only
+	CmdRestartTask  CmdType = 7                   // RestartTask
+	CmdRequeueTask  CmdType = 8                   // RequeueTask
+	CmdGiveUpTask   CmdType = 9                   // GiveUpTask
 )
 
 func (c CmdType) String() string {
@@ -44,6 +47,12 @@ func (c CmdType) String() string {
 		return "upsert-worker"
 	case CmdPendingNote:
 		return "pending-note"
+	case CmdRestartTask:
+		return "restart-task"
+	case CmdRequeueTask:
+		return "requeue-task"
+	case CmdGiveUpTask:
+		return "give-up-task"
 	}
 	return fmt.Sprintf("cmd(%#x)", uint8(c))
 }
@@ -91,6 +100,36 @@ type PendingNote struct {
 	Reason string
 }
 
+// RestartTask places a task that failed (or, under the "always" and
+// "unless-stopped" policies, ended) again, on Worker at a new Generation. It
+// counts toward RestartCount when Counted; a task moved off a lost worker is
+// not counted.
+type RestartTask struct {
+	ID         uuid.UUID
+	Worker     string
+	Generation uint64
+	Counted    bool
+	// Reason says why, for a person ("exited with code 1 after 3s").
+	Reason string
+	Time   time.Time
+}
+
+// RequeueTask sends a placed task back to Pending (its worker is lost), to be
+// placed again by the scheduler at a higher generation.
+type RequeueTask struct {
+	ID     uuid.UUID
+	Reason string
+	Time   time.Time
+}
+
+// GiveUpTask marks a task Failed for good: the restart limit is reached or its
+// policy forbids a restart. It is not restarted again.
+type GiveUpTask struct {
+	ID     uuid.UUID
+	Reason string
+	Time   time.Time
+}
+
 // Encode returns the log entry for a command: its type byte, then its JSON.
 func Encode(cmd any) ([]byte, error) {
 	var t CmdType
@@ -107,6 +146,12 @@ func Encode(cmd any) ([]byte, error) {
 		t = CmdUpsertWorker
 	case PendingNote, *PendingNote:
 		t = CmdPendingNote
+	case RestartTask, *RestartTask:
+		t = CmdRestartTask
+	case RequeueTask, *RequeueTask:
+		t = CmdRequeueTask
+	case GiveUpTask, *GiveUpTask:
+		t = CmdGiveUpTask
 	default:
 		return nil, fmt.Errorf("encode: %T is not a command", cmd)
 	}
@@ -153,6 +198,18 @@ func Decode(data []byte) (any, error) {
 		cmd = c
 	case CmdPendingNote:
 		var c PendingNote
+		err = json.Unmarshal(payload, &c)
+		cmd = c
+	case CmdRestartTask:
+		var c RestartTask
+		err = json.Unmarshal(payload, &c)
+		cmd = c
+	case CmdRequeueTask:
+		var c RequeueTask
+		err = json.Unmarshal(payload, &c)
+		cmd = c
+	case CmdGiveUpTask:
+		var c GiveUpTask
 		err = json.Unmarshal(payload, &c)
 		cmd = c
 	default:

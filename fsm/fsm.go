@@ -41,6 +41,12 @@ type FSM struct {
 	applied uint64
 
 	changed chan struct{}
+	subs    map[*subscriber]struct{}
+}
+
+// subscriber receives task changes as they are applied.
+type subscriber struct {
+	ch chan api.Change
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -51,6 +57,38 @@ func New() *FSM {
 		tasks:   make(map[uuid.UUID]api.Task),
 		workers: make(map[string]api.Node),
 		changed: make(chan struct{}, 1),
+		subs:    make(map[*subscriber]struct{}),
+	}
+}
+
+// Subscribe returns a channel of every task change applied from now on, in
+// log order, and a function to unsubscribe. A subscriber that falls more than
+// buf changes behind is dropped: its channel is closed, and it resubscribes
+// (and re-reads the state) if it wants to go on. Apply never waits for one.
+func (f *FSM) Subscribe(buf int) (<-chan api.Change, func()) {
+	s := &subscriber{ch: make(chan api.Change, buf)}
+	f.mu.Lock()
+	f.subs[s] = struct{}{}
+	f.mu.Unlock()
+	return s.ch, func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if _, ok := f.subs[s]; ok {
+			delete(f.subs, s)
+			close(s.ch)
+		}
+	}
+}
+
+// publishLocked hands a task change to every subscriber without blocking.
+func (f *FSM) publishLocked(index uint64, t api.Task) {
+	for s := range f.subs {
+		select {
+		case s.ch <- api.Change{Index: index, Task: t}:
+		default:
+			delete(f.subs, s)
+			close(s.ch)
+		}
 	}
 }
 
@@ -92,6 +130,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 	res := f.applyLocked(cmd)
 	if res.Changed {
 		f.notify()
+		if res.Task.ID != uuid.Nil {
+			f.publishLocked(l.Index, res.Task)
+		}
 	}
 	return res
 }
@@ -122,6 +163,12 @@ func (f *FSM) applyLocked(cmd any) *Result {
 		return f.upsertWorkerLocked(c)
 	case PendingNote:
 		return f.pendingNoteLocked(c)
+	case RestartTask:
+		return f.restartLocked(c)
+	case RequeueTask:
+		return f.requeueLocked(c)
+	case GiveUpTask:
+		return f.giveUpLocked(c)
 	}
 	return &Result{Err: fmt.Errorf("apply: %T is not a command", cmd)}
 }
@@ -253,6 +300,77 @@ func (f *FSM) pendingNoteLocked(c PendingNote) *Result {
 		return &Result{Task: t}
 	}
 	t.Reason = c.Reason
+	f.tasks[t.ID] = t
+	return &Result{Task: t, Changed: true}
+}
+
+func (f *FSM) restartLocked(c RestartTask) *Result {
+	t, err := f.taskLocked(c.ID)
+	if err != nil {
+		return &Result{Err: err}
+	}
+	switch {
+	case t.DesiredState != api.Running:
+		return &Result{Task: t, Err: fmt.Errorf("task %s is not to run (desired %s): %w", c.ID, t.DesiredState, api.ErrConflict)}
+	case c.Generation <= t.Generation:
+		return &Result{Task: t, Err: fmt.Errorf("%w: restart task %s at generation %d, it is already at %d", api.ErrStaleGeneration, c.ID, c.Generation, t.Generation)}
+	case t.State == api.Pending:
+		return &Result{Task: t, Err: fmt.Errorf("task %s is Pending; it is placed, not restarted: %w", c.ID, api.ErrConflict)}
+	}
+	// Completed → Scheduled is allowed here only: it is how the "always" and
+	// "unless-stopped" policies run a task again after exit 0. A task the user
+	// stopped is never restarted (its DesiredState is Completed).
+	if _, ok := f.workers[c.Worker]; !ok {
+		return &Result{Task: t, Err: fmt.Errorf("worker %s: %w", c.Worker, api.ErrNotFound)}
+	}
+	if t.Worker != c.Worker {
+		t.LastWorker = t.Worker
+	}
+	t.State = api.Scheduled
+	t.Worker = c.Worker
+	t.Generation = c.Generation
+	if c.Counted {
+		t.RestartCount++
+	}
+	t.ContainerID, t.HostPorts = "", nil
+	t.StartTime, t.FinishTime = time.Time{}, time.Time{}
+	t.ExitCode = 0
+	t.Reason = c.Reason
+	f.tasks[t.ID] = t
+	return &Result{Task: t, Changed: true}
+}
+
+func (f *FSM) requeueLocked(c RequeueTask) *Result {
+	t, err := f.taskLocked(c.ID)
+	if err != nil {
+		return &Result{Err: err}
+	}
+	if t.DesiredState != api.Running || (t.State != api.Scheduled && t.State != api.Running && t.State != api.Failed) {
+		return &Result{Task: t, Err: fmt.Errorf("task %s (%s, desired %s) cannot be requeued: %w", c.ID, t.State, t.DesiredState, api.ErrConflict)}
+	}
+	t.LastWorker = t.Worker
+	t.State = api.Pending
+	t.Worker = ""
+	t.ContainerID, t.HostPorts = "", nil
+	t.Reason = c.Reason
+	f.tasks[t.ID] = t
+	return &Result{Task: t, Changed: true}
+}
+
+func (f *FSM) giveUpLocked(c GiveUpTask) *Result {
+	t, err := f.taskLocked(c.ID)
+	if err != nil {
+		return &Result{Err: err}
+	}
+	if t.DesiredState != api.Running {
+		return &Result{Task: t, Err: fmt.Errorf("task %s is not to run (desired %s): %w", c.ID, t.DesiredState, api.ErrConflict)}
+	}
+	t.DesiredState = api.Failed
+	t.State = api.Failed
+	t.Reason = c.Reason
+	if t.FinishTime.IsZero() {
+		t.FinishTime = c.Time
+	}
 	f.tasks[t.ID] = t
 	return &Result{Task: t, Changed: true}
 }

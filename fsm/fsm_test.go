@@ -50,8 +50,13 @@ func script(task api.Task) []any {
 		AssignTask{ID: task.ID, Worker: "w1", Generation: 1, Time: t0},
 		ReportTask{Task: api.Task{ID: task.ID, Worker: "w1", Generation: 1, State: api.Running, ContainerID: "c1", StartTime: t0}},
 		StopTask{ID: other.ID, Time: t0.Add(2 * time.Second), Reason: "stopped on request"},
+		RestartTask{ID: task.ID, Worker: "w2", Generation: 2, Counted: true, Reason: "restart", Time: t0},
+		ReportTask{Task: api.Task{ID: task.ID, Worker: "w2", Generation: 2, State: api.Running, ContainerID: "c2", StartTime: t0}},
+		RequeueTask{ID: task.ID, Reason: "worker w2 died", Time: t0},
+		AssignTask{ID: task.ID, Worker: "w1", Generation: 3, Time: t0},
 		StopTask{ID: task.ID, Time: t0.Add(3 * time.Second), Reason: "stopped on request"},
-		ReportTask{Task: api.Task{ID: task.ID, Worker: "w1", Generation: 1, State: api.Completed, ContainerID: "c1", Reason: "stopped on request", StartTime: t0, FinishTime: t0.Add(4 * time.Second)}},
+		ReportTask{Task: api.Task{ID: task.ID, Worker: "w1", Generation: 3, State: api.Completed, ContainerID: "c1", Reason: "stopped on request", StartTime: t0, FinishTime: t0.Add(4 * time.Second)}},
+		GiveUpTask{ID: other.ID, Reason: "x", Time: t0},
 	}
 }
 
@@ -317,3 +322,67 @@ type memSink struct{ bytes.Buffer }
 func (m *memSink) ID() string    { return "mem" }
 func (m *memSink) Cancel() error { return nil }
 func (m *memSink) Close() error  { return nil }
+
+func TestFSM_Apply_RestartRequeueGiveUp(t *testing.T) {
+	f := New()
+	applyLog(t, f, 1, worker("w1"))
+	applyLog(t, f, 2, worker("w2"))
+	task := newTask()
+	applyLog(t, f, 3, SubmitTask{Task: task, Time: t0})
+	applyLog(t, f, 4, AssignTask{ID: task.ID, Worker: "w1", Generation: 1})
+	applyLog(t, f, 5, ReportTask{Task: api.Task{ID: task.ID, Worker: "w1", Generation: 1, State: api.Failed, ExitCode: 1, Reason: "exited with code 1"}})
+
+	// Restart counted, same worker, new generation.
+	res := applyLog(t, f, 6, RestartTask{ID: task.ID, Worker: "w1", Generation: 2, Counted: true, Reason: "restart after: exited with code 1"})
+	if res.Err != nil || res.Task.State != api.Scheduled || res.Task.Generation != 2 || res.Task.RestartCount != 1 || res.Task.ExitCode != 0 {
+		t.Fatalf("restart: %+v", res)
+	}
+	if res := applyLog(t, f, 7, RestartTask{ID: task.ID, Worker: "w1", Generation: 2, Counted: true}); !errors.Is(res.Err, api.ErrStaleGeneration) {
+		t.Fatalf("restart at the same generation: %v", res.Err)
+	}
+	// A late report from generation 1 is fenced off.
+	if res := applyLog(t, f, 8, ReportTask{Task: api.Task{ID: task.ID, Worker: "w1", Generation: 1, State: api.Running}}); !errors.Is(res.Err, api.ErrStaleGeneration) {
+		t.Fatalf("late report: %v", res.Err)
+	}
+	applyLog(t, f, 9, ReportTask{Task: api.Task{ID: task.ID, Worker: "w1", Generation: 2, State: api.Running}})
+
+	// Worker lost: back to Pending, not counted; placed again at a higher generation.
+	res = applyLog(t, f, 10, RequeueTask{ID: task.ID, Reason: "worker w1 died"})
+	if res.Err != nil || res.Task.State != api.Pending || res.Task.Worker != "" || res.Task.LastWorker != "w1" || res.Task.RestartCount != 1 {
+		t.Fatalf("requeue: %+v", res)
+	}
+	if res := applyLog(t, f, 11, RestartTask{ID: task.ID, Worker: "w2", Generation: 3}); !errors.Is(res.Err, api.ErrConflict) {
+		t.Fatalf("restart of a Pending task: %v", res.Err)
+	}
+	if res := applyLog(t, f, 12, AssignTask{ID: task.ID, Worker: "w2", Generation: 3}); res.Err != nil || res.Task.Worker != "w2" {
+		t.Fatalf("assign after requeue: %+v", res)
+	}
+	if res := applyLog(t, f, 13, ReportTask{Task: api.Task{ID: task.ID, Worker: "w1", Generation: 2, State: api.Running}}); !errors.Is(res.Err, api.ErrStaleGeneration) {
+		t.Fatalf("report from the lost worker: %v", res.Err)
+	}
+
+	// Give up: Failed for good, never restarted, never revived by a report.
+	res = applyLog(t, f, 14, GiveUpTask{ID: task.ID, Reason: "gave up after 3 restarts: exited with code 1", Time: t0})
+	if res.Err != nil || res.Task.State != api.Failed || res.Task.DesiredState != api.Failed {
+		t.Fatalf("give up: %+v", res)
+	}
+	if res := applyLog(t, f, 15, RestartTask{ID: task.ID, Worker: "w2", Generation: 4, Counted: true}); !errors.Is(res.Err, api.ErrConflict) {
+		t.Fatalf("restart after give-up: %v", res.Err)
+	}
+	if res := applyLog(t, f, 16, ReportTask{Task: api.Task{ID: task.ID, Worker: "w2", Generation: 3, State: api.Running}}); !errors.Is(res.Err, api.ErrConflict) {
+		t.Fatalf("report revived a given-up task: %v", res.Err)
+	}
+	if res := applyLog(t, f, 17, StopTask{ID: task.ID, Time: t0}); !errors.Is(res.Err, api.ErrConflict) {
+		t.Fatalf("stop of a given-up task: %v", res.Err)
+	}
+
+	// "always": a Completed task may be restarted while it is to run.
+	a := newTask()
+	a.RestartPolicy = "always"
+	applyLog(t, f, 18, SubmitTask{Task: a, Time: t0})
+	applyLog(t, f, 19, AssignTask{ID: a.ID, Worker: "w1", Generation: 1})
+	applyLog(t, f, 20, ReportTask{Task: api.Task{ID: a.ID, Worker: "w1", Generation: 1, State: api.Completed}})
+	if res := applyLog(t, f, 21, RestartTask{ID: a.ID, Worker: "w1", Generation: 2, Counted: true}); res.Err != nil || res.Task.State != api.Scheduled {
+		t.Fatalf("restart of a completed always task: %+v", res)
+	}
+}

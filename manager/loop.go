@@ -10,6 +10,7 @@ import (
 	"github.com/cube-orch/cube/api"
 	"github.com/cube-orch/cube/cluster"
 	"github.com/cube-orch/cube/fsm"
+	"github.com/cube-orch/cube/health"
 	"github.com/google/uuid"
 	"github.com/hashicorp/go-hclog"
 )
@@ -30,7 +31,12 @@ type loop struct {
 	// by this leader, so a Scheduled task is not re-sent on every pass while
 	// the worker starts it. A new leader starts empty and sends once more,
 	// which the worker's idempotence makes harmless.
-	sent     map[uuid.UUID]uint64
+	sent map[uuid.UUID]uint64
+	// restarts and probed are soft recovery state (see recovery.go).
+	restarts map[uuid.UUID]*restartState
+	probed   map[uuid.UUID]time.Time
+	checker  *health.Checker
+	healthCh chan health.Result
 	lastPoll time.Time
 	polling  bool
 	pollDone chan struct{}
@@ -43,7 +49,8 @@ type op struct {
 	kind   string // "dispatch" or "stop"
 	gen    uint64
 	cancel context.CancelFunc
-	ok     bool // set by the op before it signals done: the worker has it
+	ok     bool   // set by the op before it signals done: delivered / still answers
+	detail string // probe ops: what was found
 }
 
 func newLoop(m *Manager) *loop {
@@ -56,13 +63,25 @@ func newLoop(m *Manager) *loop {
 		opDone:   make(chan *op, 64),
 		sent:     make(map[uuid.UUID]uint64),
 		pollDone: make(chan struct{}, 1),
+		restarts: make(map[uuid.UUID]*restartState),
+		probed:   make(map[uuid.UUID]time.Time),
+		healthCh: make(chan health.Result, 256),
 	}
 }
 
 // run reconciles until ctx ends (leadership lost or shutdown), then cancels
 // and waits for every op it started: a deposed leader stops acting.
 func (l *loop) run(ctx context.Context) {
+	// Health checks run on the leader only, each on its own timer; verdicts
+	// come back to this goroutine, which alone decides.
+	l.checker = health.NewChecker(func(r health.Result) {
+		select {
+		case l.healthCh <- r:
+		case <-ctx.Done():
+		}
+	}, l.log)
 	defer func() {
+		l.checker.Stop()
 		for _, o := range l.ops {
 			o.cancel()
 		}
@@ -85,6 +104,13 @@ func (l *loop) run(ctx context.Context) {
 			if o.ok && o.kind == "dispatch" {
 				l.sent[o.id] = o.gen
 			}
+			if o.kind == "probe" {
+				l.orphanVerdict(ctx, o)
+			}
+		case r := <-l.healthCh:
+			if !r.Healthy {
+				l.unhealthy(ctx, r)
+			}
 		case <-l.pollDone:
 			l.polling = false
 		}
@@ -100,11 +126,23 @@ func (l *loop) reconcile(ctx context.Context) {
 	}
 	l.syncWorkers(ctx)
 	nodes := l.m.fsm.Nodes()
-	for _, t := range l.m.fsm.Tasks() {
+	tasks := l.m.fsm.Tasks()
+	for _, t := range tasks {
 		if ctx.Err() != nil {
 			return
 		}
+		lost, why := false, ""
+		if t.DesiredState == api.Running && (t.State == api.Scheduled || t.State == api.Running) {
+			lost, why = lostWorker(nodes, t.Worker)
+		}
+		rs, unhealthy := l.dueUnhealthy(t)
 		switch {
+		case lost:
+			l.checkOrphan(ctx, t, why)
+		case unhealthy:
+			l.restart(ctx, t, nodes, rs)
+		case t.DesiredState == api.Running && t.State.Terminal():
+			l.recoverEnded(ctx, t, nodes)
 		case t.DesiredState == api.Running && t.State == api.Pending:
 			l.place(ctx, t, nodes)
 		case t.DesiredState == api.Running && t.State == api.Scheduled && l.sent[t.ID] != t.Generation:
@@ -113,6 +151,7 @@ func (l *loop) reconcile(ctx context.Context) {
 			l.ensureOp(ctx, t, "stop")
 		}
 	}
+	l.checker.Sync(l.healthSpecs(tasks, nodes))
 	if !l.polling && time.Since(l.lastPoll) >= l.m.cfg.PollInterval {
 		l.lastPoll = time.Now()
 		l.polling = true
@@ -141,7 +180,7 @@ func (l *loop) syncWorkers(ctx context.Context) {
 			Name:             mem.Name,
 			API:              mem.Meta.API,
 			State:            string(mem.State),
-			RuntimeAvailable: true,
+			RuntimeAvailable: !mem.Meta.RuntimeDown,
 			Cpu:              mem.Meta.Cpu,
 			Memory:           mem.Meta.Memory,
 			Disk:             mem.Meta.Disk,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -57,6 +58,15 @@ type Config struct {
 	// RetryMin and RetryMax bound the back-off between attempts to reach a
 	// worker (dispatch or stop).
 	RetryMin, RetryMax time.Duration
+	// RestartBase and RestartCap bound the back-off between restarts of a task
+	// that keeps failing; the first restart after a healthy run is immediate.
+	RestartBase, RestartCap time.Duration
+	// HealthyRun is how long a run must last to count as healthy, which resets
+	// a task's back-off.
+	HealthyRun time.Duration
+	// OrphanProbeInterval is how often the leader probes a task whose worker
+	// is lost, to tell a dead machine from a dead worker agent.
+	OrphanProbeInterval time.Duration
 	// GossipChanges, if set, wakes the leader loop when membership changes.
 	GossipChanges <-chan struct{}
 	// Logger is the root logger; the manager logs under "manager".
@@ -73,6 +83,11 @@ func DefaultConfig() Config {
 		WorkerTimeout: 10 * time.Second,
 		RetryMin:      100 * time.Millisecond,
 		RetryMax:      5 * time.Second,
+
+		RestartBase:         100 * time.Millisecond,
+		RestartCap:          30 * time.Second,
+		HealthyRun:          10 * time.Second,
+		OrphanProbeInterval: time.Second,
 	}
 }
 
@@ -93,6 +108,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("WorkerTimeout (%s) must be positive", c.WorkerTimeout)
 	case c.RetryMin <= 0 || c.RetryMax < c.RetryMin:
 		return fmt.Errorf("RetryMin (%s) must be positive and at most RetryMax (%s)", c.RetryMin, c.RetryMax)
+	case c.RestartBase <= 0 || c.RestartCap < c.RestartBase:
+		return fmt.Errorf("RestartBase (%s) must be positive and at most RestartCap (%s)", c.RestartBase, c.RestartCap)
+	case c.HealthyRun < 0:
+		return fmt.Errorf("HealthyRun (%s) must not be negative", c.HealthyRun)
+	case c.OrphanProbeInterval <= 0:
+		return fmt.Errorf("OrphanProbeInterval (%s) must be positive", c.OrphanProbeInterval)
 	}
 	_, err := NewScheduler(c.Scheduler)
 	return err
@@ -397,4 +418,51 @@ func (m *Manager) Leader() (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// Changes streams task changes as this manager applies them.
+func (m *Manager) Changes(ctx context.Context) (<-chan api.Change, error) {
+	src, cancel := m.fsm.Subscribe(1024)
+	out := make(chan api.Change)
+	go func() {
+		defer close(out)
+		defer cancel()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case c, ok := <-src:
+				if !ok {
+					return
+				}
+				select {
+				case out <- c:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// Logs reads the task's container output through the worker it is placed on.
+func (m *Manager) Logs(ctx context.Context, id uuid.UUID, tail int) (io.ReadCloser, error) {
+	t, err := m.fsm.Task(id)
+	if err != nil {
+		return nil, err
+	}
+	if t.Worker == "" {
+		return nil, fmt.Errorf("task %s has not been placed on a worker yet: %w", id, api.ErrNotFound)
+	}
+	for _, n := range m.fsm.Nodes() {
+		if n.Name == t.Worker {
+			rc, err := m.workers.Logs(ctx, n.API, id, tail)
+			if err != nil && !errors.Is(err, api.ErrNotFound) {
+				return nil, fmt.Errorf("%w: read logs from worker %s: %w", api.ErrUnavailable, t.Worker, err)
+			}
+			return rc, err
+		}
+	}
+	return nil, fmt.Errorf("worker %s of task %s: %w", t.Worker, id, api.ErrNotFound)
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -208,7 +210,57 @@ creates nothing new, so a retry after an error is always safe.`,
 		},
 	}
 	members.AddCommand(remove)
-	root.AddCommand(run, stop, status, node, members)
+
+	events := &cobra.Command{
+		Use:   "events",
+		Short: "Stream task state changes as they commit (until Ctrl-C)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := api.NewClient(splitList(cf.managers), api.ClientOptions{})
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			out := cmd.OutOrStdout()
+			fmt.Fprintln(out, "INDEX\tTASK\tNAME\tSTATE\tWORKER\tGEN\tRESTARTS\tREASON")
+			err = c.Events(ctx, func(ch api.Change) error {
+				t := ch.Task
+				_, err := fmt.Fprintf(out, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", ch.Index, t.ID, t.Name, t.State, t.Worker, t.Generation, t.RestartCount, t.Reason)
+				return err
+			})
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		},
+	}
+
+	var tail int
+	logs := &cobra.Command{
+		Use:   "logs ID",
+		Short: "Show a task's container output (read through its worker)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := uuid.Parse(args[0])
+			if err != nil {
+				return fmt.Errorf("task ID %q is not a UUID", args[0])
+			}
+			c, ctx, cancel, err := cf.client()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			out, err := c.Logs(ctx, id, tail)
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
+		},
+	}
+	logs.Flags().IntVar(&tail, "tail", 0, "show only the last N lines (0: all)")
+	root.AddCommand(run, stop, status, node, members, events, logs)
 }
 
 // readTaskFile reads a TaskEvent, or a bare Task wrapped into one.

@@ -63,6 +63,8 @@ func startManager(o managerOpts, logger hclog.Logger) (*managerNode, error) {
 		gcfg = cluster.FastGossipConfig()
 		mcfg.PollInterval = 2 * time.Second
 		mcfg.Tick = 100 * time.Millisecond
+		mcfg.HealthyRun = 2 * time.Second
+		mcfg.OrphanProbeInterval = 500 * time.Millisecond
 	}
 	rcfg.ID, rcfg.BindAddr, rcfg.DataDir, rcfg.Peers = o.ID, o.RaftAddr, filepath.Join(o.DataDir, "raft"), o.Peers
 	rcfg.Logger = logger
@@ -208,6 +210,10 @@ type workerNode struct {
 	addr     string
 	errc     chan error
 	log      hclog.Logger
+
+	meta        cluster.Meta
+	stopMonitor chan struct{}
+	monitorDone chan struct{}
 }
 
 func startWorker(o workerOpts, logger hclog.Logger) (*workerNode, error) {
@@ -221,7 +227,7 @@ func startWorker(o workerOpts, logger hclog.Logger) (*workerNode, error) {
 	}
 	cancel()
 
-	n := &workerNode{docker: docker, errc: make(chan error, 1), log: logger}
+	n := &workerNode{docker: docker, errc: make(chan error, 1), log: logger, stopMonitor: make(chan struct{}), monitorDone: make(chan struct{})}
 	cfg := o.Config
 	cfg.Logger = logger
 	if o.GossipAddr != "" {
@@ -273,13 +279,49 @@ func startWorker(o workerOpts, logger hclog.Logger) (*workerNode, error) {
 			return nil, err
 		}
 		n.pool = pool
+		n.meta = gcfg.Meta
 		n.reporter.Start()
+		go n.monitorRuntime()
+	} else {
+		close(n.monitorDone)
 	}
 	w.Start()
 	n.srv = newHTTPServer(api.NewWorkerHandler(w))
 	go func() { n.errc <- n.srv.Serve(ln) }()
 	logger.Info("worker started", "name", w.Name(), "http", n.addr, "gossip", o.GossipAddr, "data", cfg.DataDir)
 	return n, nil
+}
+
+// monitorRuntime pings the Docker engine every few seconds and advertises a
+// change (RuntimeDown) through gossip, so the leader places nothing new on a
+// worker that cannot run containers, and knows its tasks are at risk.
+func (n *workerNode) monitorRuntime() {
+	defer close(n.monitorDone)
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stopMonitor:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := n.docker.Ping(ctx)
+		cancel()
+		down := err != nil
+		if down == n.meta.RuntimeDown {
+			continue
+		}
+		n.meta.RuntimeDown = down
+		if down {
+			n.log.Error("docker engine does not answer; telling the managers", "error", err)
+		} else {
+			n.log.Info("docker engine answers again; telling the managers")
+		}
+		if err := n.pool.UpdateMeta(n.meta); err != nil {
+			n.log.Warn("update gossip metadata", "error", err)
+		}
+	}
 }
 
 // sendReport returns the reporter's delivery function: to the managers named
@@ -316,6 +358,8 @@ func (n *workerNode) stop() {
 	if err := n.srv.Shutdown(ctx); err != nil {
 		n.log.Warn("http shutdown", "error", err)
 	}
+	close(n.stopMonitor)
+	<-n.monitorDone
 	if n.pool != nil {
 		if err := n.pool.Leave(2 * time.Second); err != nil {
 			n.log.Warn("gossip leave", "error", err)

@@ -1,0 +1,347 @@
+package manager
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/fsm"
+	"github.com/cube-orch/cube/health"
+)
+
+// DefaultMaxRestarts is the restart limit of a task that does not set
+// MaxRestarts, as in the seed.
+const DefaultMaxRestarts = 3
+
+// restartState is the leader's memory of a task's recent failures. It is soft
+// state: a new leader starts with none, so its first restart of any task is
+// immediate, which is the right bias after a failover.
+type restartState struct {
+	streak    int       // failures in a row without a healthy run between them
+	gen       uint64    // the generation whose failure was last counted
+	notBefore time.Time // do not restart before this (back-off)
+	reason    string    // what failed, for the restart's Reason
+	unhealthy bool      // gen is Running but failed its health check: restart it when due
+}
+
+// restartPolicy returns the policy in force for t ("" means on-failure).
+func restartPolicy(t api.Task) string {
+	if t.RestartPolicy == "" {
+		return "on-failure"
+	}
+	return t.RestartPolicy
+}
+
+// wantsRestart reports whether an ended task is to run again under its policy:
+// on-failure after a failure, always/unless-stopped after any end.
+func wantsRestart(t api.Task) (bool, string) {
+	p := restartPolicy(t)
+	switch {
+	case t.State == api.Failed && p == "no":
+		return false, fmt.Sprintf("%s; restart policy is \"no\"", t.Reason)
+	case t.State == api.Failed:
+		return true, ""
+	case t.State == api.Completed && (p == "always" || p == "unless-stopped"):
+		return true, ""
+	}
+	return false, ""
+}
+
+func maxRestarts(t api.Task) int {
+	if t.MaxRestarts == 0 {
+		return DefaultMaxRestarts
+	}
+	return t.MaxRestarts
+}
+
+// backoff returns the wait before the next restart after streak failures in a
+// row: none for the first failure after a healthy run, then RestartBase
+// doubling up to RestartCap, with jitter so that many tasks failing together
+// do not restart in lockstep.
+func (l *loop) backoff(streak int) time.Duration {
+	if streak <= 1 {
+		return 0
+	}
+	d := l.m.cfg.RestartBase
+	for i := 2; i < streak && d < l.m.cfg.RestartCap; i++ {
+		d *= 2
+	}
+	d = min(d, l.m.cfg.RestartCap)
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+// noteFailure records a failure of t's current generation (once) and returns
+// the restart state: the streak resets when the run that ended was healthy
+// (it lasted at least HealthyRun).
+func (l *loop) noteFailure(t api.Task, ran time.Duration, reason string) *restartState {
+	rs := l.restarts[t.ID]
+	if rs == nil {
+		rs = &restartState{}
+		l.restarts[t.ID] = rs
+	}
+	if rs.gen == t.Generation && rs.streak > 0 {
+		return rs // already counted
+	}
+	if ran >= l.m.cfg.HealthyRun {
+		rs.streak = 0
+	}
+	rs.streak++
+	rs.gen = t.Generation
+	rs.reason = reason
+	rs.unhealthy = false
+	rs.notBefore = time.Now().Add(l.backoff(rs.streak))
+	return rs
+}
+
+// recoverEnded restarts (or gives up on) a task that ended while it was to
+// run, following its restart policy, limit and back-off.
+func (l *loop) recoverEnded(ctx context.Context, t api.Task, nodes []api.Node) {
+	ok, why := wantsRestart(t)
+	if !ok {
+		if why != "" {
+			l.giveUp(ctx, t, why)
+		}
+		return
+	}
+	ran := time.Duration(0)
+	if !t.StartTime.IsZero() && t.FinishTime.After(t.StartTime) {
+		ran = t.FinishTime.Sub(t.StartTime)
+	}
+	reason := t.Reason
+	if reason == "" {
+		reason = "exited with code 0"
+	}
+	l.restart(ctx, t, nodes, l.noteFailure(t, ran, reason))
+}
+
+// unhealthy handles a health verdict: a Running task that failed its check
+// Threshold times in a row is restarted (or given up on).
+func (l *loop) unhealthy(ctx context.Context, r health.Result) {
+	t, err := l.m.fsm.Task(r.TaskID)
+	if err != nil || t.Generation != r.Generation || t.State != api.Running || t.DesiredState != api.Running {
+		return // a verdict about an older placement, or the task moved on
+	}
+	l.log.Warn("task unhealthy", "task_id", t.ID, "worker", t.Worker, "generation", t.Generation, "failures", r.Failures, "reason", r.Reason)
+	ran := time.Since(t.StartTime)
+	rs := l.noteFailure(t, ran, "health check failed: "+r.Reason)
+	rs.unhealthy = true // the reconcile pass restarts it once its back-off has passed
+	l.restart(ctx, t, l.m.fsm.Nodes(), rs)
+}
+
+// dueUnhealthy returns the restart state of a Running task that failed its
+// health check and waits for its back-off to pass.
+func (l *loop) dueUnhealthy(t api.Task) (*restartState, bool) {
+	rs := l.restarts[t.ID]
+	if rs == nil || !rs.unhealthy || rs.gen != t.Generation || t.State != api.Running || t.DesiredState != api.Running {
+		return nil, false
+	}
+	return rs, true
+}
+
+// restart commits the task's next placement once its back-off has passed:
+// on its own worker if that one is alive and has not failed it repeatedly,
+// else wherever the scheduler finds room. At the limit it gives up instead.
+func (l *loop) restart(ctx context.Context, t api.Task, nodes []api.Node, rs *restartState) {
+	if max := maxRestarts(t); max >= 0 && t.RestartCount >= max {
+		l.giveUp(ctx, t, fmt.Sprintf("gave up after %d restarts: %s", t.RestartCount, rs.reason))
+		return
+	}
+	if time.Now().Before(rs.notBefore) {
+		return // the loop comes back on its tick
+	}
+	target, ok := l.restartTarget(t, nodes, rs.streak)
+	if !ok {
+		// Nowhere to run it now: back to Pending, placed when room appears.
+		if _, err := l.m.apply(ctx, fsm.RequeueTask{ID: t.ID, Reason: "waiting for a worker with room after: " + rs.reason, Time: time.Now().UTC()}); err != nil {
+			l.log.Warn("requeue task", "task_id", t.ID, "error", err)
+		}
+		return
+	}
+	res, err := l.m.apply(ctx, fsm.RestartTask{ID: t.ID, Worker: target.Name, Generation: t.Generation + 1, Counted: true,
+		Reason: "restarted after: " + rs.reason, Time: time.Now().UTC()})
+	if err != nil {
+		l.log.Warn("restart task", "task_id", t.ID, "error", err)
+		return
+	}
+	l.log.Info("task restarted", "task_id", t.ID, "worker", target.Name, "generation", res.Task.Generation,
+		"restart_count", res.Task.RestartCount, "streak", rs.streak, "after", rs.reason)
+	l.ensureOp(ctx, res.Task, "dispatch")
+}
+
+// restartTarget picks the worker of a restart.
+func (l *loop) restartTarget(t api.Task, nodes []api.Node, streak int) (api.Node, bool) {
+	// The task no longer counts against its worker once it ended; if it is
+	// still Running (unhealthy), its share is about to be freed.
+	freed := make([]api.Node, len(nodes))
+	copy(freed, nodes)
+	for i := range freed {
+		if freed[i].Name == t.Worker && t.State == api.Running {
+			freed[i].AllocatedCpu -= t.Cpu
+			freed[i].AllocatedMemory -= t.Memory
+			freed[i].AllocatedDisk -= t.Disk
+		}
+	}
+	if streak < 3 {
+		for _, n := range freed {
+			if n.Name == t.Worker && fits(t, n) {
+				return n, true
+			}
+		}
+	}
+	// The worker is gone or keeps failing the task: try the others first.
+	var others []api.Node
+	for _, n := range freed {
+		if n.Name != t.Worker {
+			others = append(others, n)
+		}
+	}
+	if n, ok, _ := Place(l.sched, t, others); ok {
+		return n, true
+	}
+	n, ok, _ := Place(l.sched, t, freed)
+	return n, ok
+}
+
+// giveUp marks the task Failed for good and stops whatever still runs of it.
+func (l *loop) giveUp(ctx context.Context, t api.Task, reason string) {
+	res, err := l.m.apply(ctx, fsm.GiveUpTask{ID: t.ID, Reason: reason, Time: time.Now().UTC()})
+	if err != nil {
+		l.log.Warn("give up on task", "task_id", t.ID, "error", err)
+		return
+	}
+	delete(l.restarts, t.ID)
+	l.log.Warn("gave up on task", "task_id", t.ID, "reason", reason)
+	if t.State == api.Running || t.State == api.Scheduled {
+		l.ensureOp(ctx, res.Task, "stop")
+	}
+}
+
+// lostWorker reports whether the node can no longer run or report on its tasks.
+func lostWorker(nodes []api.Node, name string) (bool, string) {
+	for _, n := range nodes {
+		if n.Name != name {
+			continue
+		}
+		switch {
+		case n.State == api.NodeDead || n.State == api.NodeLeft:
+			return true, fmt.Sprintf("worker %s is %s", name, n.State)
+		case !n.RuntimeAvailable:
+			return true, fmt.Sprintf("worker %s lost its container runtime", name)
+		}
+		return false, ""
+	}
+	return true, fmt.Sprintf("worker %s is unknown", name)
+}
+
+// checkOrphan decides about a task whose worker is lost. The worker agent may
+// be dead while its machine and containers live on (a worker process crash),
+// so the leader probes the task itself: if it still answers it is left alone
+// (its restarted worker re-adopts it); if not, it is requeued and placed
+// elsewhere, not counted as a restart.
+func (l *loop) checkOrphan(ctx context.Context, t api.Task, why string) {
+	if last, ok := l.probed[t.ID]; ok && time.Since(last) < l.m.cfg.OrphanProbeInterval {
+		return
+	}
+	l.probed[t.ID] = time.Now()
+	octx, cancel := context.WithCancel(ctx)
+	o := &op{id: t.ID, kind: "probe", gen: t.Generation, cancel: cancel}
+	if cur, ok := l.ops[t.ID]; ok {
+		if cur.kind == "probe" && cur.gen == t.Generation {
+			cancel()
+			return
+		}
+		cur.cancel()
+	}
+	l.ops[t.ID] = o
+	addr := ""
+	for _, n := range l.m.fsm.Nodes() {
+		if n.Name == t.Worker {
+			addr = n.API
+		}
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		defer cancel()
+		alive, detail := probeTask(octx, t, addr, l.m.cfg.WorkerTimeout)
+		o.ok = alive
+		o.detail = why + "; task " + detail
+		select {
+		case l.opDone <- o:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// orphanVerdict acts on a finished probe of a task on a lost worker.
+func (l *loop) orphanVerdict(ctx context.Context, o *op) {
+	t, err := l.m.fsm.Task(o.id)
+	if err != nil || t.Generation != o.gen || t.DesiredState != api.Running || (t.State != api.Running && t.State != api.Scheduled) {
+		return
+	}
+	if lost, _ := lostWorker(l.m.fsm.Nodes(), t.Worker); !lost {
+		return
+	}
+	if o.ok {
+		l.log.Debug("task on a lost worker still answers; left alone", "task_id", t.ID, "worker", t.Worker)
+		return
+	}
+	if _, err := l.m.apply(ctx, fsm.RequeueTask{ID: t.ID, Reason: o.detail, Time: time.Now().UTC()}); err != nil {
+		l.log.Warn("requeue task of a lost worker", "task_id", t.ID, "error", err)
+		return
+	}
+	delete(l.probed, t.ID)
+	l.log.Warn("task of a lost worker requeued", "task_id", t.ID, "worker", t.Worker, "reason", o.detail)
+}
+
+// probeTask checks from the leader whether a task still answers: its HTTP
+// health check if it has one, else a TCP connect to its published port. A task
+// without a published port cannot be observed and counts as lost.
+func probeTask(ctx context.Context, t api.Task, workerAPI string, timeout time.Duration) (bool, string) {
+	spec, ok, err := health.SpecFor(t, workerAPI)
+	if err != nil || !ok {
+		spec, ok, err = health.SpecFor(tcpCheckOf(t), workerAPI)
+	}
+	if err != nil || !ok {
+		return false, "cannot be probed (no published port)"
+	}
+	spec.Timeout = min(spec.Timeout, timeout)
+	healthy, reason := health.Probe(ctx, spec)
+	if healthy {
+		return true, "still answers"
+	}
+	return false, "does not answer: " + reason
+}
+
+// tcpCheckOf returns t with a TCP check, for probing a task that has none.
+func tcpCheckOf(t api.Task) api.Task {
+	t.HealthCheck = "tcp"
+	t.HealthCheckPort = ""
+	return t
+}
+
+// healthSpecs derives the checks the leader should run now: Running tasks with
+// a health check, on live workers.
+func (l *loop) healthSpecs(tasks []api.Task, nodes []api.Node) []health.Spec {
+	apis := make(map[string]string, len(nodes))
+	for _, n := range nodes {
+		if n.State == api.NodeAlive {
+			apis[n.Name] = n.API
+		}
+	}
+	var specs []health.Spec
+	for _, t := range tasks {
+		addr, ok := apis[t.Worker]
+		if !ok || t.State != api.Running || t.DesiredState != api.Running || t.HealthCheck == "" {
+			continue
+		}
+		s, ok, err := health.SpecFor(t, addr)
+		if err != nil || !ok {
+			continue
+		}
+		specs = append(specs, s)
+	}
+	return specs
+}
