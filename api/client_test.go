@@ -370,12 +370,15 @@ func (f *fakeWorker) Task(id uuid.UUID) (Task, error) {
 	return t, nil
 }
 
-func (f *fakeWorker) Stop(_ context.Context, id uuid.UUID) (Task, error) {
+func (f *fakeWorker) Stop(_ context.Context, id uuid.UUID, upTo *uint64) (Task, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	t, ok := f.tasks[id]
 	if !ok {
 		return Task{}, fmt.Errorf("task %s: %w", id, ErrNotFound)
+	}
+	if upTo != nil && t.Generation > *upTo {
+		return t, fmt.Errorf("%w: worker holds generation %d", ErrStaleGeneration, t.Generation)
 	}
 	t.State = Completed
 	f.tasks[id] = t

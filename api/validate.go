@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 	"unicode"
 )
 
@@ -97,7 +96,8 @@ func (ev *TaskEvent) Validate() error {
 }
 
 // Validate checks a submitted task and returns the first problem found, worded
-// so that a person knows which field to fix and how.
+// so that a person knows which field to fix and how. The health-check timing
+// fields are checked by the manager (package health), which interprets them.
 func (t *Task) Validate() error {
 	bad := func(format string, args ...any) error {
 		return &ValidationError{Msg: fmt.Sprintf(format, args...)}
@@ -131,8 +131,6 @@ func (t *Task) Validate() error {
 		return bad("RestartPolicy %q is not one of \"no\", \"on-failure\", \"always\", \"unless-stopped\"", t.RestartPolicy)
 	case t.HealthCheck != "" && t.HealthCheck != "tcp" && !strings.HasPrefix(t.HealthCheck, "/"):
 		return bad("HealthCheck %q must be an HTTP path starting with / or \"tcp\"", t.HealthCheck)
-	case t.HealthCheckThreshold < 0 || t.HealthCheckThreshold > 100:
-		return bad("HealthCheckThreshold %d must be from 0 (the default, 3) to 100", t.HealthCheckThreshold)
 	case t.MaxRestarts < -1:
 		return bad("MaxRestarts %d must be -1 (no limit), 0 (the default, 3) or more", t.MaxRestarts)
 	case len(t.HealthCheck) > maxItemLen:
@@ -156,33 +154,6 @@ func (t *Task) Validate() error {
 		}
 		if err := checkHostPort(v); err != nil {
 			return bad("PortBindings[%q] = %q: %v", k, v, err)
-		}
-	}
-	if t.HealthCheckPort != "" {
-		if err := checkPortProto(t.HealthCheckPort); err != nil {
-			return bad("HealthCheckPort %q is not port/proto: %v", t.HealthCheckPort, err)
-		}
-		if _, ok := t.ExposedPorts[t.HealthCheckPort]; !ok {
-			return bad("HealthCheckPort %q is not in ExposedPorts", t.HealthCheckPort)
-		}
-	}
-	for _, d := range []struct {
-		field, value string
-		min          time.Duration
-	}{
-		{"HealthCheckInterval", t.HealthCheckInterval, 100 * time.Millisecond},
-		{"HealthCheckTimeout", t.HealthCheckTimeout, time.Millisecond},
-		{"HealthCheckGrace", t.HealthCheckGrace, 0},
-	} {
-		if d.value == "" {
-			continue
-		}
-		v, err := time.ParseDuration(d.value)
-		if err != nil {
-			return bad("%s %q is not a duration such as \"1s\" or \"500ms\"", d.field, d.value)
-		}
-		if v < d.min || v > time.Hour {
-			return bad("%s %s must be from %s to 1h", d.field, v, d.min)
 		}
 	}
 	if err := checkList("Env", t.Env); err != nil {

@@ -56,7 +56,19 @@ func (c *WorkerClient) Submit(ctx context.Context, addr string, ev TaskEvent) (T
 // Stop asks the worker at addr to stop and remove the task's container;
 // ErrNotFound if the worker holds no such task.
 func (c *WorkerClient) Stop(ctx context.Context, addr string, id uuid.UUID) error {
-	if _, err := c.do(ctx, addr, http.MethodDelete, "/tasks/"+id.String(), nil, nil); err != nil {
+	return c.stop(ctx, addr, "/tasks/"+id.String(), id)
+}
+
+// StopUpTo is Stop fenced by generation: the worker stops the task only if
+// its record is at generation gen or older, and answers ErrStaleGeneration
+// if it holds a newer placement. Managers stop with it, so that a deposed
+// leader acting on a stale view can never stop a newer placement.
+func (c *WorkerClient) StopUpTo(ctx context.Context, addr string, id uuid.UUID, gen uint64) error {
+	return c.stop(ctx, addr, fmt.Sprintf("/tasks/%s?generation=%d", id, gen), id)
+}
+
+func (c *WorkerClient) stop(ctx context.Context, addr, path string, id uuid.UUID) error {
+	if _, err := c.do(ctx, addr, http.MethodDelete, path, nil, nil); err != nil {
 		return fmt.Errorf("stop task %s on worker %s: %w", id, addr, err)
 	}
 	return nil

@@ -21,7 +21,10 @@ type WorkerService interface {
 	// Task returns one record, or ErrNotFound.
 	Task(id uuid.UUID) (Task, error)
 	// Stop stops and removes the task's container; ErrNotFound if unknown.
-	Stop(ctx context.Context, id uuid.UUID) (Task, error)
+	// With upTo set, a record at a higher generation is not touched
+	// (ErrStaleGeneration): a stop meant for an old placement cannot stop a
+	// newer one.
+	Stop(ctx context.Context, id uuid.UUID, upTo *uint64) (Task, error)
 	// Stats reports the machine and the resources allocated to tasks.
 	Stats(ctx context.Context) Stats
 	// Logs returns the output of the task's current container.
@@ -33,7 +36,8 @@ type WorkerService interface {
 //	POST   /tasks            run a task (TaskEvent body); 201, or 200 for a duplicate
 //	GET    /tasks            every task record ([] when none)
 //	GET    /tasks/{id}       one record
-//	DELETE /tasks/{id}       stop and remove its container; 204
+//	DELETE /tasks/{id}       stop and remove its container; 204 (?generation=N:
+//	                         only if the worker's record is at generation N or older)
 //	GET    /tasks/{id}/logs  container output (?tail=N lines)
 //	GET    /stats            machine figures and allocated resources
 func NewWorkerHandler(svc WorkerService) http.Handler {
@@ -81,8 +85,16 @@ func NewWorkerHandler(svc WorkerService) http.Handler {
 	})
 	mux.HandleFunc("DELETE /tasks/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id, err := PathID(r)
+		var upTo *uint64
+		if err == nil && r.URL.Query().Has("generation") {
+			var n int
+			if n, err = QueryInt(r, "generation", 0); err == nil {
+				g := uint64(n)
+				upTo = &g
+			}
+		}
 		if err == nil {
-			if _, err = svc.Stop(r.Context(), id); err == nil {
+			if _, err = svc.Stop(r.Context(), id, upTo); err == nil {
 				w.WriteHeader(http.StatusNoContent)
 				return
 			}

@@ -18,7 +18,10 @@ const (
 	// KindHTTP is an HTTP GET of Spec.Path on Spec.Addr; any 2xx answer is a
 	// success, any other answer or a connection error a failure (the seed's rule).
 	KindHTTP = "http"
-	// KindTCP is a TCP connect to Spec.Addr; an accepted connection is a success.
+	// KindTCP is a TCP connect to Spec.Addr; an accepted connection is a
+	// success. Through Docker's userland proxy (docker-proxy) a connect to a
+	// published port can succeed while the app inside does not listen yet;
+	// prefer an HTTP check where the app has one.
 	KindTCP = "tcp"
 )
 
@@ -109,6 +112,10 @@ func (s Spec) same(o Spec) bool {
 // then used as is. A worker host of "", "0.0.0.0" or "::" means this machine
 // (127.0.0.1), as Go's dialer treats it.
 //
+// SpecFor applies ValidateTask's rules except one: a HealthCheckTimeout
+// longer than the interval is cut to the interval rather than refused, so
+// that a task stored before stricter validation is still checked.
+//
 // The error wraps ErrNoHostPort when the port has no usable binding (yet);
 // any other error is a *api.ValidationError naming the bad field.
 func SpecFor(t api.Task, workerAPI string) (Spec, bool, error) {
@@ -119,7 +126,7 @@ func SpecFor(t api.Task, workerAPI string) (Spec, bool, error) {
 	if err != nil {
 		return Spec{}, false, err
 	}
-	tm, err := parseTiming(t)
+	tm, err := parseTiming(t, false)
 	if err != nil {
 		return Spec{}, false, err
 	}

@@ -138,8 +138,14 @@ func TestSpecFor(t *testing.T) {
 			wantErr: `HealthCheckTimeout "soon" is not a Go duration`},
 		{name: "bad grace", task: base(func(t *api.Task) { t.HealthCheckGrace = "-1s" }), worker: "10.0.0.5:5555",
 			wantErr: "HealthCheckGrace -1s must be from 0s"},
-		{name: "timeout above interval", task: base(func(t *api.Task) { t.HealthCheckInterval, t.HealthCheckTimeout = "1s", "2s" }), worker: "10.0.0.5:5555",
-			wantErr: "HealthCheckTimeout (2s) cannot be larger than HealthCheckInterval (1s)"},
+		{name: "timeout above interval cut to the interval", task: base(func(t *api.Task) { t.HealthCheckInterval, t.HealthCheckTimeout = "1s", "2s" }), worker: "10.0.0.5:5555",
+			want: with(func(s *Spec) { s.Interval, s.Timeout = time.Second, time.Second }), wantOK: true},
+		{name: "zero timeout", task: base(func(t *api.Task) { t.HealthCheckTimeout = "0s" }), worker: "10.0.0.5:5555",
+			wantErr: "HealthCheckTimeout 0s must be greater than 0"},
+		{name: "interval too short", task: base(func(t *api.Task) { t.HealthCheckInterval = "1ms" }), worker: "10.0.0.5:5555",
+			wantErr: "HealthCheckInterval 1ms must be from 100ms"},
+		{name: "threshold out of range", task: base(func(t *api.Task) { t.HealthCheckThreshold = -2 }), worker: "10.0.0.5:5555",
+			wantErr: "HealthCheckThreshold -2 must be from 0"},
 		{name: "named port without binding", task: base(func(t *api.Task) {
 			t.HealthCheckPort = "9090/tcp"
 			t.ExposedPorts = ports("7777/tcp", "9090/tcp")

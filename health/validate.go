@@ -55,7 +55,7 @@ func ValidateTask(t api.Task) error {
 	} else if t.HealthCheck != "" && !exposesTCP(t) {
 		return invalid("HealthCheck %q needs a TCP port to probe, but the task exposes none; add one to ExposedPorts (for example \"7777/tcp\")", t.HealthCheck)
 	}
-	_, err := parseTiming(t)
+	_, err := parseTiming(t, true)
 	return err
 }
 
@@ -84,7 +84,10 @@ func checkPath(p string) error {
 }
 
 // parseTiming parses and bounds a task's timing fields and applies defaults.
-func parseTiming(t api.Task) (timing, error) {
+// When strict is false (SpecFor, on a task already accepted), a timeout
+// longer than the interval is cut to the interval instead of refused: a
+// stored task must still be checked even if an older validation let it in.
+func parseTiming(t api.Task, strict bool) (timing, error) {
 	tm := timing{interval: DefaultInterval, timeout: DefaultTimeout, grace: DefaultGrace, threshold: DefaultThreshold}
 	var err error
 	if t.HealthCheckInterval != "" {
@@ -101,6 +104,9 @@ func parseTiming(t api.Task) (timing, error) {
 		}
 		if tm.timeout <= 0 {
 			return timing{}, invalid("HealthCheckTimeout %s must be greater than 0", tm.timeout)
+		}
+		if tm.timeout > tm.interval && !strict {
+			tm.timeout = tm.interval
 		}
 		if tm.timeout > tm.interval {
 			return timing{}, invalid("HealthCheckTimeout (%s) cannot be larger than HealthCheckInterval (%s)", tm.timeout, tm.interval)

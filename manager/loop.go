@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -35,6 +36,7 @@ type loop struct {
 	// restarts and probed are soft recovery state (see recovery.go).
 	restarts map[uuid.UUID]*restartState
 	probed   map[uuid.UUID]time.Time
+	specErr  map[uuid.UUID]uint64 // generation whose bad health spec was logged
 	checker  *health.Checker
 	healthCh chan health.Result
 	lastPoll time.Time
@@ -65,6 +67,7 @@ func newLoop(m *Manager) *loop {
 		pollDone: make(chan struct{}, 1),
 		restarts: make(map[uuid.UUID]*restartState),
 		probed:   make(map[uuid.UUID]time.Time),
+		specErr:  make(map[uuid.UUID]uint64),
 		healthCh: make(chan health.Result, 256),
 	}
 }
@@ -108,7 +111,9 @@ func (l *loop) run(ctx context.Context) {
 				l.orphanVerdict(ctx, o)
 			}
 		case r := <-l.healthCh:
-			if !r.Healthy {
+			if r.Healthy {
+				l.healthy(r)
+			} else {
 				l.unhealthy(ctx, r)
 			}
 		case <-l.pollDone:
@@ -317,8 +322,8 @@ func (l *loop) stop(ctx context.Context, t api.Task) {
 		}
 		addr := l.workerAddr(cur.Worker)
 		if addr != "" {
-			err := l.m.workers.Stop(ctx, addr, cur.ID)
-			if err == nil || errors.Is(err, api.ErrNotFound) {
+			err := l.m.workers.StopUpTo(ctx, addr, cur.ID, cur.Generation)
+			if err == nil || errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrStaleGeneration) {
 				done := cur
 				done.State = api.Completed
 				done.Reason = "stopped on request"
@@ -362,18 +367,22 @@ func (l *loop) poll(ctx context.Context) {
 		for _, rec := range recs {
 			cur, err := l.m.fsm.Task(rec.ID)
 			switch {
-			case err == nil && cur.Worker == rec.Worker && cur.Generation == rec.Generation:
-				if !cur.State.Terminal() && cur.State != rec.State || cur.ContainerID != rec.ContainerID {
+			case err != nil:
+				// Task IDs are never forgotten, so an unknown one means this
+				// manager's view is behind: never act on it.
+				l.log.Debug("worker holds a task this manager does not know yet", "task_id", rec.ID, "worker", n.Name)
+			case rec.Generation > cur.Generation:
+				// The worker knows a newer placement than this view: stale view.
+			case cur.Worker == rec.Worker && cur.Generation == rec.Generation:
+				if !cur.State.Terminal() && (cur.State != rec.State || cur.ContainerID != rec.ContainerID) {
 					l.report(ctx, rec)
 				}
 				if cur.State.Terminal() && !rec.State.Terminal() {
 					l.stopCopy(ctx, n, rec, "the task already ended")
 				}
 			case rec.State.Terminal():
-			case err != nil:
-				l.stopCopy(ctx, n, rec, "the task is unknown to the cluster")
-			case cur.Worker != rec.Worker:
-				l.stopCopy(ctx, n, rec, "the task was placed on "+cur.Worker)
+			default:
+				l.stopCopy(ctx, n, rec, fmt.Sprintf("superseded by generation %d on %s", cur.Generation, cur.Worker))
 			}
 		}
 	}
@@ -381,7 +390,10 @@ func (l *loop) poll(ctx context.Context) {
 
 func (l *loop) stopCopy(ctx context.Context, n api.Node, rec api.Task, why string) {
 	l.log.Info("stopping a copy the cluster no longer wants", "task_id", rec.ID, "worker", n.Name, "generation", rec.Generation, "why", why)
-	if err := l.m.workers.Stop(ctx, n.API, rec.ID); err != nil && !errors.Is(err, api.ErrNotFound) {
+	if !l.m.raft.IsLeader() {
+		return
+	}
+	if err := l.m.workers.StopUpTo(ctx, n.API, rec.ID, rec.Generation); err != nil && !errors.Is(err, api.ErrNotFound) && !errors.Is(err, api.ErrStaleGeneration) {
 		l.log.Warn("stop unwanted copy", "task_id", rec.ID, "worker", n.Name, "error", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/cube-orch/cube/api"
 	"github.com/cube-orch/cube/cluster"
 	"github.com/cube-orch/cube/fsm"
+	"github.com/cube-orch/cube/health"
 	"github.com/google/uuid"
 	"github.com/hashicorp/go-hclog"
 )
@@ -267,6 +268,12 @@ func (m *Manager) SubmitTask(ctx context.Context, ev api.TaskEvent) (api.Task, b
 	t := ev.Task
 	if t.ID == uuid.Nil {
 		t.ID = uuid.New()
+	}
+	if err := t.Validate(); err != nil {
+		return api.Task{}, false, err
+	}
+	if err := health.ValidateTask(t); err != nil {
+		return api.Task{}, false, err
 	}
 	res, err := m.apply(ctx, fsm.SubmitTask{Task: t, Time: time.Now().UTC()})
 	if err != nil {

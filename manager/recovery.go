@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -128,6 +129,14 @@ func (l *loop) unhealthy(ctx context.Context, r health.Result) {
 	rs := l.noteFailure(t, ran, "health check failed: "+r.Reason)
 	rs.unhealthy = true // the reconcile pass restarts it once its back-off has passed
 	l.restart(ctx, t, l.m.fsm.Nodes(), rs)
+}
+
+// healthy handles a placement passing its health check: the back-off resets,
+// so that the next failure after a healthy run is restarted at once.
+func (l *loop) healthy(r health.Result) {
+	if rs := l.restarts[r.TaskID]; rs != nil && rs.gen < r.Generation {
+		rs.streak = 0
+	}
 }
 
 // dueUnhealthy returns the restart state of a Running task that failed its
@@ -338,6 +347,10 @@ func (l *loop) healthSpecs(tasks []api.Task, nodes []api.Node) []health.Spec {
 			continue
 		}
 		s, ok, err := health.SpecFor(t, addr)
+		if err != nil && !errors.Is(err, health.ErrNoHostPort) && l.specErr[t.ID] != t.Generation {
+			l.specErr[t.ID] = t.Generation
+			l.log.Warn("task health check cannot run", "task_id", t.ID, "generation", t.Generation, "error", err)
+		}
 		if err != nil || !ok {
 			continue
 		}

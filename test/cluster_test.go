@@ -194,6 +194,9 @@ func TestCluster_BadInputStoresNothing(t *testing.T) {
 		{"oversized", "POST", "/tasks", valid + `,"Name":"` + strings.Repeat("n", 2<<20) + `"}}`, 413},
 		{"bad path UUID", "DELETE", "/tasks/xyz", ``, 400},
 		{"unknown task", "DELETE", "/tasks/" + uuid.NewString(), ``, 404},
+		{"bad health interval", "POST", "/tasks", valid + `,"ExposedPorts":{"7777/tcp":{}},"HealthCheck":"/h","HealthCheckInterval":"often"}}`, 400},
+		{"health check without a port", "POST", "/tasks", valid + `,"HealthCheck":"/health"}}`, 400},
+		{"health port not exposed", "POST", "/tasks", valid + `,"ExposedPorts":{"7777/tcp":{}},"HealthCheck":"tcp","HealthCheckPort":"80/tcp"}}`, 400},
 		{"bad report", "POST", "/reports", `{"ID":"` + kept.ID.String() + `"}`, 400},
 	}
 	for _, m := range []*Manager{c.Leader(), c.Followers()[0]} {

@@ -39,11 +39,13 @@ type Proc struct {
 	HTTPAddr   string
 	RaftAddr   string // managers only
 	GossipAddr string
-	args       []string
-	log        string
-	mu         sync.Mutex
-	cmd        *exec.Cmd
-	done       chan struct{}
+	// Env is added to the process's environment (for example DOCKER_HOST).
+	Env  []string
+	args []string
+	log  string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
 }
 
 // BuildCube builds bin/cube into a temp dir once per test binary.
@@ -103,13 +105,15 @@ func NewProcCluster(t *testing.T, managers, workers int) *ProcCluster {
 	return c
 }
 
-// AddWorker starts one more worker process and returns it.
-func (c *ProcCluster) AddWorker() *Proc {
+// AddWorker starts one more worker process and returns it; env is added to
+// its environment.
+func (c *ProcCluster) AddWorker(env ...string) *Proc {
 	c.t.Helper()
 	i := len(c.Workers) + 1
 	p := &Proc{Name: fmt.Sprintf("%sw%d", c.Prefix, i), HTTPAddr: freeAddr(c.t), GossipAddr: freeAddr(c.t)}
 	p.args = []string{"worker", "--name", p.Name, "--fast", "--http", p.HTTPAddr, "--gossip", p.GossipAddr,
 		"--data", filepath.Join(c.Dir, p.Name), "--join", c.seeds, "--stop-grace", "2s"}
+	p.Env = env
 	c.Workers = append(c.Workers, p)
 	c.Start(p)
 	return p
@@ -139,6 +143,9 @@ func (c *ProcCluster) Start(p *Proc) {
 	}
 	cmd := exec.Command(c.Bin, p.args...)
 	cmd.Stdout, cmd.Stderr = f, f
+	if len(p.Env) > 0 {
+		cmd.Env = append(os.Environ(), p.Env...)
+	}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		c.t.Fatalf("start %s: %v", p.Name, err)

@@ -500,14 +500,19 @@ func (w *Worker) exitReason(st ContainerStatus) string {
 
 // Stop stops and removes the task's container and marks a live task Completed
 // ("stopped on request"). A task that already ended keeps its state; its
-// container is removed. Stopping twice is harmless.
-func (w *Worker) Stop(ctx context.Context, id uuid.UUID) (api.Task, error) {
+// container is removed. Stopping twice is harmless. With upTo set, a record
+// at a newer generation is refused with api.ErrStaleGeneration.
+func (w *Worker) Stop(ctx context.Context, id uuid.UUID, upTo *uint64) (api.Task, error) {
 	lk := w.taskLock(id)
 	lk.Lock()
 	defer lk.Unlock()
 	rec, ok := w.get(id)
 	if !ok {
 		return api.Task{}, fmt.Errorf("task %s: %w on worker %s", id, api.ErrNotFound, w.name)
+	}
+	if upTo != nil && rec.Generation > *upTo {
+		return rec, fmt.Errorf("%w: stop of task %s up to generation %d, worker %s holds generation %d",
+			api.ErrStaleGeneration, id, *upTo, w.name, rec.Generation)
 	}
 	if rec.ContainerID != "" {
 		if err := w.stopAndRemove(ctx, rec.ContainerID); err != nil {

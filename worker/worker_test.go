@@ -356,6 +356,14 @@ func TestWorker_GenerationsAreIdempotentAndFenced(t *testing.T) {
 		t.Fatalf("containers after replacement: %+v, want only %s", cs, short(second.ContainerID))
 	}
 
+	// A stop fenced at generation 1 cannot stop generation 2.
+	if status, data := h.do(http.MethodDelete, "/tasks/"+task.ID.String()+"?generation=1", nil); status != http.StatusConflict {
+		t.Fatalf("fenced stop of a newer generation: %d %s, want 409", status, data)
+	}
+	if got := h.task(task.ID); got.State != api.Running || got.ContainerID != second.ContainerID {
+		t.Fatalf("fenced stop changed the task: %+v", got)
+	}
+
 	task.Generation = 1
 	body, _ := json.Marshal(api.TaskEvent{State: api.Running, Task: task})
 	status, data := h.do(http.MethodPost, "/tasks", body)
