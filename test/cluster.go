@@ -7,6 +7,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -270,21 +271,43 @@ func Eventually(t *testing.T, within time.Duration, cond func() error) {
 	}
 }
 
+// portNext hands out candidate ports below the kernel's ephemeral range
+// (32768 and up on Linux), so that a port chosen here is not taken meanwhile
+// by an outgoing connection, as a port from 127.0.0.1:0 can be. Each test
+// process starts at a random point, as several packages test in parallel.
+var portNext struct {
+	sync.Mutex
+	n int
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portNext.Lock()
+	defer portNext.Unlock()
+	if portNext.n == 0 {
+		portNext.n = 20000 + rand.IntN(10000)
 	}
-	defer ln.Close()
-	// memberlist also binds UDP on the same port: make sure it is free too.
-	addr := ln.Addr().String()
-	if pc, err := net.ListenPacket("udp", addr); err == nil {
-		_ = pc.Close()
-	} else {
-		return freeAddr(t)
+	for tries := 0; tries < 2000; tries++ {
+		portNext.n++
+		if portNext.n >= 32000 {
+			portNext.n = 20000
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", portNext.n)
+		// memberlist binds TCP and UDP on the same port: both must be free.
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		return addr
 	}
-	return addr
+	t.Fatal("no free port found")
+	return ""
 }
 
 func splitAddr(t *testing.T, addr string) (string, int) {
