@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strings"
@@ -42,15 +44,43 @@ func testLogger(t testing.TB) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Info, Output: w})
 }
 
-// freePort returns a 127.0.0.1:port that was free a moment ago.
+// portNext hands out candidate ports below the kernel's ephemeral range
+// (32768 and up on Linux), so that a port chosen here is not taken meanwhile
+// by an outgoing connection, as one from 127.0.0.1:0 can be. Each test
+// process starts at a random point, as packages test in parallel.
+var portNext struct {
+	sync.Mutex
+	n int
+}
+
+// freePort returns a 127.0.0.1:port that was free (TCP and UDP) a moment ago.
 func freePort(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("reserve port: %v", err)
+	portNext.Lock()
+	defer portNext.Unlock()
+	if portNext.n == 0 {
+		portNext.n = 20000 + rand.IntN(10000)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	for tries := 0; tries < 2000; tries++ {
+		portNext.n++
+		if portNext.n >= 32000 {
+			portNext.n = 20000
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", portNext.n)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		l.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		return addr
+	}
+	t.Fatal("no free port found")
+	return ""
 }
 
 // waitFor polls cond every few milliseconds until it holds or timeout
