@@ -157,6 +157,7 @@ func (l *loop) reconcile(ctx context.Context) {
 		}
 	}
 	l.checker.Sync(l.healthSpecs(tasks, nodes))
+	l.prune(tasks)
 	if !l.polling && time.Since(l.lastPoll) >= l.m.cfg.PollInterval {
 		l.lastPoll = time.Now()
 		l.polling = true
@@ -166,6 +167,37 @@ func (l *loop) reconcile(ctx context.Context) {
 			l.poll(ctx)
 			l.pollDone <- struct{}{}
 		}()
+	}
+}
+
+// prune forgets the soft state of tasks that are no longer to run, so the
+// leader's memory does not grow with the history of the cluster.
+func (l *loop) prune(tasks []api.Task) {
+	active := make(map[uuid.UUID]bool, len(tasks))
+	for _, t := range tasks {
+		if t.DesiredState == api.Running {
+			active[t.ID] = true
+		}
+	}
+	for id := range l.sent {
+		if !active[id] {
+			delete(l.sent, id)
+		}
+	}
+	for id := range l.restarts {
+		if !active[id] {
+			delete(l.restarts, id)
+		}
+	}
+	for id := range l.probed {
+		if !active[id] {
+			delete(l.probed, id)
+		}
+	}
+	for id := range l.specErr {
+		if !active[id] {
+			delete(l.specErr, id)
+		}
 	}
 }
 

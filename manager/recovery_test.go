@@ -1,0 +1,101 @@
+package manager
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cube-orch/cube/api"
+	"github.com/google/uuid"
+)
+
+func TestWantsRestart(t *testing.T) {
+	cases := []struct {
+		policy string
+		state  api.State
+		want   bool
+		why    string
+	}{
+		{"", api.Failed, true, ""},
+		{"on-failure", api.Failed, true, ""},
+		{"on-failure", api.Completed, false, ""},
+		{"", api.Completed, false, ""},
+		{"no", api.Failed, false, `restart policy is "no"`},
+		{"no", api.Completed, false, ""},
+		{"always", api.Completed, true, ""},
+		{"unless-stopped", api.Completed, true, ""},
+		{"always", api.Failed, true, ""},
+	}
+	for _, tc := range cases {
+		got, why := wantsRestart(api.Task{RestartPolicy: tc.policy, State: tc.state, Reason: "exited with code 1"})
+		if got != tc.want || !strings.Contains(why, tc.why) {
+			t.Errorf("policy %q state %s: got %v %q, want %v %q", tc.policy, tc.state, got, why, tc.want, tc.why)
+		}
+	}
+}
+
+func TestBackoffGrowsToTheCap(t *testing.T) {
+	cfg := DefaultConfig()
+	l := &loop{m: &Manager{cfg: cfg}}
+	if d := l.backoff(1); d != 0 {
+		t.Fatalf("first failure after a healthy run waits %s, want 0", d)
+	}
+	prevMax := time.Duration(0)
+	for streak := 2; streak <= 20; streak++ {
+		d := l.backoff(streak)
+		// With jitter the wait is in [base·2^(streak-2)/2, base·2^(streak-2)], capped.
+		want := cfg.RestartBase
+		for i := 2; i < streak && want < cfg.RestartCap; i++ {
+			want *= 2
+		}
+		want = min(want, cfg.RestartCap)
+		if d < want/2 || d > want {
+			t.Fatalf("streak %d: wait %s, want in [%s, %s]", streak, d, want/2, want)
+		}
+		if want < prevMax {
+			t.Fatalf("streak %d: bound %s shrank from %s", streak, want, prevMax)
+		}
+		prevMax = want
+	}
+	if prevMax != cfg.RestartCap {
+		t.Fatalf("bound after many failures %s, want the cap %s", prevMax, cfg.RestartCap)
+	}
+}
+
+func TestNoteFailure_HealthyRunResetsTheStreak(t *testing.T) {
+	cfg := DefaultConfig()
+	l := &loop{m: &Manager{cfg: cfg}, restarts: map[uuid.UUID]*restartState{}}
+	task := api.Task{ID: uuid.New(), Generation: 1}
+	if rs := l.noteFailure(task, time.Second, "x"); rs.streak != 1 {
+		t.Fatalf("streak %d after the first failure", rs.streak)
+	}
+	if rs := l.noteFailure(task, time.Second, "x"); rs.streak != 1 {
+		t.Fatalf("the same generation counted twice: streak %d", rs.streak)
+	}
+	task.Generation = 2
+	if rs := l.noteFailure(task, time.Second, "x"); rs.streak != 2 {
+		t.Fatalf("streak %d after a quick second failure, want 2", rs.streak)
+	}
+	task.Generation = 3
+	if rs := l.noteFailure(task, cfg.HealthyRun, "x"); rs.streak != 1 {
+		t.Fatalf("streak %d after a healthy run, want 1", rs.streak)
+	}
+	if maxRestarts(api.Task{}) != DefaultMaxRestarts || maxRestarts(api.Task{MaxRestarts: -1}) != -1 {
+		t.Fatal("maxRestarts defaults")
+	}
+}
+
+func TestLostWorker(t *testing.T) {
+	nodes := []api.Node{
+		{Name: "alive", State: api.NodeAlive, RuntimeAvailable: true},
+		{Name: "suspect", State: api.NodeSuspect, RuntimeAvailable: true},
+		{Name: "dead", State: api.NodeDead, RuntimeAvailable: true},
+		{Name: "left", State: api.NodeLeft, RuntimeAvailable: true},
+		{Name: "nodocker", State: api.NodeAlive},
+	}
+	for name, want := range map[string]bool{"alive": false, "suspect": false, "dead": true, "left": true, "nodocker": true, "unknown": true} {
+		if got, why := lostWorker(nodes, name); got != want || (got && why == "") {
+			t.Errorf("lostWorker(%s) = %v %q, want %v", name, got, why, want)
+		}
+	}
+}
