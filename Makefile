@@ -8,7 +8,7 @@ ECHO_IMG  := cube-echo:latest
 # How long CI fuzzes each decoder; `make fuzz FUZZTIME=5m` for a longer run.
 FUZZTIME  ?= 10s
 
-.PHONY: help build images test unit fuzz lint clean cluster cluster-down harness
+.PHONY: help build images test unit fuzz lint clean cluster cluster-down harness chaos
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +29,10 @@ fuzz: ## fuzz the input decoders briefly (FUZZTIME=$(FUZZTIME))
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTaskEvent$$' -fuzztime $(FUZZTIME) ./api
 	$(GO) test -run '^$$' -fuzz '^FuzzManagerHandler$$' -fuzztime $(FUZZTIME) ./api
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./fsm
+
+chaos: images ## the long chaos run: DURATION=10m SEED=<n> MANAGERS=3|5 (prints the summary table)
+	CHAOS_DURATION=$(or $(DURATION),10m) CHAOS_SEED=$(or $(SEED),$$(date +%s)) CHAOS_MANAGERS=$(or $(MANAGERS),3) \
+		$(GO) test -run '^TestChaos$$' -count=1 -timeout 90m -v ./test | grep -vE '^\s+(procs|cluster|e2e)'
 
 harness: images ## repeat the failure scenarios on real binaries and print median/p95/max (TRIALS=10)
 	TRIALS=$(or $(TRIALS),10) $(GO) test -tags harness -run TestHarness -count=1 -timeout 60m -v ./test | grep -E '^\||trial|FAIL|ok'

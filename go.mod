@@ -3,6 +3,7 @@ module github.com/cube-orch/cube
 go 1.26.8
 
 require (
+	github.com/anishathalye/porcupine v1.3.1 // indirect
 	github.com/armon/go-metrics v0.4.1 // indirect
 	github.com/boltdb/bolt v1.3.1 // indirect
 	github.com/containerd/errdefs v1.0.0 // indirect

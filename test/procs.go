@@ -300,17 +300,22 @@ func (c *ProcCluster) Close() {
 	}
 	cli := dockerClient(c.t)
 	defer cli.Close()
+	for _, w := range c.Workers {
+		removeWorkerContainers(c.t, cli, w.Name)
+	}
+}
+
+// removeWorkerContainers force-removes every container of the named worker.
+func removeWorkerContainers(t *testing.T, cli *client.Client, worker string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	for _, w := range c.Workers {
-		list, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", "cube.worker="+w.Name))})
-		if err != nil {
-			c.t.Errorf("cleanup: %v", err)
-			continue
-		}
-		for _, ct := range list {
-			_ = cli.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true})
-		}
+	list, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", "cube.worker="+worker))})
+	if err != nil {
+		t.Errorf("list containers of %s: %v", worker, err)
+		return
+	}
+	for _, ct := range list {
+		_ = cli.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true})
 	}
 }
 

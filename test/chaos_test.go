@@ -1,0 +1,421 @@
+package test
+
+// The chaos test: real `cube` processes (3 or 5 managers, 3 workers) and echo
+// tasks in real containers, concurrent clients recording a history through
+// random managers, and a nemesis injecting process faults. After healing, the
+// history and the final state are checked (package chaos): linearizable task
+// registry, nothing acknowledged lost, every stop effective, one running
+// container per task counted from the Docker engine, equal state on every
+// manager, one leader per term, no panic in any log.
+//
+// The short form (fixed seeds, about a minute) runs in `make test`; `make
+// chaos` runs the long form (CHAOS_DURATION, CHAOS_SEED, CHAOS_MANAGERS).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/test/chaos"
+	"github.com/google/uuid"
+)
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil && d > 0 {
+		return d
+	}
+	return def
+}
+
+// TestChaos runs the short form (two fixed seeds, 3 and 5 managers) unless
+// CHAOS_DURATION is set, which selects the long form of `make chaos`.
+func TestChaos(t *testing.T) {
+	if os.Getenv("CHAOS_DURATION") != "" {
+		runChaos(t, uint64(envInt("CHAOS_SEED", 1)), envInt("CHAOS_MANAGERS", 3), envDuration("CHAOS_DURATION", 10*time.Minute))
+		return
+	}
+	t.Run("seed1-3managers", func(t *testing.T) { runChaos(t, 1, 3, 40*time.Second) })
+	t.Run("seed2-5managers", func(t *testing.T) { runChaos(t, 2, 5, 40*time.Second) })
+}
+
+// chaosRun holds one run's cluster, randomness and bookkeeping.
+type chaosRun struct {
+	t      *testing.T
+	c      *ProcCluster
+	rng    *rand.Rand
+	rngMu  sync.Mutex
+	rec    *chaos.Recorder
+	faults map[string]int
+	fmu    sync.Mutex
+
+	mu    sync.Mutex
+	known []uuid.UUID // task IDs some client submitted
+}
+
+func (r *chaosRun) intn(n int) int {
+	r.rngMu.Lock()
+	defer r.rngMu.Unlock()
+	return r.rng.IntN(n)
+}
+
+func (r *chaosRun) fault(kind string) {
+	r.fmu.Lock()
+	r.faults[kind]++
+	r.fmu.Unlock()
+	r.t.Logf("nemesis: %s", kind)
+}
+
+func runChaos(t *testing.T, seed uint64, managers int, duration time.Duration) {
+	t.Logf("chaos: seed %d, %d managers, %s of faults", seed, managers, duration)
+	r := &chaosRun{
+		t:      t,
+		c:      NewProcCluster(t, managers, 3),
+		rng:    rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		rec:    chaos.NewRecorder(),
+		faults: map[string]int{},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), duration)
+	defer cancel()
+
+	var wg sync.WaitGroup
+	var leaders []chaos.LeaderObs
+	var lmu sync.Mutex
+	wg.Add(1)
+	go func() { // observe who claims leadership in which term
+		defer wg.Done()
+		for ctx.Err() == nil {
+			for _, obs := range r.observeLeaders() {
+				lmu.Lock()
+				leaders = append(leaders, obs)
+				lmu.Unlock()
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func(client int) { defer wg.Done(); r.client(ctx, client) }(i)
+	}
+	r.nemesis(ctx)
+	wg.Wait()
+
+	// Heal: every process back, then wait for convergence.
+	healed := time.Now()
+	for _, p := range append(append([]*Proc{}, r.c.Managers...), r.c.Workers...) {
+		if !p.Running() {
+			r.c.Start(p)
+		}
+	}
+	r.c.WaitReady(len(r.c.Workers))
+	final, running, converged := r.converge(90 * time.Second)
+	convergence := time.Since(healed)
+
+	ops := r.rec.Ops()
+	lmu.Lock()
+	obs := append([]chaos.LeaderObs(nil), leaders...)
+	lmu.Unlock()
+	rep, info := chaos.Check(chaos.Input{
+		Ops: ops, Final: final, Running: running, States: r.managerStates(),
+		Leaders: obs, Logs: r.logs(), Timeout: 60 * time.Second,
+	})
+	fmt.Println(rep.Table(r.faults, convergence))
+	if !converged {
+		t.Errorf("the cluster did not converge within 90 s of the last fault")
+	}
+	if !rep.OK() || !converged || t.Failed() {
+		dir := filepath.Join(os.TempDir(), fmt.Sprintf("cube-chaos-seed%d-%d", seed, time.Now().Unix()))
+		if err := chaos.WriteArtifacts(dir, ops, info, r.logs()); err != nil {
+			t.Errorf("write artifacts: %v", err)
+		}
+		t.Fatalf("chaos run (seed %d) failed its checks; history, porcupine visualisation and node logs in %s", seed, dir)
+	}
+}
+
+// client runs random operations through one random manager each, recording them.
+func (r *chaosRun) client(ctx context.Context, id int) {
+	for ctx.Err() == nil {
+		m := r.c.Managers[r.intn(len(r.c.Managers))]
+		cl, err := api.NewClient([]string{m.HTTPAddr}, api.ClientOptions{Timeout: 2 * time.Second, RetryFor: time.Second})
+		if err != nil {
+			r.t.Error(err)
+			return
+		}
+		octx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		switch k := r.intn(10); {
+		case k < 3 || len(r.knownIDs()) == 0: // submit a new task
+			task := api.Task{ID: uuid.New(), Name: fmt.Sprintf("chaos-%d", id), Image: "cube-echo:latest", ExposedPorts: api.PortSet{"7777/tcp": {}}}
+			p := r.rec.Begin(id, chaos.Submit, task.ID)
+			_, created, err := cl.SubmitTask(octx, api.TaskEvent{State: api.Running, Task: task})
+			p.EndSubmit(created, err)
+			if err == nil || chaos.ClassifyWrite(err) == chaos.Unknown {
+				r.mu.Lock()
+				r.known = append(r.known, task.ID)
+				r.mu.Unlock()
+			}
+		case k < 4: // resubmit a known ID
+			tid := r.pick()
+			p := r.rec.Begin(id, chaos.Submit, tid)
+			_, created, err := cl.SubmitTask(octx, api.TaskEvent{State: api.Running, Task: api.Task{ID: tid, Name: "resubmit", Image: "cube-echo:latest"}})
+			p.EndSubmit(created, err)
+		case k < 6: // stop a known task
+			tid := r.pick()
+			p := r.rec.Begin(id, chaos.Stop, tid)
+			_, err := cl.StopTask(octx, tid)
+			p.EndStop(err)
+		default: // consistent read
+			tid := r.pick()
+			p := r.rec.Begin(id, chaos.Read, tid)
+			task, err := cl.Task(octx, tid, true)
+			p.EndRead(task, err)
+		}
+		cancel()
+		time.Sleep(time.Duration(50+r.intn(150)) * time.Millisecond)
+	}
+}
+
+func (r *chaosRun) knownIDs() []uuid.UUID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]uuid.UUID(nil), r.known...)
+}
+
+func (r *chaosRun) pick() uuid.UUID {
+	ids := r.knownIDs()
+	if len(ids) == 0 {
+		return uuid.New()
+	}
+	return ids[r.intn(len(ids))]
+}
+
+// nemesis injects one fault every few seconds until ctx ends, healing each
+// before the next.
+func (r *chaosRun) nemesis(ctx context.Context) {
+	kinds := []string{"kill-leader", "kill-follower", "kill-majority", "stop-leader", "worker-machine-crash", "worker-process-crash", "restart-all-managers"}
+	sleep := func(d time.Duration) bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(d):
+			return true
+		}
+	}
+	for sleep(time.Duration(2000+r.intn(2000)) * time.Millisecond) {
+		kind := kinds[r.intn(len(kinds))]
+		hold := time.Duration(1000+r.intn(2000)) * time.Millisecond
+		switch kind {
+		case "kill-leader", "stop-leader":
+			leader := r.leaderOrNil()
+			if leader == nil {
+				continue
+			}
+			r.fault(kind)
+			if kind == "kill-leader" {
+				r.c.Kill(leader)
+				sleep(hold)
+				r.c.Start(leader)
+			} else {
+				r.signal(leader, syscall.SIGSTOP)
+				sleep(hold)
+				r.signal(leader, syscall.SIGCONT)
+			}
+		case "kill-follower", "kill-majority":
+			leader := r.leaderOrNil()
+			var victims []*Proc
+			for _, m := range r.c.Managers {
+				if m != leader && m.Running() {
+					victims = append(victims, m)
+				}
+			}
+			n := 1
+			if kind == "kill-majority" {
+				n = len(r.c.Managers)/2 + 1
+				if leader != nil {
+					victims = append(victims, leader)
+				}
+			}
+			if len(victims) < n {
+				continue
+			}
+			r.fault(kind)
+			for _, v := range victims[:n] {
+				r.c.Kill(v)
+			}
+			sleep(hold)
+			for _, v := range victims[:n] {
+				r.c.Start(v)
+			}
+		case "worker-machine-crash", "worker-process-crash":
+			w := r.c.Workers[r.intn(len(r.c.Workers))]
+			r.fault(kind)
+			if kind == "worker-machine-crash" {
+				machineCrashWorker(r.t, r.c, w)
+			} else {
+				r.c.Kill(w)
+			}
+			sleep(hold)
+			r.c.Start(w)
+		case "restart-all-managers":
+			r.fault(kind)
+			for _, m := range r.c.Managers {
+				if m.Running() {
+					r.c.Kill(m)
+				}
+			}
+			sleep(hold)
+			for _, m := range r.c.Managers {
+				r.c.Start(m)
+			}
+		}
+	}
+}
+
+func (r *chaosRun) signal(p *Proc, sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
+// leaderOrNil asks the running managers who leads, without waiting.
+func (r *chaosRun) leaderOrNil() *Proc {
+	for _, obs := range r.observeLeaders() {
+		if obs.Leader {
+			for _, m := range r.c.Managers {
+				if m.Name == obs.Manager && m.Running() {
+					return m
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// observeLeaders asks every running manager for its term and whether it leads.
+func (r *chaosRun) observeLeaders() []chaos.LeaderObs {
+	var out []chaos.LeaderObs
+	for _, m := range r.c.Managers {
+		if !m.Running() {
+			continue
+		}
+		info, err := clusterInfo(m)
+		if err != nil {
+			continue
+		}
+		out = append(out, chaos.ObserveLeader(info, time.Now()))
+	}
+	return out
+}
+
+func clusterInfo(m *Proc) (api.ClusterInfo, error) {
+	cl, err := api.NewClient([]string{m.HTTPAddr}, api.ClientOptions{Timeout: time.Second, RetryFor: time.Millisecond})
+	if err != nil {
+		return api.ClusterInfo{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return cl.Cluster(ctx)
+}
+
+// converge waits until every task that is to run runs in exactly one
+// container and nothing else runs, and returns the final state and counts.
+func (r *chaosRun) converge(within time.Duration) ([]api.Task, map[string]int, bool) {
+	deadline := time.Now().Add(within)
+	var final []api.Task
+	var running map[string]int
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		tasks, err := r.c.Client().Tasks(ctx, true)
+		cancel()
+		if err == nil {
+			final = tasks
+			running = map[string]int{}
+			for id, cs := range r.c.Containers() {
+				running[id] = len(cs)
+			}
+			dups, orphans := chaos.CheckRunningOnce(final, running)
+			settled := len(dups) == 0 && len(orphans) == 0
+			for _, t := range final {
+				if t.DesiredState == api.Running && t.State != api.Running && t.State != api.Failed {
+					settled = false
+				}
+			}
+			if settled {
+				return final, running, true
+			}
+		}
+		if time.Now().After(deadline) {
+			return final, running, false
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// managerStates reads every manager's local state once all have applied the
+// same index.
+func (r *chaosRun) managerStates() map[string][]api.Task {
+	var states map[string][]api.Task
+	Eventually(r.t, 30*time.Second, func() error {
+		states = map[string][]api.Task{}
+		indexes := map[uint64]bool{}
+		for _, m := range r.c.Managers {
+			info, err := clusterInfo(m)
+			if err != nil {
+				return err
+			}
+			indexes[info.AppliedIndex] = true
+			cl, _ := api.NewClient([]string{m.HTTPAddr}, api.ClientOptions{Timeout: 5 * time.Second, RetryFor: time.Millisecond})
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			tasks, err := cl.Tasks(ctx, false)
+			cancel()
+			if err != nil {
+				return err
+			}
+			sort.Slice(tasks, func(i, j int) bool { return tasks[i].ID.String() < tasks[j].ID.String() })
+			states[m.Name] = tasks
+			again, err := clusterInfo(m)
+			if err != nil || again.AppliedIndex != info.AppliedIndex {
+				return errors.New("applied index moved while reading")
+			}
+		}
+		if len(indexes) != 1 {
+			return fmt.Errorf("managers at different applied indexes %v", indexes)
+		}
+		return nil
+	})
+	return states
+}
+
+func (r *chaosRun) logs() map[string]string {
+	out := map[string]string{}
+	for _, p := range append(append([]*Proc{}, r.c.Managers...), r.c.Workers...) {
+		data, _ := os.ReadFile(p.log)
+		out[p.Name] = string(data)
+	}
+	return out
+}
+
+// machineCrashWorker kills a worker process and removes its containers.
+func machineCrashWorker(t *testing.T, c *ProcCluster, w *Proc) {
+	c.Kill(w)
+	cli := dockerClient(t)
+	defer cli.Close()
+	removeWorkerContainers(t, cli, w.Name)
+}
