@@ -48,6 +48,9 @@ type ClientOptions struct {
 	// and 503s (no leader, leadership moving); 0 means DefaultRetryFor. The
 	// caller's context can end a call sooner.
 	RetryFor time.Duration
+	// SourceIP, if set, is the local address requests leave from (when HTTP
+	// is nil).
+	SourceIP string
 	// HTTP is the client requests go through; nil means a private one.
 	// Its redirect policy and transport are used as they are.
 	HTTP *http.Client
@@ -101,7 +104,7 @@ func NewClient(managers []string, opts ClientOptions) (*Client, error) {
 		c.retryFor = DefaultRetryFor
 	}
 	if c.hc == nil {
-		c.hc = &http.Client{Transport: newTransport()}
+		c.hc = &http.Client{Transport: newTransport(opts.SourceIP)}
 	}
 	return c, nil
 }

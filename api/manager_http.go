@@ -28,6 +28,9 @@ const retryAfter = "1"
 
 // ManagerHandlerOptions tunes NewManagerHandler. The zero value is usable.
 type ManagerHandlerOptions struct {
+	// SourceIP, if set, is the local address forwarded requests leave from.
+	SourceIP string
+
 	// ForwardTimeout bounds one request forwarded to the leader, from sending
 	// it to reading the whole answer; 0 means DefaultForwardTimeout. A leader
 	// that does not answer in time yields a 503 rather than a hung caller.
@@ -80,7 +83,7 @@ func NewManagerHandler(svc ManagerService, opts ManagerHandlerOptions) http.Hand
 	}
 	rt := opts.Transport
 	if rt == nil {
-		rt = newTransport()
+		rt = newTransport(opts.SourceIP)
 	}
 	h.client = &http.Client{
 		Transport: rt,
@@ -466,9 +469,16 @@ func baseURL(scheme, addr string) string {
 // connections per host: a manager forwards to one leader and dispatches to a
 // few workers, many requests at once, and the default of two idle connections
 // per host would open (and leave in TIME_WAIT) a connection per request.
-func newTransport() *http.Transport {
+func newTransport(sourceIP string) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 64
+	if ip := net.ParseIP(sourceIP); ip != nil {
+		// Outgoing connections leave from this node's own address, so that a
+		// firewall rule on source and destination can cut this node off (the
+		// chaos tests simulate machines with loopback addresses this way).
+		d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, LocalAddr: &net.TCPAddr{IP: ip}}
+		t.DialContext = d.DialContext
+	}
 	return t
 }
 

@@ -26,11 +26,17 @@ type WorkerClient struct {
 // NewWorkerClient returns a worker client whose requests each take at most
 // timeout (DefaultRequestTimeout when timeout ≤ 0).
 func NewWorkerClient(timeout time.Duration) *WorkerClient {
+	return NewWorkerClientFrom(timeout, "")
+}
+
+// NewWorkerClientFrom is NewWorkerClient with requests leaving from the local
+// address sourceIP ("" lets the kernel choose).
+func NewWorkerClientFrom(timeout time.Duration, sourceIP string) *WorkerClient {
 	if timeout <= 0 {
 		timeout = DefaultRequestTimeout
 	}
 	return &WorkerClient{
-		hc:      &http.Client{Transport: newTransport()},
+		hc:      &http.Client{Transport: newTransport(sourceIP)},
 		timeout: timeout,
 	}
 }

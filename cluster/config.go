@@ -22,6 +22,10 @@ type Peer struct {
 // RaftConfig configures NewRaft. Start from DefaultRaftConfig (production)
 // or FastRaftConfig (`make cluster`, tests) and fill in the identity fields.
 type RaftConfig struct {
+	// SourceIP, if set, is the local address raft connections leave from
+	// (see transport.go); empty lets the kernel choose.
+	SourceIP string
+
 	// ID is this server's raft ID. It must be unique in the cluster and
 	// stable across restarts: the caller passes the same ID at every start
 	// (nothing else is persisted to recover it).
@@ -260,6 +264,9 @@ const (
 // GossipConfig configures NewPool. Start from DefaultGossipConfig
 // (production) or FastGossipConfig (`make cluster`, tests).
 type GossipConfig struct {
+	// SourceIP, if set, is the local address gossip streams leave from.
+	SourceIP string
+
 	// Name is this node's name in the pool; it must be unique (memberlist
 	// defaults to the hostname, which collides for local clusters).
 	Name string

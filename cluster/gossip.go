@@ -213,6 +213,13 @@ func NewPool(cfg GossipConfig) (*Pool, error) {
 	mc.Events = (*poolEvents)(p)
 	mc.Logger = p.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
 
+	if cfg.SourceIP != "" {
+		tr, err := newSourceTransport(cfg.BindAddr, cfg.BindPort, cfg.SourceIP, mc)
+		if err != nil {
+			return nil, err
+		}
+		mc.Transport = tr
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("create gossip member %s on %s:%d: %w", cfg.Name, cfg.BindAddr, cfg.BindPort, err)

@@ -149,10 +149,16 @@ func NewRaft(cfg RaftConfig, fsm raft.FSM) (_ *Raft, err error) {
 			return nil, fmt.Errorf("resolve AdvertiseAddr %q: %w", cfg.AdvertiseAddr, err)
 		}
 	}
-	r.transport, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, advertise, transportMaxPool, transportTimeout, cfg.Logger.Named("raft-net"))
+	stream, err := newTCPStreamLayer(cfg.BindAddr, advertise, cfg.SourceIP)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.BindAddr, err)
 	}
+	r.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  stream,
+		MaxPool: transportMaxPool,
+		Timeout: transportTimeout,
+		Logger:  cfg.Logger.Named("raft-net"),
+	})
 	r.addr = string(r.transport.LocalAddr())
 
 	rc := raft.DefaultConfig()

@@ -33,7 +33,7 @@ func newProber(s Spec) *prober {
 		return p
 	}
 	p.url = u.String()
-	dialer := &net.Dialer{Timeout: s.Timeout}
+	dialer := s.dialer()
 	p.transport = &http.Transport{
 		// Never through a proxy from the environment: the address is the
 		// worker's own published port.
@@ -95,8 +95,7 @@ func (p *prober) probeHTTP(ctx context.Context) (bool, string) {
 }
 
 func (p *prober) probeTCP(ctx context.Context) (bool, string) {
-	d := net.Dialer{Timeout: p.spec.Timeout}
-	conn, err := d.DialContext(ctx, "tcp", p.spec.Addr)
+	conn, err := p.spec.dialer().DialContext(ctx, "tcp", p.spec.Addr)
 	if err != nil {
 		return false, p.describe("connect "+p.spec.Addr, err)
 	}

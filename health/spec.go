@@ -86,6 +86,17 @@ type Spec struct {
 	// StartedAt is when the container started; the first probe runs at
 	// StartedAt+Grace. Zero: the grace counts from when the check starts.
 	StartedAt time.Time
+	// SourceIP, if set, is the local address probes leave from.
+	SourceIP string
+}
+
+// dialer returns the dialer of the spec's probes.
+func (s Spec) dialer() *net.Dialer {
+	d := &net.Dialer{Timeout: s.Timeout}
+	if ip := net.ParseIP(s.SourceIP); ip != nil {
+		d.LocalAddr = &net.TCPAddr{IP: ip}
+	}
+	return d
 }
 
 // same reports whether two specs describe the same check. StartedAt is
@@ -95,7 +106,7 @@ func (s Spec) same(o Spec) bool {
 	return s.TaskID == o.TaskID && s.Generation == o.Generation && s.Kind == o.Kind &&
 		s.Addr == o.Addr && s.Path == o.Path && s.Interval == o.Interval &&
 		s.Timeout == o.Timeout && s.Grace == o.Grace && s.Threshold == o.Threshold &&
-		s.StartedAt.Equal(o.StartedAt)
+		s.StartedAt.Equal(o.StartedAt) && s.SourceIP == o.SourceIP
 }
 
 // SpecFor derives the check of a running task placed on the worker whose API

@@ -68,6 +68,9 @@ type Config struct {
 	// OrphanProbeInterval is how often the leader probes a task whose worker
 	// is lost, to tell a dead machine from a dead worker agent.
 	OrphanProbeInterval time.Duration
+	// SourceIP, if set, is the local address the manager's calls to workers
+	// and health probes leave from.
+	SourceIP string
 	// GossipChanges, if set, wakes the leader loop when membership changes.
 	GossipChanges <-chan struct{}
 	// Logger is the root logger; the manager logs under "manager".
@@ -155,7 +158,7 @@ func New(cfg Config, r Raft, f *fsm.FSM, g Gossip) (*Manager, error) {
 		raft:    r,
 		fsm:     f,
 		gossip:  g,
-		workers: api.NewWorkerClient(cfg.WorkerTimeout),
+		workers: api.NewWorkerClientFrom(cfg.WorkerTimeout, cfg.SourceIP),
 		log:     cfg.Logger.Named("manager"),
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())

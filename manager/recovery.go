@@ -274,7 +274,7 @@ func (l *loop) checkOrphan(ctx context.Context, t api.Task, why string) {
 	go func() {
 		defer l.wg.Done()
 		defer cancel()
-		alive, detail := probeTask(octx, t, addr, l.m.cfg.WorkerTimeout)
+		alive, detail := probeTask(octx, t, addr, l.m.cfg.WorkerTimeout, l.m.cfg.SourceIP)
 		o.ok = alive
 		o.detail = why + "; task " + detail
 		select {
@@ -308,7 +308,7 @@ func (l *loop) orphanVerdict(ctx context.Context, o *op) {
 // probeTask checks from the leader whether a task still answers: its HTTP
 // health check if it has one, else a TCP connect to its published port. A task
 // without a published port cannot be observed and counts as lost.
-func probeTask(ctx context.Context, t api.Task, workerAPI string, timeout time.Duration) (bool, string) {
+func probeTask(ctx context.Context, t api.Task, workerAPI string, timeout time.Duration, sourceIP string) (bool, string) {
 	spec, ok, err := health.SpecFor(t, workerAPI)
 	if err != nil || !ok {
 		spec, ok, err = health.SpecFor(tcpCheckOf(t), workerAPI)
@@ -317,6 +317,7 @@ func probeTask(ctx context.Context, t api.Task, workerAPI string, timeout time.D
 		return false, "cannot be probed (no published port)"
 	}
 	spec.Timeout = min(spec.Timeout, timeout)
+	spec.SourceIP = sourceIP
 	healthy, reason := health.Probe(ctx, spec)
 	if healthy {
 		return true, "still answers"
@@ -347,6 +348,7 @@ func (l *loop) healthSpecs(tasks []api.Task, nodes []api.Node) []health.Spec {
 			continue
 		}
 		s, ok, err := health.SpecFor(t, addr)
+		s.SourceIP = l.m.cfg.SourceIP
 		if err != nil && !errors.Is(err, health.ErrNoHostPort) && l.specErr[t.ID] != t.Generation {
 			l.specErr[t.ID] = t.Generation
 			l.log.Warn("task health check cannot run", "task_id", t.ID, "generation", t.Generation, "error", err)

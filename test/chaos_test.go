@@ -62,6 +62,7 @@ type chaosRun struct {
 	rng    *rand.Rand
 	rngMu  sync.Mutex
 	rec    *chaos.Recorder
+	fw     *Firewall
 	faults map[string]int
 	fmu    sync.Mutex
 
@@ -86,7 +87,8 @@ func runChaos(t *testing.T, seed uint64, managers int, duration time.Duration) {
 	t.Logf("chaos: seed %d, %d managers, %s of faults", seed, managers, duration)
 	r := &chaosRun{
 		t:      t,
-		c:      NewProcCluster(t, managers, 3),
+		c:      NewProcClusterOnIPs(t, managers, 3),
+		fw:     NewFirewall(t),
 		rng:    rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		rec:    chaos.NewRecorder(),
 		faults: map[string]int{},
@@ -116,7 +118,8 @@ func runChaos(t *testing.T, seed uint64, managers int, duration time.Duration) {
 	r.nemesis(ctx)
 	wg.Wait()
 
-	// Heal: every process back, then wait for convergence.
+	// Heal: no partition, every process back, then wait for convergence.
+	r.fw.Heal()
 	healed := time.Now()
 	for _, p := range append(append([]*Proc{}, r.c.Managers...), r.c.Workers...) {
 		if !p.Running() {
@@ -207,7 +210,8 @@ func (r *chaosRun) pick() uuid.UUID {
 // nemesis injects one fault every few seconds until ctx ends, healing each
 // before the next.
 func (r *chaosRun) nemesis(ctx context.Context) {
-	kinds := []string{"kill-leader", "kill-follower", "kill-majority", "stop-leader", "worker-machine-crash", "worker-process-crash", "restart-all-managers"}
+	kinds := []string{"kill-leader", "kill-follower", "kill-majority", "stop-leader", "worker-machine-crash", "worker-process-crash",
+		"restart-all-managers", "partition-leader", "partition-leader-and-worker"}
 	sleep := func(d time.Duration) bool {
 		select {
 		case <-ctx.Done():
@@ -271,6 +275,27 @@ func (r *chaosRun) nemesis(ctx context.Context) {
 			}
 			sleep(hold)
 			r.c.Start(w)
+		case "partition-leader", "partition-leader-and-worker":
+			leader := r.leaderOrNil()
+			if leader == nil {
+				continue
+			}
+			side := []string{leader.IP}
+			var rest []string
+			for _, p := range append(append([]*Proc{}, r.c.Managers...), r.c.Workers...) {
+				if p != leader {
+					rest = append(rest, p.IP)
+				}
+			}
+			if kind == "partition-leader-and-worker" {
+				w := r.c.Workers[r.intn(len(r.c.Workers))]
+				side = append(side, w.IP)
+				rest = without(rest, w.IP)
+			}
+			r.fault(kind)
+			r.fw.Partition(side, rest)
+			sleep(hold + 2*time.Second) // long enough for the majority to elect and act
+			r.fw.Heal()
 		case "restart-all-managers":
 			r.fault(kind)
 			for _, m := range r.c.Managers {
@@ -408,6 +433,16 @@ func (r *chaosRun) logs() map[string]string {
 	for _, p := range append(append([]*Proc{}, r.c.Managers...), r.c.Workers...) {
 		data, _ := os.ReadFile(p.log)
 		out[p.Name] = string(data)
+	}
+	return out
+}
+
+func without(list []string, x string) []string {
+	var out []string
+	for _, s := range list {
+		if s != x {
+			out = append(out, s)
+		}
 	}
 	return out
 }

@@ -282,6 +282,12 @@ var portNext struct {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
+	return freeAddrOn(t, "127.0.0.1")
+}
+
+// freeAddrOn returns a free port on the given local IP.
+func freeAddrOn(t *testing.T, ip string) string {
+	t.Helper()
 	portNext.Lock()
 	defer portNext.Unlock()
 	if portNext.n == 0 {
@@ -292,7 +298,7 @@ func freeAddr(t *testing.T) string {
 		if portNext.n >= 32000 {
 			portNext.n = 20000
 		}
-		addr := fmt.Sprintf("127.0.0.1:%d", portNext.n)
+		addr := fmt.Sprintf("%s:%d", ip, portNext.n)
 		// memberlist binds TCP and UDP on the same port: both must be free.
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {

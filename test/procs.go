@@ -31,11 +31,22 @@ type ProcCluster struct {
 	Workers  []*Proc
 	peers    string
 	seeds    string
+	ips      bool
+}
+
+// ipOf returns the loopback address of node slot n (127.0.0.n), or 127.0.0.1
+// when the cluster does not give nodes their own addresses.
+func (c *ProcCluster) ipOf(n int) string {
+	if !c.ips {
+		return "127.0.0.1"
+	}
+	return fmt.Sprintf("127.0.0.%d", n)
 }
 
 // Proc is one node process.
 type Proc struct {
 	Name       string
+	IP         string // the node's own address
 	HTTPAddr   string
 	RaftAddr   string // managers only
 	GossipAddr string
@@ -79,12 +90,25 @@ func CubeBinary(t *testing.T) string {
 // NewProcCluster starts managers and workers as real processes with --fast
 // timings, and waits until a leader is elected and every worker is alive.
 func NewProcCluster(t *testing.T, managers, workers int) *ProcCluster {
+	return newProcCluster(t, managers, workers, false)
+}
+
+// NewProcClusterOnIPs is NewProcCluster with every node on its own loopback
+// address (managers 127.0.0.11…, workers 127.0.0.21…) and its outgoing
+// connections leaving from it (--source-ip), so that firewall rules on
+// source and destination can partition nodes as if they were machines.
+func NewProcClusterOnIPs(t *testing.T, managers, workers int) *ProcCluster {
+	return newProcCluster(t, managers, workers, true)
+}
+
+func newProcCluster(t *testing.T, managers, workers int, ips bool) *ProcCluster {
 	t.Helper()
 	requireImage(t)
-	c := &ProcCluster{t: t, Bin: CubeBinary(t), Dir: t.TempDir(), Prefix: "e2e" + uuid.NewString()[:6] + "-"}
+	c := &ProcCluster{t: t, Bin: CubeBinary(t), Dir: t.TempDir(), Prefix: "e2e" + uuid.NewString()[:6] + "-", ips: ips}
 	var peers, seeds []string
 	for i := 1; i <= managers; i++ {
-		p := &Proc{Name: fmt.Sprintf("m%d", i), HTTPAddr: freeAddr(t), RaftAddr: freeAddr(t), GossipAddr: freeAddr(t)}
+		ip := c.ipOf(10 + i)
+		p := &Proc{Name: fmt.Sprintf("m%d", i), IP: ip, HTTPAddr: freeAddrOn(t, ip), RaftAddr: freeAddrOn(t, ip), GossipAddr: freeAddrOn(t, ip)}
 		peers = append(peers, p.Name+"="+p.RaftAddr)
 		seeds = append(seeds, p.GossipAddr)
 		c.Managers = append(c.Managers, p)
@@ -93,6 +117,9 @@ func NewProcCluster(t *testing.T, managers, workers int) *ProcCluster {
 	for _, p := range c.Managers {
 		p.args = []string{"manager", "--id", p.Name, "--fast", "--http", p.HTTPAddr, "--raft", p.RaftAddr,
 			"--gossip", p.GossipAddr, "--data", filepath.Join(c.Dir, p.Name), "--peers", c.peers, "--join", c.seeds}
+		if ips {
+			p.args = append(p.args, "--source-ip", p.IP)
+		}
 	}
 	t.Cleanup(c.Close)
 	for _, p := range c.Managers {
@@ -110,9 +137,13 @@ func NewProcCluster(t *testing.T, managers, workers int) *ProcCluster {
 func (c *ProcCluster) AddWorker(env ...string) *Proc {
 	c.t.Helper()
 	i := len(c.Workers) + 1
-	p := &Proc{Name: fmt.Sprintf("%sw%d", c.Prefix, i), HTTPAddr: freeAddr(c.t), GossipAddr: freeAddr(c.t)}
+	ip := c.ipOf(20 + i)
+	p := &Proc{Name: fmt.Sprintf("%sw%d", c.Prefix, i), IP: ip, HTTPAddr: freeAddrOn(c.t, ip), GossipAddr: freeAddrOn(c.t, ip)}
 	p.args = []string{"worker", "--name", p.Name, "--fast", "--http", p.HTTPAddr, "--gossip", p.GossipAddr,
 		"--data", filepath.Join(c.Dir, p.Name), "--join", c.seeds, "--stop-grace", "2s"}
+	if c.ips {
+		p.args = append(p.args, "--source-ip", p.IP)
+	}
 	p.Env = env
 	c.Workers = append(c.Workers, p)
 	c.Start(p)

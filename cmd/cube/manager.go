@@ -56,6 +56,7 @@ Data lives in --data: raft log, stable store and snapshots. Keep --id and
 	f.StringVar(&peers, "peers", "", "initial voters ID=RAFTADDR,... (self included) to bootstrap a new cluster; empty: wait to be added")
 	f.StringVar(&seeds, "join", "", "comma-separated gossip addresses of other nodes")
 	f.BoolVar(&o.Fast, "fast", false, "tight raft and gossip timings (failover in well under a second) as `make cluster` uses; default: production timings")
+	f.StringVar(&o.SourceIP, "source-ip", "", "local IP outgoing connections leave from (to simulate separate machines on one host's loopback addresses; default: any)")
 	f.StringVar(&o.Scheduler, "scheduler", "epvm", "placement: epvm (least marginal cost) or roundrobin")
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")
 	_ = cmd.MarkFlagRequired("id")

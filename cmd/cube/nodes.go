@@ -35,6 +35,7 @@ type managerOpts struct {
 	Seeds      []string       // gossip addresses to join
 	Fast       bool           // the tight timings of `make cluster` and tests
 	Scheduler  string
+	SourceIP   string // local address outgoing connections leave from ("": any)
 }
 
 // managerNode is a running manager.
@@ -68,6 +69,7 @@ func startManager(o managerOpts, logger hclog.Logger) (*managerNode, error) {
 	}
 	rcfg.ID, rcfg.BindAddr, rcfg.DataDir, rcfg.Peers = o.ID, o.RaftAddr, filepath.Join(o.DataDir, "raft"), o.Peers
 	rcfg.Logger = logger
+	rcfg.SourceIP = o.SourceIP
 	if err := os.MkdirAll(rcfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
@@ -84,12 +86,13 @@ func startManager(o managerOpts, logger hclog.Logger) (*managerNode, error) {
 	gcfg.Name, gcfg.BindAddr, gcfg.BindPort, gcfg.Seeds = "manager-"+o.ID, host, port, o.Seeds
 	gcfg.Meta = cluster.Meta{Role: cluster.RoleManager, API: o.HTTPAddr, RaftID: o.ID, RaftAddr: o.RaftAddr}
 	gcfg.Logger = logger
+	gcfg.SourceIP = o.SourceIP
 	pool, err := cluster.NewPool(gcfg)
 	if err != nil {
 		_ = r.Shutdown()
 		return nil, err
 	}
-	mcfg.ID, mcfg.API, mcfg.Logger = o.ID, o.HTTPAddr, logger
+	mcfg.ID, mcfg.API, mcfg.Logger, mcfg.SourceIP = o.ID, o.HTTPAddr, logger, o.SourceIP
 	if o.Scheduler != "" {
 		mcfg.Scheduler = o.Scheduler
 	}
@@ -110,11 +113,11 @@ func startManager(o managerOpts, logger hclog.Logger) (*managerNode, error) {
 	n := &managerNode{raft: r, pool: pool, mgr: mgr, addr: ln.Addr().String(), errc: make(chan error, 1), log: logger,
 		stopJoin: make(chan struct{}), joinDone: make(chan struct{})}
 	if len(o.Peers) == 0 {
-		go n.askToJoin(o.ID, o.RaftAddr)
+		go n.askToJoin(o.ID, o.RaftAddr, o.SourceIP)
 	} else {
 		close(n.joinDone)
 	}
-	n.srv = newHTTPServer(api.NewManagerHandler(mgr, api.ManagerHandlerOptions{}))
+	n.srv = newHTTPServer(api.NewManagerHandler(mgr, api.ManagerHandlerOptions{SourceIP: o.SourceIP}))
 	go func() { n.errc <- n.srv.Serve(ln) }()
 	logger.Info("manager started", "id", o.ID, "http", n.addr, "raft", o.RaftAddr, "gossip", o.GossipAddr, "data", o.DataDir)
 	return n, nil
@@ -152,7 +155,7 @@ func (n *managerNode) stop() {
 // leader (it is in the configuration), it asks the managers gossip knows to
 // add it as a voter. Adding is idempotent on the leader, so asking twice is
 // harmless.
-func (n *managerNode) askToJoin(id, raftAddr string) {
+func (n *managerNode) askToJoin(id, raftAddr, sourceIP string) {
 	defer close(n.joinDone)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -167,7 +170,7 @@ func (n *managerNode) askToJoin(id, raftAddr string) {
 			}
 		}
 		if len(addrs) > 0 {
-			c, err := api.NewClient(addrs, api.ClientOptions{Timeout: 5 * time.Second, RetryFor: 5 * time.Second})
+			c, err := api.NewClient(addrs, api.ClientOptions{Timeout: 5 * time.Second, RetryFor: 5 * time.Second, SourceIP: sourceIP})
 			if err == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				err = c.AddManager(ctx, id, raftAddr)
@@ -195,6 +198,7 @@ type workerOpts struct {
 	Seeds      []string // gossip addresses to join
 	Managers   []string // manager HTTP addresses for reports; empty: found through gossip
 	Fast       bool
+	SourceIP   string  // local address outgoing connections leave from ("": any)
 	Cpu        float64 // advertised capacity; 0: the machine's
 	Memory     int64
 	Disk       int64
@@ -231,7 +235,7 @@ func startWorker(o workerOpts, logger hclog.Logger) (*workerNode, error) {
 	cfg := o.Config
 	cfg.Logger = logger
 	if o.GossipAddr != "" {
-		n.reporter = worker.NewReporter(n.sendReport(o.Managers), logger)
+		n.reporter = worker.NewReporter(n.sendReport(o.Managers, o.SourceIP), logger)
 		cfg.OnChange = n.reporter.Enqueue
 	}
 	w, err := worker.New(cfg, docker)
@@ -270,6 +274,7 @@ func startWorker(o workerOpts, logger hclog.Logger) (*workerNode, error) {
 			disk = o.Disk
 		}
 		gcfg.Name, gcfg.BindAddr, gcfg.BindPort, gcfg.Seeds, gcfg.Logger = w.Name(), host, port, o.Seeds, logger
+		gcfg.SourceIP = o.SourceIP
 		gcfg.Meta = cluster.Meta{Role: cluster.RoleWorker, API: n.addr, Cpu: cpu, Memory: mem, Disk: disk}
 		pool, err := cluster.NewPool(gcfg)
 		if err != nil {
@@ -326,8 +331,8 @@ func (n *workerNode) monitorRuntime() {
 
 // sendReport returns the reporter's delivery function: to the managers named
 // on the command line, else to the managers gossip knows.
-func (n *workerNode) sendReport(managers []string) func(context.Context, api.Task) error {
-	opts := api.ClientOptions{Timeout: 5 * time.Second, RetryFor: 3 * time.Second}
+func (n *workerNode) sendReport(managers []string, sourceIP string) func(context.Context, api.Task) error {
+	opts := api.ClientOptions{Timeout: 5 * time.Second, RetryFor: 3 * time.Second, SourceIP: sourceIP}
 	var fixed *api.Client
 	if len(managers) > 0 {
 		fixed, _ = api.NewClient(managers, opts)

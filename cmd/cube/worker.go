@@ -56,6 +56,7 @@ them (same containers, not restarted).`,
 	f.StringVar(&seeds, "join", "", "comma-separated gossip addresses of cluster nodes to join (all are tried)")
 	f.StringVar(&managers, "managers", "", "comma-separated manager HTTP addresses for reports (default: the managers gossip knows)")
 	f.BoolVar(&o.Fast, "fast", false, "tight gossip timings (crash noticed in about a second), as `make cluster` uses; default: LAN timings")
+	f.StringVar(&o.SourceIP, "source-ip", "", "local IP outgoing connections leave from (to simulate separate machines on one host's loopback addresses; default: any)")
 	f.Float64Var(&o.Cpu, "cpu", 0, "CPU cores offered to tasks (default: all of the machine's)")
 	f.Int64Var(&o.Memory, "memory", 0, "memory offered to tasks, in bytes (default: the machine's total)")
 	f.Int64Var(&o.Disk, "disk", 0, "disk offered to tasks, in bytes (default: the data dir's file system size)")
