@@ -66,9 +66,14 @@ type chaosRun struct {
 	faults map[string]int
 	fmu    sync.Mutex
 
-	mu    sync.Mutex
-	known []uuid.UUID // task IDs some client submitted
+	mu     sync.Mutex
+	known  []uuid.UUID        // task IDs some client submitted
+	active map[uuid.UUID]bool // submitted and not (known to be) stopped
 }
+
+// maxActive bounds the tasks the clients keep running, so that the run tests
+// the control plane rather than how many containers two cores can start.
+const maxActive = 24
 
 func (r *chaosRun) intn(n int) int {
 	r.rngMu.Lock()
@@ -92,6 +97,7 @@ func runChaos(t *testing.T, seed uint64, managers int, duration time.Duration) {
 		rng:    rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		rec:    chaos.NewRecorder(),
 		faults: map[string]int{},
+		active: map[uuid.UUID]bool{},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), duration)
 	defer cancel()
@@ -162,7 +168,7 @@ func (r *chaosRun) client(ctx context.Context, id int) {
 		}
 		octx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		switch k := r.intn(10); {
-		case k < 3 || len(r.knownIDs()) == 0: // submit a new task
+		case (k < 3 && r.activeCount() < maxActive) || len(r.knownIDs()) == 0: // submit a new task
 			task := api.Task{ID: uuid.New(), Name: fmt.Sprintf("chaos-%d", id), Image: "cube-echo:latest", ExposedPorts: api.PortSet{"7777/tcp": {}}}
 			p := r.rec.Begin(id, chaos.Submit, task.ID)
 			_, created, err := cl.SubmitTask(octx, api.TaskEvent{State: api.Running, Task: task})
@@ -170,6 +176,7 @@ func (r *chaosRun) client(ctx context.Context, id int) {
 			if err == nil || chaos.ClassifyWrite(err) == chaos.Unknown {
 				r.mu.Lock()
 				r.known = append(r.known, task.ID)
+				r.active[task.ID] = true
 				r.mu.Unlock()
 			}
 		case k < 4: // resubmit a known ID
@@ -177,11 +184,19 @@ func (r *chaosRun) client(ctx context.Context, id int) {
 			p := r.rec.Begin(id, chaos.Submit, tid)
 			_, created, err := cl.SubmitTask(octx, api.TaskEvent{State: api.Running, Task: api.Task{ID: tid, Name: "resubmit", Image: "cube-echo:latest"}})
 			p.EndSubmit(created, err)
-		case k < 6: // stop a known task
+		case k < 6 || r.activeCount() >= maxActive: // stop a task, mostly an active one
 			tid := r.pick()
+			if k%2 == 0 {
+				tid = r.pickActive()
+			}
 			p := r.rec.Begin(id, chaos.Stop, tid)
 			_, err := cl.StopTask(octx, tid)
 			p.EndStop(err)
+			if err == nil || errors.Is(err, api.ErrConflict) {
+				r.mu.Lock()
+				delete(r.active, tid)
+				r.mu.Unlock()
+			}
 		default: // consistent read
 			tid := r.pick()
 			p := r.rec.Begin(id, chaos.Read, tid)
@@ -197,6 +212,27 @@ func (r *chaosRun) knownIDs() []uuid.UUID {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]uuid.UUID(nil), r.known...)
+}
+
+func (r *chaosRun) activeCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.active)
+}
+
+// pickActive returns a random active task, or any known one if none is.
+func (r *chaosRun) pickActive() uuid.UUID {
+	r.mu.Lock()
+	ids := make([]uuid.UUID, 0, len(r.active))
+	for id := range r.active {
+		ids = append(ids, id)
+	}
+	r.mu.Unlock()
+	if len(ids) == 0 {
+		return r.pick()
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
+	return ids[r.intn(len(ids))]
 }
 
 func (r *chaosRun) pick() uuid.UUID {

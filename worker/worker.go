@@ -403,6 +403,14 @@ func (w *Worker) start(id uuid.UUID, gen uint64) {
 		return
 	}
 	if err := w.rt.Start(ctx, cid); err != nil {
+		// The engine may still carry the start out after our call gave up
+		// (a timeout under load): remove the container, or it would run
+		// unseen behind a Failed record.
+		rctx, rcancel := context.WithTimeout(context.Background(), w.cfg.StopGrace+30*time.Second)
+		if rerr := w.stopAndRemove(rctx, cid); rerr != nil {
+			w.log.Warn("remove container that failed to start", "task_id", id, "container_id", short(cid), "error", rerr)
+		}
+		rcancel()
 		fail(err.Error())
 		return
 	}
