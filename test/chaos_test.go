@@ -51,8 +51,8 @@ func TestChaos(t *testing.T) {
 		runChaos(t, uint64(envInt("CHAOS_SEED", 1)), envInt("CHAOS_MANAGERS", 3), envDuration("CHAOS_DURATION", 10*time.Minute))
 		return
 	}
-	t.Run("seed1-3managers", func(t *testing.T) { runChaos(t, 1, 3, 40*time.Second) })
-	t.Run("seed2-5managers", func(t *testing.T) { runChaos(t, 2, 5, 40*time.Second) })
+	t.Run("seed1-3managers", func(t *testing.T) { runChaos(t, 1, 3, 30*time.Second) })
+	t.Run("seed2-5managers", func(t *testing.T) { runChaos(t, 2, 5, 30*time.Second) })
 }
 
 // chaosRun holds one run's cluster, randomness and bookkeeping.
