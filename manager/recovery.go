@@ -10,6 +10,7 @@ import (
 	"github.com/cube-orch/cube/api"
 	"github.com/cube-orch/cube/fsm"
 	"github.com/cube-orch/cube/health"
+	"github.com/google/uuid"
 )
 
 // DefaultMaxRestarts is the restart limit of a task that does not set
@@ -176,6 +177,10 @@ func (l *loop) restart(ctx context.Context, t api.Task, nodes []api.Node, rs *re
 	}
 	l.log.Info("task restarted", "task_id", t.ID, "worker", target.Name, "generation", res.Task.Generation,
 		"restart_count", res.Task.RestartCount, "streak", rs.streak, "after", rs.reason)
+	if t.State == api.Running && target.Name != t.Worker {
+		// The unhealthy copy runs on; stop it now that it moved elsewhere.
+		l.stopOld(ctx, t.Worker, t.ID, t.Generation)
+	}
 	l.ensureOp(ctx, res.Task, "dispatch")
 }
 
@@ -223,8 +228,42 @@ func (l *loop) giveUp(ctx context.Context, t api.Task, reason string) {
 	delete(l.restarts, t.ID)
 	l.log.Warn("gave up on task", "task_id", t.ID, "reason", reason)
 	if t.State == api.Running || t.State == api.Scheduled {
-		l.ensureOp(ctx, res.Task, "stop")
+		l.stopOld(ctx, res.Task.Worker, t.ID, t.Generation)
 	}
+}
+
+// stopOld stops the container of one placement (worker, generation) that the
+// cluster no longer wants — an unhealthy copy replaced elsewhere, or a task
+// given up on while it still ran — without waiting for the next poll. The
+// stop is fenced by generation, so it cannot touch a newer placement.
+func (l *loop) stopOld(ctx context.Context, worker string, id uuid.UUID, gen uint64) {
+	addr := ""
+	for _, n := range l.m.fsm.Nodes() {
+		if n.Name == worker && n.State == api.NodeAlive {
+			addr = n.API
+		}
+	}
+	if addr == "" {
+		return // lost worker: the poll stops the copy if it comes back
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		backoff := l.m.cfg.RetryMin
+		for attempt := 0; attempt < 5; attempt++ {
+			err := l.m.workers.StopUpTo(ctx, addr, id, gen)
+			if err == nil || errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrStaleGeneration) || ctx.Err() != nil {
+				if err == nil {
+					l.log.Info("stopped a copy the cluster no longer wants", "task_id", id, "worker", worker, "generation", gen)
+				}
+				return
+			}
+			if !sleep(ctx, jitter(backoff)) {
+				return
+			}
+			backoff = min(2*backoff, l.m.cfg.RetryMax)
+		}
+	}()
 }
 
 // lostWorker reports whether the node can no longer run or report on its tasks.
