@@ -339,14 +339,20 @@ func (c *ProcCluster) Close() {
 // removeWorkerContainers force-removes every container of the named worker.
 func removeWorkerContainers(t *testing.T, cli *client.Client, worker string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	list, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", "cube.worker="+worker))})
+	cancel()
 	if err != nil {
 		t.Errorf("list containers of %s: %v", worker, err)
 		return
 	}
+	// One deadline per container: a long run can leave hundreds, and a
+	// loaded engine removes a few per second.
 	for _, ct := range list {
-		_ = cli.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true})
+		rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := cli.ContainerRemove(rctx, ct.ID, container.RemoveOptions{Force: true}); err != nil {
+			t.Logf("remove container %s of %s: %v", ct.ID[:12], worker, err)
+		}
+		rcancel()
 	}
 }
 
