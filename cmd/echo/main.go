@@ -54,6 +54,12 @@ func main() {
 // exit code. It is split from main so that deferred calls run before os.Exit.
 func run() int {
 	start := time.Now()
+	// As PID 1 the kernel gives no default action to SIGTERM/SIGINT, so
+	// without an explicit handler `docker stop` would wait for its grace
+	// period and then SIGKILL the container. It is installed first: a
+	// signal before it makes the Go runtime exit with code 2.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
 
 	if code, ok, err := parseExitAtStart(os.Getenv); err != nil {
 		log.Print(err)
@@ -69,11 +75,6 @@ func run() int {
 		return 2
 	}
 
-	// As PID 1 the kernel gives no default action to SIGTERM/SIGINT, so
-	// without an explicit handler `docker stop` would wait for its grace
-	// period and then SIGKILL the container.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
 
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
