@@ -75,7 +75,6 @@ func run() int {
 		return 2
 	}
 
-
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		log.Printf("listen: %v", err)
