@@ -37,6 +37,16 @@ chaos: images ## the long chaos run: DURATION=10m SEED=<n> MANAGERS=3|5 (prints 
 harness: images ## repeat the failure scenarios on real binaries and print median/p95/max (TRIALS=10)
 	TRIALS=$(or $(TRIALS),10) $(GO) test -tags harness -run TestHarness -count=1 -timeout 60m -v ./test | grep -E '^\||trial|FAIL|ok'
 
+.PHONY: bench
+bench: build images ## Cube vs Docker Swarm on this engine, recovery times and throughput (BENCH_TRIALS=20) → bench/RESULTS.md, bench/chart.svg
+	set -o pipefail; BENCH_TRIALS=$(or $(BENCH_TRIALS),20) BENCH_CUBE_BIN=$(CURDIR)/$(BIN)/cube \
+		$(GO) test -tags bench -run '^TestBench$$' -count=1 -timeout 300m -v ./test | grep --line-buffered -vE '^=== (RUN|PAUSE|CONT)'; \
+	rc=$$?; \
+	if [ -f /tmp/cube-bench-swarm.marker ]; then echo "make bench: leaving the swarm the run created"; \
+		docker swarm leave --force || true; rm -f /tmp/cube-bench-swarm.marker; fi; \
+	left=$$(docker ps -aq --filter label=cube.bench); if [ -n "$$left" ]; then docker rm -f $$left >/dev/null; fi; \
+	exit $$rc
+
 cluster: build images ## run 3 managers + 3 workers on 127.0.0.1 in the background (ports in scripts/cluster.sh)
 	scripts/cluster.sh up
 

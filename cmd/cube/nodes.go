@@ -129,15 +129,24 @@ func startManager(o managerOpts, logger hclog.Logger) (*managerNode, error) {
 func (n *managerNode) stop() {
 	close(n.stopJoin)
 	<-n.joinDone
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := n.srv.Shutdown(ctx); err != nil {
 		n.log.Warn("http shutdown", "error", err)
 	}
 	n.mgr.Shutdown()
 	if n.raft.IsLeader() {
-		if err := n.raft.LeadershipTransfer(); err != nil {
-			n.log.Warn("leadership transfer", "error", err)
+		// Best effort and bounded: with no follower reachable (the last
+		// manager of a cluster going down) there is no one to hand over to.
+		done := make(chan error, 1)
+		go func() { done <- n.raft.LeadershipTransfer() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				n.log.Warn("leadership transfer", "error", err)
+			}
+		case <-time.After(2 * time.Second):
+			n.log.Warn("leadership transfer did not finish in 2s; shutting down anyway")
 		}
 	}
 	if err := n.pool.Leave(2 * time.Second); err != nil {
