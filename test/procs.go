@@ -63,6 +63,7 @@ type Proc struct {
 var buildOnce struct {
 	sync.Once
 	path string
+	dir  string // the temporary directory CubeBinary built into; TestMain removes it
 	err  error
 }
 
@@ -75,6 +76,7 @@ func CubeBinary(t *testing.T) string {
 			buildOnce.err = err
 			return
 		}
+		buildOnce.dir = dir
 		buildOnce.path = filepath.Join(dir, "cube")
 		out, err := exec.Command("go", "build", "-race", "-o", buildOnce.path, "github.com/cube-orch/cube/cmd/cube").CombinedOutput()
 		if err != nil {
