@@ -132,6 +132,7 @@ func (l *loop) reconcile(ctx context.Context) {
 	l.syncWorkers(ctx)
 	nodes := l.m.fsm.Nodes()
 	tasks := l.m.fsm.Tasks()
+	var pending []api.Task
 	for _, t := range tasks {
 		if ctx.Err() != nil {
 			return
@@ -149,13 +150,14 @@ func (l *loop) reconcile(ctx context.Context) {
 		case t.DesiredState == api.Running && t.State.Terminal():
 			l.recoverEnded(ctx, t, nodes)
 		case t.DesiredState == api.Running && t.State == api.Pending:
-			l.place(ctx, t, nodes)
+			pending = append(pending, t)
 		case t.DesiredState == api.Running && t.State == api.Scheduled && l.sent[t.ID] != t.Generation:
 			l.ensureOp(ctx, t, "dispatch")
 		case t.DesiredState == api.Completed && !t.State.Terminal() && t.Worker != "":
 			l.ensureOp(ctx, t, "stop")
 		}
 	}
+	l.placeAll(ctx, pending, nodes)
 	l.checker.Sync(l.healthSpecs(tasks, nodes))
 	l.prune(tasks)
 	if !l.polling && time.Since(l.lastPoll) >= l.m.cfg.PollInterval {
@@ -240,36 +242,74 @@ func (l *loop) syncWorkers(ctx context.Context) {
 	}
 }
 
-// place chooses a worker for a Pending task and commits the assignment at the
-// next generation. nodes is updated in place so that one pass over many
-// Pending tasks spreads them.
-func (l *loop) place(ctx context.Context, t api.Task, nodes []api.Node) {
-	node, ok, reason := Place(l.sched, t, nodes)
-	if !ok {
-		if t.Reason != reason {
-			if _, err := l.m.apply(ctx, fsm.PendingNote{ID: t.ID, Reason: reason}); err != nil {
-				l.log.Warn("record pending reason", "task_id", t.ID, "error", err)
+// placeAll places the Pending tasks of one pass. The decisions are made in
+// order, each counting against its node (PlaceAll), and then committed
+// concurrently, so that raft batches them into a few log appends: a burst of
+// 100 submissions is assigned in one or two commit round trips instead of
+// 100 (measured by `make bench`: ~9 ms per sequential assignment made the
+// last of 100 wait ~0.9 s). Allocation is then counted in nodes, for the
+// rest of the pass.
+func (l *loop) placeAll(ctx context.Context, pending []api.Task, nodes []api.Node) {
+	if len(pending) == 0 || ctx.Err() != nil {
+		return
+	}
+	decisions := PlaceAll(l.sched, pending, nodes)
+	type outcome struct {
+		task api.Task
+		err  error
+	}
+	outcomes := make([]outcome, len(decisions))
+	sem := make(chan struct{}, maxConcurrentAssign)
+	var wg sync.WaitGroup
+	for i, d := range decisions {
+		if !d.OK {
+			if d.Task.Reason != d.Reason {
+				if _, err := l.m.apply(ctx, fsm.PendingNote{ID: d.Task.ID, Reason: d.Reason}); err != nil {
+					l.log.Warn("record pending reason", "task_id", d.Task.ID, "error", err)
+				}
+				l.log.Info("task waits", "task_id", d.Task.ID, "reason", d.Reason)
 			}
-			l.log.Info("task waits", "task_id", t.ID, "reason", reason)
+			continue
 		}
-		return
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			res, err := l.m.apply(ctx, fsm.AssignTask{ID: d.Task.ID, Worker: d.Node.Name, Generation: d.Task.Generation + 1, Time: time.Now().UTC()})
+			if err == nil {
+				outcomes[i] = outcome{task: res.Task}
+			} else {
+				outcomes[i] = outcome{err: err}
+			}
+		}()
 	}
-	res, err := l.m.apply(ctx, fsm.AssignTask{ID: t.ID, Worker: node.Name, Generation: t.Generation + 1, Time: time.Now().UTC()})
-	if err != nil {
-		l.log.Warn("assign task", "task_id", t.ID, "worker", node.Name, "error", err)
-		return
-	}
-	for i := range nodes {
-		if nodes[i].Name == node.Name {
-			nodes[i].AllocatedCpu += t.Cpu
-			nodes[i].AllocatedMemory += t.Memory
-			nodes[i].AllocatedDisk += t.Disk
-			nodes[i].TaskCount++
+	wg.Wait()
+	for i, d := range decisions {
+		if !d.OK {
+			continue
 		}
+		o := outcomes[i]
+		if o.err != nil {
+			l.log.Warn("assign task", "task_id", d.Task.ID, "worker", d.Node.Name, "error", o.err)
+			continue
+		}
+		for j := range nodes {
+			if nodes[j].Name == d.Node.Name {
+				nodes[j].AllocatedCpu += d.Task.Cpu
+				nodes[j].AllocatedMemory += d.Task.Memory
+				nodes[j].AllocatedDisk += d.Task.Disk
+				nodes[j].TaskCount++
+			}
+		}
+		l.log.Info("task assigned", "task_id", d.Task.ID, "worker", d.Node.Name, "generation", o.task.Generation)
+		l.ensureOp(ctx, o.task, "dispatch")
 	}
-	l.log.Info("task assigned", "task_id", t.ID, "worker", node.Name, "generation", res.Task.Generation)
-	l.ensureOp(ctx, res.Task, "dispatch")
 }
+
+// maxConcurrentAssign bounds the assignments of one pass in flight at once
+// (hashicorp/raft appends up to MaxAppendEntries, 64, per batch).
+const maxConcurrentAssign = 64
 
 // ensureOp starts the worker call a task needs, unless one for the same
 // placement is already in flight; one for an older placement is cancelled.

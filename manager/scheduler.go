@@ -43,6 +43,40 @@ func Place(s Scheduler, t api.Task, nodes []api.Node) (node api.Node, ok bool, r
 	return s.Pick(s.Score(t, cands), cands), true, ""
 }
 
+// Placement is one decision of PlaceAll: the task goes to Node, or, if !OK,
+// waits for the Reason given.
+type Placement struct {
+	Task   api.Task
+	Node   api.Node
+	OK     bool
+	Reason string
+}
+
+// PlaceAll places tasks one after the other, counting each decision's
+// allocation against its node before the next one, so that a burst of
+// submissions is spread and never over-commits a worker although the
+// decisions are committed together. nodes is not modified.
+func PlaceAll(s Scheduler, tasks []api.Task, nodes []api.Node) []Placement {
+	view := append([]api.Node(nil), nodes...)
+	out := make([]Placement, 0, len(tasks))
+	for _, t := range tasks {
+		n, ok, reason := Place(s, t, view)
+		out = append(out, Placement{Task: t, Node: n, OK: ok, Reason: reason})
+		if !ok {
+			continue
+		}
+		for i := range view {
+			if view[i].Name == n.Name {
+				view[i].AllocatedCpu += t.Cpu
+				view[i].AllocatedMemory += t.Memory
+				view[i].AllocatedDisk += t.Disk
+				view[i].TaskCount++
+			}
+		}
+	}
+	return out
+}
+
 // fits reports whether the node is alive, can run containers and has room.
 // A capacity of 0 means "unknown" and does not constrain (a worker that did
 // not advertise it).

@@ -106,3 +106,54 @@ func TestScheduler_AccountingFollowsTheFSM(t *testing.T) {
 		t.Fatalf("after the stop: placed %v on %q (%s), want w1", ok, n.Name, reason)
 	}
 }
+
+// TestPlaceAll_CountsEachDecision: a burst placed in one pass spreads by
+// E-PVM and never over-commits a worker, because each decision counts
+// against its node before the next (the decisions are then committed
+// together, so the FSM's own accounting comes too late to help).
+func TestPlaceAll_CountsEachDecision(t *testing.T) {
+	const gib = 1 << 30
+	nodes := []api.Node{node("w1", 2, 2*gib, 0, 0, 0), node("w2", 2, 2*gib, 0, 0, 0), node("w3", 2, 2*gib, 0, 0, 0)}
+	var tasks []api.Task
+	for i := 0; i < 7; i++ {
+		tasks = append(tasks, api.Task{ID: uuid.New(), Image: "x", Memory: gib})
+	}
+	got := PlaceAll(EPVM{}, tasks, nodes)
+	if len(got) != len(tasks) {
+		t.Fatalf("%d decisions for %d tasks", len(got), len(tasks))
+	}
+	per := map[string]int{}
+	for i, p := range got {
+		if p.Task.ID != tasks[i].ID {
+			t.Fatalf("decision %d is for task %s, want %s (order kept)", i, p.Task.ID, tasks[i].ID)
+		}
+		if p.OK {
+			per[p.Node.Name]++
+		}
+	}
+	for _, n := range nodes {
+		if per[n.Name] != 2 {
+			t.Errorf("worker %s got %d tasks of 1 GiB, want 2 (2 GiB each): %v", n.Name, per[n.Name], per)
+		}
+	}
+	if last := got[6]; last.OK || !strings.Contains(last.Reason, "no worker has room") {
+		t.Errorf("7th task: placed %v on %q (reason %q), want it to wait for room", last.OK, last.Node.Name, last.Reason)
+	}
+	for _, n := range nodes {
+		if n.AllocatedMemory != 0 || n.TaskCount != 0 {
+			t.Errorf("PlaceAll modified its input: %+v", n)
+		}
+	}
+	// Zero-size tasks (no resources asked) spread by count.
+	per = map[string]int{}
+	var small []api.Task
+	for i := 0; i < 9; i++ {
+		small = append(small, api.Task{ID: uuid.New(), Image: "x"})
+	}
+	for _, p := range PlaceAll(EPVM{}, small, nodes) {
+		per[p.Node.Name]++
+	}
+	if per["w1"] != 3 || per["w2"] != 3 || per["w3"] != 3 {
+		t.Errorf("9 zero-size tasks on 3 idle workers: %v, want 3 each", per)
+	}
+}

@@ -18,6 +18,8 @@
 #
 # Timings are the tight ones (--fast): raft and gossip notice a dead node in
 # about a second. CUBE_CLUSTER_DIR (default ./.cluster) holds logs/ and data/.
+# CUBE_PPROF=1 also serves each node's Go profiles on its HTTP port + 2000
+# (m1 127.0.0.1:7556/debug/pprof/, w1 :7555, ...).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -51,6 +53,9 @@ running() { # running <node>; a killed process not yet reaped (a zombie) is not 
 start() { # start <node> <args...>
 	local node=$1
 	shift
+	if [[ -n ${CUBE_PPROF:-} ]]; then
+		set -- "$@" --pprof "127.0.0.1:$(($(port "$node" http) + 2000))"
+	fi
 	mkdir -p "$dir/logs" "$dir/run" "$dir/data"
 	if running "$node"; then
 		return

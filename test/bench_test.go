@@ -23,7 +23,7 @@ package test
 // summarises. The benchmark fails only when recovery does not happen at all.
 // Environment: BENCH_TRIALS (20), BENCH_PLACE_TRIALS (BENCH_TRIALS),
 // BENCH_WRITE_SECONDS (10), BENCH_SWARM and BENCH_CUBE (0 skips that part,
-// for development), BENCH_SWARM_IMAGE (id, the default, or tag),
+// for development), BENCH_ONLY (measure keys, comma-separated: only those), BENCH_SWARM_IMAGE (id, the default, or tag),
 // BENCH_CUBE_BIN (a cube binary; default: one built here without -race),
 // BENCH_DIR (../bench), BENCH_LOGS (where node logs are copied). The test
 // TestBenchReport renders RESULTS.md and the chart again from a results file.
@@ -153,6 +153,9 @@ type benchTrial struct {
 	// test process ran meanwhile. Either marks the trial disturbed.
 	ForeignStarts int  `json:"foreign_container_starts,omitempty"`
 	ForeignTests  bool `json:"foreign_test_processes,omitempty"`
+	// CPU is CPU time spent during the trial, in seconds: "machine" (every
+	// process) and "cube" (the cluster's managers and workers).
+	CPU map[string]float64 `json:"cpu_s,omitempty"`
 }
 
 func (tr benchTrial) disturbed() bool { return tr.ForeignStarts > 0 || tr.ForeignTests }
@@ -401,6 +404,23 @@ func (b *bench) newCluster() *ProcCluster {
 		b.foreign.ours(c.Prefix)
 	}
 	return c
+}
+
+// want reports whether BENCH_ONLY (a comma-separated list of measure keys,
+// e.g. "placement,crash"; empty: all) selects any of keys.
+func (b *bench) want(keys ...string) bool {
+	only := strings.TrimSpace(os.Getenv("BENCH_ONLY"))
+	if only == "" {
+		return true
+	}
+	for _, k := range strings.Split(only, ",") {
+		for _, key := range keys {
+			if strings.TrimSpace(k) == key {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func TestBench(t *testing.T) {
@@ -914,23 +934,33 @@ func (b *bench) cube() {
 	cl := benchClient(b.t, c.Managers, 2*time.Second, 20*time.Second)
 	// Each measure starts from an empty cluster: what one measure started
 	// (including a flapping unhealthy task) is stopped before the next.
-	for _, measure := range []func(*[]uuid.UUID){
-		func(all *[]uuid.UUID) { b.cubeCrash(c, cl, ev, all) },
-		func(all *[]uuid.UUID) { b.cubeUnhealthy(c, cl, ev, all) },
-		func(all *[]uuid.UUID) { b.cubeWorkerLoss(c, cl, ev, all) },
-		func(all *[]uuid.UUID) { b.cubeLeader(c, all) },
-		func(all *[]uuid.UUID) { b.cubeLeaderAndWorker(c, ev, all) },
+	for _, m := range []struct {
+		keys    []string
+		measure func(*[]uuid.UUID)
+	}{
+		{[]string{"crash", "crash-exit"}, func(all *[]uuid.UUID) { b.cubeCrash(c, cl, ev, all) }},
+		{[]string{"unhealthy"}, func(all *[]uuid.UUID) { b.cubeUnhealthy(c, cl, ev, all) }},
+		{[]string{"worker"}, func(all *[]uuid.UUID) { b.cubeWorkerLoss(c, cl, ev, all) }},
+		{[]string{"leader-write", "leader-health"}, func(all *[]uuid.UUID) { b.cubeLeader(c, all) }},
+		{[]string{"both"}, func(all *[]uuid.UUID) { b.cubeLeaderAndWorker(c, ev, all) }},
 	} {
+		if !b.want(m.keys...) {
+			continue
+		}
 		var all []uuid.UUID
-		measure(&all)
+		m.measure(&all)
 		b.stopAll(c, cl, all)
 	}
-	b.cubePlacement(c, cl, ev)
+	if b.want("placement") {
+		b.cubePlacement(c, cl, ev)
+	}
 	b.copyLogs(c, "recovery")
 	c.Close()
 
 	for _, n := range b.levels {
-		b.cubeWrites(n)
+		if b.want(fmt.Sprintf("submit-%d", n)) {
+			b.cubeWrites(n)
+		}
 	}
 	b.run.Machine.EngineStartMs = b.engineStartMedian()
 }
@@ -1310,6 +1340,8 @@ func (b *bench) cubePlacement(c *ProcCluster, cl *api.Client, ev *benchEvents) {
 		var submitted time.Time
 		var smu sync.Mutex
 		var wg sync.WaitGroup
+		nodes := append(append([]*Proc{}, c.Managers...), c.Workers...)
+		machine0, cube0 := benchMachineCPU(), benchProcsCPU(nodes)
 		t0 := time.Now()
 		for _, tk := range tasks {
 			wg.Add(1)
@@ -1371,11 +1403,13 @@ func (b *bench) cubePlacement(c *ProcCluster, cl *api.Client, ev *benchEvents) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
+		cpu := map[string]float64{"machine": benchMachineCPU() - machine0, "cube": benchProcsCPU(nodes) - cube0}
 		stream.close()
 		p := map[string]float64{}
 		benchPhase(p, "all-submitted", t0, submitted, true)
 		b.burstPhases(ev, p, t0, func(e benchEvent) bool { return ids[e.Attrs[benchTaskLabel]] })
 		b.add(s, b.placeN, t0, last, p, fmt.Sprintf("%.1f tasks/s", float64(len(tasks))/last.Sub(t0).Seconds()))
+		s.Trials[len(s.Trials)-1].CPU = cpu
 		var idl []uuid.UUID
 		for _, tk := range tasks {
 			idl = append(idl, tk.ID)
@@ -1383,6 +1417,57 @@ func (b *bench) cubePlacement(c *ProcCluster, cl *api.Client, ev *benchEvents) {
 		b.stopAll(c, cl, idl)
 	}
 	b.throughput(s)
+}
+
+// benchMachineCPU is the CPU time, in seconds, the machine has spent busy
+// (user, nice, system, irq, softirq, steal) since boot.
+func benchMachineCPU() float64 {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	busy := 0.0
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		v, _ := strconv.ParseFloat(f[i], 64)
+		busy += v
+	}
+	return busy / 100 // USER_HZ
+}
+
+// benchProcsCPU is the CPU time, in seconds, the given processes have used.
+func benchProcsCPU(ps []*Proc) float64 {
+	total := 0.0
+	for _, p := range ps {
+		p.mu.Lock()
+		pid := 0
+		if p.cmd != nil && p.cmd.Process != nil {
+			pid = p.cmd.Process.Pid
+		}
+		p.mu.Unlock()
+		if pid == 0 {
+			continue
+		}
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name (which is in parentheses): utime
+		// and stime are the 12th and 13th.
+		_, rest, ok := strings.Cut(string(data), ") ")
+		f := strings.Fields(rest)
+		if !ok || len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		total += (u + st) / 100
+	}
+	return total
 }
 
 // burstPhases adds when the first, the 50th and the last container of a
@@ -1637,9 +1722,13 @@ func (b *bench) swarm() {
 	sw.Image = image
 	ev := b.watchEvents("com.docker.swarm.service.name")
 
-	b.swarmCrash(ss, ev, sysSwarmDefault, image, nil)
-	b.swarmCrash(ss, ev, sysSwarmMin, image, []string{"--restart-delay", "0s"})
-	b.swarmScale(ss, ev, image)
+	if b.want("crash") {
+		b.swarmCrash(ss, ev, sysSwarmDefault, image, nil)
+		b.swarmCrash(ss, ev, sysSwarmMin, image, []string{"--restart-delay", "0s"})
+	}
+	if b.want("placement") {
+		b.swarmScale(ss, ev, image)
+	}
 	sw.Ran = true
 }
 
@@ -1791,6 +1880,7 @@ func (b *bench) swarmScale(ss *benchSwarmSession, ev *benchEvents, image string)
 	name := "cube-bench-scale"
 	ss.create(name, image, 0, nil)
 	for i := 0; i < b.placeN; i++ {
+		machine0 := benchMachineCPU()
 		t0 := time.Now()
 		ss.scale(name, benchPlaceTasks)
 		var last time.Time
@@ -1812,9 +1902,11 @@ func (b *bench) swarmScale(ss *benchSwarmSession, ev *benchEvents, image string)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
+		cpu := map[string]float64{"machine": benchMachineCPU() - machine0}
 		p := map[string]float64{}
 		b.burstPhases(ev, p, t0, func(e benchEvent) bool { return e.Attrs["com.docker.swarm.service.name"] == name })
 		b.add(s, b.placeN, t0, last, p, fmt.Sprintf("%.1f tasks/s", float64(benchPlaceTasks)/last.Sub(t0).Seconds()))
+		s.Trials[len(s.Trials)-1].CPU = cpu
 		ss.scale(name, 0)
 		deadline = time.Now().Add(3 * benchWait)
 		for len(ss.containers(name, false)) > 0 {
@@ -2138,6 +2230,31 @@ func (b *bench) table(jsonName string) string {
 			}
 			fmt.Fprintf(&w, "| %s | %s | %s |\n", ms.Short, sys, benchPhaseLine(med))
 		}
+	}
+	for _, sys := range []string{sysCube, sysSwarmDefault} {
+		s := b.find("placement", sys)
+		if s == nil {
+			continue
+		}
+		var machine, cube []float64
+		for _, tr := range s.Trials {
+			if v, ok := tr.CPU["machine"]; ok {
+				machine = append(machine, v)
+			}
+			if v, ok := tr.CPU["cube"]; ok {
+				cube = append(cube, v)
+			}
+		}
+		if len(machine) == 0 {
+			continue
+		}
+		// benchSummarize works in ms; these are seconds.
+		fmt.Fprintf(&w, "\nCPU time during a placement burst (%s, median of %d): the machine %.1f CPU-s of the %.1f its %d CPUs offer", sys, len(machine),
+			benchSummarize(machine).Median, benchSummarize(s.values()).Median/1000*float64(m.CPUs), m.CPUs)
+		if len(cube) > 0 {
+			fmt.Fprintf(&w, ", of which Cube's 6 processes %.1f CPU-s", benchSummarize(cube).Median)
+		}
+		w.WriteString(".\n")
 	}
 	if m.EngineStartMs > 0 {
 		fmt.Fprintf(&w, "\nThe engine's own create→start of a task container (Cube's recovery trials, median): %.0f ms.\n", m.EngineStartMs)

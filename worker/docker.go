@@ -287,6 +287,9 @@ func (d *Docker) Create(ctx context.Context, spec Spec) (string, error) {
 			// skipped, or the image was removed since).
 			return "", fmt.Errorf("create container for %s: %w: %w", spec.Image, ErrImageUnavailable, err)
 		}
+		if cerrdefs.IsConflict(err) {
+			return "", fmt.Errorf("create container %s: %w: %w", spec.Name, ErrContainerExists, err)
+		}
 		return "", dockerErr(ctx, err, "create container for %s", spec.Image)
 	}
 	for _, w := range resp.Warnings {

@@ -25,6 +25,8 @@ var (
 	ErrImageUnavailable = errors.New("image unavailable")
 	// ErrRuntimeUnavailable: the container engine does not answer.
 	ErrRuntimeUnavailable = errors.New("container runtime unavailable")
+	// ErrContainerExists: a container with the spec's name already exists.
+	ErrContainerExists = errors.New("container name in use")
 )
 
 // Spec is everything needed to create a task's container.
@@ -99,7 +101,8 @@ type Runtime interface {
 	// EnsureImage makes the image present locally: uses it if present, else
 	// tries to pull it; ErrImageUnavailable (wrapped, with the cause) if neither.
 	EnsureImage(ctx context.Context, image string) error
-	// Create creates (does not start) a container; never with a restart policy.
+	// Create creates (does not start) a container; never with a restart
+	// policy. A container of the same name is ErrContainerExists.
 	Create(ctx context.Context, spec Spec) (containerID string, err error)
 	// Start starts a created container.
 	Start(ctx context.Context, containerID string) error

@@ -380,20 +380,22 @@ func (w *Worker) start(id uuid.UUID, gen uint64) {
 		fail(err.Error())
 		return
 	}
-	// A container for this generation may exist if the worker died between
-	// creating it and recording it; it never ran under our watch, so replace it.
-	leftovers, err := w.rt.List(ctx, map[string]string{LabelTask: id.String(), LabelGeneration: strconv.FormatUint(gen, 10), LabelWorker: w.name})
-	if err != nil {
-		fail(fmt.Sprintf("list containers: %v", err))
-		return
-	}
-	for _, c := range leftovers {
-		if err := w.rt.Remove(ctx, c.ID); err != nil {
-			fail(fmt.Sprintf("remove leftover container %s: %v", short(c.ID), err))
+	// Containers are named after the worker, the task and the generation, so
+	// create itself finds a container of this very placement: one the
+	// worker created and died before recording. It never ran under our
+	// watch; replace it. (This used to be a filtered list before every
+	// create: one more engine call per start, and a list waits on the
+	// containers being started.)
+	spec := w.spec(rec)
+	cid, err := w.rt.Create(ctx, spec)
+	if errors.Is(err, ErrContainerExists) {
+		w.log.Info("replacing a container of this placement created before the worker restarted", "task_id", id, "generation", gen, "name", spec.Name)
+		if rerr := w.rt.Remove(ctx, spec.Name); rerr != nil {
+			fail(fmt.Sprintf("remove leftover container %s: %v", spec.Name, rerr))
 			return
 		}
+		cid, err = w.rt.Create(ctx, spec)
 	}
-	cid, err := w.rt.Create(ctx, w.spec(rec))
 	if err != nil {
 		fail(err.Error())
 		return

@@ -523,3 +523,33 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// TestWorker_ReplacesALeftoverOfTheSamePlacement: a container of this very
+// placement (same worker, task and generation; created, never started —
+// what a worker that died between create and record leaves) is found by
+// create's name conflict and replaced by one the worker runs.
+func TestWorker_ReplacesALeftoverOfTheSamePlacement(t *testing.T) {
+	h := newHarness(t, nil)
+	task := echoTask(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	leftover, err := h.rt.Create(ctx, h.w.spec(task))
+	if err != nil {
+		t.Fatalf("create the leftover: %v", err)
+	}
+	if _, err := h.rt.Create(ctx, h.w.spec(task)); !errors.Is(err, ErrContainerExists) {
+		t.Fatalf("second create of the same name: %v, want ErrContainerExists", err)
+	}
+	h.submit(task, http.StatusCreated)
+	got := h.waitState(task.ID, api.Running, 30*time.Second)
+	if got.ContainerID == leftover {
+		t.Fatalf("the leftover %s was started instead of replaced", short(leftover))
+	}
+	cs := h.containers(map[string]string{LabelTask: task.ID.String()})
+	if len(cs) != 1 || cs[0].ID != got.ContainerID {
+		t.Fatalf("containers of the task: %+v, want only %s", cs, short(got.ContainerID))
+	}
+	if _, err := h.rt.Inspect(ctx, leftover); !errors.Is(err, ErrContainerNotFound) {
+		t.Fatalf("leftover %s: %v, want it removed", short(leftover), err)
+	}
+}

@@ -11,7 +11,7 @@ import (
 )
 
 func newDevCmd() *cobra.Command {
-	var dataDir, logLevel, httpAddr, raftAddr, gossipAddr, workerHTTP, workerGossip, workerName string
+	var pprofAddr, dataDir, logLevel, httpAddr, raftAddr, gossipAddr, workerHTTP, workerGossip, workerName string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a manager and a worker in one process, for a first try",
@@ -32,7 +32,7 @@ State is kept in --data, so a restarted dev cluster remembers its tasks.`,
 			w := workerOpts{Config: worker.DefaultConfig(), HTTPAddr: workerHTTP, GossipAddr: workerGossip,
 				Seeds: []string{gossipAddr}, Managers: []string{httpAddr}, Fast: true}
 			w.Config.Name, w.Config.DataDir = workerName, filepath.Join(dataDir, "worker")
-			return runUntilSignal(cmd.Context(), newLogger(logLevel), func(l hclog.Logger) (func(), <-chan error, error) {
+			return runUntilSignal(cmd.Context(), newLogger(logLevel), pprofAddr, func(l hclog.Logger) (func(), <-chan error, error) {
 				mn, err := startManager(m, l)
 				if err != nil {
 					return nil, nil, err
@@ -57,5 +57,6 @@ State is kept in --data, so a restarted dev cluster remembers its tasks.`,
 	cmd.Flags().StringVar(&workerName, "worker-name", "dev-worker", "worker name")
 	cmd.Flags().StringVar(&dataDir, "data", filepath.Join(os.TempDir(), "cube-dev"), "data directory")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")
+	cmd.Flags().StringVar(&pprofAddr, "pprof", "", "serve Go profiles (/debug/pprof/) on this address; default: off")
 	return cmd
 }

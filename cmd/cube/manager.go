@@ -7,7 +7,7 @@ import (
 
 func newManagerCmd() *cobra.Command {
 	var o managerOpts
-	var peers, seeds, logLevel string
+	var peers, seeds, logLevel, pprofAddr string
 	cmd := &cobra.Command{
 		Use:   "manager",
 		Short: "Run a manager: one replica of the control plane",
@@ -38,7 +38,7 @@ Data lives in --data: raft log, stable store and snapshots. Keep --id and
 				return err
 			}
 			o.Seeds = splitList(seeds)
-			return runUntilSignal(cmd.Context(), newLogger(logLevel), func(l hclog.Logger) (func(), <-chan error, error) {
+			return runUntilSignal(cmd.Context(), newLogger(logLevel), pprofAddr, func(l hclog.Logger) (func(), <-chan error, error) {
 				n, err := startManager(o, l)
 				if err != nil {
 					return nil, nil, err
@@ -59,6 +59,7 @@ Data lives in --data: raft log, stable store and snapshots. Keep --id and
 	f.StringVar(&o.SourceIP, "source-ip", "", "local IP outgoing connections leave from (to simulate separate machines on one host's loopback addresses; default: any)")
 	f.StringVar(&o.Scheduler, "scheduler", "epvm", "placement: epvm (least marginal cost) or roundrobin")
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")
+	f.StringVar(&pprofAddr, "pprof", "", "serve Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6061; default: off")
 	_ = cmd.MarkFlagRequired("id")
 	_ = cmd.MarkFlagRequired("data")
 	return cmd

@@ -13,7 +13,7 @@ import (
 
 func newWorkerCmd() *cobra.Command {
 	o := workerOpts{Config: worker.DefaultConfig()}
-	var seeds, managers, logLevel string
+	var seeds, managers, logLevel, pprofAddr string
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run a worker: the agent that runs tasks on this machine's Docker Engine",
@@ -39,7 +39,7 @@ them (same containers, not restarted).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Seeds, o.Managers = splitList(seeds), splitList(managers)
-			return runUntilSignal(cmd.Context(), newLogger(logLevel), func(l hclog.Logger) (func(), <-chan error, error) {
+			return runUntilSignal(cmd.Context(), newLogger(logLevel), pprofAddr, func(l hclog.Logger) (func(), <-chan error, error) {
 				n, err := startWorker(o, l)
 				if err != nil {
 					return nil, nil, err
@@ -64,6 +64,7 @@ them (same containers, not restarted).`,
 	f.DurationVar(&o.Config.PollInterval, "poll-interval", o.Config.PollInterval, "safety-net re-inspection of running tasks (deaths are seen at once through Docker events)")
 	f.DurationVar(&o.Config.StartTimeout, "start-timeout", o.Config.StartTimeout, "bound on pulling, creating and starting one container")
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")
+	f.StringVar(&pprofAddr, "pprof", "", "serve Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; default: off")
 	_ = cmd.MarkFlagRequired("data")
 	return cmd
 }
@@ -78,12 +79,21 @@ func newLogger(level string) hclog.Logger {
 
 // runUntilSignal starts a node and runs it until SIGINT/SIGTERM or until its
 // HTTP server fails, then stops it.
-func runUntilSignal(ctx context.Context, logger hclog.Logger, start func(hclog.Logger) (stop func(), errc <-chan error, err error)) error {
+// pprofAddr, if set, serves Go's profiles (net/http/pprof) there for as long
+// as the node runs.
+func runUntilSignal(ctx context.Context, logger hclog.Logger, pprofAddr string, start func(hclog.Logger) (stop func(), errc <-chan error, err error)) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	ctx, cancel := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	if pprofAddr != "" {
+		_, stopPprof, err := servePprof(pprofAddr, logger)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
 	stop, errc, err := start(logger)
 	if err != nil {
 		return err
