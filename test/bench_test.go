@@ -1403,7 +1403,7 @@ func (b *bench) cubePlacement(c *ProcCluster, cl *api.Client, ev *benchEvents) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		cpu := map[string]float64{"machine": benchMachineCPU() - machine0, "cube": benchProcsCPU(nodes) - cube0}
+		cpu := map[string]float64{"machine": benchRound2(benchMachineCPU() - machine0), "cube": benchRound2(benchProcsCPU(nodes) - cube0)}
 		stream.close()
 		p := map[string]float64{}
 		benchPhase(p, "all-submitted", t0, submitted, true)
@@ -1438,6 +1438,9 @@ func benchMachineCPU() float64 {
 	}
 	return busy / 100 // USER_HZ
 }
+
+// benchRound2 rounds to hundredths (the resolution of USER_HZ ticks).
+func benchRound2(v float64) float64 { return math.Round(v*100) / 100 }
 
 // benchProcsCPU is the CPU time, in seconds, the given processes have used.
 func benchProcsCPU(ps []*Proc) float64 {
@@ -1902,7 +1905,7 @@ func (b *bench) swarmScale(ss *benchSwarmSession, ev *benchEvents, image string)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		cpu := map[string]float64{"machine": benchMachineCPU() - machine0}
+		cpu := map[string]float64{"machine": benchRound2(benchMachineCPU() - machine0)}
 		p := map[string]float64{}
 		b.burstPhases(ev, p, t0, func(e benchEvent) bool { return e.Attrs["com.docker.swarm.service.name"] == name })
 		b.add(s, b.placeN, t0, last, p, fmt.Sprintf("%.1f tasks/s", float64(benchPlaceTasks)/last.Sub(t0).Seconds()))
