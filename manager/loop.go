@@ -294,14 +294,7 @@ func (l *loop) placeAll(ctx context.Context, pending []api.Task, nodes []api.Nod
 			l.log.Warn("assign task", "task_id", d.Task.ID, "worker", d.Node.Name, "error", o.err)
 			continue
 		}
-		for j := range nodes {
-			if nodes[j].Name == d.Node.Name {
-				nodes[j].AllocatedCpu += d.Task.Cpu
-				nodes[j].AllocatedMemory += d.Task.Memory
-				nodes[j].AllocatedDisk += d.Task.Disk
-				nodes[j].TaskCount++
-			}
-		}
+		allocate(nodes, d.Node.Name, d.Task)
 		l.log.Info("task assigned", "task_id", d.Task.ID, "worker", d.Node.Name, "generation", o.task.Generation)
 		l.ensureOp(ctx, o.task, "dispatch")
 	}

@@ -65,16 +65,21 @@ func PlaceAll(s Scheduler, tasks []api.Task, nodes []api.Node) []Placement {
 		if !ok {
 			continue
 		}
-		for i := range view {
-			if view[i].Name == n.Name {
-				view[i].AllocatedCpu += t.Cpu
-				view[i].AllocatedMemory += t.Memory
-				view[i].AllocatedDisk += t.Disk
-				view[i].TaskCount++
-			}
-		}
+		allocate(view, n.Name, t)
 	}
 	return out
+}
+
+// allocate counts task t against the node named name in nodes.
+func allocate(nodes []api.Node, name string, t api.Task) {
+	for i := range nodes {
+		if nodes[i].Name == name {
+			nodes[i].AllocatedCpu += t.Cpu
+			nodes[i].AllocatedMemory += t.Memory
+			nodes[i].AllocatedDisk += t.Disk
+			nodes[i].TaskCount++
+		}
+	}
 }
 
 // fits reports whether the node is alive, can run containers and has room.

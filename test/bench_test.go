@@ -23,7 +23,8 @@ package test
 // summarises. The benchmark fails only when recovery does not happen at all.
 // Environment: BENCH_TRIALS (20), BENCH_PLACE_TRIALS (BENCH_TRIALS),
 // BENCH_WRITE_SECONDS (10), BENCH_SWARM and BENCH_CUBE (0 skips that part,
-// for development), BENCH_ONLY (measure keys, comma-separated: only those), BENCH_SWARM_IMAGE (id, the default, or tag),
+// for development), BENCH_ONLY (measure keys, comma-separated: only those),
+// BENCH_SWARM_IMAGE (id, the default, or tag),
 // BENCH_CUBE_BIN (a cube binary; default: one built here without -race),
 // BENCH_DIR (../bench), BENCH_LOGS (where node logs are copied). The test
 // TestBenchReport renders RESULTS.md and the chart again from a results file.
@@ -1327,6 +1328,7 @@ func (s *benchTaskStream) close() { s.cancel(); <-s.done }
 
 func (b *bench) cubePlacement(c *ProcCluster, cl *api.Client, ev *benchEvents) {
 	s := b.series("placement", sysCube)
+	nodes := append(append([]*Proc{}, c.Managers...), c.Workers...)
 	for i := 0; i < b.placeN; i++ {
 		stream := b.streamTasks(c.Managers[0])
 		tasks := make([]api.Task, benchPlaceTasks)
@@ -1340,7 +1342,6 @@ func (b *bench) cubePlacement(c *ProcCluster, cl *api.Client, ev *benchEvents) {
 		var submitted time.Time
 		var smu sync.Mutex
 		var wg sync.WaitGroup
-		nodes := append(append([]*Proc{}, c.Managers...), c.Workers...)
 		machine0, cube0 := benchMachineCPU(), benchProcsCPU(nodes)
 		t0 := time.Now()
 		for _, tk := range tasks {
