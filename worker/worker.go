@@ -497,11 +497,13 @@ func (w *Worker) exitReason(st ContainerStatus) string {
 	default:
 		what = fmt.Sprintf("exited with code %d", st.ExitCode)
 	}
-	ran := st.FinishedAt.Sub(st.StartedAt)
-	if st.StartedAt.IsZero() || st.FinishedAt.IsZero() || ran < 0 {
+	if st.StartedAt.IsZero() || st.FinishedAt.IsZero() {
 		return what
 	}
-	ran = ran.Round(time.Millisecond)
+	// A container that exits at once can carry a FinishedAt a little before
+	// its StartedAt (the engine stamps the start after the exit was handled,
+	// more so under load): it ran for no time at all.
+	ran := max(st.FinishedAt.Sub(st.StartedAt), 0).Round(time.Millisecond)
 	if ran < w.cfg.StartupWindow && (st.ExitCode != 0 || st.OOMKilled) {
 		return fmt.Sprintf("failed at start-up: %s after %s", what, ran)
 	}
