@@ -6,8 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"net"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -121,10 +125,10 @@ creates nothing new, so a retry after an error is always safe.`,
 				return err
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tNAME\tCREATED\tSTATE\tCONTAINERNAME\tIMAGE\tWORKER\tRESTARTS\tREASON")
+			fmt.Fprintln(w, "ID\tNAME\tCREATED\tSTATE\tCONTAINERNAME\tIMAGE\tWORKER\tPORTS\tRESTARTS\tREASON")
 			for _, t := range tasks {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", t.ID, t.Name, ago(t.SubmitTime), t.State,
-					shortID(t.ContainerID), t.Image, t.Worker, t.RestartCount, t.Reason)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", t.ID, t.Name, ago(t.SubmitTime), t.State,
+					shortID(t.ContainerID), t.Image, t.Worker, portsText(t.HostPorts), t.RestartCount, t.Reason)
 			}
 			return w.Flush()
 		},
@@ -297,6 +301,35 @@ func ago(t time.Time) string {
 		return "-"
 	}
 	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+// portsText shows where a task's ports are published on its worker's host,
+// as docker ps does ("49153->7777/tcp"); an address is named only when the
+// port is not published on every interface, and the IPv4 and IPv6 bindings
+// of one port are shown once.
+func portsText(pm api.PortMap) string {
+	if len(pm) == 0 {
+		return "-"
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, cport := range slices.Sorted(maps.Keys(pm)) {
+		for _, b := range pm[cport] {
+			host := b.HostPort
+			if ip := b.HostIp; ip != "" && ip != "0.0.0.0" && ip != "::" {
+				host = net.JoinHostPort(ip, b.HostPort)
+			}
+			s := host + "->" + cport
+			if !seen[s] {
+				seen[s] = true
+				out = append(out, s)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return "-"
+	}
+	return strings.Join(out, ",")
 }
 
 func shortID(id string) string {
