@@ -41,3 +41,29 @@ func TestExitReason(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigValidateNamesTheField(t *testing.T) {
+	ok := DefaultConfig()
+	ok.DataDir = t.TempDir()
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for field, mutate := range map[string]func(*Config){
+		"DataDir":      func(c *Config) { c.DataDir = "" },
+		"Name":         func(c *Config) { c.Name = "-bad name" },
+		"KeepEnded":    func(c *Config) { c.KeepEnded = -time.Second },
+		"PollInterval": func(c *Config) { c.PollInterval = 0 },
+		"StartTimeout": func(c *Config) { c.StartTimeout = 0 },
+	} {
+		c := ok
+		mutate(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("%s: %v, want an error naming it", field, err)
+		}
+	}
+	zero := ok
+	zero.KeepEnded = 0 // keep forever
+	if err := zero.Validate(); err != nil {
+		t.Errorf("KeepEnded 0: %v", err)
+	}
+}

@@ -1,19 +1,24 @@
 package worker
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
 )
 
 var (
 	bucketTasks = []byte("tasks")
 	bucketMeta  = []byte("meta")
-	keyName     = []byte("name")
+	// bucketForgotten keeps, for each task whose ended record was removed,
+	// the generation it had: the fence against an old placement coming back.
+	bucketForgotten = []byte("forgotten")
+	keyName         = []byte("name")
 )
 
 // Store keeps the worker's task records in a bbolt file, so that a restarted
@@ -34,7 +39,7 @@ func OpenStore(path string, timeout time.Duration) (*Store, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketTasks, bucketMeta} {
+		for _, b := range [][]byte{bucketTasks, bucketMeta, bucketForgotten} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -86,6 +91,33 @@ func (s *Store) All() ([]api.Task, error) {
 				return fmt.Errorf("decode task %s: %w", k, err)
 			}
 			out = append(out, t)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Forget removes a task's record and remembers its generation, in one
+// transaction: a worker never holds neither.
+func (s *Store) Forget(id uuid.UUID, gen uint64) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketTasks).Delete([]byte(id.String())); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketForgotten).Put(id[:], binary.BigEndian.AppendUint64(nil, gen))
+	})
+}
+
+// Forgotten returns the generation of every task whose record was removed.
+func (s *Store) Forgotten() (map[uuid.UUID]uint64, error) {
+	out := make(map[uuid.UUID]uint64)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketForgotten).ForEach(func(k, v []byte) error {
+			id, err := uuid.FromBytes(k)
+			if err != nil || len(v) != 8 {
+				return fmt.Errorf("forgotten task %x: malformed entry", k)
+			}
+			out[id] = binary.BigEndian.Uint64(v)
 			return nil
 		})
 	})

@@ -40,6 +40,11 @@ type Config struct {
 	// are noticed through the Docker event stream at once; polling only covers
 	// what events might miss.
 	PollInterval time.Duration
+	// KeepEnded is how long the record of an ended task (Completed or Failed)
+	// and its exited container (for logs) are kept; then both are removed and
+	// only the task's last generation is remembered, as a fence. 0 keeps them
+	// forever.
+	KeepEnded time.Duration
 	// CPUSampleInterval is the period over which Stats.CpuUsage is measured.
 	CPUSampleInterval time.Duration
 	// OnChange, if set, is called with a task record after every change of its
@@ -57,6 +62,7 @@ func DefaultConfig() Config {
 		StartTimeout:      5 * time.Minute,
 		StartupWindow:     250 * time.Millisecond,
 		PollInterval:      10 * time.Second,
+		KeepEnded:         time.Hour,
 		CPUSampleInterval: 5 * time.Second,
 	}
 }
@@ -78,6 +84,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("StartTimeout (%s) must be positive", c.StartTimeout)
 	case c.StartupWindow < 0:
 		return fmt.Errorf("StartupWindow (%s) must not be negative", c.StartupWindow)
+	case c.KeepEnded < 0:
+		return fmt.Errorf("KeepEnded (%s) must not be negative (0 keeps ended tasks forever)", c.KeepEnded)
 	case c.PollInterval <= 0:
 		return fmt.Errorf("PollInterval (%s) must be positive", c.PollInterval)
 	case c.CPUSampleInterval <= 0:
@@ -104,6 +112,8 @@ type Worker struct {
 	mu     sync.Mutex
 	tasks  map[uuid.UUID]api.Task
 	locks  map[uuid.UUID]*sync.Mutex
+	gone   map[uuid.UUID]uint64    // tasks whose ended record was removed: last generation
+	ended  map[uuid.UUID]time.Time // ended records without a finish time: when first seen ended
 	closed bool
 
 	ctx    context.Context
@@ -137,6 +147,11 @@ func New(cfg Config, rt Runtime) (*Worker, error) {
 		_ = store.Close()
 		return nil, fmt.Errorf("load task records: %w", err)
 	}
+	gone, err := store.Forgotten()
+	if err != nil {
+		_ = store.Close()
+		return nil, fmt.Errorf("load removed task generations: %w", err)
+	}
 	w := &Worker{
 		cfg:   cfg,
 		name:  name,
@@ -146,6 +161,8 @@ func New(cfg Config, rt Runtime) (*Worker, error) {
 		cpu:   newCPUSampler(),
 		tasks: make(map[uuid.UUID]api.Task, len(recs)),
 		locks: make(map[uuid.UUID]*sync.Mutex),
+		gone:  gone,
+		ended: make(map[uuid.UUID]time.Time),
 	}
 	for _, t := range recs {
 		w.tasks[t.ID] = t
@@ -188,10 +205,11 @@ func (w *Worker) Name() string { return w.name }
 // handler re-inspects).
 func (w *Worker) Start() {
 	events := w.rt.Watch(w.ctx, map[string]string{LabelWorker: w.name})
-	w.wg.Add(3)
+	w.wg.Add(4)
 	go func() { defer w.wg.Done(); w.eventLoop(events) }()
 	go func() { defer w.wg.Done(); w.pollLoop() }()
 	go func() { defer w.wg.Done(); w.cpu.run(w.ctx, w.cfg.CPUSampleInterval) }()
+	go func() { defer w.wg.Done(); w.cleanLoop() }()
 	w.adopt()
 }
 
@@ -293,6 +311,10 @@ func (w *Worker) Submit(ctx context.Context, ev api.TaskEvent) (api.Task, bool, 
 	lk.Lock()
 	defer lk.Unlock()
 
+	if gen, ok := w.forgotten(t.ID); ok && t.Generation <= gen {
+		return api.Task{}, false, fmt.Errorf("%w: task %s generation %d ended on worker %s and was cleaned up (it last held generation %d)",
+			api.ErrStaleGeneration, t.ID, t.Generation, w.name, gen)
+	}
 	if cur, ok := w.get(t.ID); ok {
 		switch {
 		case t.Generation < cur.Generation:
@@ -546,6 +568,9 @@ func (w *Worker) Stop(ctx context.Context, id uuid.UUID, upTo *uint64) (api.Task
 // Logs returns the output of the task's container.
 func (w *Worker) Logs(ctx context.Context, id uuid.UUID, tail int) (io.ReadCloser, error) {
 	rec, ok := w.get(id)
+	if _, gone := w.forgotten(id); !ok && gone {
+		return nil, fmt.Errorf("task %s ended more than %s ago; worker %s removed its container and logs: %w", id, w.cfg.KeepEnded, w.name, api.ErrNotFound)
+	}
 	if !ok {
 		return nil, fmt.Errorf("task %s: %w on worker %s", id, api.ErrNotFound, w.name)
 	}
@@ -557,6 +582,94 @@ func (w *Worker) Logs(ctx context.Context, id uuid.UUID, tail int) (io.ReadClose
 		return nil, fmt.Errorf("container of task %s was removed: %w", id, api.ErrNotFound)
 	}
 	return rc, runtimeError(err)
+}
+
+// forgotten returns the last generation of a task whose ended record was removed.
+func (w *Worker) forgotten(id uuid.UUID) (uint64, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	gen, ok := w.gone[id]
+	return gen, ok
+}
+
+// cleanLoop removes ended tasks older than KeepEnded, now and then.
+func (w *Worker) cleanLoop() {
+	if w.cfg.KeepEnded == 0 {
+		return
+	}
+	every := min(max(w.cfg.KeepEnded/4, 100*time.Millisecond), time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case <-t.C:
+			w.cleanEnded(time.Now())
+		}
+	}
+}
+
+// cleanEnded removes the record and the container of every task that ended
+// more than KeepEnded before now, and remembers its generation. Live tasks
+// are never touched. The managers hold the replicated record of every task;
+// the worker's copy of an ended one only serves logs and the poll, which
+// has long since reported it.
+func (w *Worker) cleanEnded(now time.Time) {
+	for _, t := range w.Tasks() {
+		if !t.State.Terminal() {
+			continue
+		}
+		if !w.endedBefore(t, now.Add(-w.cfg.KeepEnded), now) || w.ctx.Err() != nil {
+			continue
+		}
+		w.forget(t.ID, t.Generation)
+	}
+}
+
+// endedBefore says whether an ended record finished before cutoff. A record
+// without a finish time counts from when this process first saw it ended.
+func (w *Worker) endedBefore(t api.Task, cutoff, now time.Time) bool {
+	if !t.FinishTime.IsZero() {
+		return t.FinishTime.Before(cutoff)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	seen, ok := w.ended[t.ID]
+	if !ok {
+		w.ended[t.ID] = now
+		return false
+	}
+	return seen.Before(cutoff)
+}
+
+func (w *Worker) forget(id uuid.UUID, gen uint64) {
+	lk := w.taskLock(id)
+	lk.Lock()
+	defer lk.Unlock()
+	rec, ok := w.get(id)
+	if !ok || rec.Generation != gen || !rec.State.Terminal() {
+		return // replaced or restarted meanwhile
+	}
+	if rec.ContainerID != "" {
+		ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
+		err := w.rt.Remove(ctx, rec.ContainerID)
+		cancel()
+		if err != nil && !errors.Is(err, ErrContainerNotFound) {
+			w.log.Warn("remove the container of an ended task; will retry", "task_id", id, "container_id", short(rec.ContainerID), "error", err)
+			return
+		}
+	}
+	if err := w.store.Forget(id, gen); err != nil {
+		w.log.Error("remove ended task record", "task_id", id, "error", err)
+		return
+	}
+	w.mu.Lock()
+	delete(w.tasks, id)
+	delete(w.ended, id)
+	w.gone[id] = gen
+	w.mu.Unlock()
+	w.log.Info("removed ended task", "task_id", id, "generation", gen, "state", rec.State, "ended", rec.FinishTime.Format(time.RFC3339))
 }
 
 // eventLoop handles runtime events until the stream closes (on shutdown).

@@ -555,3 +555,72 @@ func TestWorker_ReplacesALeftoverOfTheSamePlacement(t *testing.T) {
 		t.Fatalf("leftover %s: %v, want it removed", short(leftover), err)
 	}
 }
+
+func TestWorker_CleansUpEndedTasksAndKeepsTheFence(t *testing.T) {
+	const keep = 2 * time.Second
+	h := newHarness(t, func(c *Config) { c.KeepEnded = keep })
+	live := h.waitState(h.submit(echoTask(1), http.StatusCreated).ID, api.Running, 30*time.Second)
+	failed := h.waitState(h.submit(echoTask(1, "ECHO_EXIT_AT_START=3"), http.StatusCreated).ID, api.Failed, 30*time.Second)
+	stopped := h.waitState(h.submit(echoTask(1), http.StatusCreated).ID, api.Running, 30*time.Second)
+	if status, body := h.do(http.MethodDelete, "/tasks/"+stopped.ID.String(), nil); status != http.StatusNoContent {
+		t.Fatalf("DELETE: %d %s", status, body)
+	}
+	if len(h.containers(map[string]string{LabelTask: failed.ID.String()})) != 1 {
+		t.Fatalf("the failed task's exited container should be kept for its logs until cleaned up")
+	}
+
+	// Both ended tasks go, records and containers; the live one stays.
+	deadline := time.Now().Add(30 * time.Second)
+	for _, id := range []uuid.UUID{failed.ID, stopped.ID} {
+		for {
+			status, _ := h.do(http.MethodGet, "/tasks/"+id.String(), nil)
+			if status == http.StatusNotFound {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("ended task %s still on the worker %s after it ended (keep %s): %d", id, 30*time.Second, keep, status)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if cs := h.containers(map[string]string{LabelTask: id.String()}); len(cs) != 0 {
+			t.Fatalf("ended task %s: %d containers left after its record was removed", id, len(cs))
+		}
+	}
+	if got := h.task(live.ID); got.State != api.Running || got.ContainerID != live.ContainerID {
+		t.Fatalf("live task touched by the clean-up: %s in %s, want Running in %s", got.State, short(got.ContainerID), short(live.ContainerID))
+	}
+	if status, body := h.do(http.MethodGet, "/tasks/"+stopped.ID.String()+"/logs", nil); status != http.StatusNotFound || !strings.Contains(string(body), "removed its container") {
+		t.Fatalf("logs of a cleaned-up task: %d %s", status, body)
+	}
+
+	// The generation fence outlives the record, and a restart: an old
+	// placement coming back is refused; a newer one runs.
+	h.stop()
+	h.start()
+	again := failed
+	again.HostPorts, again.ContainerID, again.State = nil, "", api.Pending
+	if _, data := h.do(http.MethodPost, "/tasks", mustEvent(t, again)); !strings.Contains(string(data), "cleaned up") {
+		t.Fatalf("resubmitted a cleaned-up generation: %s, want a refusal naming the clean-up", data)
+	}
+	h.submit(withGen(again, 1), http.StatusConflict)
+	next := withGen(stopped, 2)
+	next.HostPorts, next.ContainerID = nil, ""
+	h.waitState(h.submit(next, http.StatusCreated).ID, api.Running, 30*time.Second)
+	if cs := h.containers(map[string]string{LabelTask: failed.ID.String()}); len(cs) != 0 {
+		t.Fatalf("a refused old generation created %d containers", len(cs))
+	}
+}
+
+func withGen(t api.Task, gen uint64) api.Task {
+	t.Generation = gen
+	return t
+}
+
+func mustEvent(t *testing.T, task api.Task) []byte {
+	t.Helper()
+	body, err := json.Marshal(api.TaskEvent{ID: uuid.New(), State: api.Running, Timestamp: time.Now(), Task: task})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
+}

@@ -32,7 +32,9 @@ every change of its tasks to the managers. Without --gossip it runs alone and
 takes tasks straight from its API.
 
 Containers keep running when the worker stops; a restarted worker re-adopts
-them (same containers, not restarted).`,
+them (same containers, not restarted). An ended task's record and exited
+container (its logs) stay for --keep-ended, then are removed; the managers
+keep the task's replicated record.`,
 		Example: `  cube worker --name w1 --http 127.0.0.1:5555 --data /tmp/w1
   cube worker --name w1 --http 127.0.0.1:5555 --data /tmp/w1 \
       --gossip 127.0.0.1:6555 --join 127.0.0.1:6557,127.0.0.1:6567,127.0.0.1:6577`,
@@ -62,6 +64,7 @@ them (same containers, not restarted).`,
 	f.Int64Var(&o.Disk, "disk", 0, "disk offered to tasks, in bytes (default: the data dir's file system size)")
 	f.DurationVar(&o.Config.StopGrace, "stop-grace", o.Config.StopGrace, "time a stopped container gets between SIGTERM and SIGKILL")
 	f.DurationVar(&o.Config.PollInterval, "poll-interval", o.Config.PollInterval, "safety-net re-inspection of running tasks (deaths are seen at once through Docker events)")
+	f.DurationVar(&o.Config.KeepEnded, "keep-ended", o.Config.KeepEnded, "how long an ended task's record and exited container (for cube logs) stay on the worker; 0 keeps them forever")
 	f.DurationVar(&o.Config.StartTimeout, "start-timeout", o.Config.StartTimeout, "bound on pulling, creating and starting one container")
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")
 	f.StringVar(&pprofAddr, "pprof", "", "serve Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; default: off")
