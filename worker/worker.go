@@ -597,17 +597,7 @@ func (w *Worker) cleanLoop() {
 	if w.cfg.KeepEnded == 0 {
 		return
 	}
-	every := min(max(w.cfg.KeepEnded/4, 100*time.Millisecond), time.Minute)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.ctx.Done():
-			return
-		case <-t.C:
-			w.cleanEnded(time.Now())
-		}
-	}
+	w.every(min(max(w.cfg.KeepEnded/4, 100*time.Millisecond), time.Minute), func() { w.cleanEnded(time.Now()) })
 }
 
 // cleanEnded removes the record and the container of every task that ended
@@ -692,15 +682,18 @@ func (w *Worker) eventLoop(events <-chan Event) {
 }
 
 // pollLoop re-inspects every live task now and then, in case an event was lost.
-func (w *Worker) pollLoop() {
-	t := time.NewTicker(w.cfg.PollInterval)
+func (w *Worker) pollLoop() { w.every(w.cfg.PollInterval, w.reconcileAll) }
+
+// every runs fn each period until the worker shuts down.
+func (w *Worker) every(period time.Duration, fn func()) {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
 		case <-w.ctx.Done():
 			return
 		case <-t.C:
-			w.reconcileAll()
+			fn()
 		}
 	}
 }
