@@ -213,10 +213,16 @@ func TestE2E_PendingUntilAWorkerJoinsAndTheCLI(t *testing.T) {
 	if err != nil || !strings.Contains(out, "Running") || !strings.Contains(out, w.Name) {
 		t.Fatalf("cube status: %v\n%s", err, out)
 	}
-	if len(task.HostPorts["7777/tcp"]) == 0 {
-		t.Fatalf("running task without a host port: %+v", task.HostPorts)
+	hostPort := ""
+	for _, b := range task.HostPorts["7777/tcp"] {
+		if !strings.Contains(b.HostIp, ":") && hostPort == "" {
+			hostPort = b.HostPort
+		}
 	}
-	if want := task.HostPorts["7777/tcp"][0].HostPort + "->7777/tcp"; !strings.Contains(out, want) {
+	if hostPort == "" {
+		t.Fatalf("running task without an IPv4 host port: %+v", task.HostPorts)
+	}
+	if want := hostPort + "->7777/tcp"; !strings.Contains(out, want) {
 		t.Fatalf("cube status does not show the published port %s:\n%s", want, out)
 	}
 	out, err = c.Cube("node")

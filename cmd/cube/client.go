@@ -150,19 +150,61 @@ creates nothing new, so a retry after an error is always safe.`,
 				return err
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tSTATE\tAPI\tCPU\tMEMORY\tDISK\tTASKS\tRUNTIME")
+			fmt.Fprintln(w, "NAME\tSTATE\tSCHEDULING\tAPI\tCPU\tMEMORY\tDISK\tTASKS\tRUNTIME")
 			for _, n := range nodes {
 				rt := "up"
 				if !n.RuntimeAvailable {
 					rt = "down"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%.2f/%.0f\t%s/%s\t%s/%s\t%d\t%s\n", n.Name, n.State, n.API,
+				sched := "eligible"
+				if n.Drain {
+					sched = "draining"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.2f/%.0f\t%s/%s\t%s/%s\t%d\t%s\n", n.Name, n.State, sched, n.API,
 					n.AllocatedCpu, n.Cpu, bytesHuman(n.AllocatedMemory), bytesHuman(n.Memory),
 					bytesHuman(n.AllocatedDisk), bytesHuman(n.Disk), n.TaskCount, rt)
 			}
 			return w.Flush()
 		},
 	}
+	drainCmd := func(use, short, long string, drain bool) *cobra.Command {
+		return &cobra.Command{
+			Use:   use + " WORKER",
+			Short: short,
+			Long:  long,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, ctx, cancel, err := cf.client()
+				if err != nil {
+					return err
+				}
+				defer cancel()
+				n, err := c.DrainNode(ctx, args[0], drain)
+				if err != nil {
+					return err
+				}
+				if drain {
+					fmt.Fprintf(cmd.OutOrStdout(), "worker %s is draining: nothing new is placed on it and its %d task(s) move to other workers (cube node shows TASKS fall to 0)\n", n.Name, n.TaskCount)
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "worker %s is eligible again: new and restarted tasks may be placed on it\n", n.Name)
+				}
+				return nil
+			},
+		}
+	}
+	node.AddCommand(
+		drainCmd("drain", "Drain a worker: place nothing new on it and move its tasks elsewhere",
+			`Drain a worker before maintenance or retirement.
+
+The leader places nothing new on the worker and moves each of its running tasks
+to a worker with room: the task starts there at a new generation (not counted
+as a restart) and its old container is stopped. A task no other worker has room
+for keeps running where it is until room appears. The drain stays set, across
+worker and manager restarts, until "cube node undrain".`, true),
+		drainCmd("undrain", "Make a drained worker eligible for placements again",
+			`Make a drained worker eligible again. Tasks already moved away stay where
+they are; new, pending and restarted tasks may be placed on it again.`, false),
+	)
 
 	members := &cobra.Command{
 		Use:   "members",
@@ -305,8 +347,9 @@ func ago(t time.Time) string {
 
 // portsText shows where a task's ports are published on its worker's host,
 // as docker ps does ("49153->7777/tcp"); an address is named only when the
-// port is not published on every interface, and the IPv4 and IPv6 bindings
-// of one port are shown once.
+// port is not published on every interface. A port published on IPv4 is
+// shown with its IPv4 binding only (the engine may give its IPv6 twin
+// another host port).
 func portsText(pm api.PortMap) string {
 	if len(pm) == 0 {
 		return "-"
@@ -314,7 +357,11 @@ func portsText(pm api.PortMap) string {
 	seen := map[string]bool{}
 	var out []string
 	for _, cport := range slices.Sorted(maps.Keys(pm)) {
-		for _, b := range pm[cport] {
+		binds := pm[cport]
+		if v4 := slices.DeleteFunc(slices.Clone(binds), func(b api.PortBinding) bool { return strings.Contains(b.HostIp, ":") }); len(v4) > 0 {
+			binds = v4
+		}
+		for _, b := range binds {
 			host := b.HostPort
 			if ip := b.HostIp; ip != "" && ip != "0.0.0.0" && ip != "::" {
 				host = net.JoinHostPort(ip, b.HostPort)
