@@ -239,6 +239,20 @@ func (c *Client) Nodes(ctx context.Context, consistent bool) ([]Node, error) {
 	return nodes, nil
 }
 
+// DrainNode sets (drain) or clears a worker's Drain flag: while it is set,
+// nothing new is placed on the worker and its tasks move elsewhere.
+func (c *Client) DrainNode(ctx context.Context, name string, drain bool) (Node, error) {
+	body, err := json.Marshal(DrainRequest{Drain: drain})
+	if err != nil {
+		return Node{}, err
+	}
+	var n Node
+	if _, err := c.call(ctx, http.MethodPost, "/nodes/"+url.PathEscape(name)+"/drain", body, &n); err != nil {
+		return Node{}, fmt.Errorf("drain worker %s: %w", name, err)
+	}
+	return n, nil
+}
+
 // Cluster returns the raft servers and gossip members as the answering
 // manager sees them.
 func (c *Client) Cluster(ctx context.Context) (ClusterInfo, error) {

@@ -36,6 +36,10 @@ type Node struct {
 	Since time.Time
 	// RuntimeAvailable is false when the worker reported its Docker engine down.
 	RuntimeAvailable bool
+	// Drain is set by an operator (cube node drain): nothing new is placed on
+	// the worker and its tasks are moved to other workers. Gossip never
+	// changes it.
+	Drain bool
 	// Cpu (cores), Memory and Disk (bytes) are the worker's capacity.
 	Cpu    float64
 	Memory int64
@@ -54,6 +58,11 @@ type RaftServer struct {
 	API    string `json:",omitempty"` // HTTP address, when gossip knows it
 	Voter  bool
 	Leader bool
+}
+
+// DrainRequest is the body of POST /nodes/{name}/drain.
+type DrainRequest struct {
+	Drain bool
 }
 
 // GossipMember is one node of the memberlist pool.
@@ -109,6 +118,9 @@ type ManagerService interface {
 	// Changes streams task changes as this manager applies them, until ctx
 	// ends; the channel is closed when the stream ends (or falls behind).
 	Changes(ctx context.Context) (<-chan Change, error)
+	// DrainNode sets or clears a worker's Drain flag and returns the worker;
+	// ErrNotFound for a worker the cluster has never seen. Leader only.
+	DrainNode(ctx context.Context, name string, drain bool) (Node, error)
 	// Logs returns the output of the task's container, read through its worker.
 	Logs(ctx context.Context, id uuid.UUID, tail int) (io.ReadCloser, error)
 	// AddManager adds a manager to the raft configuration as a voter; the

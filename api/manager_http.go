@@ -98,6 +98,7 @@ func NewManagerHandler(svc ManagerService, opts ManagerHandlerOptions) http.Hand
 	mux.HandleFunc("GET /tasks/{id}", h.getTask)
 	mux.HandleFunc("DELETE /tasks/{id}", h.stopTask)
 	mux.HandleFunc("GET /nodes", h.nodes)
+	mux.HandleFunc("POST /nodes/{name}/drain", h.drainNode)
 	mux.HandleFunc("GET /cluster", h.cluster)
 	mux.HandleFunc("POST /reports", h.report)
 	mux.HandleFunc("GET /events", h.events)
@@ -222,6 +223,38 @@ func (h *managerHandler) nodes(w http.ResponseWriter, r *http.Request) {
 		nodes = []Node{}
 	}
 	writeJSON(w, http.StatusOK, nodes)
+}
+
+func (h *managerHandler) drainNode(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	body, err := readBody(w, r)
+	var req DrainRequest
+	switch {
+	case err != nil:
+	case name == "" || len(name) > 128:
+		err = &ValidationError{Msg: "worker name is required (at most 128 characters)"}
+	default:
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if derr := dec.Decode(&req); derr != nil {
+			err = &ValidationError{Msg: "body must be {\"Drain\":true} or {\"Drain\":false}: " + derr.Error()}
+		} else if dec.More() {
+			err = &ValidationError{Msg: "body must hold one JSON object"}
+		}
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if !h.serveHere(w, r, body, true) {
+		return
+	}
+	n, err := h.svc.DrainNode(r.Context(), name, req.Drain)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, n)
 }
 
 func (h *managerHandler) cluster(w http.ResponseWriter, r *http.Request) {

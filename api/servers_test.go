@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -102,5 +103,54 @@ func TestManagerHandler_EventsAndLogs(t *testing.T) {
 	r := doHTTP(t, http.MethodGet, c.url(0, "/tasks/nope/logs"), nil, nil)
 	if r.status != http.StatusBadRequest {
 		t.Fatalf("logs with a bad ID: %d", r.status)
+	}
+}
+
+// DrainNode of the fake knows one worker, w1; only the leader acts.
+func (f *fakeManager) DrainNode(_ context.Context, name string, drain bool) (Node, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.self {
+		return Node{}, ErrNotLeader
+	}
+	if name != "w1" {
+		return Node{}, fmt.Errorf("worker %q: %w", name, ErrNotFound)
+	}
+	f.calls[fmt.Sprintf("DrainNode:%s=%v", name, drain)]++
+	return Node{Name: name, State: NodeAlive, Drain: drain}, nil
+}
+
+func TestManagerHandler_DrainForwardedToLeader(t *testing.T) {
+	c := newTestCluster(t, 3, 0, ManagerHandlerOptions{})
+	cl, err := NewClient(c.addrs[1:], ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := cl.DrainNode(context.Background(), "w1", true)
+	if err != nil || !n.Drain || n.Name != "w1" || c.fakes[0].count("DrainNode:w1=true") != 1 {
+		t.Fatalf("drain through a follower: %+v, %v", n, err)
+	}
+	n, err = cl.DrainNode(context.Background(), "w1", false)
+	if err != nil || n.Drain || c.fakes[0].count("DrainNode:w1=false") != 1 {
+		t.Fatalf("undrain: %+v, %v", n, err)
+	}
+	if _, err := cl.DrainNode(context.Background(), "w9", true); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("drain of an unknown worker: %v, want ErrNotFound", err)
+	}
+
+	before := len(c.fakes[0].calls)
+	for _, tc := range []struct{ body, want string }{
+		{`{"Drain":true,"X":1}`, "unknown field"},
+		{`{"Drain":"yes"}`, "body must be"},
+		{`nope`, "body must be"},
+		{`{"Drain":true}{"Drain":false}`, "one JSON object"},
+	} {
+		r := doHTTP(t, http.MethodPost, c.url(1, "/nodes/w1/drain"), []byte(tc.body), nil)
+		if er := r.errResponse(t); r.status != http.StatusBadRequest || !strings.Contains(er.Message, tc.want) {
+			t.Fatalf("body %s: %d %q, want 400 containing %q", tc.body, r.status, er.Message, tc.want)
+		}
+	}
+	if after := len(c.fakes[0].calls); after != before {
+		t.Fatalf("bad drain requests reached the leader: %d calls, before %d", after, before)
 	}
 }

@@ -31,6 +31,7 @@ const (
 	CmdRestartTask  CmdType = 7                   // RestartTask
 	CmdRequeueTask  CmdType = 8                   // RequeueTask
 	CmdGiveUpTask   CmdType = 9                   // GiveUpTask
+	CmdDrainWorker  CmdType = 10                  // DrainWorker
 )
 
 func (c CmdType) String() string {
@@ -53,6 +54,8 @@ func (c CmdType) String() string {
 		return "requeue-task"
 	case CmdGiveUpTask:
 		return "give-up-task"
+	case CmdDrainWorker:
+		return "drain-worker"
 	}
 	return fmt.Sprintf("cmd(%#x)", uint8(c))
 }
@@ -130,6 +133,13 @@ type GiveUpTask struct {
 	Time   time.Time
 }
 
+// DrainWorker sets or clears a worker's Drain flag (an operator's decision:
+// no new placements there, its tasks move elsewhere). UpsertWorker keeps it.
+type DrainWorker struct {
+	Name  string
+	Drain bool
+}
+
 // Encode returns the log entry for a command: its type byte, then its JSON.
 func Encode(cmd any) ([]byte, error) {
 	var t CmdType
@@ -152,6 +162,8 @@ func Encode(cmd any) ([]byte, error) {
 		t = CmdRequeueTask
 	case GiveUpTask, *GiveUpTask:
 		t = CmdGiveUpTask
+	case DrainWorker, *DrainWorker:
+		t = CmdDrainWorker
 	default:
 		return nil, fmt.Errorf("encode: %T is not a command", cmd)
 	}
@@ -210,6 +222,10 @@ func Decode(data []byte) (any, error) {
 		cmd = c
 	case CmdGiveUpTask:
 		var c GiveUpTask
+		err = json.Unmarshal(payload, &c)
+		cmd = c
+	case CmdDrainWorker:
+		var c DrainWorker
 		err = json.Unmarshal(payload, &c)
 		cmd = c
 	default:

@@ -169,6 +169,8 @@ func (f *FSM) applyLocked(cmd any) *Result {
 		return f.requeueLocked(c)
 	case GiveUpTask:
 		return f.giveUpLocked(c)
+	case DrainWorker:
+		return f.drainWorkerLocked(c)
 	}
 	return &Result{Err: fmt.Errorf("apply: %T is not a command", cmd)}
 }
@@ -282,12 +284,28 @@ func (f *FSM) upsertWorkerLocked(c UpsertWorker) *Result {
 	if n.Name == "" {
 		return &Result{Err: &api.ValidationError{Msg: "worker name is required"}}
 	}
-	// Allocation is derived from tasks on read, never stored.
+	// Allocation is derived from tasks on read, never stored; Drain is the
+	// operator's, set by DrainWorker only.
 	n.AllocatedCpu, n.AllocatedMemory, n.AllocatedDisk, n.TaskCount = 0, 0, 0, 0
-	if cur, ok := f.workers[n.Name]; ok && cur == n {
+	cur, ok := f.workers[n.Name]
+	n.Drain = ok && cur.Drain
+	if ok && cur == n {
 		return &Result{}
 	}
 	f.workers[n.Name] = n
+	return &Result{Changed: true}
+}
+
+func (f *FSM) drainWorkerLocked(c DrainWorker) *Result {
+	n, ok := f.workers[c.Name]
+	if !ok {
+		return &Result{Err: fmt.Errorf("worker %q: %w (the cluster has never seen it; cube node lists the workers)", c.Name, api.ErrNotFound)}
+	}
+	if n.Drain == c.Drain {
+		return &Result{}
+	}
+	n.Drain = c.Drain
+	f.workers[c.Name] = n
 	return &Result{Changed: true}
 }
 

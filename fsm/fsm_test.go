@@ -57,6 +57,7 @@ func script(task api.Task) []any {
 		StopTask{ID: task.ID, Time: t0.Add(3 * time.Second), Reason: "stopped on request"},
 		ReportTask{Task: api.Task{ID: task.ID, Worker: "w1", Generation: 3, State: api.Completed, ContainerID: "c1", Reason: "stopped on request", StartTime: t0, FinishTime: t0.Add(4 * time.Second)}},
 		GiveUpTask{ID: other.ID, Reason: "x", Time: t0},
+		DrainWorker{Name: "w2", Drain: true},
 	}
 }
 
@@ -221,6 +222,34 @@ func state(t *testing.T, f *FSM) []byte {
 		t.Fatal(err)
 	}
 	return sink.Bytes()
+}
+
+func TestFSM_DrainWorker(t *testing.T) {
+	f := New()
+	applyLog(t, f, 1, worker("w1"))
+	if res := applyLog(t, f, 2, DrainWorker{Name: "w1", Drain: true}); !res.Changed || res.Err != nil {
+		t.Fatalf("drain: %+v", res)
+	}
+	if res := applyLog(t, f, 3, DrainWorker{Name: "w1", Drain: true}); res.Changed {
+		t.Fatal("draining a drained worker reported a change")
+	}
+	// Gossip's view of the worker (liveness, address) never clears the drain.
+	dead := worker("w1")
+	dead.Node.State = api.NodeDead
+	applyLog(t, f, 4, dead)
+	if res := applyLog(t, f, 5, worker("w1")); !res.Changed {
+		t.Fatal("liveness change not recorded")
+	}
+	if n := f.Nodes(); len(n) != 1 || !n[0].Drain || n[0].State != api.NodeAlive {
+		t.Fatalf("after gossip upserts: %+v, want alive and still draining", n)
+	}
+	if res := applyLog(t, f, 6, DrainWorker{Name: "w1"}); !res.Changed || f.Nodes()[0].Drain {
+		t.Fatalf("undrain: %+v, nodes %+v", res, f.Nodes())
+	}
+	res := applyLog(t, f, 7, DrainWorker{Name: "w9", Drain: true})
+	if !errors.Is(res.Err, api.ErrNotFound) || len(f.Nodes()) != 1 {
+		t.Fatalf("drain of an unknown worker: %v, nodes %+v", res.Err, f.Nodes())
+	}
 }
 
 func TestFSM_SameLogSameState(t *testing.T) {

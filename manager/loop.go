@@ -37,6 +37,7 @@ type loop struct {
 	restarts map[uuid.UUID]*restartState
 	probed   map[uuid.UUID]time.Time
 	specErr  map[uuid.UUID]uint64 // generation whose bad health spec was logged
+	stuck    map[uuid.UUID]uint64 // generation logged as unable to leave its draining worker
 	checker  *health.Checker
 	healthCh chan health.Result
 	lastPoll time.Time
@@ -68,6 +69,7 @@ func newLoop(m *Manager) *loop {
 		restarts: make(map[uuid.UUID]*restartState),
 		probed:   make(map[uuid.UUID]time.Time),
 		specErr:  make(map[uuid.UUID]uint64),
+		stuck:    make(map[uuid.UUID]uint64),
 		healthCh: make(chan health.Result, 256),
 	}
 }
@@ -132,7 +134,7 @@ func (l *loop) reconcile(ctx context.Context) {
 	l.syncWorkers(ctx)
 	nodes := l.m.fsm.Nodes()
 	tasks := l.m.fsm.Tasks()
-	var pending []api.Task
+	var pending, drained []api.Task
 	for _, t := range tasks {
 		if ctx.Err() != nil {
 			return
@@ -151,6 +153,8 @@ func (l *loop) reconcile(ctx context.Context) {
 			l.recoverEnded(ctx, t, nodes)
 		case t.DesiredState == api.Running && t.State == api.Pending:
 			pending = append(pending, t)
+		case t.DesiredState == api.Running && (t.State == api.Scheduled || t.State == api.Running) && draining(nodes, t.Worker):
+			drained = append(drained, t)
 		case t.DesiredState == api.Running && t.State == api.Scheduled && l.sent[t.ID] != t.Generation:
 			l.ensureOp(ctx, t, "dispatch")
 		case t.DesiredState == api.Completed && !t.State.Terminal() && t.Worker != "":
@@ -158,6 +162,7 @@ func (l *loop) reconcile(ctx context.Context) {
 		}
 	}
 	l.placeAll(ctx, pending, nodes)
+	l.moveOff(ctx, drained, nodes)
 	l.checker.Sync(l.healthSpecs(tasks, nodes))
 	l.prune(tasks)
 	if !l.polling && time.Since(l.lastPoll) >= l.m.cfg.PollInterval {
@@ -196,9 +201,11 @@ func (l *loop) prune(tasks []api.Task) {
 			delete(l.probed, id)
 		}
 	}
-	for id := range l.specErr {
-		if !active[id] {
-			delete(l.specErr, id)
+	for _, m := range []map[uuid.UUID]uint64{l.specErr, l.stuck} {
+		for id := range m {
+			if !active[id] {
+				delete(m, id)
+			}
 		}
 	}
 }
@@ -226,7 +233,7 @@ func (l *loop) syncWorkers(ctx context.Context) {
 		}
 		cur, ok := known[n.Name]
 		if ok {
-			n.Since = cur.Since
+			n.Since, n.Drain = cur.Since, cur.Drain
 		}
 		if !ok || cur.State != n.State {
 			n.Since = time.Now().UTC()
@@ -297,6 +304,48 @@ func (l *loop) placeAll(ctx context.Context, pending []api.Task, nodes []api.Nod
 		allocate(nodes, d.Node.Name, d.Task)
 		l.log.Info("task assigned", "task_id", d.Task.ID, "worker", d.Node.Name, "generation", o.task.Generation)
 		l.ensureOp(ctx, o.task, "dispatch")
+	}
+}
+
+// draining reports whether the named worker is being drained.
+func draining(nodes []api.Node, name string) bool {
+	for _, n := range nodes {
+		if n.Name == name {
+			return n.Drain
+		}
+	}
+	return false
+}
+
+// moveOff moves the tasks of drained workers to workers with room: each is
+// placed at a new generation (not counted as a restart), dispatched there,
+// and its old copy stopped, fenced by its generation. A task for which no
+// worker has room keeps running where it is until one does.
+func (l *loop) moveOff(ctx context.Context, tasks []api.Task, nodes []api.Node) {
+	if len(tasks) == 0 || ctx.Err() != nil {
+		return
+	}
+	// Decided in order like placeAll's; each move counts where it lands.
+	for _, d := range PlaceAll(l.sched, tasks, nodes) {
+		t := d.Task
+		if !d.OK {
+			if l.stuck[t.ID] != t.Generation {
+				l.stuck[t.ID] = t.Generation
+				l.log.Warn("task stays on its draining worker: no other worker has room", "task_id", t.ID, "worker", t.Worker, "reason", d.Reason)
+			}
+			continue
+		}
+		res, err := l.m.apply(ctx, fsm.RestartTask{ID: t.ID, Worker: d.Node.Name, Generation: t.Generation + 1,
+			Reason: fmt.Sprintf("moved off worker %s: it is draining", t.Worker), Time: time.Now().UTC()})
+		if err != nil {
+			l.log.Warn("move task off a draining worker", "task_id", t.ID, "worker", t.Worker, "error", err)
+			continue
+		}
+		allocate(nodes, d.Node.Name, t)
+		delete(l.stuck, t.ID)
+		l.log.Info("task moved off a draining worker", "task_id", t.ID, "from", t.Worker, "to", d.Node.Name, "generation", res.Task.Generation)
+		l.stopOld(ctx, t.Worker, t.ID, t.Generation)
+		l.ensureOp(ctx, res.Task, "dispatch")
 	}
 }
 

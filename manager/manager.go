@@ -379,6 +379,27 @@ func (m *Manager) Cluster(ctx context.Context) (api.ClusterInfo, error) {
 	return info, nil
 }
 
+// DrainNode commits a worker's Drain flag. The leader's loop then moves the
+// worker's tasks elsewhere (drain) or places on it again (undrain).
+func (m *Manager) DrainNode(ctx context.Context, name string, drain bool) (api.Node, error) {
+	if !m.raft.IsLeader() {
+		return api.Node{}, api.ErrNotLeader
+	}
+	res, err := m.apply(ctx, fsm.DrainWorker{Name: name, Drain: drain})
+	if err != nil {
+		return api.Node{}, err
+	}
+	if res.Changed {
+		m.log.Info("worker drain set", "worker", name, "drain", drain)
+	}
+	for _, n := range m.fsm.Nodes() {
+		if n.Name == name {
+			return n, nil
+		}
+	}
+	return api.Node{}, fmt.Errorf("worker %q: %w", name, api.ErrNotFound)
+}
+
 // AddManager adds a manager to the raft configuration as a voter.
 func (m *Manager) AddManager(ctx context.Context, id, raftAddr string) error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.WriteTimeout)

@@ -82,11 +82,12 @@ func allocate(nodes []api.Node, name string, t api.Task) {
 	}
 }
 
-// fits reports whether the node is alive, can run containers and has room.
+// fits reports whether the node is alive, can run containers, is not being
+// drained and has room.
 // A capacity of 0 means "unknown" and does not constrain (a worker that did
 // not advertise it).
 func fits(t api.Task, n api.Node) bool {
-	if n.State != api.NodeAlive || !n.RuntimeAvailable {
+	if n.State != api.NodeAlive || !n.RuntimeAvailable || n.Drain {
 		return false
 	}
 	if n.Memory > 0 && n.AllocatedMemory+t.Memory > n.Memory {
@@ -121,6 +122,8 @@ func noFitReason(t api.Task, nodes []api.Node) string {
 			continue
 		case !n.RuntimeAvailable:
 			why = append(why, n.Name+": container runtime unavailable")
+		case n.Drain:
+			why = append(why, n.Name+": draining")
 		case n.Memory > 0 && n.AllocatedMemory+t.Memory > n.Memory:
 			why = append(why, fmt.Sprintf("%s: %d bytes of memory free", n.Name, n.Memory-n.AllocatedMemory))
 		case n.Disk > 0 && n.AllocatedDisk+t.Disk > n.Disk:

@@ -21,6 +21,8 @@ func TestPlace_Fits(t *testing.T) {
 	dead.State = api.NodeDead
 	noDocker := node("nodocker", 8, 8*gib, 0, 0, 0)
 	noDocker.RuntimeAvailable = false
+	drained := node("drained", 8, 8*gib, 0, 0, 0)
+	drained.Drain = true
 	cases := []struct {
 		name       string
 		task       api.Task
@@ -32,6 +34,8 @@ func TestPlace_Fits(t *testing.T) {
 		{"only dead", api.Task{}, []api.Node{dead}, "", "waiting for a live worker"},
 		{"dead never picked", api.Task{Memory: gib}, []api.Node{dead, node("w1", 2, 2*gib, 1.5, gib, 3)}, "w1", ""},
 		{"runtime down never picked", api.Task{}, []api.Node{noDocker}, "", "container runtime unavailable"},
+		{"draining never picked", api.Task{}, []api.Node{drained}, "", "drained: draining"},
+		{"draining passed over for a busier node", api.Task{}, []api.Node{drained, node("w1", 2, 2*gib, 1.5, gib, 3)}, "w1", ""},
 		{"memory too big everywhere", api.Task{Memory: 4 * gib}, []api.Node{node("w1", 2, 2*gib, 0, 0, 0), node("w2", 2, 3*gib, 0, 0, 0)}, "", "no worker has room"},
 		{"memory fits on one", api.Task{Memory: 2 * gib}, []api.Node{node("w1", 2, 2*gib, 0, gib, 1), node("w2", 2, 3*gib, 0, 0, 0)}, "w2", ""},
 		{"cpu full", api.Task{Cpu: 1}, []api.Node{node("w1", 2, 2*gib, 1.5, 0, 1)}, "", "cores free"},

@@ -296,12 +296,18 @@ func (c *ProcCluster) WaitReady(n int) {
 // from the Docker engine itself, by task ID.
 func (c *ProcCluster) Containers() map[string][]string {
 	c.t.Helper()
+	return c.ContainersOn(c.Workers...)
+}
+
+// ContainersOn is Containers for the given workers only.
+func (c *ProcCluster) ContainersOn(workers ...*Proc) map[string][]string {
+	c.t.Helper()
 	cli := dockerClient(c.t)
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out := make(map[string][]string)
-	for _, w := range c.Workers {
+	for _, w := range workers {
 		list, err := cli.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "cube.worker="+w.Name), filters.Arg("status", "running"))})
 		if err != nil {
 			c.t.Fatalf("list containers: %v", err)
