@@ -342,6 +342,17 @@ type GossipConfig struct {
 	// message to be gossiped.
 	BroadcastTimeout time.Duration
 
+	// ReconnectInterval is how often the pool tries to reach again, by a
+	// join, the seeds it does not see alive and otherwise one node it holds
+	// dead (as serf does; memberlist alone never contacts a dead node
+	// again). Without it, a node that saw every seed die (all managers
+	// restarted at once) stays in a pool of its own: the restarted seeds
+	// do not know it, and it does not look for them.
+	ReconnectInterval time.Duration
+
+	// ReconnectTimeout is how long a dead node keeps being tried.
+	ReconnectTimeout time.Duration
+
 	// Logger receives memberlist's log lines (through a standard-library
 	// adapter that keeps their level) and this package's. Nil means
 	// hclog.Default().
@@ -368,6 +379,8 @@ func DefaultGossipConfig() GossipConfig {
 		StreamTimeout:       lan.TCPTimeout,
 		PushPullInterval:    lan.PushPullInterval,
 		BroadcastTimeout:    5 * time.Second,
+		ReconnectInterval:   10 * time.Second,
+		ReconnectTimeout:    24 * time.Hour,
 	}
 }
 
@@ -390,6 +403,7 @@ func FastGossipConfig() GossipConfig {
 	c.StreamTimeout = local.TCPTimeout
 	c.PushPullInterval = local.PushPullInterval
 	c.BroadcastTimeout = 2 * time.Second
+	c.ReconnectInterval = time.Second
 	return c
 }
 
@@ -445,6 +459,12 @@ func (c GossipConfig) Validate() error {
 	}
 	if c.PushPullInterval <= 0 {
 		return invalid("PushPullInterval (%s) must be positive", c.PushPullInterval)
+	}
+	if c.ReconnectInterval <= 0 {
+		return invalid("ReconnectInterval (%s) must be positive", c.ReconnectInterval)
+	}
+	if c.ReconnectTimeout <= 0 {
+		return invalid("ReconnectTimeout (%s) must be positive", c.ReconnectTimeout)
 	}
 	if c.BroadcastTimeout <= 0 {
 		return invalid("BroadcastTimeout (%s) must be positive", c.BroadcastTimeout)

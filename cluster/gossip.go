@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"sync"
@@ -227,9 +228,10 @@ func NewPool(cfg GossipConfig) (*Pool, error) {
 	p.ml = ml
 	p.log.Info("gossip member started", "name", cfg.Name, "addr", p.LocalAddr(), "label", mc.Label)
 
-	p.wg.Add(2)
+	p.wg.Add(3)
 	go p.watch()
 	go p.joinSeeds(p.seedsExceptSelf())
+	go p.reconnect()
 	return p, nil
 }
 
@@ -396,6 +398,71 @@ func (p *Pool) joinSeeds(seeds []string) {
 		}
 		backoff = min(backoff*2, joinBackoffMax)
 	}
+}
+
+// reconnect, every ReconnectInterval, joins the seeds this node does not
+// see alive, or else one random node it has held dead for less than
+// ReconnectTimeout. A join is a full state exchange: the other side learns
+// this node, this node learns the other's view, and a node wrongly held
+// dead refutes it.
+func (p *Pool) reconnect() {
+	defer p.wg.Done()
+	t := time.NewTicker(p.cfg.ReconnectInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stopCh:
+			return
+		case <-t.C:
+		}
+		targets := p.reconnectTargets(time.Now())
+		if len(targets) == 0 {
+			continue
+		}
+		n, err := p.ml.Join(targets)
+		if n > 0 {
+			p.log.Info("reconnected to gossip nodes", "tried", targets, "reached", n)
+		} else {
+			p.log.Debug("reconnect to gossip nodes", "tried", targets, "error", err)
+		}
+	}
+}
+
+// reconnectTargets picks what reconnect joins: every seed not seen alive,
+// else one random member dead for less than ReconnectTimeout. Members that
+// left gracefully are not tried: they said they were going.
+func (p *Pool) reconnectTargets(now time.Time) []string {
+	p.mu.Lock()
+	alive := make(map[string]bool, len(p.members))
+	var dead []string
+	for name, m := range p.members {
+		switch {
+		case name == p.cfg.Name:
+		case m.state == StateAlive || m.state == StateSuspect:
+			alive[m.addr] = true
+		case m.state == StateDead && now.Sub(m.since) < p.cfg.ReconnectTimeout:
+			dead = append(dead, m.addr)
+		}
+	}
+	p.mu.Unlock()
+	var seeds []string
+	for _, s := range p.seedsExceptSelf() {
+		addr := s
+		if a, err := net.ResolveTCPAddr("tcp", s); err == nil {
+			addr = a.String() // as memberlist names members: IP:port
+		}
+		if !alive[addr] {
+			seeds = append(seeds, s)
+		}
+	}
+	if len(seeds) > 0 {
+		return seeds
+	}
+	dead = slices.DeleteFunc(dead, func(a string) bool { return alive[a] })
+	if len(dead) == 0 {
+		return nil
+	}
+	return []string{dead[rand.IntN(len(dead))]}
 }
 
 // seedsExceptSelf returns cfg.Seeds without this node's own address:

@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -298,5 +299,53 @@ func TestGossipConfig_Validate(t *testing.T) {
 				t.Errorf("Validate() = %v, want ErrInvalidConfig containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// A node that saw its only seed die finds it again when the seed restarts
+// knowing nobody (all managers restarted at once): memberlist alone never
+// contacts a dead node again, and the restarted seed does not know the node.
+func TestPool_ReconnectsToARestartedSeed(t *testing.T) {
+	tp := newTestPools(t)
+	seed := tp.start("seed", 0)
+	node := tp.start("node", 0, seed.LocalAddr())
+	waitFor(t, 5*time.Second, "both alive in both views", stateIs("seed", StateAlive, seed, node))
+	waitFor(t, 5*time.Second, "both alive in both views", stateIs("node", StateAlive, seed, node))
+
+	port := portOf(t, seed)
+	if err := seed.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "node to see the seed dead", stateIs("seed", StateDead, node))
+
+	// Back on its address, with no seeds of its own.
+	again := tp.start("seed", port)
+	took := waitFor(t, 15*time.Second, "seed and node to see each other alive again", func() bool {
+		return stateIs("seed", StateAlive, node, again)() && stateIs("node", StateAlive, node, again)()
+	})
+	t.Logf("restarted seed and node see each other after %s (ReconnectInterval %s)", took.Round(time.Millisecond), FastGossipConfig().ReconnectInterval)
+}
+
+// A dead member that is not a seed is tried too, one per interval.
+func TestPool_ReconnectTargets(t *testing.T) {
+	p := &Pool{cfg: GossipConfig{Name: "me", Seeds: []string{"127.0.0.1:7001", "127.0.0.1:7002"}, ReconnectTimeout: time.Hour},
+		members: map[string]*member{}}
+	now := time.Now()
+	p.members["me"] = &member{addr: "127.0.0.1:7000", state: StateAlive}
+	p.members["s1"] = &member{addr: "127.0.0.1:7001", state: StateAlive}
+	p.members["s2"] = &member{addr: "127.0.0.1:7002", state: StateDead, since: now}
+	p.members["w"] = &member{addr: "127.0.0.1:7003", state: StateDead, since: now}
+	p.members["old"] = &member{addr: "127.0.0.1:7004", state: StateDead, since: now.Add(-2 * time.Hour)}
+	p.members["gone"] = &member{addr: "127.0.0.1:7005", state: StateLeft, since: now}
+	if got := p.reconnectTargets(now); !slices.Equal(got, []string{"127.0.0.1:7002"}) {
+		t.Fatalf("with a seed down: %v, want the seed", got)
+	}
+	p.members["s2"].state = StateAlive
+	if got := p.reconnectTargets(now); !slices.Equal(got, []string{"127.0.0.1:7003"}) {
+		t.Fatalf("seeds alive: %v, want the one recently dead member (not the long-dead, not the left)", got)
+	}
+	p.members["w"].state = StateAlive
+	if got := p.reconnectTargets(now); len(got) != 0 {
+		t.Fatalf("everyone alive: %v, want nothing", got)
 	}
 }

@@ -247,7 +247,7 @@ func (r *chaosRun) pick() uuid.UUID {
 // before the next.
 func (r *chaosRun) nemesis(ctx context.Context) {
 	kinds := []string{"kill-leader", "kill-follower", "kill-majority", "stop-leader", "worker-machine-crash", "worker-process-crash",
-		"restart-all-managers", "partition-leader", "partition-leader-and-worker"}
+		"restart-all-managers", "partition-leader", "partition-leader-and-worker", "drain-worker"}
 	sleep := func(d time.Duration) bool {
 		select {
 		case <-ctx.Done():
@@ -332,6 +332,24 @@ func (r *chaosRun) nemesis(ctx context.Context) {
 			r.fw.Partition(side, rest)
 			sleep(hold + 2*time.Second) // long enough for the majority to elect and act
 			r.fw.Heal()
+		case "drain-worker":
+			// An operator drains a worker (its tasks move elsewhere, each
+			// to one new container) and, a little later, undrains it.
+			w := r.c.Workers[r.intn(len(r.c.Workers))]
+			if !r.drain(w.Name, true) {
+				continue
+			}
+			r.fault(kind)
+			sleep(hold + 2*time.Second)
+			for !r.drain(w.Name, false) {
+				if !sleep(200 * time.Millisecond) {
+					// The run is over: the undrain must still happen.
+					for i := 0; i < 10 && !r.drain(w.Name, false); i++ {
+						time.Sleep(time.Second)
+					}
+					break
+				}
+			}
 		case "restart-all-managers":
 			r.fault(kind)
 			for _, m := range r.c.Managers {
@@ -345,6 +363,17 @@ func (r *chaosRun) nemesis(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// drain sets or clears a worker's drain flag through any manager.
+func (r *chaosRun) drain(worker string, on bool) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := r.c.Client().DrainNode(ctx, worker, on)
+	if err != nil {
+		r.t.Logf("nemesis: drain %s=%v: %v", worker, on, err)
+	}
+	return err == nil
 }
 
 func (r *chaosRun) signal(p *Proc, sig syscall.Signal) {
