@@ -18,8 +18,10 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -243,11 +245,23 @@ func (r *chaosRun) pick() uuid.UUID {
 	return ids[r.intn(len(ids))]
 }
 
+// faultKinds are the nemesis's faults; CHAOS_FAULTS=a,b narrows a long run
+// to some of them.
+var faultKinds = []string{"kill-leader", "kill-follower", "kill-majority", "stop-leader", "worker-machine-crash", "worker-process-crash",
+	"restart-all-managers", "partition-leader", "partition-leader-and-worker", "drain-worker"}
+
 // nemesis injects one fault every few seconds until ctx ends, healing each
 // before the next.
 func (r *chaosRun) nemesis(ctx context.Context) {
-	kinds := []string{"kill-leader", "kill-follower", "kill-majority", "stop-leader", "worker-machine-crash", "worker-process-crash",
-		"restart-all-managers", "partition-leader", "partition-leader-and-worker", "drain-worker"}
+	kinds := faultKinds
+	if only := os.Getenv("CHAOS_FAULTS"); only != "" {
+		kinds = strings.Split(only, ",")
+		for _, k := range kinds {
+			if !slices.Contains(faultKinds, k) {
+				r.t.Fatalf("CHAOS_FAULTS: unknown fault %q; the faults are %s", k, strings.Join(faultKinds, ","))
+			}
+		}
+	}
 	sleep := func(d time.Duration) bool {
 		select {
 		case <-ctx.Done():
