@@ -355,14 +355,9 @@ func (r *chaosRun) nemesis(ctx context.Context) {
 			}
 			r.fault(kind)
 			sleep(hold + 2*time.Second)
-			for !r.drain(w.Name, false) {
-				if !sleep(200 * time.Millisecond) {
-					// The run is over: the undrain must still happen.
-					for i := 0; i < 10 && !r.drain(w.Name, false); i++ {
-						time.Sleep(time.Second)
-					}
-					break
-				}
+			// The undrain must happen even if the run ends meanwhile.
+			for deadline := time.Now().Add(2 * time.Minute); !r.drain(w.Name, false) && time.Now().Before(deadline); {
+				time.Sleep(200 * time.Millisecond)
 			}
 		case "restart-all-managers":
 			r.fault(kind)

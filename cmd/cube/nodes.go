@@ -139,15 +139,12 @@ func (n *managerNode) stop() {
 	if n.raft.IsLeader() {
 		// Best effort and bounded: with no follower reachable (the last
 		// manager of a cluster going down) there is no one to hand over to.
-		done := make(chan error, 1)
-		go func() { done <- n.raft.LeadershipTransfer() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				n.log.Warn("leadership transfer", "error", err)
-			}
-		case <-time.After(2 * time.Second):
+		ok, err := within(2*time.Second, n.raft.LeadershipTransfer)
+		switch {
+		case !ok:
 			n.log.Warn("leadership transfer did not finish in 2s; shutting down anyway")
+		case err != nil:
+			n.log.Warn("leadership transfer", "error", err)
 		}
 	}
 	if err := n.pool.Leave(2 * time.Second); err != nil {
@@ -160,17 +157,27 @@ func (n *managerNode) stop() {
 	// overloaded machine one was seen to take more than 20 s (a CI run; the
 	// cause is not known yet, hence the goroutine dump). The process exits
 	// anyway: the bolt files are crash-safe, as every SIGKILL shows.
-	done := make(chan error, 1)
-	go func() { done <- n.raft.Shutdown() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			n.log.Warn("raft shutdown", "error", err)
-		}
-	case <-time.After(raftShutdownBound):
+	ok, err := within(raftShutdownBound, n.raft.Shutdown)
+	switch {
+	case !ok:
 		var dump strings.Builder
 		_ = pprof.Lookup("goroutine").WriteTo(&dump, 1)
 		n.log.Warn("raft shutdown did not finish; exiting anyway", "after", raftShutdownBound, "goroutines", dump.String())
+	case err != nil:
+		n.log.Warn("raft shutdown", "error", err)
+	}
+}
+
+// within runs fn and waits at most d for it: ok is false if fn had not
+// returned by then (it runs on; its result is dropped).
+func within(d time.Duration, fn func() error) (ok bool, err error) {
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		return true, err
+	case <-time.After(d):
+		return false, nil
 	}
 }
 
