@@ -26,7 +26,7 @@ test: images lint unit fuzz ## everything CI runs: images, lint, race-enabled te
 # the one Docker engine; run side by side on two cores they starved it (engine
 # calls past 60 s, CI failures that were the machine's, not Cube's).
 unit: ## go test -race on every package, one package at a time (needs the Docker engine and `make images`)
-	$(GO) test -race -count=1 -p 1 -timeout 15m ./...
+	$(GO) test -race -count=1 -p 1 -timeout 40m ./...
 
 fuzz: ## fuzz the input decoders briefly (FUZZTIME=$(FUZZTIME))
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTaskEvent$$' -fuzztime $(FUZZTIME) ./api
@@ -34,11 +34,11 @@ fuzz: ## fuzz the input decoders briefly (FUZZTIME=$(FUZZTIME))
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./fsm
 
 chaos: images ## the long chaos run: DURATION=10m SEED=<n> MANAGERS=3|5 [FAULTS=kill-leader,drain-worker,…] (prints the summary table)
-	CHAOS_DURATION=$(or $(DURATION),10m) CHAOS_SEED=$(or $(SEED),$$(date +%s)) CHAOS_MANAGERS=$(or $(MANAGERS),3) CHAOS_FAULTS=$(FAULTS) \
+	set -o pipefail; CHAOS_DURATION=$(or $(DURATION),10m) CHAOS_SEED=$(or $(SEED),$$(date +%s)) CHAOS_MANAGERS=$(or $(MANAGERS),3) CHAOS_FAULTS=$(FAULTS) \
 		$(GO) test -run '^TestChaos$$' -count=1 -timeout 90m -v ./test | grep -vE '^\s+(procs|cluster|e2e)'
 
 harness: images ## repeat the failure scenarios on real binaries and print median/p95/max (TRIALS=10)
-	TRIALS=$(or $(TRIALS),10) $(GO) test -tags harness -run TestHarness -count=1 -timeout 60m -v ./test | grep -E '^\||trial|FAIL|ok'
+	set -o pipefail; TRIALS=$(or $(TRIALS),10) $(GO) test -tags harness -run TestHarness -count=1 -timeout 60m -v ./test | grep -E '^\||trial|FAIL|ok'
 
 .PHONY: bench
 bench: build images ## Cube vs Docker Swarm on this engine, recovery times and throughput (BENCH_TRIALS=20) → bench/RESULTS.md, bench/chart.svg

@@ -310,12 +310,18 @@ func TestWorker_RestartReadoptsContainers(t *testing.T) {
 	h := newHarness(t, nil)
 	keep := h.waitState(h.submit(echoTask(1), http.StatusCreated).ID, api.Running, 30*time.Second)
 	lose := h.waitState(h.submit(echoTask(1), http.StatusCreated).ID, api.Running, 30*time.Second)
+	killed := h.waitState(h.submit(echoTask(1), http.StatusCreated).ID, api.Running, 30*time.Second)
 
 	h.stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := h.rt.Remove(ctx, lose.ContainerID); err != nil {
 		t.Fatalf("remove container behind the worker's back: %v", err)
+	}
+	// As in a machine crash and reboot: the container died with the
+	// machine and the engine keeps it as exited.
+	if err := h.rt.cli.ContainerKill(ctx, killed.ContainerID, "KILL"); err != nil {
+		t.Fatalf("kill container behind the worker's back: %v", err)
 	}
 	h.start()
 
@@ -333,6 +339,10 @@ func TestWorker_RestartReadoptsContainers(t *testing.T) {
 	lost := h.task(lose.ID)
 	if lost.State != api.Failed || !strings.Contains(lost.Reason, "vanished") {
 		t.Fatalf("task whose container was removed: state %s reason %q, want Failed/vanished", lost.State, lost.Reason)
+	}
+	dead := h.task(killed.ID)
+	if dead.State != api.Failed || dead.ExitCode != 137 || !strings.Contains(dead.Reason, "exited with code 137") {
+		t.Fatalf("task whose container was killed: state %s exit %d reason %q, want Failed, 137", dead.State, dead.ExitCode, dead.Reason)
 	}
 }
 
