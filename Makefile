@@ -33,8 +33,8 @@ fuzz: ## fuzz the input decoders briefly (FUZZTIME=$(FUZZTIME))
 	$(GO) test -run '^$$' -fuzz '^FuzzManagerHandler$$' -fuzztime $(FUZZTIME) ./api
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./fsm
 
-chaos: images ## the long chaos run: DURATION=10m SEED=<n> MANAGERS=3|5 [FAULTS=kill-leader,drain-worker,…] (prints the summary table)
-	set -o pipefail; CHAOS_DURATION=$(or $(DURATION),10m) CHAOS_SEED=$(or $(SEED),$$(date +%s)) CHAOS_MANAGERS=$(or $(MANAGERS),3) CHAOS_FAULTS=$(FAULTS) \
+chaos: images ## the long chaos run: DURATION=10m SEED=<n> MANAGERS=3|5 [FAULTS=kill-leader,drain-worker,…] [ACTIVE=10] (prints the summary table)
+	set -o pipefail; CHAOS_DURATION=$(or $(DURATION),10m) CHAOS_SEED=$(or $(SEED),$$(date +%s)) CHAOS_MANAGERS=$(or $(MANAGERS),3) CHAOS_FAULTS=$(FAULTS) CHAOS_ACTIVE=$(ACTIVE) \
 		$(GO) test -run '^TestChaos$$' -count=1 -timeout 90m -v ./test | grep -vE '^\s+(procs|cluster|e2e)'
 
 harness: images ## repeat the failure scenarios on real binaries and print median/p95/max (TRIALS=10)
