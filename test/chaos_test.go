@@ -54,18 +54,11 @@ func envDuration(name string, def time.Duration) time.Duration {
 // CHAOS_DURATION is set, which selects the long form of `make chaos`.
 func TestChaos(t *testing.T) {
 	if os.Getenv("CHAOS_DURATION") != "" {
-		runChaos(t, uint64(envInt("CHAOS_SEED", 1)), envInt("CHAOS_MANAGERS", 3), envDuration("CHAOS_DURATION", 10*time.Minute), chaosLoadFor(envInt("CHAOS_ACTIVE", 10)))
+		runChaos(t, uint64(envInt("CHAOS_SEED", 1)), envInt("CHAOS_MANAGERS", 3), envDuration("CHAOS_DURATION", 10*time.Minute), envInt("CHAOS_ACTIVE", defaultMaxActive))
 		return
 	}
-	t.Run("seed1-3managers", func(t *testing.T) { runChaos(t, 1, 3, 30*time.Second, chaosLoadFor(10)) })
-	t.Run("seed2-5managers", func(t *testing.T) { runChaos(t, 2, 5, 30*time.Second, chaosLoadFor(10)) })
-}
-
-// chaosLoad is what the clients ask of the cluster: how many tasks they keep
-// active and how long each client pauses between operations.
-type chaosLoad struct {
-	maxActive          int
-	thinkMin, thinkMax time.Duration
+	t.Run("seed1-3managers", func(t *testing.T) { runChaos(t, 1, 3, 30*time.Second, defaultMaxActive) })
+	t.Run("seed2-5managers", func(t *testing.T) { runChaos(t, 2, 5, 30*time.Second, defaultMaxActive) })
 }
 
 // The chaos run tests the control plane under faults, not how many
@@ -76,9 +69,11 @@ type chaosLoad struct {
 // containers at the end, stops acknowledged but waiting on the engine, not
 // drained within the 3 minutes allowed). CHAOS_ACTIVE raises the first bound
 // for `make chaos`.
-func chaosLoadFor(active int) chaosLoad {
-	return chaosLoad{maxActive: active, thinkMin: 150 * time.Millisecond, thinkMax: 450 * time.Millisecond}
-}
+const (
+	defaultMaxActive = 10
+	thinkMinMs       = 150 // a client pauses thinkMinMs + [0, thinkSpreadMs] between operations
+	thinkSpreadMs    = 300
+)
 
 // convergeWithin bounds the wait, after healing, for every task to run in
 // exactly one container. A healthy run converges in 5–25 s; the bound is
@@ -87,15 +82,15 @@ const convergeWithin = 3 * time.Minute
 
 // chaosRun holds one run's cluster, randomness and bookkeeping.
 type chaosRun struct {
-	t      *testing.T
-	c      *ProcCluster
-	rng    *rand.Rand
-	rngMu  sync.Mutex
-	rec    *chaos.Recorder
-	load   chaosLoad
-	fw     *Firewall
-	faults map[string]int
-	fmu    sync.Mutex
+	t         *testing.T
+	c         *ProcCluster
+	rng       *rand.Rand
+	rngMu     sync.Mutex
+	rec       *chaos.Recorder
+	maxActive int // the clients keep at most this many tasks active
+	fw        *Firewall
+	faults    map[string]int
+	fmu       sync.Mutex
 
 	mu     sync.Mutex
 	known  []uuid.UUID        // task IDs some client submitted
@@ -115,17 +110,17 @@ func (r *chaosRun) fault(kind string) {
 	r.t.Logf("nemesis: %s", kind)
 }
 
-func runChaos(t *testing.T, seed uint64, managers int, duration time.Duration, load chaosLoad) {
-	t.Logf("chaos: seed %d, %d managers, %s of faults, at most %d active tasks", seed, managers, duration, load.maxActive)
+func runChaos(t *testing.T, seed uint64, managers int, duration time.Duration, maxActive int) {
+	t.Logf("chaos: seed %d, %d managers, %s of faults, at most %d active tasks", seed, managers, duration, maxActive)
 	r := &chaosRun{
-		t:      t,
-		load:   load,
-		c:      NewProcClusterOnIPs(t, managers, 3),
-		fw:     NewFirewall(t),
-		rng:    rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-		rec:    chaos.NewRecorder(),
-		faults: map[string]int{},
-		active: map[uuid.UUID]bool{},
+		t:         t,
+		maxActive: maxActive,
+		c:         NewProcClusterOnIPs(t, managers, 3),
+		fw:        NewFirewall(t),
+		rng:       rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		rec:       chaos.NewRecorder(),
+		faults:    map[string]int{},
+		active:    map[uuid.UUID]bool{},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), duration)
 	defer cancel()
@@ -196,7 +191,7 @@ func (r *chaosRun) client(ctx context.Context, id int) {
 		}
 		octx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		switch k := r.intn(10); {
-		case (k < 3 && r.activeCount() < r.load.maxActive) || len(r.knownIDs()) == 0: // submit a new task
+		case (k < 3 && r.activeCount() < r.maxActive) || len(r.knownIDs()) == 0: // submit a new task
 			task := api.Task{ID: uuid.New(), Name: fmt.Sprintf("chaos-%d", id), Image: "cube-echo:latest", ExposedPorts: api.PortSet{"7777/tcp": {}}}
 			p := r.rec.Begin(id, chaos.Submit, task.ID)
 			_, created, err := cl.SubmitTask(octx, api.TaskEvent{State: api.Running, Task: task})
@@ -212,7 +207,7 @@ func (r *chaosRun) client(ctx context.Context, id int) {
 			p := r.rec.Begin(id, chaos.Submit, tid)
 			_, created, err := cl.SubmitTask(octx, api.TaskEvent{State: api.Running, Task: api.Task{ID: tid, Name: "resubmit", Image: "cube-echo:latest"}})
 			p.EndSubmit(created, err)
-		case k < 6 || r.activeCount() >= r.load.maxActive: // stop a task, mostly an active one
+		case k < 6 || r.activeCount() >= r.maxActive: // stop a task, mostly an active one
 			tid := r.pick()
 			if k%2 == 0 {
 				tid = r.pickActive()
@@ -232,7 +227,7 @@ func (r *chaosRun) client(ctx context.Context, id int) {
 			p.EndRead(task, err)
 		}
 		cancel()
-		time.Sleep(r.load.thinkMin + time.Duration(r.intn(int(r.load.thinkMax-r.load.thinkMin)/int(time.Millisecond)+1))*time.Millisecond)
+		time.Sleep(time.Duration(thinkMinMs+r.intn(thinkSpreadMs+1)) * time.Millisecond)
 	}
 }
 
@@ -481,14 +476,7 @@ func (r *chaosRun) converge(within time.Duration) ([]api.Task, map[string]int, b
 			for id, cs := range r.c.Containers() {
 				running[id] = len(cs)
 			}
-			dups, orphans := chaos.CheckRunningOnce(final, running)
-			settled := len(dups) == 0 && len(orphans) == 0
-			for _, t := range final {
-				if t.DesiredState == api.Running && t.State != api.Running && t.State != api.Failed {
-					settled = false
-				}
-			}
-			if settled {
+			if unsettled(final, running) == "" {
 				return final, running, true
 			}
 		}
@@ -580,9 +568,9 @@ func machineCrashWorker(t *testing.T, c *ProcCluster, w *Proc) {
 	}
 }
 
-// unsettled says why the final state is not converged: tasks without exactly
+// unsettled says why the final state is not converged — tasks without exactly
 // one running container, running containers nobody wants, tasks not yet
-// Running. It names a few of each.
+// Running, naming a few of each — or returns "" if it is.
 func unsettled(final []api.Task, running map[string]int) string {
 	dups, orphans := chaos.CheckRunningOnce(final, running)
 	var notRunning []string
@@ -594,6 +582,9 @@ func unsettled(final []api.Task, running map[string]int) string {
 	var wrong []string
 	for id, n := range dups {
 		wrong = append(wrong, fmt.Sprintf("%s×%d", id.String()[:8], n))
+	}
+	if len(wrong) == 0 && len(orphans) == 0 && len(notRunning) == 0 {
+		return ""
 	}
 	sort.Strings(wrong)
 	sort.Strings(orphans)
