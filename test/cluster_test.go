@@ -62,6 +62,14 @@ func TestCluster_OneLeaderAndWritesThroughAFollower(t *testing.T) {
 	c := NewCluster(t, 3)
 	leader := c.Leader()
 	follower := c.Followers()[0]
+	// Right after an election a follower may not have heard from the new
+	// leader yet, and then rightly answers 503; forwarding is what is tested.
+	Eventually(t, 10*time.Second, func() error {
+		if id, _ := follower.Raft.Leader(); id != leader.ID {
+			return fmt.Errorf("follower %s knows leader %q, not yet %s", follower.ID, id, leader.ID)
+		}
+		return nil
+	})
 
 	// A raw POST to a follower: forwarded, committed, 201 with the leader named.
 	body, _ := json.Marshal(api.TaskEvent{State: api.Running, Task: api.Task{ID: uuid.New(), Name: "via-follower", Image: "cube-echo:latest"}})
