@@ -56,7 +56,8 @@ cluster: build images ## run 3 managers + 3 workers on 127.0.0.1 in the backgrou
 cluster-down: ## stop the cluster, remove its task containers and data (logs stay in .cluster/logs)
 	scripts/cluster.sh down
 
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet, and go.mod/go.sum exactly as `go mod tidy` leaves them
+	@if ! $(GO) mod tidy -diff >/dev/null 2>&1; then echo "go.mod or go.sum is not tidy; run 'go mod tidy' and commit the result:"; $(GO) mod tidy -diff; exit 1; fi
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
