@@ -446,6 +446,16 @@ func sortTasks(ts []api.Task) {
 	})
 }
 
+// Worker returns the replicated record of one worker (address, capacity,
+// liveness, drain flag) without its allocation, in constant time: the
+// lookup for callers that need a worker's address or state, not its load.
+func (f *FSM) Worker(name string) (api.Node, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	n, ok := f.workers[name]
+	return n, ok
+}
+
 // Nodes returns every worker, by name, with its allocation derived from the
 // tasks placed on it (Scheduled or Running).
 func (f *FSM) Nodes() []api.Node {
