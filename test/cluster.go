@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -43,11 +41,13 @@ type Manager struct {
 	RaftAddr   string
 	GossipAddr string
 
+	// Server is the running node, built by the constructor cmd/cube uses;
+	// the fields after it are its parts.
+	Server  *manager.Server
 	FSM     *fsm.FSM
 	Raft    *cluster.Raft
 	Pool    *cluster.Pool
 	Manager *manager.Manager
-	srv     *http.Server
 	running bool
 }
 
@@ -93,41 +93,17 @@ func (w tWriter) Write(p []byte) (int, error) {
 func (c *Cluster) start(m *Manager, peers []cluster.Peer) {
 	t := c.t
 	t.Helper()
-	log := Logger(t, m.ID)
-	rcfg := cluster.FastRaftConfig()
+	cfg := manager.FastServerConfig()
+	cfg.ID, cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr, cfg.DataDir = m.ID, m.HTTPAddr, m.RaftAddr, m.GossipAddr, m.Dir
+	cfg.Peers, cfg.Seeds, cfg.Logger = peers, c.seeds, Logger(t, m.ID)
 	// Keep almost no log behind a snapshot, so that a manager joining after
 	// one can only catch up through InstallSnapshot.
-	rcfg.TrailingLogs = 2
-	rcfg.ID, rcfg.BindAddr, rcfg.DataDir, rcfg.Peers, rcfg.Logger = m.ID, m.RaftAddr, filepath.Join(m.Dir, "raft"), peers, log
-	m.FSM = fsm.New()
-	r, err := cluster.NewRaft(rcfg, m.FSM)
+	cfg.Raft.TrailingLogs = 2
+	s, err := manager.NewServer(cfg)
 	if err != nil {
-		t.Fatalf("start raft of %s: %v", m.ID, err)
+		t.Fatalf("start manager %s: %v", m.ID, err)
 	}
-	m.Raft = r
-	gcfg := cluster.FastGossipConfig()
-	host, port := splitAddr(t, m.GossipAddr)
-	gcfg.Name, gcfg.BindAddr, gcfg.BindPort, gcfg.Logger = "manager-"+m.ID, host, port, log
-	gcfg.Seeds = c.seeds
-	gcfg.Meta = cluster.Meta{Role: cluster.RoleManager, API: m.HTTPAddr, RaftID: m.ID, RaftAddr: m.RaftAddr}
-	m.Pool, err = cluster.NewPool(gcfg)
-	if err != nil {
-		t.Fatalf("start gossip of %s: %v", m.ID, err)
-	}
-	mcfg := manager.DefaultConfig()
-	mcfg.ID, mcfg.API, mcfg.Logger, mcfg.Tick, mcfg.PollInterval = m.ID, m.HTTPAddr, log, 100*time.Millisecond, time.Second
-	mcfg.GossipChanges = m.Pool.Changes()
-	m.Manager, err = manager.New(mcfg, m.Raft, m.FSM, m.Pool)
-	if err != nil {
-		t.Fatalf("manager %s: %v", m.ID, err)
-	}
-	m.Manager.Start()
-	ln, err := net.Listen("tcp", m.HTTPAddr)
-	if err != nil {
-		t.Fatalf("listen %s: %v", m.HTTPAddr, err)
-	}
-	m.srv = &http.Server{Handler: api.NewManagerHandler(m.Manager, api.ManagerHandlerOptions{}), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = m.srv.Serve(ln) }()
+	m.Server, m.FSM, m.Raft, m.Pool, m.Manager = s, s.FSM(), s.Raft(), s.Pool(), s.Manager()
 	m.running = true
 }
 
@@ -144,11 +120,8 @@ func (c *Cluster) Kill(id string) {
 }
 
 func (c *Cluster) stop(m *Manager) {
-	_ = m.srv.Close()
-	m.Manager.Shutdown()
-	_ = m.Pool.Shutdown()
-	if err := m.Raft.Shutdown(); err != nil {
-		c.t.Errorf("raft shutdown of %s: %v", m.ID, err)
+	if err := m.Server.Halt(); err != nil {
+		c.t.Errorf("halt %s: %v", m.ID, err)
 	}
 	m.running = false
 }
@@ -163,7 +136,9 @@ func (c *Cluster) Restart(id string) {
 	c.start(m, c.peers)
 }
 
-// Add starts a new manager with no peers and has the leader add it as a voter.
+// Add starts a new manager with no peers, as `cube manager` without
+// --peers: its joiner asks the managers gossip knows to add it, and Add waits
+// until the leader's configuration holds it as a voter.
 func (c *Cluster) Add(id string) *Manager {
 	c.t.Helper()
 	m := &Manager{ID: id, Dir: c.t.TempDir(), HTTPAddr: freeAddr(c.t), RaftAddr: freeAddr(c.t), GossipAddr: freeAddr(c.t)}
@@ -172,11 +147,20 @@ func (c *Cluster) Add(id string) *Manager {
 	c.order = append(c.order, id)
 	c.mu.Unlock()
 	c.start(m, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := c.Leader().Raft.Join(ctx, id, m.RaftAddr); err != nil {
-		c.t.Fatalf("join %s: %v", id, err)
-	}
+	Eventually(c.t, 30*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		servers, err := c.Leader().Raft.Servers(ctx)
+		if err != nil {
+			return err
+		}
+		for _, s := range servers {
+			if s.ID == id && s.Addr == m.RaftAddr && s.Voter {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s not yet a voter: %+v", id, servers)
+	})
 	c.peers = append(c.peers, cluster.Peer{ID: id, Addr: m.RaftAddr})
 	return m
 }

@@ -1,13 +1,14 @@
 package main
 
 import (
-	"github.com/hashicorp/go-hclog"
+	"github.com/cube-orch/cube/manager"
 	"github.com/spf13/cobra"
 )
 
 func newManagerCmd() *cobra.Command {
-	var o managerOpts
-	var peers, seeds, logLevel, pprofAddr string
+	var o manager.ServerConfig
+	var fast bool
+	var peers, seeds, logLevel, pprofAddr, scheduler string
 	cmd := &cobra.Command{
 		Use:   "manager",
 		Short: "Run a manager: one replica of the control plane",
@@ -33,17 +34,20 @@ Data lives in --data: raft log, stable store and snapshots. Keep --id and
       --join 127.0.0.1:6567,127.0.0.1:6577`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var err error
-			if o.Peers, err = parsePeers(peers); err != nil {
+			peerList, err := parsePeers(peers)
+			if err != nil {
 				return err
 			}
-			o.Seeds = splitList(seeds)
-			return runUntilSignal(cmd.Context(), newLogger(logLevel), pprofAddr, func(l hclog.Logger) (func(), <-chan error, error) {
-				n, err := startManager(o, l)
-				if err != nil {
-					return nil, nil, err
-				}
-				return n.stop, n.errc, nil
+			cfg := manager.DefaultServerConfig()
+			if fast {
+				cfg = manager.FastServerConfig()
+			}
+			cfg.ID, cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr, cfg.DataDir = o.ID, o.HTTPAddr, o.RaftAddr, o.GossipAddr, o.DataDir
+			cfg.Peers, cfg.Seeds, cfg.SourceIP = peerList, splitList(seeds), o.SourceIP
+			cfg.Manager.Scheduler = scheduler
+			cfg.Logger = newLogger(logLevel)
+			return runUntilSignal(cmd.Context(), cfg.Logger, pprofAddr, func() (node, error) {
+				return manager.NewServer(cfg)
 			})
 		},
 	}
@@ -55,9 +59,9 @@ Data lives in --data: raft log, stable store and snapshots. Keep --id and
 	f.StringVar(&o.DataDir, "data", "", "data directory (required)")
 	f.StringVar(&peers, "peers", "", "initial voters ID=RAFTADDR,... (self included) to bootstrap a new cluster; empty: wait to be added")
 	f.StringVar(&seeds, "join", "", "comma-separated gossip addresses of other nodes")
-	f.BoolVar(&o.Fast, "fast", false, "tight raft and gossip timings (failover in well under a second) as `make cluster` uses; default: production timings")
+	f.BoolVar(&fast, "fast", false, "tight raft and gossip timings (failover in well under a second), as make cluster uses; default: production timings")
 	f.StringVar(&o.SourceIP, "source-ip", "", "local IP outgoing connections leave from (to simulate separate machines on one host's loopback addresses; default: any)")
-	f.StringVar(&o.Scheduler, "scheduler", "epvm", "placement: epvm (least marginal cost) or roundrobin")
+	f.StringVar(&scheduler, "scheduler", "epvm", "placement: epvm (least marginal cost) or roundrobin")
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")
 	f.StringVar(&pprofAddr, "pprof", "", "serve Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6061; default: off")
 	_ = cmd.MarkFlagRequired("id")

@@ -1,18 +1,14 @@
 package main
 
 import (
-	"context"
-	"os"
-	"os/signal"
-	"syscall"
-
 	"github.com/cube-orch/cube/worker"
-	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 )
 
 func newWorkerCmd() *cobra.Command {
-	o := workerOpts{Config: worker.DefaultConfig()}
+	// Flags fill o; --fast swaps in the fast gossip profile once they are parsed.
+	o := worker.DefaultAgentConfig()
+	var fast bool
 	var seeds, managers, logLevel, pprofAddr string
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -40,74 +36,35 @@ keep the task's replicated record.`,
       --gossip 127.0.0.1:6555 --join 127.0.0.1:6557,127.0.0.1:6567,127.0.0.1:6577`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.Seeds, o.Managers = splitList(seeds), splitList(managers)
-			return runUntilSignal(cmd.Context(), newLogger(logLevel), pprofAddr, func(l hclog.Logger) (func(), <-chan error, error) {
-				n, err := startWorker(o, l)
-				if err != nil {
-					return nil, nil, err
-				}
-				return n.stop, n.errc, nil
+			cfg := o
+			if fast {
+				cfg.Gossip = worker.FastAgentConfig().Gossip
+			}
+			cfg.Seeds, cfg.Managers = splitList(seeds), splitList(managers)
+			cfg.Logger = newLogger(logLevel)
+			return runUntilSignal(cmd.Context(), cfg.Logger, pprofAddr, func() (node, error) {
+				return worker.NewAgent(cfg)
 			})
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Config.Name, "name", "", "worker name, stable across restarts (default: the name recorded in --data, else the host name)")
+	f.StringVar(&o.Worker.Name, "name", "", "worker name, stable across restarts (default: the name recorded in --data, else the host name)")
 	f.StringVar(&o.HTTPAddr, "http", "127.0.0.1:5555", "address the worker API listens on")
-	f.StringVar(&o.Config.DataDir, "data", "", "data directory for the worker's task records (required)")
+	f.StringVar(&o.Worker.DataDir, "data", "", "data directory for the worker's task records (required)")
 	f.StringVar(&o.GossipAddr, "gossip", "", "IP:PORT of this worker's gossip (memberlist) endpoint; empty runs the worker alone")
 	f.StringVar(&seeds, "join", "", "comma-separated gossip addresses of cluster nodes to join (all are tried)")
 	f.StringVar(&managers, "managers", "", "comma-separated manager HTTP addresses for reports (default: the managers gossip knows)")
-	f.BoolVar(&o.Fast, "fast", false, "tight gossip timings (crash noticed in about a second), as `make cluster` uses; default: LAN timings")
+	f.BoolVar(&fast, "fast", false, "tight gossip timings (crash noticed in about a second), as make cluster uses; default: LAN timings")
 	f.StringVar(&o.SourceIP, "source-ip", "", "local IP outgoing connections leave from (to simulate separate machines on one host's loopback addresses; default: any)")
 	f.Float64Var(&o.Cpu, "cpu", 0, "CPU cores offered to tasks (default: all of the machine's)")
 	f.Int64Var(&o.Memory, "memory", 0, "memory offered to tasks, in bytes (default: the machine's total)")
 	f.Int64Var(&o.Disk, "disk", 0, "disk offered to tasks, in bytes (default: the data dir's file system size)")
-	f.DurationVar(&o.Config.StopGrace, "stop-grace", o.Config.StopGrace, "time a stopped container gets between SIGTERM and SIGKILL")
-	f.DurationVar(&o.Config.PollInterval, "poll-interval", o.Config.PollInterval, "safety-net re-inspection of running tasks (deaths are seen at once through Docker events)")
-	f.DurationVar(&o.Config.KeepEnded, "keep-ended", o.Config.KeepEnded, "how long an ended task's record and exited container (for cube logs) stay on the worker; 0 keeps them forever")
-	f.DurationVar(&o.Config.StartTimeout, "start-timeout", o.Config.StartTimeout, "bound on pulling, creating and starting one container")
+	f.DurationVar(&o.Worker.StopGrace, "stop-grace", o.Worker.StopGrace, "time a stopped container gets between SIGTERM and SIGKILL")
+	f.DurationVar(&o.Worker.PollInterval, "poll-interval", o.Worker.PollInterval, "safety-net re-inspection of running tasks (deaths are seen at once through Docker events)")
+	f.DurationVar(&o.Worker.KeepEnded, "keep-ended", o.Worker.KeepEnded, "how long an ended task's record and exited container (for cube logs) stay on the worker; 0 keeps them forever")
+	f.DurationVar(&o.Worker.StartTimeout, "start-timeout", o.Worker.StartTimeout, "bound on pulling, creating and starting one container")
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")
 	f.StringVar(&pprofAddr, "pprof", "", "serve Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; default: off")
 	_ = cmd.MarkFlagRequired("data")
 	return cmd
-}
-
-func newLogger(level string) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{
-		Name:   "cube",
-		Level:  hclog.LevelFromString(level),
-		Output: os.Stderr,
-	})
-}
-
-// runUntilSignal starts a node and runs it until SIGINT/SIGTERM or until its
-// HTTP server fails, then stops it.
-// pprofAddr, if set, serves Go's profiles (net/http/pprof) there for as long
-// as the node runs.
-func runUntilSignal(ctx context.Context, logger hclog.Logger, pprofAddr string, start func(hclog.Logger) (stop func(), errc <-chan error, err error)) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, cancel := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer cancel()
-	if pprofAddr != "" {
-		_, stopPprof, err := servePprof(pprofAddr, logger)
-		if err != nil {
-			return err
-		}
-		defer stopPprof()
-	}
-	stop, errc, err := start(logger)
-	if err != nil {
-		return err
-	}
-	select {
-	case <-ctx.Done():
-		logger.Info("signal received, shutting down")
-	case err = <-errc:
-		logger.Error("http server stopped", "error", err)
-	}
-	stop()
-	logger.Info("stopped")
-	return err
 }

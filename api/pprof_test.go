@@ -1,4 +1,4 @@
-package main
+package api
 
 import (
 	"io"
@@ -10,8 +10,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-func TestServePprof_ServesAndStops(t *testing.T) {
-	addr, stop, err := servePprof("127.0.0.1:0", hclog.NewNullLogger())
+func TestServeProfiles_ServesAndStops(t *testing.T) {
+	addr, stop, err := ServeProfiles("127.0.0.1:0", hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func TestServePprof_ServesAndStops(t *testing.T) {
 		resp.Body.Close()
 		t.Fatal("pprof still served after stop")
 	}
-	if _, _, err := servePprof("not-an-address", hclog.NewNullLogger()); err == nil || !strings.Contains(err.Error(), "--pprof") {
+	if _, _, err := ServeProfiles("not-an-address", hclog.NewNullLogger()); err == nil || !strings.Contains(err.Error(), "--pprof") {
 		t.Fatalf("bad address: %v, want an error naming --pprof", err)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package api
 
 import (
 	"context"
@@ -12,11 +12,11 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// servePprof serves Go's profiles on addr, on a listener of its own (never
-// on the API's address: profiles are for whoever runs the node). The
-// returned function stops the server and waits for it; bound is the address
-// it listens on.
-func servePprof(addr string, logger hclog.Logger) (bound string, stop func(), err error) {
+// ServeProfiles serves Go's profiles (net/http/pprof) on addr, on a
+// listener of its own (never on the API's address: profiles are for whoever
+// runs the node, not for API clients). The returned function stops the
+// server and waits for it; bound is the address it listens on.
+func ServeProfiles(addr string, logger hclog.Logger) (bound string, stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", nil, fmt.Errorf("--pprof %s: %w", addr, err)

@@ -1,0 +1,304 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/cluster"
+	"github.com/cube-orch/cube/fsm"
+	"github.com/hashicorp/go-hclog"
+)
+
+// ServerConfig configures a Server: one manager node.
+type ServerConfig struct {
+	// ID is the manager's raft server ID; keep it across restarts.
+	ID string
+	// HTTPAddr is where the manager API listens ("IP:PORT").
+	HTTPAddr string
+	// RaftAddr is the raft transport's address; keep it across restarts.
+	RaftAddr string
+	// GossipAddr is this manager's gossip endpoint ("IP:PORT").
+	GossipAddr string
+	// DataDir holds the raft log, stable store and snapshots (in raft/).
+	DataDir string
+	// Peers are the initial voters, this manager included, to bootstrap a
+	// new cluster with. Empty: wait to be added, asking the managers gossip
+	// finds (see cluster.Joiner).
+	Peers []cluster.Peer
+	// Seeds are gossip addresses of other nodes to join.
+	Seeds []string
+	// SourceIP, if set, is the local address every outgoing connection
+	// (raft, gossip, calls to workers, forwarded requests) leaves from.
+	SourceIP string
+	// Raft, Gossip, Manager and Join are the profiles of each part (their
+	// Default or Fast constructors); the server fills in the identities,
+	// addresses, data dir and logger from the fields above.
+	Raft    cluster.RaftConfig
+	Gossip  cluster.GossipConfig
+	Manager Config
+	Join    cluster.JoinConfig
+	// Logger is the root logger.
+	Logger hclog.Logger
+}
+
+// DefaultServerConfig returns production timings; set the identity,
+// addresses and data dir.
+func DefaultServerConfig() ServerConfig {
+	return ServerConfig{
+		Raft:    cluster.DefaultRaftConfig(),
+		Gossip:  cluster.DefaultGossipConfig(),
+		Manager: DefaultConfig(),
+		Join:    cluster.DefaultJoinConfig(),
+	}
+}
+
+// FastServerConfig returns the tight timings of `make cluster`, `cube dev`
+// and the tests: failover and crash detection in about a second.
+func FastServerConfig() ServerConfig {
+	c := DefaultServerConfig()
+	c.Raft, c.Gossip, c.Manager = cluster.FastRaftConfig(), cluster.FastGossipConfig(), FastConfig()
+	return c
+}
+
+// Validate checks the fields the server itself needs; each part validates
+// its own profile when it starts.
+func (c ServerConfig) Validate() error {
+	if c.ID == "" || c.DataDir == "" || c.HTTPAddr == "" || c.RaftAddr == "" || c.GossipAddr == "" {
+		return errors.New("a manager needs an ID, a data dir, and HTTP, raft and gossip addresses")
+	}
+	return nil
+}
+
+// Server is a running manager node: the replicated state (raft and the
+// FSM), the gossip pool, the Manager (the API's service and, on the leader,
+// the control loop), the HTTP API, and while it is not yet a member the
+// joiner. NewServer starts everything; Close stops it in order.
+type Server struct {
+	cfg  ServerConfig
+	fsm  *fsm.FSM
+	raft *cluster.Raft
+	pool *cluster.Pool
+	mgr  *Manager
+	srv  *http.Server
+	addr string
+	errc chan error
+	log  hclog.Logger
+
+	stopJoin  context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// NewServer starts a manager node. The HTTP listener is opened first, so a
+// port in use fails before any raft state is touched. On error nothing is
+// left running.
+func NewServer(cfg ServerConfig) (_ *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	s := &Server{cfg: cfg, fsm: fsm.New(), errc: make(chan error, 1), log: cfg.Logger}
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	undo = append(undo, func() { _ = ln.Close() })
+	s.addr = ln.Addr().String()
+
+	rcfg := cfg.Raft
+	rcfg.ID, rcfg.BindAddr, rcfg.DataDir, rcfg.Peers = cfg.ID, cfg.RaftAddr, filepath.Join(cfg.DataDir, "raft"), cfg.Peers
+	rcfg.Logger, rcfg.SourceIP = cfg.Logger, cfg.SourceIP
+	if err := os.MkdirAll(rcfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	if s.raft, err = cluster.NewRaft(rcfg, s.fsm); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { _ = s.raft.Shutdown() })
+
+	host, port, err := cluster.ParseGossipAddr(cfg.GossipAddr)
+	if err != nil {
+		return nil, err
+	}
+	g := cfg.Gossip
+	g.Name, g.BindAddr, g.BindPort, g.Seeds, g.Logger, g.SourceIP = "manager-"+cfg.ID, host, port, cfg.Seeds, cfg.Logger, cfg.SourceIP
+	g.Meta = cluster.Meta{Role: cluster.RoleManager, API: s.addr, RaftID: cfg.ID, RaftAddr: cfg.RaftAddr}
+	if s.pool, err = cluster.NewPool(g); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { _ = s.pool.Shutdown() })
+
+	mcfg := cfg.Manager
+	mcfg.ID, mcfg.API, mcfg.Logger, mcfg.SourceIP, mcfg.GossipChanges = cfg.ID, s.addr, cfg.Logger, cfg.SourceIP, s.pool.Changes()
+	if s.mgr, err = New(mcfg, s.raft, s.fsm, s.pool); err != nil {
+		return nil, err
+	}
+	joinCtx, stopJoin := context.WithCancel(context.Background())
+	s.stopJoin = stopJoin
+	if len(cfg.Peers) == 0 {
+		if err := s.startJoiner(joinCtx); err != nil {
+			stopJoin()
+			return nil, err
+		}
+	}
+	s.mgr.Start()
+	s.srv = api.NewHTTPServer(api.NewManagerHandler(s.mgr, api.ManagerHandlerOptions{SourceIP: cfg.SourceIP}))
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			s.errc <- err
+		}
+	}()
+	s.log.Info("manager started", "id", cfg.ID, "http", s.addr, "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr, "data", cfg.DataDir)
+	return s, nil
+}
+
+// startJoiner runs the joiner of a manager started without peers: it asks
+// the managers gossip knows, through their HTTP API, to add this one.
+func (s *Server) startJoiner(ctx context.Context) error {
+	hc := api.NewHTTPClient(s.cfg.SourceIP)
+	ask := func(ctx context.Context, addrs []string, id, raftAddr string) error {
+		c, err := api.NewClient(addrs, api.ClientOptions{Timeout: 5 * time.Second, RetryFor: 5 * time.Second, HTTP: hc})
+		if err != nil {
+			return err
+		}
+		return c.AddManager(ctx, id, raftAddr)
+	}
+	jcfg := s.cfg.Join
+	jcfg.ID, jcfg.RaftAddr, jcfg.Logger = s.cfg.ID, s.cfg.RaftAddr, s.cfg.Logger
+	j, err := cluster.NewJoiner(jcfg, s.raft, s.pool, ask)
+	if err != nil {
+		return err
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = j.Run(ctx) // ends joined, or cancelled by Close
+	}()
+	return nil
+}
+
+// Addr is the address the manager API listens on.
+func (s *Server) Addr() string { return s.addr }
+
+// Raft, FSM, Pool and Manager are the server's parts, for tests and tools.
+func (s *Server) Raft() *cluster.Raft { return s.raft }
+
+// FSM is the server's replicated state machine.
+func (s *Server) FSM() *fsm.FSM { return s.fsm }
+
+// Pool is the server's gossip pool.
+func (s *Server) Pool() *cluster.Pool { return s.pool }
+
+// Manager is the server's manager service.
+func (s *Server) Manager() *Manager { return s.mgr }
+
+// Err receives the error of the API server if it stops on its own.
+func (s *Server) Err() <-chan error { return s.errc }
+
+// Close shuts the manager down: HTTP first so clients learn at once (as
+// rqlite does), then the joiner and the control loop, then (a leader) hands
+// leadership over so the others need not wait for an election timeout, then
+// gossip with a graceful leave, then raft. Safe to call more than once.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.srv.Shutdown(ctx); err != nil {
+			s.log.Warn("http shutdown", "error", err)
+		}
+		s.stopJoin()
+		s.wg.Wait()
+		s.mgr.Shutdown()
+		if s.raft.IsLeader() {
+			// Best effort and bounded: with no follower reachable (the last
+			// manager of a cluster going down) there is no one to hand over to.
+			ok, err := within(2*time.Second, s.raft.LeadershipTransfer)
+			switch {
+			case !ok:
+				s.log.Warn("leadership transfer did not finish in 2s; shutting down anyway")
+			case err != nil:
+				s.log.Warn("leadership transfer", "error", err)
+			}
+		}
+		if err := s.pool.Leave(2 * time.Second); err != nil {
+			s.log.Warn("gossip leave", "error", err)
+		}
+		if err := s.pool.Shutdown(); err != nil {
+			s.log.Warn("gossip shutdown", "error", err)
+		}
+		s.shutdownRaft()
+	})
+	return nil
+}
+
+// Halt stops the manager as abruptly as a process can while still freeing
+// its ports and files: no leadership transfer, no gossip leave, connections
+// dropped. The in-process test cluster uses it to stand in for a crash. Safe
+// to call more than once (and after Close, which it then does not repeat).
+func (s *Server) Halt() error {
+	var err error
+	s.closeOnce.Do(func() {
+		_ = s.srv.Close()
+		s.stopJoin()
+		s.wg.Wait()
+		s.mgr.Shutdown()
+		_ = s.pool.Shutdown()
+		err = s.raft.Shutdown()
+	})
+	return err
+}
+
+// shutdownRaft shuts raft down, bounded: raft's shutdown waits for its
+// goroutines, and on an overloaded machine one was seen to take more than
+// 20 s (a CI run; the cause is not known yet, hence the goroutine dump).
+// The process exits anyway: the bolt files are crash-safe, as every SIGKILL
+// shows.
+func (s *Server) shutdownRaft() {
+	ok, err := within(raftShutdownBound, s.raft.Shutdown)
+	switch {
+	case !ok:
+		var dump strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&dump, 1)
+		s.log.Warn("raft shutdown did not finish; exiting anyway", "after", raftShutdownBound, "goroutines", dump.String())
+	case err != nil:
+		s.log.Warn("raft shutdown", "error", err)
+	}
+}
+
+// raftShutdownBound is how long Close waits for raft to shut down.
+const raftShutdownBound = 10 * time.Second
+
+// within runs fn and waits at most d for it: ok is false if fn had not
+// returned by then (it runs on; its result is dropped).
+func within(d time.Duration, fn func() error) (ok bool, err error) {
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		return true, err
+	case <-time.After(d):
+		return false, nil
+	}
+}

@@ -1,0 +1,357 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/cluster"
+	"github.com/hashicorp/go-hclog"
+)
+
+// AgentConfig configures an Agent: a Worker, the HTTP API it serves and, in a
+// cluster, its gossip membership and its reports to the managers.
+type AgentConfig struct {
+	// Worker configures the worker itself (name, data dir, timings). Its
+	// Logger and OnChange are set by the agent.
+	Worker Config
+	// HTTPAddr is where the worker API listens ("IP:PORT"; port 0 picks one).
+	HTTPAddr string
+	// GossipAddr is this worker's gossip endpoint ("IP:PORT"). Empty runs the
+	// worker alone, without a cluster: it takes tasks from its API only.
+	GossipAddr string
+	// Gossip is the gossip profile (cluster.DefaultGossipConfig or
+	// FastGossipConfig). The agent fills in its name, addresses, seeds and
+	// metadata from the fields here.
+	Gossip cluster.GossipConfig
+	// Seeds are gossip addresses of cluster nodes to join.
+	Seeds []string
+	// Managers are manager HTTP addresses for reports. Empty: the managers
+	// gossip sees alive.
+	Managers []string
+	// SourceIP, if set, is the local address outgoing connections (gossip,
+	// reports) leave from.
+	SourceIP string
+	// Cpu, Memory and Disk are the capacity advertised to the scheduler;
+	// zero means the machine's (all cores, total memory, the data dir's file
+	// system).
+	Cpu    float64
+	Memory int64
+	Disk   int64
+	// RuntimeCheckInterval is how often the agent pings the container engine
+	// and advertises through gossip whether it answers.
+	RuntimeCheckInterval time.Duration
+	// ReportTimeout bounds one report to the managers (one HTTP request).
+	ReportTimeout time.Duration
+	// Runtime runs the containers. Nil means the local Docker Engine,
+	// configured by Docker (its Logger and PullTimeout are set by the agent).
+	Runtime Runtime
+	Docker  DockerConfig
+	// Logger is the root logger.
+	Logger hclog.Logger
+}
+
+// DefaultAgentConfig returns production defaults (memberlist's LAN timings):
+// set Worker.DataDir, and GossipAddr and Seeds to join a cluster.
+func DefaultAgentConfig() AgentConfig {
+	return AgentConfig{
+		Worker:               DefaultConfig(),
+		HTTPAddr:             "127.0.0.1:5555",
+		Gossip:               cluster.DefaultGossipConfig(),
+		RuntimeCheckInterval: 2 * time.Second,
+		ReportTimeout:        5 * time.Second,
+		Docker:               DefaultDockerConfig(),
+	}
+}
+
+// FastAgentConfig is DefaultAgentConfig with the tight gossip timings of
+// `make cluster` and the tests (a dead worker is noticed in about a second).
+func FastAgentConfig() AgentConfig {
+	c := DefaultAgentConfig()
+	c.Gossip = cluster.FastGossipConfig()
+	return c
+}
+
+// Validate checks the configuration, naming the field and its bound.
+func (c AgentConfig) Validate() error {
+	switch {
+	case c.HTTPAddr == "":
+		return errors.New("HTTPAddr is required")
+	case c.Cpu < 0 || c.Memory < 0 || c.Disk < 0:
+		return fmt.Errorf("Cpu (%g), Memory (%d) and Disk (%d) must not be negative (0 means the machine's)", c.Cpu, c.Memory, c.Disk)
+	case c.RuntimeCheckInterval <= 0:
+		return fmt.Errorf("RuntimeCheckInterval (%s) must be positive", c.RuntimeCheckInterval)
+	case c.ReportTimeout <= 0:
+		return fmt.Errorf("ReportTimeout (%s) must be positive", c.ReportTimeout)
+	}
+	return c.Worker.Validate()
+}
+
+// Agent is a running worker node: the Worker and its HTTP API, and in a
+// cluster its gossip membership (through which the managers see it, its
+// address and capacity, and whether its engine answers), its reporter and
+// the monitor of its container engine. NewAgent starts everything; Close
+// stops it in order.
+type Agent struct {
+	cfg      AgentConfig
+	rt       Runtime
+	ownsRT   bool // the agent created rt (Docker) and closes it
+	w        *Worker
+	pool     *cluster.Pool // nil when alone
+	reporter *Reporter     // nil when alone
+	routes   *reportRoutes // nil when alone
+	srv      *http.Server
+	addr     string
+	errc     chan error
+	log      hclog.Logger
+
+	meta      cluster.Meta // owned by the monitor goroutine after start
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// NewAgent starts a worker node: the worker (adopting the containers it
+// already runs), its API, and in a cluster its gossip membership, reporter
+// and engine monitor. On error nothing is left running.
+func NewAgent(cfg AgentConfig) (_ *Agent, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("worker agent config: %w", err)
+	}
+	a := &Agent{cfg: cfg, rt: cfg.Runtime, errc: make(chan error, 1), log: cfg.Logger, stop: make(chan struct{})}
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+	if a.rt == nil {
+		dcfg := cfg.Docker
+		dcfg.Logger, dcfg.PullTimeout = cfg.Logger, cfg.Worker.StartTimeout
+		docker, err := NewDocker(dcfg)
+		if err != nil {
+			return nil, err
+		}
+		a.rt, a.ownsRT = docker, true
+		undo = append(undo, func() { _ = docker.Close() })
+	}
+	pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := a.rt.Ping(pctx); err != nil {
+		a.log.Warn("container engine does not answer; tasks will fail until it does", "error", err)
+	}
+	cancel()
+
+	wcfg := cfg.Worker
+	wcfg.Logger = cfg.Logger
+	if cfg.GossipAddr != "" {
+		a.reporter = NewReporter(a.sendReport, cfg.Logger)
+		wcfg.OnChange = a.reporter.Enqueue
+	}
+	if a.w, err = New(wcfg, a.rt); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { _ = a.w.Shutdown() })
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	undo = append(undo, func() { _ = ln.Close() })
+	a.addr = ln.Addr().String()
+	if cfg.GossipAddr != "" {
+		if err := a.joinPool(); err != nil {
+			return nil, err
+		}
+	}
+	a.w.Start()
+	a.srv = api.NewHTTPServer(api.NewWorkerHandler(a.w))
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := a.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			a.errc <- err
+		}
+	}()
+	a.log.Info("worker started", "name", a.w.Name(), "http", a.addr, "gossip", cfg.GossipAddr, "data", wcfg.DataDir)
+	return a, nil
+}
+
+// joinPool joins the gossip pool with the worker's address and capacity,
+// then starts the reporter and the engine monitor.
+func (a *Agent) joinPool() error {
+	host, port, err := cluster.ParseGossipAddr(a.cfg.GossipAddr)
+	if err != nil {
+		return err
+	}
+	cpu, mem, disk := Capacity(a.cfg.Worker.DataDir)
+	if a.cfg.Cpu > 0 {
+		cpu = a.cfg.Cpu
+	}
+	if a.cfg.Memory > 0 {
+		mem = a.cfg.Memory
+	}
+	if a.cfg.Disk > 0 {
+		disk = a.cfg.Disk
+	}
+	g := a.cfg.Gossip
+	g.Name, g.BindAddr, g.BindPort, g.Seeds, g.Logger, g.SourceIP = a.w.Name(), host, port, a.cfg.Seeds, a.cfg.Logger, a.cfg.SourceIP
+	g.Meta = cluster.Meta{Role: cluster.RoleWorker, API: a.addr, Cpu: cpu, Memory: mem, Disk: disk}
+	if a.pool, err = cluster.NewPool(g); err != nil {
+		return err
+	}
+	a.meta = g.Meta
+	a.routes = newReportRoutes(a.cfg.Managers, a.pool, a.cfg.SourceIP, a.cfg.ReportTimeout)
+	a.reporter.Start()
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.monitorRuntime() }()
+	return nil
+}
+
+// Name is the worker's name. Addr is the address its API listens on.
+func (a *Agent) Name() string { return a.w.Name() }
+
+// Addr is the address the worker API listens on.
+func (a *Agent) Addr() string { return a.addr }
+
+// Worker is the running worker.
+func (a *Agent) Worker() *Worker { return a.w }
+
+// Err receives the error of the API server if it stops on its own.
+func (a *Agent) Err() <-chan error { return a.errc }
+
+// Close stops the node: the API first (clients learn at once), then the
+// engine monitor, then gossip with a graceful leave (the managers see the
+// worker left, not failed), then reports and the worker, then the engine
+// client. Containers keep running: a restarted worker re-adopts them. Safe
+// to call more than once.
+func (a *Agent) Close() error {
+	a.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := a.srv.Shutdown(ctx); err != nil {
+			a.log.Warn("http shutdown", "error", err)
+		}
+		close(a.stop)
+		if a.pool != nil {
+			if err := a.pool.Leave(2 * time.Second); err != nil {
+				a.log.Warn("gossip leave", "error", err)
+			}
+			if err := a.pool.Shutdown(); err != nil {
+				a.log.Warn("gossip shutdown", "error", err)
+			}
+		}
+		a.wg.Wait()
+		if a.reporter != nil {
+			a.reporter.Shutdown()
+		}
+		if err := a.w.Shutdown(); err != nil {
+			a.log.Warn("worker shutdown", "error", err)
+		}
+		if a.ownsRT {
+			if c, ok := a.rt.(interface{ Close() error }); ok {
+				_ = c.Close()
+			}
+		}
+	})
+	return nil
+}
+
+// monitorRuntime pings the container engine every RuntimeCheckInterval and
+// advertises a change (Meta.RuntimeDown) through gossip, so the leader places
+// nothing new on a worker that cannot run containers, and knows its tasks
+// are at risk.
+func (a *Agent) monitorRuntime() {
+	t := time.NewTicker(a.cfg.RuntimeCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.RuntimeCheckInterval)
+		err := a.rt.Ping(ctx)
+		cancel()
+		down := err != nil
+		if down == a.meta.RuntimeDown {
+			continue
+		}
+		a.meta.RuntimeDown = down
+		if down {
+			a.log.Error("container engine does not answer; telling the managers", "error", err)
+		} else {
+			a.log.Info("container engine answers again; telling the managers")
+		}
+		if err := a.pool.UpdateMeta(a.meta); err != nil {
+			a.log.Warn("update gossip metadata", "error", err)
+		}
+	}
+}
+
+// sendReport delivers one task record to the managers.
+func (a *Agent) sendReport(ctx context.Context, t api.Task) error {
+	c, err := a.routes.client()
+	if err != nil {
+		return err
+	}
+	return c.ReportTask(ctx, t)
+}
+
+// reportRoutes picks the managers reports go to: the fixed list, else the
+// managers gossip sees alive. Every client it hands out shares one HTTP
+// client, so connections are pooled across reports, and a new api.Client is
+// built only when the set of managers changes (it remembers the leader).
+type reportRoutes struct {
+	fixed   *api.Client
+	members cluster.MemberSource
+	hc      *http.Client
+	opts    api.ClientOptions
+
+	mu    sync.Mutex
+	addrs []string
+	cur   *api.Client
+}
+
+func newReportRoutes(managers []string, members cluster.MemberSource, sourceIP string, timeout time.Duration) *reportRoutes {
+	r := &reportRoutes{members: members, hc: api.NewHTTPClient(sourceIP)}
+	r.opts = api.ClientOptions{Timeout: timeout, RetryFor: 3 * time.Second, HTTP: r.hc}
+	if len(managers) > 0 {
+		r.fixed, _ = api.NewClient(managers, r.opts) // nil on bad addresses: fall back to gossip
+	}
+	return r
+}
+
+// client returns the client of the current managers.
+func (r *reportRoutes) client() (*api.Client, error) {
+	if r.fixed != nil {
+		return r.fixed, nil
+	}
+	var addrs []string
+	for _, m := range r.members.Members() {
+		if m.Meta.Role == cluster.RoleManager && m.State == cluster.StateAlive && m.Meta.API != "" {
+			addrs = append(addrs, m.Meta.API)
+		}
+	}
+	slices.Sort(addrs)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cur != nil && slices.Equal(addrs, r.addrs) {
+		return r.cur, nil
+	}
+	c, err := api.NewClient(addrs, r.opts)
+	if err != nil {
+		return nil, fmt.Errorf("no manager known yet: %w", err)
+	}
+	r.cur, r.addrs = c, addrs
+	return c, nil
+}
