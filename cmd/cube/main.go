@@ -30,6 +30,9 @@ Use:     cube run -f task.json   cube status   cube stop ID   cube node   cube m
 		SilenceErrors: true,
 	}
 	root.AddCommand(newManagerCmd(), newWorkerCmd(), newDevCmd())
-	addClientCommands(root)
+	// The client commands; each takes -m/--manager and --timeout (client.go).
+	cf := &clientFlags{}
+	root.AddCommand(newRunCmd(cf), newStopCmd(cf), newStatusCmd(cf), newNodeCmd(cf),
+		newMembersCmd(cf), newEventsCmd(cf), newLogsCmd(cf))
 	return root
 }
