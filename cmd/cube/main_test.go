@@ -100,12 +100,6 @@ func TestClientFlags_ManagerDefaultFromEnv(t *testing.T) {
 	}
 }
 
-// knownBackquoted are flags of files this change does not own whose usage
-// has a backquoted word, which pflag takes as the flag's argument name
-// (`--fast make cluster`). They are logged, not failed; empty the list once
-// manager.go and worker.go are fixed.
-var knownBackquoted = map[string]bool{"manager --fast": true, "worker --fast": true}
-
 // TestHelp_ShowsEveryUsageWhole renders the help of every command and fails
 // if a flag's usage text is not shown as written: pflag takes a `backquoted`
 // word of a usage string as the argument's name, drops the backquotes and
@@ -132,10 +126,6 @@ func TestHelp_ShowsEveryUsageWhole(t *testing.T) {
 		check := func(f *pflag.Flag) {
 			if _, usage := pflag.UnquoteUsage(f); usage != f.Usage || !strings.Contains(help, f.Usage) {
 				key := strings.TrimSpace(p + " --" + f.Name)
-				if knownBackquoted[key] {
-					t.Logf("cube %s: usage %q shown as %q (known; fix it where the flag is defined)", key, f.Usage, usage)
-					return
-				}
 				t.Errorf("cube %s: usage %q is not shown whole in the help (a `backquoted` word becomes the argument name):\n%s", key, f.Usage, help)
 			}
 		}
