@@ -12,20 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cube-orch/cube/test/testkit"
 	"github.com/google/uuid"
 )
-
-// closedAddr returns a loopback address on which nothing listens.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
 
 func newTestClient(t *testing.T, managers []string, opts ClientOptions) *Client {
 	t.Helper()
@@ -50,7 +39,7 @@ func TestClient_FindsLeaderPastDownManager(t *testing.T) {
 	c := newTestCluster(t, 3, 0, ManagerHandlerOptions{})
 	// The first address is down, the leader comes last: the client must get
 	// past the former and learn of the latter from X-Cube-Leader.
-	cl := newTestClient(t, []string{closedAddr(t), c.addrs[1], "http://" + c.addrs[2], c.addrs[0]}, ClientOptions{RetryFor: 5 * time.Second})
+	cl := newTestClient(t, []string{testkit.FreeAddr(t), c.addrs[1], "http://" + c.addrs[2], c.addrs[0]}, ClientOptions{RetryFor: 5 * time.Second})
 	ctx := testCtx(t)
 
 	task, created, err := cl.SubmitTask(ctx, echoEvent())
@@ -236,7 +225,7 @@ func TestClient_StaysUnavailable(t *testing.T) {
 		}
 	})
 	t.Run("all down", func(t *testing.T) {
-		cl := newTestClient(t, []string{closedAddr(t), closedAddr(t)}, ClientOptions{RetryFor: retryFor})
+		cl := newTestClient(t, []string{testkit.FreeAddr(t), testkit.FreeAddr(t)}, ClientOptions{RetryFor: retryFor})
 		start := time.Now()
 		_, err := cl.Tasks(testCtx(t), false)
 		if !errors.Is(err, ErrUnavailable) {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cube-orch/cube/test/testkit"
 	"github.com/google/uuid"
 	"github.com/hashicorp/go-hclog"
 )
@@ -230,7 +231,7 @@ type testCluster struct {
 func newTestCluster(t *testing.T, n, leader int, opts ManagerHandlerOptions) *testCluster {
 	t.Helper()
 	if opts.Logger == nil {
-		opts.Logger = testLogger(t)
+		opts.Logger = testkit.LoggerAt(t, "api", hclog.Debug)
 	}
 	c := &testCluster{}
 	for range n {
@@ -257,19 +258,6 @@ func (c *testCluster) setLeader(i int) {
 }
 
 func (c *testCluster) url(i int, path string) string { return c.srvs[i].URL + path }
-
-// testLogger routes hclog output to t.Log.
-func testLogger(t *testing.T) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Name: "api", Level: hclog.Debug, Output: testWriter{t}})
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
 
 // reply is an HTTP answer read whole.
 type reply struct {
@@ -489,14 +477,9 @@ func TestManagerHandler_ForwardedRequestNotForwardedAgain(t *testing.T) {
 }
 
 func TestManagerHandler_LeaderUnreachable(t *testing.T) {
-	// A listener that is closed refuses connections; one that never accepts
+	// A free address refuses connections; a listener that never accepts
 	// lets the connection open but never answers.
-	refused, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refusedAddr := refused.Addr().String()
-	refused.Close()
+	refusedAddr := testkit.FreeAddr(t)
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

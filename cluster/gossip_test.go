@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cube-orch/cube/test/testkit"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -20,7 +21,7 @@ type testPools struct {
 }
 
 func newTestPools(t *testing.T) *testPools {
-	return &testPools{t: t, log: testLogger(t)}
+	return &testPools{t: t, log: testkit.Logger(t, "test")}
 }
 
 // start starts pool name on port (0: any) with seeds.
@@ -86,7 +87,7 @@ func threePools(t *testing.T, tp *testPools) []*Pool {
 	p3 := tp.start("n3", 0, p1.LocalAddr(), p2.LocalAddr())
 	ps := []*Pool{p1, p2, p3}
 	for _, p := range ps {
-		waitFor(t, 5*time.Second, "every pool to see "+p.LocalName()+" alive", stateIs(p.LocalName(), StateAlive, ps...))
+		testkit.WaitFor(t, 5*time.Second, "every pool to see "+p.LocalName()+" alive", stateIs(p.LocalName(), StateAlive, ps...))
 	}
 	return ps
 }
@@ -124,7 +125,7 @@ func TestPool_Membership(t *testing.T) {
 	if err := p2.UpdateMeta(meta); err != nil {
 		t.Fatalf("UpdateMeta: %v", err)
 	}
-	waitFor(t, 5*time.Second, "n2's new metadata everywhere", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "n2's new metadata everywhere", func() bool {
 		for _, p := range ps {
 			if m, ok := memberOf(p, "n2"); !ok || m.Meta != meta {
 				return false
@@ -166,7 +167,7 @@ func TestPool_FailureDetection(t *testing.T) {
 		if err := p3.Shutdown(); err != nil {
 			t.Fatalf("Shutdown n3: %v", err)
 		}
-		took := waitFor(t, 5*time.Second, "n1 and n2 to see n3 dead", func() bool {
+		took := testkit.WaitFor(t, 5*time.Second, "n1 and n2 to see n3 dead", func() bool {
 			for _, p := range []*Pool{p1, p2} {
 				if m, _ := memberOf(p, "n3"); m.State == StateSuspect {
 					sawSuspect = true
@@ -181,7 +182,7 @@ func TestPool_FailureDetection(t *testing.T) {
 
 		// Restarted with the same name and address, it is alive again.
 		p3 = tp.start("n3", port, p1.LocalAddr(), p2.LocalAddr())
-		back := waitFor(t, 5*time.Second, "n3 alive again everywhere", stateIs("n3", StateAlive, p1, p2, p3))
+		back := testkit.WaitFor(t, 5*time.Second, "n3 alive again everywhere", stateIs("n3", StateAlive, p1, p2, p3))
 		t.Logf("try %d: crash seen by both survivors after %s; restart seen alive after %s", try, took.Round(time.Millisecond), back.Round(time.Millisecond))
 	}
 	if !sawSuspect {
@@ -201,7 +202,7 @@ func TestPool_Leave(t *testing.T) {
 		t.Fatalf("Leave: %v", err)
 	}
 	returned := time.Since(start)
-	waitFor(t, 5*time.Second, "n1 and n2 to see n3 left", stateIs("n3", StateLeft, p1, p2))
+	testkit.WaitFor(t, 5*time.Second, "n1 and n2 to see n3 left", stateIs("n3", StateLeft, p1, p2))
 	t.Logf("Leave returned after %s; both survivors saw n3 left after %s", returned.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	if m, _ := memberOf(p3, "n3"); m.State != StateLeft {
 		t.Errorf("n3 sees itself %s, want left", m.State)
@@ -231,17 +232,17 @@ func TestPool_Leave(t *testing.T) {
 
 func TestPool_SeedStartsLater(t *testing.T) {
 	tp := newTestPools(t)
-	seedAddr := freePort(t)
+	seedAddr := testkit.FreeAddr(t)
 	_, seedPort, _ := splitIPPort(seedAddr)
 
 	early := tp.start("early", 0, seedAddr)
 	// Let the first rounds fail, so the join happens on a retry.
-	waitFor(t, 5*time.Second, "three failed join rounds", func() bool { return early.joinRounds.Load() >= 3 })
+	testkit.WaitFor(t, 5*time.Second, "three failed join rounds", func() bool { return early.joinRounds.Load() >= 3 })
 	if got := len(early.Members()); got != 1 {
 		t.Fatalf("early Members() = %d nodes before the seed exists, want 1", got)
 	}
 	seed := tp.start("seed", seedPort)
-	took := waitFor(t, 10*time.Second, "early and seed to see each other", func() bool {
+	took := testkit.WaitFor(t, 10*time.Second, "early and seed to see each other", func() bool {
 		return stateIs("early", StateAlive, early, seed)() && stateIs("seed", StateAlive, early, seed)()
 	})
 	t.Logf("node started before its seed joined %s after the seed appeared (join round %d)", took.Round(time.Millisecond), early.joinRounds.Load())
@@ -309,18 +310,18 @@ func TestPool_ReconnectsToARestartedSeed(t *testing.T) {
 	tp := newTestPools(t)
 	seed := tp.start("seed", 0)
 	node := tp.start("node", 0, seed.LocalAddr())
-	waitFor(t, 5*time.Second, "both alive in both views", stateIs("seed", StateAlive, seed, node))
-	waitFor(t, 5*time.Second, "both alive in both views", stateIs("node", StateAlive, seed, node))
+	testkit.WaitFor(t, 5*time.Second, "both alive in both views", stateIs("seed", StateAlive, seed, node))
+	testkit.WaitFor(t, 5*time.Second, "both alive in both views", stateIs("node", StateAlive, seed, node))
 
 	port := portOf(t, seed)
 	if err := seed.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "node to see the seed dead", stateIs("seed", StateDead, node))
+	testkit.WaitFor(t, 5*time.Second, "node to see the seed dead", stateIs("seed", StateDead, node))
 
 	// Back on its address, with no seeds of its own.
 	again := tp.start("seed", port)
-	took := waitFor(t, 15*time.Second, "seed and node to see each other alive again", func() bool {
+	took := testkit.WaitFor(t, 15*time.Second, "seed and node to see each other alive again", func() bool {
 		return stateIs("seed", StateAlive, node, again)() && stateIs("node", StateAlive, node, again)()
 	})
 	t.Logf("restarted seed and node see each other after %s (ReconnectInterval %s)", took.Round(time.Millisecond), FastGossipConfig().ReconnectInterval)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cube-orch/cube/test/testkit"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
@@ -104,11 +105,11 @@ type testCluster struct {
 // mutate, if not nil, adjusts each config.
 func newTestCluster(t *testing.T, n int, mutate func(*RaftConfig)) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, log: testLogger(t), mutate: mutate}
+	c := &testCluster{t: t, log: testkit.Logger(t, "test"), mutate: mutate}
 	t.Cleanup(c.shutdownAll)
 	var peers []Peer
 	for i := range n {
-		peers = append(peers, Peer{ID: fmt.Sprintf("m%d", i+1), Addr: freePort(t)})
+		peers = append(peers, Peer{ID: fmt.Sprintf("m%d", i+1), Addr: testkit.FreeAddr(t)})
 	}
 	for _, p := range peers {
 		cfg := c.config(p.ID, p.Addr)
@@ -189,7 +190,7 @@ func (c *testCluster) running() []*testNode {
 func (c *testCluster) leader(timeout time.Duration) *testNode {
 	c.t.Helper()
 	var l *testNode
-	waitFor(c.t, timeout, "exactly one leader", func() bool {
+	testkit.WaitFor(c.t, timeout, "exactly one leader", func() bool {
 		l = nil
 		count := 0
 		for _, n := range c.running() {
@@ -257,7 +258,7 @@ func (c *testCluster) snapshotAll() {
 	c.onLeader("barrier", func(l *testNode) error { return l.r.Barrier(context.Background()) })
 	for _, n := range c.running() {
 		var err error
-		waitFor(c.t, 10*time.Second, "a snapshot on "+n.cfg.ID, func() bool {
+		testkit.WaitFor(c.t, 10*time.Second, "a snapshot on "+n.cfg.ID, func() bool {
 			err = n.r.Snapshot()
 			return err == nil
 		})
@@ -268,7 +269,7 @@ func (c *testCluster) snapshotAll() {
 func (c *testCluster) waitItems(want []string, ns ...*testNode) {
 	c.t.Helper()
 	for _, n := range ns {
-		waitFor(c.t, 10*time.Second, fmt.Sprintf("%s to hold %d items", n.cfg.ID, len(want)), func() bool {
+		testkit.WaitFor(c.t, 10*time.Second, fmt.Sprintf("%s to hold %d items", n.cfg.ID, len(want)), func() bool {
 			return slices.Equal(n.fsm.Items(), want)
 		})
 	}
@@ -328,7 +329,7 @@ func TestRaft_ThreeNodes(t *testing.T) {
 		if got := f.r.State(); got != "follower" {
 			t.Errorf("%s State() = %q, want follower", f.cfg.ID, got)
 		}
-		waitFor(t, 5*time.Second, f.cfg.ID+" to know the leader", func() bool {
+		testkit.WaitFor(t, 5*time.Second, f.cfg.ID+" to know the leader", func() bool {
 			id, addr := f.r.Leader()
 			return id == l.cfg.ID && addr == l.r.Addr()
 		})
@@ -366,7 +367,7 @@ func TestRaft_ThreeNodes(t *testing.T) {
 	if !errors.Is(err, ErrUnknownOutcome) && !errors.Is(err, ErrNotLeader) {
 		t.Errorf("Apply without quorum: err = %v, want ErrUnknownOutcome or ErrNotLeader", err)
 	}
-	waitFor(t, 5*time.Second, "the isolated leader to step down", func() bool { return !l.r.IsLeader() })
+	testkit.WaitFor(t, 5*time.Second, "the isolated leader to step down", func() bool { return !l.r.IsLeader() })
 }
 
 func TestRaft_FailoverAndRestart(t *testing.T) {
@@ -552,10 +553,10 @@ func TestRaft_FullRestart(t *testing.T) {
 }
 
 func TestRaft_ShutdownAndLockedDataDir(t *testing.T) {
-	log := testLogger(t)
+	log := testkit.Logger(t, "test")
 	cfg := FastRaftConfig()
 	cfg.ID = "solo"
-	cfg.BindAddr = freePort(t)
+	cfg.BindAddr = testkit.FreeAddr(t)
 	cfg.Peers = []Peer{{ID: "solo", Addr: cfg.BindAddr}}
 	cfg.DataDir = t.TempDir()
 	cfg.Logger = log
@@ -563,10 +564,10 @@ func TestRaft_ShutdownAndLockedDataDir(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewRaft: %v", err)
 	}
-	waitFor(t, 5*time.Second, "the single server to lead", r.IsLeader)
+	testkit.WaitFor(t, 5*time.Second, "the single server to lead", r.IsLeader)
 
 	second := cfg
-	second.BindAddr = freePort(t)
+	second.BindAddr = testkit.FreeAddr(t)
 	second.Peers = nil
 	second.OpenTimeout = 200 * time.Millisecond
 	start := time.Now()
@@ -603,7 +604,7 @@ func TestRaft_ShutdownAndLockedDataDir(t *testing.T) {
 	if r3.bootstrapped {
 		t.Errorf("restart bootstrapped again")
 	}
-	waitFor(t, 5*time.Second, "the restarted server to lead", r3.IsLeader)
+	testkit.WaitFor(t, 5*time.Second, "the restarted server to lead", r3.IsLeader)
 }
 
 func TestCollapseLeadership(t *testing.T) {

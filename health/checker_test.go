@@ -11,38 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cube-orch/cube/test/testkit"
 	"github.com/google/uuid"
 	"github.com/hashicorp/go-hclog"
 )
-
-// testWriter routes log lines to t.Log until the test ends.
-type testWriter struct {
-	mu   sync.Mutex
-	t    testing.TB
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-// testLogger returns an hclog logger writing to t.Log. Call it before
-// registering other cleanups so that it is silenced last.
-func testLogger(t testing.TB) hclog.Logger {
-	t.Helper()
-	w := &testWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Debug, Output: w})
-}
 
 // recorder collects the results a Checker reports.
 type recorder struct {
@@ -104,7 +76,7 @@ func (r *recorder) next(t *testing.T, id uuid.UUID, timeout time.Duration) Resul
 // newTestChecker returns a Checker stopped at the end of the test.
 func newTestChecker(t *testing.T) (*Checker, *recorder) {
 	t.Helper()
-	log := testLogger(t)
+	log := testkit.LoggerAt(t, "test", hclog.Debug)
 	rec := newRecorder()
 	c := NewChecker(rec.onResult, log)
 	t.Cleanup(c.Stop)
@@ -134,18 +106,6 @@ func (s *server) addr() string { return strings.TrimPrefix(s.URL, "http://") }
 
 func always(code int) func(int64) int { return func(int64) int { return code } }
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, msg string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, msg)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func httpSpec(addr, path string) Spec {
 	return Spec{
 		TaskID: uuid.New(), Generation: 1, Kind: KindHTTP, Addr: addr, Path: path,
@@ -165,7 +125,7 @@ func TestChecker_HealthyNeverUnhealthy(t *testing.T) {
 	if !res.Healthy || res.Failures != 0 || res.Generation != 1 || res.Reason != "GET /health returned 200" {
 		t.Errorf("first result = %+v; want Healthy, 0 failures, generation 1, reason \"GET /health returned 200\"", res)
 	}
-	waitFor(t, 5*time.Second, "25 probes", func() bool { return srv.probes.Load() >= 25 })
+	testkit.WaitFor(t, 5*time.Second, "25 probes", func() bool { return srv.probes.Load() >= 25 })
 	if got := rec.of(s.TaskID); len(got) != 1 {
 		t.Errorf("after %d probes of a healthy endpoint: results %+v; want exactly the one healthy result", srv.probes.Load(), got)
 	}
@@ -195,7 +155,7 @@ func TestChecker_UnhealthyAfterThreshold(t *testing.T) {
 	if res.At.IsZero() {
 		t.Errorf("At is zero")
 	}
-	waitFor(t, 5*time.Second, "12 probes", func() bool { return srv.probes.Load() >= 12 })
+	testkit.WaitFor(t, 5*time.Second, "12 probes", func() bool { return srv.probes.Load() >= 12 })
 	if got := rec.of(s.TaskID); len(got) != 1 {
 		t.Errorf("results %+v; want the unhealthy verdict once per failure streak", got)
 	}
@@ -224,7 +184,7 @@ func TestChecker_Recovery(t *testing.T) {
 			t.Fatalf("result %d = %+v; want Healthy=%v Failures=%d", i, res, w.healthy, w.failures)
 		}
 	}
-	waitFor(t, 5*time.Second, "15 probes", func() bool { return srv.probes.Load() >= 15 })
+	testkit.WaitFor(t, 5*time.Second, "15 probes", func() bool { return srv.probes.Load() >= 15 })
 	if got := rec.of(s.TaskID); len(got) != len(want) {
 		t.Errorf("results %+v; want exactly %d", got, len(want))
 	}
@@ -242,7 +202,7 @@ func TestChecker_BelowThresholdReportsNothingNew(t *testing.T) {
 	s := httpSpec(srv.addr(), "/health")
 	s.Timeout = time.Second
 	c.Sync([]Spec{s})
-	waitFor(t, 5*time.Second, "10 probes", func() bool { return srv.probes.Load() >= 10 })
+	testkit.WaitFor(t, 5*time.Second, "10 probes", func() bool { return srv.probes.Load() >= 10 })
 	got := rec.of(s.TaskID)
 	if len(got) != 1 || !got[0].Healthy {
 		t.Errorf("results %+v; want only the first healthy verdict", got)
@@ -274,7 +234,7 @@ func TestChecker_Grace(t *testing.T) {
 	if res.At.Before(graceEnd) {
 		t.Errorf("first verdict at %s, before the grace period ended at %s", res.At, graceEnd)
 	}
-	waitFor(t, 5*time.Second, "10 probes", func() bool { return srv.probes.Load() >= 10 })
+	testkit.WaitFor(t, 5*time.Second, "10 probes", func() bool { return srv.probes.Load() >= 10 })
 	for _, r := range rec.of(s.TaskID) {
 		if !r.Healthy {
 			t.Errorf("unhealthy result %+v for a server that failed only during grace (%d probes in grace)", r, early.Load())
@@ -345,7 +305,7 @@ func TestChecker_HungEndpointDoesNotDelayOthers(t *testing.T) {
 	// Start the hung check first, and give its probe time to be in flight.
 	start := time.Now()
 	c.Sync([]Spec{hs})
-	waitFor(t, 2*time.Second, "the hung probe to be in flight", func() bool { return hungProbes.Load() >= 1 })
+	testkit.WaitFor(t, 2*time.Second, "the hung probe to be in flight", func() bool { return hungProbes.Load() >= 1 })
 	c.Sync([]Spec{hs, gs, bs})
 
 	g := rec.next(t, gs.TaskID, hungTimeout/2)
@@ -390,12 +350,7 @@ func TestChecker_TCP(t *testing.T) {
 	}()
 	t.Cleanup(func() { _ = l.Close(); wg.Wait() })
 
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedAddr := closed.Addr().String()
-	_ = closed.Close()
+	closedAddr := testkit.FreeAddr(t)
 
 	c, rec := newTestChecker(t)
 	up := httpSpec(l.Addr().String(), "")
@@ -413,19 +368,14 @@ func TestChecker_TCP(t *testing.T) {
 	if res.Healthy || res.Failures != 3 || res.Reason != want {
 		t.Errorf("closed port: %+v; want unhealthy after 3 failures, reason %q", res, want)
 	}
-	waitFor(t, 5*time.Second, "10 accepted probes", func() bool { return accepted.Load() >= 10 })
+	testkit.WaitFor(t, 5*time.Second, "10 accepted probes", func() bool { return accepted.Load() >= 10 })
 	if got := rec.of(up.TaskID); len(got) != 1 {
 		t.Errorf("accepting listener: results %+v; want one healthy", got)
 	}
 }
 
 func TestChecker_HTTPConnectionRefused(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
+	addr := testkit.FreeAddr(t)
 	c, rec := newTestChecker(t)
 	s := httpSpec(addr, "/health")
 	s.Timeout, s.Threshold = time.Second, 1
@@ -446,7 +396,7 @@ func TestChecker_SyncReplaceRemoveStop(t *testing.T) {
 	s1.Timeout = time.Second
 	c.Sync([]Spec{s1})
 	rec.next(t, s1.TaskID, 2*time.Second)
-	waitFor(t, 2*time.Second, "probes to the first address", func() bool { return a.probes.Load() >= 3 })
+	testkit.WaitFor(t, 2*time.Second, "probes to the first address", func() bool { return a.probes.Load() >= 3 })
 
 	// Unchanged specs, passed again, keep the running check (no new verdict,
 	// no restart of the grace or counters).
@@ -463,33 +413,33 @@ func TestChecker_SyncReplaceRemoveStop(t *testing.T) {
 	s2 := s1
 	s2.Generation, s2.Addr = 2, b.addr()
 	c.Sync([]Spec{s2})
-	waitFor(t, 2*time.Second, "the old check's goroutine to end", func() bool { return c.live.Load() == 1 })
+	testkit.WaitFor(t, 2*time.Second, "the old check's goroutine to end", func() bool { return c.live.Load() == 1 })
 	res := rec.next(t, s2.TaskID, 2*time.Second)
 	if res.Generation != 2 || !res.Healthy {
 		t.Errorf("after replacing: %+v; want a healthy verdict of generation 2", res)
 	}
 	oldProbes := a.probes.Load()
-	waitFor(t, 2*time.Second, "probes to the new address", func() bool { return b.probes.Load() >= 5 })
+	testkit.WaitFor(t, 2*time.Second, "probes to the new address", func() bool { return b.probes.Load() >= 5 })
 	if n := a.probes.Load(); n != oldProbes {
 		t.Errorf("the old address got %d more probes after its check was replaced", n-oldProbes)
 	}
 
 	// Removing the check stops it.
 	c.Sync(nil)
-	waitFor(t, 2*time.Second, "the removed check's goroutine to end", func() bool { return c.live.Load() == 0 })
+	testkit.WaitFor(t, 2*time.Second, "the removed check's goroutine to end", func() bool { return c.live.Load() == 0 })
 	stopped := b.probes.Load()
 	s3 := httpSpec(a.addr(), "/health") // another task keeps running, as a clock
 	s3.Timeout = time.Second
 	c.Sync([]Spec{s3})
 	before := a.probes.Load()
-	waitFor(t, 2*time.Second, "probes of another check", func() bool { return a.probes.Load() >= before+5 })
+	testkit.WaitFor(t, 2*time.Second, "probes of another check", func() bool { return a.probes.Load() >= before+5 })
 	if n := b.probes.Load(); n != stopped {
 		t.Errorf("the removed check probed %d more times", n-stopped)
 	}
 
 	// Stop waits for every goroutine; afterwards nothing probes or reports.
 	c.Sync([]Spec{s3, s2})
-	waitFor(t, 2*time.Second, "two checks", func() bool { return c.live.Load() == 2 })
+	testkit.WaitFor(t, 2*time.Second, "two checks", func() bool { return c.live.Load() == 2 })
 	c.Stop()
 	if n := c.live.Load(); n != 0 {
 		t.Fatalf("%d check goroutines still running after Stop returned", n)
@@ -506,7 +456,7 @@ func TestChecker_SyncReplaceRemoveStop(t *testing.T) {
 	cs := httpSpec(clock.addr(), "/health")
 	cs.Timeout = time.Second
 	c2.Sync([]Spec{cs})
-	waitFor(t, 2*time.Second, "five clock probes", func() bool { return clock.probes.Load() >= 5 })
+	testkit.WaitFor(t, 2*time.Second, "five clock probes", func() bool { return clock.probes.Load() >= 5 })
 	if len(rec.all()) != nResults || a.probes.Load() != na || b.probes.Load() != nb {
 		t.Errorf("after Stop: results %d→%d, probes a %d→%d, b %d→%d; want no change",
 			nResults, len(rec.all()), na, a.probes.Load(), nb, b.probes.Load())
@@ -547,7 +497,7 @@ func TestChecker_StopInterruptsHungProbe(t *testing.T) {
 	s := httpSpec(strings.TrimPrefix(hung.URL, "http://"), "/health")
 	s.Interval, s.Timeout = time.Minute, time.Minute
 	c.Sync([]Spec{s})
-	waitFor(t, 2*time.Second, "the probe to be in flight", func() bool { return probes.Load() == 1 })
+	testkit.WaitFor(t, 2*time.Second, "the probe to be in flight", func() bool { return probes.Load() == 1 })
 
 	done := make(chan struct{})
 	go func() { c.Stop(); close(done) }()
@@ -570,7 +520,7 @@ func TestChecker_StopWaitsForOnResult(t *testing.T) {
 		close(entered)
 		<-release
 		returned.Store(true)
-	}, testLogger(t))
+	}, testkit.LoggerAt(t, "test", hclog.Debug))
 	s := httpSpec(srv.addr(), "/health")
 	s.Timeout = time.Second
 	c.Sync([]Spec{s})
@@ -601,7 +551,7 @@ func TestChecker_OnResultMayCallSync(t *testing.T) {
 	c = NewChecker(func(r Result) {
 		c.Sync(nil) // the owner drops the check from inside the callback
 		got <- r
-	}, testLogger(t))
+	}, testkit.LoggerAt(t, "test", hclog.Debug))
 	t.Cleanup(c.Stop)
 	s := httpSpec(srv.addr(), "/health")
 	s.Timeout = time.Second
@@ -611,7 +561,7 @@ func TestChecker_OnResultMayCallSync(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("no result")
 	}
-	waitFor(t, 2*time.Second, "the check to end", func() bool { return c.live.Load() == 0 })
+	testkit.WaitFor(t, 2*time.Second, "the check to end", func() bool { return c.live.Load() == 0 })
 }
 
 func TestChecker_NilLoggerAndUnknownKind(t *testing.T) {
@@ -664,12 +614,7 @@ func TestTracker(t *testing.T) {
 func TestProbe(t *testing.T) {
 	ok200 := newServer(t, always(http.StatusOK))
 	fail := newServer(t, always(http.StatusInternalServerError))
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := l.Addr().String()
-	_ = l.Close()
+	closed := testkit.FreeAddr(t)
 	tests := []struct {
 		name    string
 		spec    Spec

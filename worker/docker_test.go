@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +23,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/test/testkit"
 )
 
 // These tests run against the real local Docker engine and the image the
@@ -68,11 +68,7 @@ func rawDockerClient(t *testing.T) *client.Client {
 func newTestDocker(t *testing.T) *Docker {
 	t.Helper()
 	cfg := DefaultDockerConfig()
-	cfg.Logger = hclog.New(&hclog.LoggerOptions{
-		Name:   t.Name(),
-		Level:  hclog.Debug,
-		Output: dkLogWriter{t},
-	})
+	cfg.Logger = testkit.LoggerAt(t, t.Name(), hclog.Debug)
 	d, err := NewDocker(cfg)
 	if err != nil {
 		t.Fatalf("NewDocker: %v", err)
@@ -85,16 +81,6 @@ func newTestDocker(t *testing.T) *Docker {
 	}
 	requireImage(t)
 	return d
-}
-
-// dkLogWriter sends log output to t.Log; it drops output once the test
-// has finished, as t.Log would panic then.
-type dkLogWriter struct{ t *testing.T }
-
-func (w dkLogWriter) Write(p []byte) (int, error) {
-	defer func() { _ = recover() }()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 func dkRandomHex(t *testing.T, n int) string {
@@ -277,7 +263,10 @@ func TestDocker_PortBindingPinned(t *testing.T) {
 	for _, withIP := range []bool{false, true} {
 		t.Run(fmt.Sprintf("withIP=%v", withIP), func(t *testing.T) {
 			labels := dkTestLabels(t)
-			port := dkFreePort(t)
+			_, port, err := net.SplitHostPort(testkit.FreeAddr(t))
+			if err != nil {
+				t.Fatal(err)
+			}
 			binding, wantIP := port, "0.0.0.0"
 			if withIP {
 				binding, wantIP = "127.0.0.1:"+port, "127.0.0.1"
@@ -300,17 +289,6 @@ func TestDocker_PortBindingPinned(t *testing.T) {
 			dkWaitHealthy(t, port)
 		})
 	}
-}
-
-// dkFreePort returns a TCP port free on 127.0.0.1 at the time of the call.
-func dkFreePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
 
 func TestDocker_Resources(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/test/testkit"
 	"github.com/google/uuid"
 	"github.com/hashicorp/go-hclog"
 )
@@ -29,6 +30,7 @@ type harness struct {
 	dir    string
 	mutate func(*Config)
 	rt     *Docker
+	log    hclog.Logger // made before the cleanups, so h.stop's lines still show
 	w      *Worker
 	srv    *httptest.Server
 	client *http.Client
@@ -47,6 +49,7 @@ func newHarness(t *testing.T, mutate func(*Config)) *harness {
 		dir:    t.TempDir(),
 		mutate: mutate,
 		rt:     rt,
+		log:    testkit.LoggerAt(t, "", hclog.Debug),
 		client: &http.Client{Timeout: 30 * time.Second},
 	}
 	t.Cleanup(func() {
@@ -64,7 +67,7 @@ func (h *harness) start() {
 	cfg.Name = h.name
 	cfg.DataDir = h.dir
 	cfg.StopGrace = 2 * time.Second
-	cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: testWriter{h.t}, Level: hclog.Debug})
+	cfg.Logger = h.log
 	if h.mutate != nil {
 		h.mutate(&cfg)
 	}
@@ -526,14 +529,6 @@ func removeLabelled(t *testing.T, rt *Docker, labels map[string]string) {
 			t.Errorf("cleanup remove %s: %v", short(c.ID), err)
 		}
 	}
-}
-
-// testWriter sends log output to t.Log.
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // TestWorker_ReplacesALeftoverOfTheSamePlacement: a container of this very

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cube-orch/cube/test/testkit"
 )
 
 // TestHandler covers every endpoint of newHandler through httptest.
@@ -234,7 +235,7 @@ func TestBinary(t *testing.T) {
 	})
 
 	t.Run("SIGTERM", func(t *testing.T) {
-		addr := freeAddr(t)
+		addr := testkit.FreeAddr(t)
 		p := startBinary(t, bin, envAddr+"="+addr)
 		p.waitHealthy(t, addr)
 		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -246,7 +247,7 @@ func TestBinary(t *testing.T) {
 	})
 
 	t.Run("crash", func(t *testing.T) {
-		addr := freeAddr(t)
+		addr := testkit.FreeAddr(t)
 		p := startBinary(t, bin, envAddr+"="+addr)
 		p.waitHealthy(t, addr)
 		resp, err := httpClient.Post("http://"+addr+"/crash", "text/plain", nil)
@@ -283,22 +284,6 @@ func buildBinary(t *testing.T) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
-}
-
-// freeAddr returns a loopback address with a port that was free a moment
-// ago. Another process could grab it in between, which is unlikely enough
-// for a test.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatalf("closing probe listener: %v", err)
-	}
-	return addr
 }
 
 // proc is a running echo subprocess.
