@@ -31,6 +31,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/cube-orch/cube/api"
 	"github.com/cube-orch/cube/test/chaos"
+	"github.com/cube-orch/cube/test/testkit"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/google/uuid"
@@ -491,7 +492,7 @@ func (r *chaosRun) converge(within time.Duration) ([]api.Task, map[string]int, b
 // same index.
 func (r *chaosRun) managerStates() map[string][]api.Task {
 	var states map[string][]api.Task
-	Eventually(r.t, 30*time.Second, func() error {
+	testkit.Eventually(r.t, 30*time.Second, func() error {
 		states = map[string][]api.Task{}
 		indexes := map[uint64]bool{}
 		for _, m := range r.c.Managers {

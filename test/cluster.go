@@ -7,9 +7,6 @@ package test
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"net"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,7 +15,7 @@ import (
 	"github.com/cube-orch/cube/cluster"
 	"github.com/cube-orch/cube/fsm"
 	"github.com/cube-orch/cube/manager"
-	"github.com/hashicorp/go-hclog"
+	"github.com/cube-orch/cube/test/testkit"
 )
 
 // Cluster is an in-process cluster of managers, modelled on hashicorp/raft's
@@ -60,9 +57,9 @@ func NewCluster(t *testing.T, n int) *Cluster {
 		m := &Manager{
 			ID:         fmt.Sprintf("m%d", i),
 			Dir:        t.TempDir(),
-			HTTPAddr:   freeAddr(t),
-			RaftAddr:   freeAddr(t),
-			GossipAddr: freeAddr(t),
+			HTTPAddr:   testkit.FreeAddr(t),
+			RaftAddr:   testkit.FreeAddr(t),
+			GossipAddr: testkit.FreeAddr(t),
 		}
 		c.peers = append(c.peers, cluster.Peer{ID: m.ID, Addr: m.RaftAddr})
 		c.seeds = append(c.seeds, m.GossipAddr)
@@ -78,24 +75,12 @@ func NewCluster(t *testing.T, n int) *Cluster {
 	return c
 }
 
-// Logger returns a logger that writes to t.Log.
-func Logger(t *testing.T, name string) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Name: name, Output: tWriter{t}, Level: hclog.Info})
-}
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 func (c *Cluster) start(m *Manager, peers []cluster.Peer) {
 	t := c.t
 	t.Helper()
 	cfg := manager.FastServerConfig()
 	cfg.ID, cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr, cfg.DataDir = m.ID, m.HTTPAddr, m.RaftAddr, m.GossipAddr, m.Dir
-	cfg.Peers, cfg.Seeds, cfg.Logger = peers, c.seeds, Logger(t, m.ID)
+	cfg.Peers, cfg.Seeds, cfg.Logger = peers, c.seeds, testkit.Logger(t, m.ID)
 	// Keep almost no log behind a snapshot, so that a manager joining after
 	// one can only catch up through InstallSnapshot.
 	cfg.Raft.TrailingLogs = 2
@@ -141,13 +126,13 @@ func (c *Cluster) Restart(id string) {
 // until the leader's configuration holds it as a voter.
 func (c *Cluster) Add(id string) *Manager {
 	c.t.Helper()
-	m := &Manager{ID: id, Dir: c.t.TempDir(), HTTPAddr: freeAddr(c.t), RaftAddr: freeAddr(c.t), GossipAddr: freeAddr(c.t)}
+	m := &Manager{ID: id, Dir: c.t.TempDir(), HTTPAddr: testkit.FreeAddr(c.t), RaftAddr: testkit.FreeAddr(c.t), GossipAddr: testkit.FreeAddr(c.t)}
 	c.mu.Lock()
 	c.nodes[id] = m
 	c.order = append(c.order, id)
 	c.mu.Unlock()
 	c.start(m, nil)
-	Eventually(c.t, 30*time.Second, func() error {
+	testkit.Eventually(c.t, 30*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		servers, err := c.Leader().Raft.Servers(ctx)
@@ -186,7 +171,7 @@ func (c *Cluster) Running() []*Manager {
 func (c *Cluster) Leader() *Manager {
 	c.t.Helper()
 	var leader *Manager
-	Eventually(c.t, 20*time.Second, func() error {
+	testkit.Eventually(c.t, 20*time.Second, func() error {
 		leader = nil
 		for _, m := range c.Running() {
 			if m.Raft.IsLeader() {
@@ -237,76 +222,4 @@ func (c *Cluster) Close() {
 	for _, m := range c.Running() {
 		c.stop(m)
 	}
-}
-
-// Eventually retries cond until it returns nil or the deadline passes.
-func Eventually(t *testing.T, within time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", within, err)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
-
-// portNext hands out candidate ports below the kernel's ephemeral range
-// (32768 and up on Linux), so that a port chosen here is not taken meanwhile
-// by an outgoing connection, as a port from 127.0.0.1:0 can be. Each test
-// process starts at a random point, as several packages test in parallel.
-var portNext struct {
-	sync.Mutex
-	n int
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	return freeAddrOn(t, "127.0.0.1")
-}
-
-// freeAddrOn returns a free port on the given local IP.
-func freeAddrOn(t *testing.T, ip string) string {
-	t.Helper()
-	portNext.Lock()
-	defer portNext.Unlock()
-	if portNext.n == 0 {
-		portNext.n = 20000 + rand.IntN(10000)
-	}
-	for tries := 0; tries < 2000; tries++ {
-		portNext.n++
-		if portNext.n >= 32000 {
-			portNext.n = 20000
-		}
-		addr := fmt.Sprintf("%s:%d", ip, portNext.n)
-		// memberlist binds TCP and UDP on the same port: both must be free.
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		pc, err := net.ListenPacket("udp", addr)
-		ln.Close()
-		if err != nil {
-			continue
-		}
-		pc.Close()
-		return addr
-	}
-	t.Fatal("no free port found")
-	return ""
-}
-
-func splitAddr(t *testing.T, addr string) (string, int) {
-	t.Helper()
-	host, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var port int
-	fmt.Sscanf(p, "%d", &port)
-	return host, port
 }

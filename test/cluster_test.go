@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/test/testkit"
 	"github.com/google/uuid"
 )
 
@@ -42,7 +43,7 @@ func tasksOn(m *Manager) map[uuid.UUID]api.Task {
 // converged waits until every running manager holds exactly the want tasks.
 func converged(t *testing.T, c *Cluster, want []api.Task) {
 	t.Helper()
-	Eventually(t, 20*time.Second, func() error {
+	testkit.Eventually(t, 20*time.Second, func() error {
 		for _, m := range c.Running() {
 			have := tasksOn(m)
 			for _, w := range want {
@@ -64,7 +65,7 @@ func TestCluster_OneLeaderAndWritesThroughAFollower(t *testing.T) {
 	follower := c.Followers()[0]
 	// Right after an election a follower may not have heard from the new
 	// leader yet, and then rightly answers 503; forwarding is what is tested.
-	Eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		if id, _ := follower.Raft.Leader(); id != leader.ID {
 			return fmt.Errorf("follower %s knows leader %q, not yet %s", follower.ID, id, leader.ID)
 		}
@@ -89,7 +90,7 @@ func TestCluster_OneLeaderAndWritesThroughAFollower(t *testing.T) {
 	converged(t, c, []api.Task{ev.Task, task})
 
 	// With no worker, tasks wait Pending with a reason.
-	Eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		got, err := leader.FSM.Task(task.ID)
 		if err != nil || got.State != api.Pending || got.Reason != "waiting for a live worker" {
 			return fmt.Errorf("task %+v, %v; want Pending waiting for a live worker", got, err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/test/testkit"
 	"github.com/google/uuid"
 )
 
@@ -17,12 +18,12 @@ import (
 func TestE2E_DevMode(t *testing.T) {
 	requireImage(t)
 	bin := CubeBinary(t)
-	httpAddr := freeAddr(t)
+	httpAddr := testkit.FreeAddr(t)
 	name := "dev" + uuid.NewString()[:6]
 	c := &ProcCluster{t: t, Workers: []*Proc{{Name: name}}}
 	t.Cleanup(c.Close)
-	cmd := exec.Command(bin, "dev", "--data", t.TempDir(), "--http", httpAddr, "--raft", freeAddr(t), "--gossip", freeAddr(t),
-		"--worker-http", freeAddr(t), "--worker-gossip", freeAddr(t), "--worker-name", name)
+	cmd := exec.Command(bin, "dev", "--data", t.TempDir(), "--http", httpAddr, "--raft", testkit.FreeAddr(t), "--gossip", testkit.FreeAddr(t),
+		"--worker-http", testkit.FreeAddr(t), "--worker-gossip", testkit.FreeAddr(t), "--worker-name", name)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -41,7 +42,7 @@ func TestE2E_DevMode(t *testing.T) {
 	if err != nil {
 		t.Fatalf("submit to cube dev: %v", err)
 	}
-	Eventually(t, 60*time.Second, func() error {
+	testkit.Eventually(t, 60*time.Second, func() error {
 		got, err := client.Task(ctx, task.ID, true)
 		if err != nil {
 			return err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/test/testkit"
 	"github.com/google/uuid"
 )
 
@@ -25,7 +26,7 @@ func echoTask(name string) api.Task {
 func waitRunning(t *testing.T, c *ProcCluster, ids []uuid.UUID) map[uuid.UUID]api.Task {
 	t.Helper()
 	out := make(map[uuid.UUID]api.Task)
-	Eventually(t, 60*time.Second, func() error {
+	testkit.Eventually(t, 60*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		for _, id := range ids {
@@ -56,7 +57,7 @@ func echo(t *testing.T, task api.Task) {
 		t.Fatalf("task %s has no IPv4 host port: %+v", task.ID, task.HostPorts)
 	}
 	hc := &http.Client{Timeout: 5 * time.Second}
-	Eventually(t, 15*time.Second, func() error {
+	testkit.Eventually(t, 15*time.Second, func() error {
 		resp, err := hc.Post("http://127.0.0.1:"+port+"/", "application/json", strings.NewReader(`{"Msg":"hi"}`))
 		if err != nil {
 			return err
@@ -131,7 +132,7 @@ func TestE2E_SubmitThroughEveryManagerAndSurviveLeaderKill(t *testing.T) {
 	c.Kill(old)
 	killed := time.Now()
 	var next *Proc
-	Eventually(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		next = c.LeaderProc()
 		if next == old {
 			return fmt.Errorf("killed manager still named leader")
@@ -167,7 +168,7 @@ func TestE2E_SubmitThroughEveryManagerAndSurviveLeaderKill(t *testing.T) {
 	if _, err := c.Client(survivors...).StopTask(ctx, ids[0]); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
-	Eventually(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		task, err := c.Client(survivors...).Task(ctx, ids[0], true)
 		if err != nil {
 			return err
@@ -192,7 +193,7 @@ func TestE2E_PendingUntilAWorkerJoinsAndTheCLI(t *testing.T) {
 	id := uuid.MustParse(strings.Fields(strings.SplitN(out, "submitted ", 2)[1])[0])
 
 	// No worker: Pending with a reason, shown by cube status.
-	Eventually(t, 20*time.Second, func() error {
+	testkit.Eventually(t, 20*time.Second, func() error {
 		out, err := c.Cube("status")
 		if err != nil || !strings.Contains(out, id.String()) || !strings.Contains(out, "Pending") || !strings.Contains(out, "waiting for a live worker") {
 			return fmt.Errorf("cube status: %v\n%s", err, out)
@@ -237,7 +238,7 @@ func TestE2E_PendingUntilAWorkerJoinsAndTheCLI(t *testing.T) {
 	if err != nil || !strings.Contains(out, "committed") {
 		t.Fatalf("cube stop: %v\n%s", err, out)
 	}
-	Eventually(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		if n := len(c.Containers()[id.String()]); n != 0 {
 			return fmt.Errorf("%d containers still running after stop", n)
 		}

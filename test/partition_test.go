@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/test/testkit"
 	"github.com/google/uuid"
 )
 
@@ -43,7 +44,7 @@ func TestPartition_IsolatedLeaderStepsDown(t *testing.T) {
 	cut := time.Now()
 
 	// The old leader steps down (it cannot reach a quorum within its lease).
-	Eventually(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		info, err := clusterInfo(old)
 		if err != nil {
 			return err
@@ -57,7 +58,7 @@ func TestPartition_IsolatedLeaderStepsDown(t *testing.T) {
 
 	// The majority elects another and accepts writes.
 	var newLeader string
-	Eventually(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		for _, m := range majority {
 			if info, err := clusterInfo(m); err == nil && info.LeaderID == info.Self {
 				newLeader = m.Name
@@ -88,7 +89,7 @@ func TestPartition_IsolatedLeaderStepsDown(t *testing.T) {
 	fw.Heal()
 	running := waitRunning(t, c, []uuid.UUID{task.ID, after.ID})
 	_ = running
-	Eventually(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		leaders := 0
 		for _, m := range c.Managers {
 			if info, err := clusterInfo(m); err == nil && info.LeaderID == info.Self {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/test/testkit"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
@@ -110,7 +111,7 @@ func newProcCluster(t *testing.T, managers, workers int, ips bool) *ProcCluster 
 	var peers, seeds []string
 	for i := 1; i <= managers; i++ {
 		ip := c.ipOf(10 + i)
-		p := &Proc{Name: fmt.Sprintf("m%d", i), IP: ip, HTTPAddr: freeAddrOn(t, ip), RaftAddr: freeAddrOn(t, ip), GossipAddr: freeAddrOn(t, ip)}
+		p := &Proc{Name: fmt.Sprintf("m%d", i), IP: ip, HTTPAddr: testkit.FreeAddrOn(t, ip), RaftAddr: testkit.FreeAddrOn(t, ip), GossipAddr: testkit.FreeAddrOn(t, ip)}
 		peers = append(peers, p.Name+"="+p.RaftAddr)
 		seeds = append(seeds, p.GossipAddr)
 		c.Managers = append(c.Managers, p)
@@ -140,7 +141,7 @@ func (c *ProcCluster) AddWorker(env ...string) *Proc {
 	c.t.Helper()
 	i := len(c.Workers) + 1
 	ip := c.ipOf(20 + i)
-	p := &Proc{Name: fmt.Sprintf("%sw%d", c.Prefix, i), IP: ip, HTTPAddr: freeAddrOn(c.t, ip), GossipAddr: freeAddrOn(c.t, ip)}
+	p := &Proc{Name: fmt.Sprintf("%sw%d", c.Prefix, i), IP: ip, HTTPAddr: testkit.FreeAddrOn(c.t, ip), GossipAddr: testkit.FreeAddrOn(c.t, ip)}
 	p.args = []string{"worker", "--name", p.Name, "--fast", "--http", p.HTTPAddr, "--gossip", p.GossipAddr,
 		"--data", filepath.Join(c.Dir, p.Name), "--join", c.seeds, "--stop-grace", "2s"}
 	if c.ips {
@@ -252,7 +253,7 @@ func (c *ProcCluster) Client(ps ...*Proc) *api.Client {
 func (c *ProcCluster) LeaderProc() *Proc {
 	c.t.Helper()
 	var leader *Proc
-	Eventually(c.t, 30*time.Second, func() error {
+	testkit.Eventually(c.t, 30*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		info, err := c.Client().Cluster(ctx)
@@ -274,7 +275,7 @@ func (c *ProcCluster) LeaderProc() *Proc {
 func (c *ProcCluster) WaitReady(n int) {
 	c.t.Helper()
 	c.LeaderProc()
-	Eventually(c.t, 30*time.Second, func() error {
+	testkit.Eventually(c.t, 30*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		nodes, err := c.Client().Nodes(ctx, true)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/test/testkit"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/google/uuid"
@@ -284,7 +285,7 @@ func (r *recRT) others(p *Proc) []*Proc {
 func (r *recRT) newLeaderAmong(ms []*Proc, t0 time.Time) (*Proc, time.Duration) {
 	r.t.Helper()
 	var leader *Proc
-	Eventually(r.t, recDeadline, func() error {
+	testkit.Eventually(r.t, recDeadline, func() error {
 		leader = nil
 		for _, m := range ms {
 			info, err := r.clusterInfo(m)
@@ -328,7 +329,7 @@ func (r *recRT) clusterInfo(m *Proc) (api.ClusterInfo, error) {
 func (r *recRT) converged() {
 	r.t.Helper()
 	start := time.Now()
-	Eventually(r.t, recDeadline, func() error {
+	testkit.Eventually(r.t, recDeadline, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		tasks, err := r.cl.Tasks(ctx, true)
@@ -482,7 +483,7 @@ func (r *recRT) cubeVia(m *Proc, args ...string) (string, error) {
 func (r *recRT) waitWorkerState(w *Proc, state string, t0 time.Time) time.Duration {
 	r.t.Helper()
 	start := time.Now()
-	Eventually(r.t, recDeadline, func() error {
+	testkit.Eventually(r.t, recDeadline, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		nodes, err := r.cl.Nodes(ctx, true)

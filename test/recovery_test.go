@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/test/testkit"
 	"github.com/google/uuid"
 )
 
@@ -184,7 +185,7 @@ func TestRecovery_UnhealthyIsRestartedThenGivenUp(t *testing.T) {
 	if want := "gave up after 3 restarts: health check failed: GET /healthfail returned 500"; !strings.Contains(final.Reason, want) {
 		t.Errorf("reason %q, want %q", final.Reason, want)
 	}
-	Eventually(t, recDeadline, func() error {
+	testkit.Eventually(t, recDeadline, func() error {
 		if cts := r.c.Containers()[hfID.String()]; len(cts) != 0 {
 			return fmt.Errorf("containers still running for the given-up task: %v", cts)
 		}
@@ -435,7 +436,7 @@ func TestRecovery_WorkerProcessCrash(t *testing.T) {
 	r.waitWorkerState(w, api.NodeAlive, t1)
 	t.Logf("worker %s restarted and recorded alive again in %s", w.Name, recSince(t1))
 	// It re-adopted its containers: it holds its tasks, Running, same containers.
-	Eventually(t, recDeadline, func() error {
+	testkit.Eventually(t, recDeadline, func() error {
 		held := r.workerHolds(w)
 		for _, id := range recTasksOn(before, w.Name) {
 			h, ok := held[id]
@@ -481,7 +482,7 @@ func TestRecovery_WorkerBackAfterTasksMoved(t *testing.T) {
 
 	t1 := time.Now()
 	r.pause(old, false)
-	Eventually(t, recDeadline, func() error {
+	testkit.Eventually(t, recDeadline, func() error {
 		cts := r.c.Containers()
 		for _, id := range lost {
 			if len(cts[id.String()]) != 2 {
@@ -492,7 +493,7 @@ func TestRecovery_WorkerBackAfterTasksMoved(t *testing.T) {
 	})
 	t.Logf("old copies running again next to the new ones (two per moved task)")
 	r.c.Start(w)
-	Eventually(t, recDeadline, func() error {
+	testkit.Eventually(t, recDeadline, func() error {
 		cts := r.c.Containers()
 		for _, id := range lost {
 			if c := cts[id.String()]; len(c) != 1 || c[0] != moved[id].ContainerID {
@@ -657,7 +658,7 @@ func TestRecovery_FrozenLeaderResumes(t *testing.T) {
 	t.Logf("old leader resumed after %s frozen", recSince(frozen))
 
 	// It steps down: every manager, itself included, names the new leader.
-	Eventually(t, recDeadline, func() error {
+	testkit.Eventually(t, recDeadline, func() error {
 		for _, m := range r.c.Managers {
 			info, err := r.clusterInfo(m)
 			if err != nil {
@@ -705,7 +706,7 @@ func TestRecovery_LogsAndEventsCLI(t *testing.T) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	Eventually(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		if !strings.Contains(out.String(), "INDEX") {
 			return fmt.Errorf("no header yet: %q", out.String())
 		}
@@ -715,7 +716,7 @@ func TestRecovery_LogsAndEventsCLI(t *testing.T) {
 
 	submitted := time.Now()
 	id := r.submit(echoTask("visible"))
-	Eventually(t, recDeadline, func() error {
+	testkit.Eventually(t, recDeadline, func() error {
 		for _, line := range strings.Split(out.String(), "\n") {
 			if strings.Contains(line, id.String()) && strings.Contains(line, "Running") {
 				return nil
@@ -760,7 +761,7 @@ func TestRecovery_LogsAndEventsCLI(t *testing.T) {
 	for _, m := range r.c.Managers {
 		start := time.Now()
 		calls, last := 0, time.Duration(0)
-		Eventually(t, 30*time.Second, func() error {
+		testkit.Eventually(t, 30*time.Second, func() error {
 			calls++
 			t0 := time.Now()
 			got, err := r.cubeVia(m, "logs", id.String())

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/test/testkit"
 	"github.com/google/uuid"
 )
 
@@ -16,7 +17,7 @@ import (
 func TestE2E_DockerDownWorkerGetsNothing(t *testing.T) {
 	c := NewProcCluster(t, 3, 0)
 	broken := c.AddWorker("DOCKER_HOST=unix:///nonexistent/docker.sock")
-	Eventually(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		nodes, err := c.Client().Nodes(ctx, true)
@@ -37,7 +38,7 @@ func TestE2E_DockerDownWorkerGetsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	Eventually(t, 15*time.Second, func() error {
+	testkit.Eventually(t, 15*time.Second, func() error {
 		got, err := c.Client().Task(ctx, task.ID, true)
 		if err != nil {
 			return err
