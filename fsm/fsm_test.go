@@ -415,3 +415,118 @@ func TestFSM_Apply_RestartRequeueGiveUp(t *testing.T) {
 		t.Fatalf("restart of a completed always task: %+v", res)
 	}
 }
+
+var (
+	wireID   = uuid.MustParse("6f1c2a4e-8b3d-4f5a-9c7e-0d1b2c3d4e5f")
+	wireTime = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+)
+
+// wireCases is one command of every type with its type byte, written as a
+// literal (not the constant) so that renumbering a command fails the test.
+func wireCases() []struct {
+	typ byte
+	cmd any
+} {
+	return []struct {
+		typ byte
+		cmd any
+	}{
+		{0x01, SubmitTask{Task: api.Task{ID: wireID, Name: "echo", Image: "cube-echo:latest"}, Time: wireTime}},
+		{0x02, AssignTask{ID: wireID, Worker: "w1", Generation: 3, Time: wireTime}},
+		{0x03, ReportTask{Task: api.Task{ID: wireID, Worker: "w1", Generation: 3, State: api.Running, ContainerID: "c1"}}},
+		{0x04, StopTask{ID: wireID, Time: wireTime, Reason: "stopped on request"}},
+		{0x05, UpsertWorker{Node: api.Node{Name: "w1", API: "127.0.0.1:5555", State: api.NodeAlive, Cpu: 2}}},
+		{0x86, PendingNote{ID: wireID, Reason: "fits nowhere"}},
+		{0x07, RestartTask{ID: wireID, Worker: "w2", Generation: 4, Counted: true, Reason: "exited", Time: wireTime}},
+		{0x08, RequeueTask{ID: wireID, Reason: "worker w1 died", Time: wireTime}},
+		{0x09, GiveUpTask{ID: wireID, Reason: "gave up", Time: wireTime}},
+		{0x0a, DrainWorker{Name: "w1", Drain: true}},
+	}
+}
+
+// TestEncode_WireFormat pins the log entry format that raft logs and
+// snapshots on disk depend on: the type byte, then the plain JSON of the
+// struct, whether Encode is given the struct or a pointer to it.
+func TestEncode_WireFormat(t *testing.T) {
+	for _, tc := range wireCases() {
+		payload, err := json.Marshal(tc.cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := append([]byte{tc.typ}, payload...)
+		ptr := reflect.New(reflect.TypeOf(tc.cmd))
+		ptr.Elem().Set(reflect.ValueOf(tc.cmd))
+		for _, cmd := range []any{tc.cmd, ptr.Interface()} {
+			got, err := Encode(cmd)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("Encode(%T) = %q, %v; want %q", cmd, got, err, want)
+			}
+		}
+	}
+}
+
+// TestDecode_RecordedEntries decodes entries byte for byte as earlier Cube
+// versions wrote them (fields a version did not know yet are absent).
+func TestDecode_RecordedEntries(t *testing.T) {
+	const id = `"ID":"6f1c2a4e-8b3d-4f5a-9c7e-0d1b2c3d4e5f"`
+	const at = `"Time":"2026-11-26T12:00:00Z"`
+	for _, tc := range []struct {
+		entry string
+		want  any
+	}{
+		{"\x01{\"Task\":{" + id + `,"Name":"echo","Image":"cube-echo:latest"},` + at + "}", SubmitTask{Task: api.Task{ID: wireID, Name: "echo", Image: "cube-echo:latest"}, Time: wireTime}},
+		{"\x02{" + id + `,"Worker":"w1","Generation":3,` + at + "}", AssignTask{ID: wireID, Worker: "w1", Generation: 3, Time: wireTime}},
+		{"\x03{\"Task\":{" + id + `,"ContainerID":"c1","State":2,"Worker":"w1","Generation":3}}`, ReportTask{Task: api.Task{ID: wireID, Worker: "w1", Generation: 3, State: api.Running, ContainerID: "c1"}}},
+		{"\x04{" + id + "," + at + `,"Reason":"stopped on request"}`, StopTask{ID: wireID, Time: wireTime, Reason: "stopped on request"}},
+		{"\x05{\"Node\":{\"Name\":\"w1\",\"API\":\"127.0.0.1:5555\",\"State\":\"alive\",\"Cpu\":2}}", UpsertWorker{Node: api.Node{Name: "w1", API: "127.0.0.1:5555", State: api.NodeAlive, Cpu: 2}}},
+		{"\x86{" + id + `,"Reason":"fits nowhere"}`, PendingNote{ID: wireID, Reason: "fits nowhere"}},
+		{"\x07{" + id + `,"Worker":"w2","Generation":4,"Counted":true,"Reason":"exited",` + at + "}", RestartTask{ID: wireID, Worker: "w2", Generation: 4, Counted: true, Reason: "exited", Time: wireTime}},
+		{"\x08{" + id + `,"Reason":"worker w1 died",` + at + "}", RequeueTask{ID: wireID, Reason: "worker w1 died", Time: wireTime}},
+		{"\x09{" + id + `,"Reason":"gave up",` + at + "}", GiveUpTask{ID: wireID, Reason: "gave up", Time: wireTime}},
+		{"\x0a{\"Name\":\"w1\",\"Drain\":true}", DrainWorker{Name: "w1", Drain: true}},
+	} {
+		got, err := Decode([]byte(tc.entry))
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Fatalf("Decode(%q) = %#v, %v; want %#v", tc.entry, got, err, tc.want)
+		}
+	}
+}
+
+// TestDecode_Errors pins the errors of entries this version cannot read.
+func TestDecode_Errors(t *testing.T) {
+	for _, tc := range []struct {
+		entry   string
+		wantErr string
+		unknown bool
+	}{
+		{"", "decode: empty log entry", false},
+		{"\x7e{}", "decode: unknown command type cmd(0x7e)", true},
+		{"\xfe{}", "decode: unknown command type cmd(0xfe)", true},
+		{"\x00{}", "decode: unknown command type cmd(0x0)", true},
+		{"\x01x", "decode submit-task: invalid character 'x' looking for beginning of value", false},
+		{"\x86", "decode pending-note: unexpected end of JSON input", false},
+	} {
+		got, err := Decode([]byte(tc.entry))
+		if got != nil || err == nil || err.Error() != tc.wantErr || errors.Is(err, ErrUnknownCommand) != tc.unknown {
+			t.Fatalf("Decode(%q) = %v, %v; want error %q (unknown %v)", tc.entry, got, err, tc.wantErr, tc.unknown)
+		}
+	}
+}
+
+// TestApplyCommand_NotACommand: ApplyCommand takes command structs (values,
+// as Decode returns them); anything else is an error value, not a panic.
+func TestApplyCommand_NotACommand(t *testing.T) {
+	f := New()
+	for _, tc := range []struct {
+		cmd  any
+		want string
+	}{
+		{42, "apply: int is not a command"},
+		{nil, "apply: <nil> is not a command"},
+		{&DrainWorker{Name: "w1"}, "apply: *fsm.DrainWorker is not a command"},
+	} {
+		if res := f.ApplyCommand(tc.cmd); res.Err == nil || res.Err.Error() != tc.want || res.Changed {
+			t.Fatalf("ApplyCommand(%#v) = %+v, want error %q", tc.cmd, res, tc.want)
+		}
+	}
+}
