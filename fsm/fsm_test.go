@@ -4,8 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"go/ast"
+	"go/constant"
+	"go/parser"
+	"go/token"
+	"go/types"
 	"io"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -342,7 +349,15 @@ func FuzzDecode(f *testing.F) {
 		}
 		fsm := New()
 		applyLog(t, fsm, 1, worker("w1"))
-		fsm.ApplyCommand(cmd)
+		direct := fsm.ApplyCommand(cmd)
+		// The raft path dispatches on the type byte, ApplyCommand on the
+		// struct: both must reach the same applier.
+		viaLog := New()
+		applyLog(t, viaLog, 1, worker("w1"))
+		logged := viaLog.Apply(&raft.Log{Index: 2, Type: raft.LogCommand, Data: data})
+		if !reflect.DeepEqual(logged, direct) {
+			t.Fatalf("Apply(%q) = %+v, ApplyCommand = %+v", data, logged, direct)
+		}
 	})
 }
 
@@ -529,4 +544,96 @@ func TestApplyCommand_NotACommand(t *testing.T) {
 			t.Fatalf("ApplyCommand(%#v) = %+v, want error %q", tc.cmd, res, tc.want)
 		}
 	}
+}
+
+// TestCommands_Table checks the command table against three lists kept
+// apart from it: the CmdType constants in the package source, wireCases and
+// script. A command missing from any of them fails here; every one must
+// have a name, round-trip through Encode and Decode with its own type byte,
+// and a struct of its own.
+func TestCommands_Table(t *testing.T) {
+	declared := declaredCmdTypes(t)
+	names := make(map[string]bool)
+	for name, typ := range declared {
+		c, ok := commands[typ]
+		if !ok {
+			t.Fatalf("%s (%#x) is declared but has no row in commands", name, uint8(typ))
+		}
+		if c.name == "" || names[c.name] || typ.String() != c.name || strings.HasPrefix(c.name, "cmd(") {
+			t.Fatalf("%s: name %q (empty, taken or a number), String() %q", name, c.name, typ)
+		}
+		names[c.name] = true
+	}
+	if len(declared) != len(commands) || len(byGoType) != len(commands) {
+		t.Fatalf("%d constants, %d rows, %d structs: each command needs all three", len(declared), len(commands), len(byGoType))
+	}
+	inWire := make(map[CmdType]bool)
+	for _, tc := range wireCases() {
+		typ := CmdType(tc.typ)
+		inWire[typ] = true
+		data, err := Encode(tc.cmd)
+		if err != nil || data[0] != tc.typ {
+			t.Fatalf("Encode(%T) = %q, %v; want type byte %#x", tc.cmd, data, err, tc.typ)
+		}
+		got, err := Decode(data)
+		if err != nil || !reflect.DeepEqual(got, tc.cmd) {
+			t.Fatalf("%s: Decode(Encode(%#v)) = %#v, %v", typ, tc.cmd, got, err)
+		}
+	}
+	inScript := make(map[CmdType]bool)
+	for _, cmd := range script(newTask()) {
+		data, _ := Encode(cmd)
+		inScript[CmdType(data[0])] = true
+	}
+	for typ := range commands {
+		if !inWire[typ] || !inScript[typ] {
+			t.Fatalf("%s: in wireCases %v, in script %v; add it to both", typ, inWire[typ], inScript[typ])
+		}
+	}
+}
+
+// declaredCmdTypes returns the CmdType constants the package declares (but
+// the IgnoreIfUnknown flag), read from its source, so that a constant no
+// code uses yet is found too. Only constants are needed: the imports are
+// not loaded, and the type errors that follow are ignored.
+func declaredCmdTypes(t *testing.T) map[string]CmdType {
+	t.Helper()
+	fset := token.NewFileSet()
+	var files []*ast.File
+	paths, _ := filepath.Glob("*.go")
+	for _, path := range paths {
+		if strings.HasSuffix(path, "_test.go") {
+			continue
+		}
+		file, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, file)
+	}
+	info := &types.Info{Defs: make(map[*ast.Ident]types.Object)}
+	conf := types.Config{Importer: noImports{}, Error: func(error) {}}
+	pkg, _ := conf.Check("fsm", fset, files, info)
+	out := make(map[string]CmdType)
+	for _, obj := range info.Defs {
+		c, ok := obj.(*types.Const)
+		if !ok || c.Parent() != pkg.Scope() || c.Name() == "IgnoreIfUnknown" {
+			continue
+		}
+		if named, ok := c.Type().(*types.Named); ok && named.Obj().Name() == "CmdType" {
+			v, _ := constant.Uint64Val(c.Val())
+			out[c.Name()] = CmdType(v)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("found no CmdType constants in the package source")
+	}
+	return out
+}
+
+// noImports loads no package: declaredCmdTypes needs none.
+type noImports struct{}
+
+func (noImports) Import(path string) (*types.Package, error) {
+	return nil, errors.New("not loaded")
 }
