@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/cube-orch/cube/api"
@@ -34,28 +35,76 @@ const (
 	CmdDrainWorker  CmdType = 10                  // DrainWorker
 )
 
+// command is one row of the command table: all that Encode, Decode, String
+// and Apply need to know about a command type, besides its struct and its
+// applier.
+type command struct {
+	name string
+	// goType is the command's struct, which Encode and ApplyCommand are given.
+	goType reflect.Type
+	// decode parses a payload into the struct (a value, not a pointer).
+	decode func(payload []byte) (any, error)
+	// apply applies a decoded command; the caller holds the FSM's lock.
+	apply func(f *FSM, cmd any) *Result
+}
+
+// commands is the one list of FSM commands; String, Encode, Decode, Apply and
+// ApplyCommand all derive from it, so they cannot disagree. Adding a command
+// is a constant above, its struct, its applier and one row here
+// (TestCommands_Table fails if the row is missing). A map literal also
+// refuses, at compile time, two rows with the same type byte.
+var commands = map[CmdType]command{
+	CmdSubmitTask:   row("submit-task", (*FSM).submitLocked),
+	CmdAssignTask:   row("assign-task", (*FSM).assignLocked),
+	CmdReportTask:   row("report-task", (*FSM).reportLocked),
+	CmdStopTask:     row("stop-task", (*FSM).stopLocked),
+	CmdUpsertWorker: row("upsert-worker", (*FSM).upsertWorkerLocked),
+	CmdPendingNote:  row("pending-note", (*FSM).pendingNoteLocked),
+	CmdRestartTask:  row("restart-task", (*FSM).restartLocked),
+	CmdRequeueTask:  row("requeue-task", (*FSM).requeueLocked),
+	CmdGiveUpTask:   row("give-up-task", (*FSM).giveUpLocked),
+	CmdDrainWorker:  row("drain-worker", (*FSM).drainWorkerLocked),
+}
+
+// byGoType maps each command struct to its type byte: the reverse of
+// commands, for Encode and ApplyCommand, which are given a struct.
+var byGoType = indexByGoType(commands)
+
+func indexByGoType(cmds map[CmdType]command) map[reflect.Type]CmdType {
+	idx := make(map[reflect.Type]CmdType, len(cmds))
+	for t, c := range cmds {
+		idx[c.goType] = t
+	}
+	return idx
+}
+
+// row makes the table row of the command struct C from its name and its
+// applier. Being generic, it writes the JSON decoding and the type assertion
+// once for every command, where a switch repeated them per command.
+func row[C any](name string, apply func(*FSM, C) *Result) command {
+	return command{
+		name:   name,
+		goType: reflect.TypeFor[C](),
+		decode: func(payload []byte) (any, error) {
+			var c C
+			err := json.Unmarshal(payload, &c)
+			return c, err
+		},
+		apply: func(f *FSM, cmd any) *Result {
+			c, ok := cmd.(C)
+			if !ok {
+				return notACommand(cmd)
+			}
+			return apply(f, c)
+		},
+	}
+}
+
+// String returns the command's name from the table, or its number for a
+// type this version does not know (as an entry from a newer manager).
 func (c CmdType) String() string {
-	switch c {
-	case CmdSubmitTask:
-		return "submit-task"
-	case CmdAssignTask:
-		return "assign-task"
-	case CmdReportTask:
-		return "report-task"
-	case CmdStopTask:
-		return "stop-task"
-	case CmdUpsertWorker:
-		return "upsert-worker"
-	case CmdPendingNote:
-		return "pending-note"
-	case CmdRestartTask:
-		return "restart-task"
-	case CmdRequeueTask:
-		return "requeue-task"
-	case CmdGiveUpTask:
-		return "give-up-task"
-	case CmdDrainWorker:
-		return "drain-worker"
+	if cmd, ok := commands[c]; ok {
+		return cmd.name
 	}
 	return fmt.Sprintf("cmd(%#x)", uint8(c))
 }
@@ -140,31 +189,11 @@ type DrainWorker struct {
 	Drain bool
 }
 
-// Encode returns the log entry for a command: its type byte, then its JSON.
+// Encode returns the log entry for a command (a struct or a pointer to
+// one): its type byte, then its JSON.
 func Encode(cmd any) ([]byte, error) {
-	var t CmdType
-	switch cmd.(type) {
-	case SubmitTask, *SubmitTask:
-		t = CmdSubmitTask
-	case AssignTask, *AssignTask:
-		t = CmdAssignTask
-	case ReportTask, *ReportTask:
-		t = CmdReportTask
-	case StopTask, *StopTask:
-		t = CmdStopTask
-	case UpsertWorker, *UpsertWorker:
-		t = CmdUpsertWorker
-	case PendingNote, *PendingNote:
-		t = CmdPendingNote
-	case RestartTask, *RestartTask:
-		t = CmdRestartTask
-	case RequeueTask, *RequeueTask:
-		t = CmdRequeueTask
-	case GiveUpTask, *GiveUpTask:
-		t = CmdGiveUpTask
-	case DrainWorker, *DrainWorker:
-		t = CmdDrainWorker
-	default:
+	t, ok := typeOf(cmd)
+	if !ok {
 		return nil, fmt.Errorf("encode: %T is not a command", cmd)
 	}
 	payload, err := json.Marshal(cmd)
@@ -174,6 +203,16 @@ func Encode(cmd any) ([]byte, error) {
 	return append([]byte{byte(t)}, payload...), nil
 }
 
+// typeOf returns the type byte of a command struct or of a pointer to one.
+func typeOf(cmd any) (CmdType, bool) {
+	rt := reflect.TypeOf(cmd)
+	if rt != nil && rt.Kind() == reflect.Pointer {
+		rt = rt.Elem()
+	}
+	t, ok := byGoType[rt]
+	return t, ok
+}
+
 // ErrUnknownCommand is returned by Decode for a type byte this version does
 // not know.
 var ErrUnknownCommand = errors.New("unknown command type")
@@ -181,58 +220,29 @@ var ErrUnknownCommand = errors.New("unknown command type")
 // Decode parses a log entry into one of the command structs (a value, not a
 // pointer). It never panics, whatever the bytes.
 func Decode(data []byte) (any, error) {
+	_, cmd, err := decode(data)
+	return cmd, err
+}
+
+// decode reads an entry's type byte once and returns its table row with the
+// parsed command, so that Apply dispatches on the row it already has.
+func decode(data []byte) (command, any, error) {
 	if len(data) == 0 {
-		return nil, errors.New("decode: empty log entry")
+		return command{}, nil, errors.New("decode: empty log entry")
 	}
 	t, payload := CmdType(data[0]), data[1:]
-	var cmd any
-	var err error
-	switch t {
-	case CmdSubmitTask:
-		var c SubmitTask
-		err = json.Unmarshal(payload, &c)
-		cmd = c
-	case CmdAssignTask:
-		var c AssignTask
-		err = json.Unmarshal(payload, &c)
-		cmd = c
-	case CmdReportTask:
-		var c ReportTask
-		err = json.Unmarshal(payload, &c)
-		cmd = c
-	case CmdStopTask:
-		var c StopTask
-		err = json.Unmarshal(payload, &c)
-		cmd = c
-	case CmdUpsertWorker:
-		var c UpsertWorker
-		err = json.Unmarshal(payload, &c)
-		cmd = c
-	case CmdPendingNote:
-		var c PendingNote
-		err = json.Unmarshal(payload, &c)
-		cmd = c
-	case CmdRestartTask:
-		var c RestartTask
-		err = json.Unmarshal(payload, &c)
-		cmd = c
-	case CmdRequeueTask:
-		var c RequeueTask
-		err = json.Unmarshal(payload, &c)
-		cmd = c
-	case CmdGiveUpTask:
-		var c GiveUpTask
-		err = json.Unmarshal(payload, &c)
-		cmd = c
-	case CmdDrainWorker:
-		var c DrainWorker
-		err = json.Unmarshal(payload, &c)
-		cmd = c
-	default:
-		return nil, fmt.Errorf("decode: %w %s", ErrUnknownCommand, t)
+	c, ok := commands[t]
+	if !ok {
+		return command{}, nil, fmt.Errorf("decode: %w %s", ErrUnknownCommand, t)
 	}
+	cmd, err := c.decode(payload)
 	if err != nil {
-		return nil, fmt.Errorf("decode %s: %w", t, err)
+		return command{}, nil, fmt.Errorf("decode %s: %w", t, err)
 	}
-	return cmd, nil
+	return c, cmd, nil
+}
+
+// notACommand is the Result of applying a value that is not a command struct.
+func notACommand(cmd any) *Result {
+	return &Result{Err: fmt.Errorf("apply: %T is not a command", cmd)}
 }

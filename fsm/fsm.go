@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"sort"
 	"sync"
 	"time"
@@ -103,23 +104,16 @@ func (f *FSM) notify() {
 	}
 }
 
-// Apply applies one committed log entry.
+// Apply applies one committed log entry. It reads the type byte once and
+// dispatches once, through the command table; each command's applier gets
+// its own struct.
 func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
-	cmd, err := Decode(l.Data)
-	if errors.Is(err, ErrUnknownCommand) && len(l.Data) > 0 && CmdType(l.Data[0])&IgnoreIfUnknown != 0 {
-		f.mu.Lock()
-		f.applied = l.Index
-		f.mu.Unlock()
-		return &Result{}
-	}
+	c, cmd, err := decode(l.Data)
 	if errors.Is(err, ErrUnknownCommand) {
-		// A newer manager wrote a command this one cannot apply. Skipping it
-		// would let the replicas diverge silently; stopping is the safe choice
-		// (upgrade this manager). This cannot be reached from client input.
-		panic(fmt.Sprintf("fsm: log index %d: %v; upgrade this manager", l.Index, err))
+		return f.skipUnknown(l.Index, CmdType(l.Data[0]), err)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -127,7 +121,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if err != nil {
 		return &Result{Err: err}
 	}
-	res := f.applyLocked(cmd)
+	res := c.apply(f, cmd)
 	if res.Changed {
 		f.notify()
 		if res.Task.ID != uuid.Nil {
@@ -135,6 +129,21 @@ func (f *FSM) Apply(l *raft.Log) any {
 		}
 	}
 	return res
+}
+
+// skipUnknown handles an entry of a type this version does not know. With
+// IgnoreIfUnknown it is skipped. Without, a newer manager wrote a command
+// this one cannot apply: skipping it would let the replicas diverge
+// silently, so stopping is the safe choice (upgrade this manager). This
+// cannot be reached from client input.
+func (f *FSM) skipUnknown(index uint64, t CmdType, err error) *Result {
+	if t&IgnoreIfUnknown == 0 {
+		panic(fmt.Sprintf("fsm: log index %d: %v; upgrade this manager", index, err))
+	}
+	f.mu.Lock()
+	f.applied = index
+	f.mu.Unlock()
+	return &Result{}
 }
 
 // ApplyCommand applies a decoded command directly, outside raft. Tests use it
@@ -149,30 +158,14 @@ func (f *FSM) ApplyCommand(cmd any) *Result {
 	return res
 }
 
+// applyLocked finds a command's applier from its struct (a value, as Decode
+// returns it; a pointer is not a command here).
 func (f *FSM) applyLocked(cmd any) *Result {
-	switch c := cmd.(type) {
-	case SubmitTask:
-		return f.submitLocked(c)
-	case AssignTask:
-		return f.assignLocked(c)
-	case ReportTask:
-		return f.reportLocked(c)
-	case StopTask:
-		return f.stopLocked(c)
-	case UpsertWorker:
-		return f.upsertWorkerLocked(c)
-	case PendingNote:
-		return f.pendingNoteLocked(c)
-	case RestartTask:
-		return f.restartLocked(c)
-	case RequeueTask:
-		return f.requeueLocked(c)
-	case GiveUpTask:
-		return f.giveUpLocked(c)
-	case DrainWorker:
-		return f.drainWorkerLocked(c)
+	t, ok := byGoType[reflect.TypeOf(cmd)]
+	if !ok {
+		return notACommand(cmd)
 	}
-	return &Result{Err: fmt.Errorf("apply: %T is not a command", cmd)}
+	return commands[t].apply(f, cmd)
 }
 
 func (f *FSM) taskLocked(id uuid.UUID) (api.Task, error) {

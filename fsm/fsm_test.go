@@ -4,8 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"go/ast"
+	"go/constant"
+	"go/parser"
+	"go/token"
+	"go/types"
 	"io"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -342,7 +349,15 @@ func FuzzDecode(f *testing.F) {
 		}
 		fsm := New()
 		applyLog(t, fsm, 1, worker("w1"))
-		fsm.ApplyCommand(cmd)
+		direct := fsm.ApplyCommand(cmd)
+		// The raft path dispatches on the type byte, ApplyCommand on the
+		// struct: both must reach the same applier.
+		viaLog := New()
+		applyLog(t, viaLog, 1, worker("w1"))
+		logged := viaLog.Apply(&raft.Log{Index: 2, Type: raft.LogCommand, Data: data})
+		if !reflect.DeepEqual(logged, direct) {
+			t.Fatalf("Apply(%q) = %+v, ApplyCommand = %+v", data, logged, direct)
+		}
 	})
 }
 
@@ -414,4 +429,211 @@ func TestFSM_Apply_RestartRequeueGiveUp(t *testing.T) {
 	if res := applyLog(t, f, 21, RestartTask{ID: a.ID, Worker: "w1", Generation: 2, Counted: true}); res.Err != nil || res.Task.State != api.Scheduled {
 		t.Fatalf("restart of a completed always task: %+v", res)
 	}
+}
+
+var (
+	wireID   = uuid.MustParse("6f1c2a4e-8b3d-4f5a-9c7e-0d1b2c3d4e5f")
+	wireTime = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+)
+
+// wireCases is one command of every type with its type byte, written as a
+// literal (not the constant) so that renumbering a command fails the test.
+func wireCases() []struct {
+	typ byte
+	cmd any
+} {
+	return []struct {
+		typ byte
+		cmd any
+	}{
+		{0x01, SubmitTask{Task: api.Task{ID: wireID, Name: "echo", Image: "cube-echo:latest"}, Time: wireTime}},
+		{0x02, AssignTask{ID: wireID, Worker: "w1", Generation: 3, Time: wireTime}},
+		{0x03, ReportTask{Task: api.Task{ID: wireID, Worker: "w1", Generation: 3, State: api.Running, ContainerID: "c1"}}},
+		{0x04, StopTask{ID: wireID, Time: wireTime, Reason: "stopped on request"}},
+		{0x05, UpsertWorker{Node: api.Node{Name: "w1", API: "127.0.0.1:5555", State: api.NodeAlive, Cpu: 2}}},
+		{0x86, PendingNote{ID: wireID, Reason: "fits nowhere"}},
+		{0x07, RestartTask{ID: wireID, Worker: "w2", Generation: 4, Counted: true, Reason: "exited", Time: wireTime}},
+		{0x08, RequeueTask{ID: wireID, Reason: "worker w1 died", Time: wireTime}},
+		{0x09, GiveUpTask{ID: wireID, Reason: "gave up", Time: wireTime}},
+		{0x0a, DrainWorker{Name: "w1", Drain: true}},
+	}
+}
+
+// TestEncode_WireFormat pins the log entry format that raft logs and
+// snapshots on disk depend on: the type byte, then the plain JSON of the
+// struct, whether Encode is given the struct or a pointer to it.
+func TestEncode_WireFormat(t *testing.T) {
+	for _, tc := range wireCases() {
+		payload, err := json.Marshal(tc.cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := append([]byte{tc.typ}, payload...)
+		ptr := reflect.New(reflect.TypeOf(tc.cmd))
+		ptr.Elem().Set(reflect.ValueOf(tc.cmd))
+		for _, cmd := range []any{tc.cmd, ptr.Interface()} {
+			got, err := Encode(cmd)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("Encode(%T) = %q, %v; want %q", cmd, got, err, want)
+			}
+		}
+	}
+}
+
+// TestDecode_RecordedEntries decodes entries byte for byte as earlier Cube
+// versions wrote them (fields a version did not know yet are absent).
+func TestDecode_RecordedEntries(t *testing.T) {
+	const id = `"ID":"6f1c2a4e-8b3d-4f5a-9c7e-0d1b2c3d4e5f"`
+	const at = `"Time":"2026-11-26T12:00:00Z"`
+	for _, tc := range []struct {
+		entry string
+		want  any
+	}{
+		{"\x01{\"Task\":{" + id + `,"Name":"echo","Image":"cube-echo:latest"},` + at + "}", SubmitTask{Task: api.Task{ID: wireID, Name: "echo", Image: "cube-echo:latest"}, Time: wireTime}},
+		{"\x02{" + id + `,"Worker":"w1","Generation":3,` + at + "}", AssignTask{ID: wireID, Worker: "w1", Generation: 3, Time: wireTime}},
+		{"\x03{\"Task\":{" + id + `,"ContainerID":"c1","State":2,"Worker":"w1","Generation":3}}`, ReportTask{Task: api.Task{ID: wireID, Worker: "w1", Generation: 3, State: api.Running, ContainerID: "c1"}}},
+		{"\x04{" + id + "," + at + `,"Reason":"stopped on request"}`, StopTask{ID: wireID, Time: wireTime, Reason: "stopped on request"}},
+		{"\x05{\"Node\":{\"Name\":\"w1\",\"API\":\"127.0.0.1:5555\",\"State\":\"alive\",\"Cpu\":2}}", UpsertWorker{Node: api.Node{Name: "w1", API: "127.0.0.1:5555", State: api.NodeAlive, Cpu: 2}}},
+		{"\x86{" + id + `,"Reason":"fits nowhere"}`, PendingNote{ID: wireID, Reason: "fits nowhere"}},
+		{"\x07{" + id + `,"Worker":"w2","Generation":4,"Counted":true,"Reason":"exited",` + at + "}", RestartTask{ID: wireID, Worker: "w2", Generation: 4, Counted: true, Reason: "exited", Time: wireTime}},
+		{"\x08{" + id + `,"Reason":"worker w1 died",` + at + "}", RequeueTask{ID: wireID, Reason: "worker w1 died", Time: wireTime}},
+		{"\x09{" + id + `,"Reason":"gave up",` + at + "}", GiveUpTask{ID: wireID, Reason: "gave up", Time: wireTime}},
+		{"\x0a{\"Name\":\"w1\",\"Drain\":true}", DrainWorker{Name: "w1", Drain: true}},
+	} {
+		got, err := Decode([]byte(tc.entry))
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Fatalf("Decode(%q) = %#v, %v; want %#v", tc.entry, got, err, tc.want)
+		}
+	}
+}
+
+// TestDecode_Errors pins the errors of entries this version cannot read.
+func TestDecode_Errors(t *testing.T) {
+	for _, tc := range []struct {
+		entry   string
+		wantErr string
+		unknown bool
+	}{
+		{"", "decode: empty log entry", false},
+		{"\x7e{}", "decode: unknown command type cmd(0x7e)", true},
+		{"\xfe{}", "decode: unknown command type cmd(0xfe)", true},
+		{"\x00{}", "decode: unknown command type cmd(0x0)", true},
+		{"\x01x", "decode submit-task: invalid character 'x' looking for beginning of value", false},
+		{"\x86", "decode pending-note: unexpected end of JSON input", false},
+	} {
+		got, err := Decode([]byte(tc.entry))
+		if got != nil || err == nil || err.Error() != tc.wantErr || errors.Is(err, ErrUnknownCommand) != tc.unknown {
+			t.Fatalf("Decode(%q) = %v, %v; want error %q (unknown %v)", tc.entry, got, err, tc.wantErr, tc.unknown)
+		}
+	}
+}
+
+// TestApplyCommand_NotACommand: ApplyCommand takes command structs (values,
+// as Decode returns them); anything else is an error value, not a panic.
+func TestApplyCommand_NotACommand(t *testing.T) {
+	f := New()
+	for _, tc := range []struct {
+		cmd  any
+		want string
+	}{
+		{42, "apply: int is not a command"},
+		{nil, "apply: <nil> is not a command"},
+		{&DrainWorker{Name: "w1"}, "apply: *fsm.DrainWorker is not a command"},
+	} {
+		if res := f.ApplyCommand(tc.cmd); res.Err == nil || res.Err.Error() != tc.want || res.Changed {
+			t.Fatalf("ApplyCommand(%#v) = %+v, want error %q", tc.cmd, res, tc.want)
+		}
+	}
+}
+
+// TestCommands_Table checks the command table against three lists kept
+// apart from it: the CmdType constants in the package source, wireCases and
+// script. A command missing from any of them fails here; every one must
+// have a name, round-trip through Encode and Decode with its own type byte,
+// and a struct of its own.
+func TestCommands_Table(t *testing.T) {
+	declared := declaredCmdTypes(t)
+	names := make(map[string]bool)
+	for name, typ := range declared {
+		c, ok := commands[typ]
+		if !ok {
+			t.Fatalf("%s (%#x) is declared but has no row in commands", name, uint8(typ))
+		}
+		if c.name == "" || names[c.name] || typ.String() != c.name || strings.HasPrefix(c.name, "cmd(") {
+			t.Fatalf("%s: name %q (empty, taken or a number), String() %q", name, c.name, typ)
+		}
+		names[c.name] = true
+	}
+	if len(declared) != len(commands) || len(byGoType) != len(commands) {
+		t.Fatalf("%d constants, %d rows, %d structs: each command needs all three", len(declared), len(commands), len(byGoType))
+	}
+	inWire := make(map[CmdType]bool)
+	for _, tc := range wireCases() {
+		typ := CmdType(tc.typ)
+		inWire[typ] = true
+		data, err := Encode(tc.cmd)
+		if err != nil || data[0] != tc.typ {
+			t.Fatalf("Encode(%T) = %q, %v; want type byte %#x", tc.cmd, data, err, tc.typ)
+		}
+		got, err := Decode(data)
+		if err != nil || !reflect.DeepEqual(got, tc.cmd) {
+			t.Fatalf("%s: Decode(Encode(%#v)) = %#v, %v", typ, tc.cmd, got, err)
+		}
+	}
+	inScript := make(map[CmdType]bool)
+	for _, cmd := range script(newTask()) {
+		data, _ := Encode(cmd)
+		inScript[CmdType(data[0])] = true
+	}
+	for typ := range commands {
+		if !inWire[typ] || !inScript[typ] {
+			t.Fatalf("%s: in wireCases %v, in script %v; add it to both", typ, inWire[typ], inScript[typ])
+		}
+	}
+}
+
+// declaredCmdTypes returns the CmdType constants the package declares (but
+// the IgnoreIfUnknown flag), read from its source, so that a constant no
+// code uses yet is found too. Only constants are needed: the imports are
+// not loaded, and the type errors that follow are ignored.
+func declaredCmdTypes(t *testing.T) map[string]CmdType {
+	t.Helper()
+	fset := token.NewFileSet()
+	var files []*ast.File
+	paths, _ := filepath.Glob("*.go")
+	for _, path := range paths {
+		if strings.HasSuffix(path, "_test.go") {
+			continue
+		}
+		file, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, file)
+	}
+	info := &types.Info{Defs: make(map[*ast.Ident]types.Object)}
+	conf := types.Config{Importer: noImports{}, Error: func(error) {}}
+	pkg, _ := conf.Check("fsm", fset, files, info)
+	out := make(map[string]CmdType)
+	for _, obj := range info.Defs {
+		c, ok := obj.(*types.Const)
+		if !ok || c.Parent() != pkg.Scope() || c.Name() == "IgnoreIfUnknown" {
+			continue
+		}
+		if named, ok := c.Type().(*types.Named); ok && named.Obj().Name() == "CmdType" {
+			v, _ := constant.Uint64Val(c.Val())
+			out[c.Name()] = CmdType(v)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("found no CmdType constants in the package source")
+	}
+	return out
+}
+
+// noImports loads no package: declaredCmdTypes needs none.
+type noImports struct{}
+
+func (noImports) Import(path string) (*types.Package, error) {
+	return nil, errors.New("not loaded")
 }
