@@ -370,7 +370,6 @@ func (l *loop) moveOff(ctx context.Context, tasks []api.Task, nodes []api.Node) 
 // (hashicorp/raft appends up to MaxAppendEntries, 64, per batch).
 const maxConcurrentAssign = 64
 
-
 // ensureOp starts the worker call a task needs, unless one for the same
 // placement is already in flight; one for an older placement is cancelled.
 func (l *loop) ensureOp(ctx context.Context, t api.Task, kind string) {
