@@ -334,7 +334,7 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte, out
 			continue
 		}
 		fast = 0
-		wait := min(jitter(backoff), remaining)
+		wait := min(Jitter(backoff), remaining)
 		backoff = min(2*backoff, maxBackoff)
 		timer := time.NewTimer(wait)
 		select {
@@ -397,9 +397,14 @@ func retryable(status int) bool {
 	return status == http.StatusServiceUnavailable || status == http.StatusBadGateway || status == http.StatusGatewayTimeout
 }
 
-// jitter returns a wait between d/2 and d, so that clients that failed
-// together do not retry together.
-func jitter(d time.Duration) time.Duration {
+// Jitter returns a wait between d/2 and d, so that callers that failed
+// together do not retry together: the one jitter of Cube's retries (this
+// client's, and the manager's calls to workers and its restart back-off).
+// A d of zero or less is returned as it is.
+func Jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
 	return d/2 + rand.N(d/2+1)
 }
 

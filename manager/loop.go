@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"regexp"
+	"strconv"
 	"sync"
 	"time"
 
@@ -42,18 +43,28 @@ type loop struct {
 	healthCh chan health.Result
 	lastPoll time.Time
 	polling  bool
-	pollDone chan struct{}
+	pollDone chan pollResult
 	wg       sync.WaitGroup
 }
+
+// The kinds of op.
+const (
+	opDispatch = "dispatch" // send a committed assignment to its worker
+	opStop     = "stop"     // carry out a committed stop request
+	opProbe    = "probe"    // probe a task whose worker is lost
+)
 
 // op is a worker call in flight for one task placement.
 type op struct {
 	id     uuid.UUID
-	kind   string // "dispatch" or "stop"
+	kind   string // opDispatch, opStop or opProbe
+	worker string
 	gen    uint64
 	cancel context.CancelFunc
-	ok     bool   // set by the op before it signals done: delivered / still answers
-	detail string // probe ops: what was found
+	// Set by the op before it signals done:
+	ok        bool   // dispatch: delivered; probe: the task still answers
+	workerGen uint64 // dispatch: refused, the worker holds this newer generation
+	detail    string // probe: what was found
 }
 
 func newLoop(m *Manager) *loop {
@@ -65,7 +76,7 @@ func newLoop(m *Manager) *loop {
 		ops:      make(map[uuid.UUID]*op),
 		opDone:   make(chan *op, 64),
 		sent:     make(map[uuid.UUID]uint64),
-		pollDone: make(chan struct{}, 1),
+		pollDone: make(chan pollResult, 1),
 		restarts: make(map[uuid.UUID]*restartState),
 		probed:   make(map[uuid.UUID]time.Time),
 		specErr:  make(map[uuid.UUID]uint64),
@@ -74,24 +85,32 @@ func newLoop(m *Manager) *loop {
 	}
 }
 
-// run reconciles until ctx ends (leadership lost or shutdown), then cancels
-// and waits for every op it started: a deposed leader stops acting.
-func (l *loop) run(ctx context.Context) {
+// begin starts the health checker; end stops it, cancels every op and waits
+// for every goroutine the loop started.
+func (l *loop) begin(ctx context.Context) {
 	// Health checks run on the leader only, each on its own timer; verdicts
-	// come back to this goroutine, which alone decides.
+	// come back to the loop's goroutine, which alone decides.
 	l.checker = health.NewChecker(func(r health.Result) {
 		select {
 		case l.healthCh <- r:
 		case <-ctx.Done():
 		}
 	}, l.log)
-	defer func() {
-		l.checker.Stop()
-		for _, o := range l.ops {
-			o.cancel()
-		}
-		l.wg.Wait()
-	}()
+}
+
+func (l *loop) end() {
+	l.checker.Stop()
+	for _, o := range l.ops {
+		o.cancel()
+	}
+	l.wg.Wait()
+}
+
+// run reconciles until ctx ends (leadership lost or shutdown), then cancels
+// and waits for every op it started: a deposed leader stops acting.
+func (l *loop) run(ctx context.Context) {
+	l.begin(ctx)
+	defer l.end()
 	tick := time.NewTicker(l.m.cfg.Tick)
 	defer tick.Stop()
 	for {
@@ -103,24 +122,34 @@ func (l *loop) run(ctx context.Context) {
 		case <-l.m.fsm.Changed():
 		case <-l.m.cfg.GossipChanges:
 		case o := <-l.opDone:
-			if l.ops[o.id] == o {
-				delete(l.ops, o.id)
-			}
-			if o.ok && o.kind == "dispatch" {
-				l.sent[o.id] = o.gen
-			}
-			if o.kind == "probe" {
-				l.orphanVerdict(ctx, o)
-			}
+			l.opFinished(ctx, o)
 		case r := <-l.healthCh:
 			if r.Healthy {
 				l.healthy(r)
 			} else {
 				l.unhealthy(ctx, r)
 			}
-		case <-l.pollDone:
-			l.polling = false
+		case res := <-l.pollDone:
+			l.pollFinished(ctx, res)
 		}
+	}
+}
+
+// opFinished takes back a finished op: what it learnt is the loop's to act on.
+func (l *loop) opFinished(ctx context.Context, o *op) {
+	if l.ops[o.id] == o {
+		delete(l.ops, o.id)
+	}
+	switch o.kind {
+	case opDispatch:
+		if o.ok {
+			l.sent[o.id] = o.gen
+		}
+		if o.workerGen > 0 {
+			l.placeAbove(ctx, o.id, o.worker, o.gen, o.workerGen)
+		}
+	case opProbe:
+		l.orphanVerdict(ctx, o)
 	}
 }
 
@@ -134,14 +163,19 @@ func (l *loop) reconcile(ctx context.Context) {
 	l.syncWorkers(ctx)
 	nodes := l.m.fsm.Nodes()
 	tasks := l.m.fsm.Tasks()
+	byName := make(map[string]api.Node, len(nodes))
+	for _, n := range nodes {
+		byName[n.Name] = n
+	}
 	var pending, drained []api.Task
 	for _, t := range tasks {
 		if ctx.Err() != nil {
 			return
 		}
+		n, known := byName[t.Worker]
 		lost, why := false, ""
 		if t.DesiredState == api.Running && (t.State == api.Scheduled || t.State == api.Running) {
-			lost, why = lostWorker(nodes, t.Worker)
+			lost, why = lostWorker(t.Worker, n, known)
 		}
 		rs, unhealthy := l.dueUnhealthy(t)
 		switch {
@@ -153,12 +187,12 @@ func (l *loop) reconcile(ctx context.Context) {
 			l.recoverEnded(ctx, t, nodes)
 		case t.DesiredState == api.Running && t.State == api.Pending:
 			pending = append(pending, t)
-		case t.DesiredState == api.Running && (t.State == api.Scheduled || t.State == api.Running) && draining(nodes, t.Worker):
+		case t.DesiredState == api.Running && (t.State == api.Scheduled || t.State == api.Running) && n.Drain:
 			drained = append(drained, t)
 		case t.DesiredState == api.Running && t.State == api.Scheduled && l.sent[t.ID] != t.Generation:
-			l.ensureOp(ctx, t, "dispatch")
+			l.ensureOp(ctx, t, opDispatch)
 		case t.DesiredState == api.Completed && !t.State.Terminal() && t.Worker != "":
-			l.ensureOp(ctx, t, "stop")
+			l.ensureOp(ctx, t, opStop)
 		}
 	}
 	l.placeAll(ctx, pending, nodes)
@@ -166,14 +200,7 @@ func (l *loop) reconcile(ctx context.Context) {
 	l.checker.Sync(l.healthSpecs(tasks, nodes))
 	l.prune(tasks)
 	if !l.polling && time.Since(l.lastPoll) >= l.m.cfg.PollInterval {
-		l.lastPoll = time.Now()
-		l.polling = true
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			l.poll(ctx)
-			l.pollDone <- struct{}{}
-		}()
+		l.startPoll(ctx, nodes, tasks)
 	}
 }
 
@@ -303,18 +330,8 @@ func (l *loop) placeAll(ctx context.Context, pending []api.Task, nodes []api.Nod
 		}
 		allocate(nodes, d.Node.Name, d.Task)
 		l.log.Info("task assigned", "task_id", d.Task.ID, "worker", d.Node.Name, "generation", o.task.Generation)
-		l.ensureOp(ctx, o.task, "dispatch")
+		l.ensureOp(ctx, o.task, opDispatch)
 	}
-}
-
-// draining reports whether the named worker is being drained.
-func draining(nodes []api.Node, name string) bool {
-	for _, n := range nodes {
-		if n.Name == name {
-			return n.Drain
-		}
-	}
-	return false
 }
 
 // moveOff moves the tasks of drained workers to workers with room: each is
@@ -344,8 +361,8 @@ func (l *loop) moveOff(ctx context.Context, tasks []api.Task, nodes []api.Node) 
 		allocate(nodes, d.Node.Name, t)
 		delete(l.stuck, t.ID)
 		l.log.Info("task moved off a draining worker", "task_id", t.ID, "from", t.Worker, "to", d.Node.Name, "generation", res.Task.Generation)
-		l.stopOld(ctx, t.Worker, t.ID, t.Generation)
-		l.ensureOp(ctx, res.Task, "dispatch")
+		l.stopCopy(ctx, t.Worker, t.ID, t.Generation, "moved off its draining worker")
+		l.ensureOp(ctx, res.Task, opDispatch)
 	}
 }
 
@@ -363,16 +380,16 @@ func (l *loop) ensureOp(ctx context.Context, t api.Task, kind string) {
 		o.cancel() // superseded; its done signal only deletes the entry if still its own
 	}
 	octx, cancel := context.WithCancel(ctx)
-	o := &op{id: t.ID, kind: kind, gen: t.Generation, cancel: cancel}
+	o := &op{id: t.ID, kind: kind, worker: t.Worker, gen: t.Generation, cancel: cancel}
 	l.ops[t.ID] = o
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
 		defer cancel()
-		if kind == "dispatch" {
-			o.ok = l.dispatch(octx, t)
+		if kind == opDispatch {
+			l.dispatch(octx, t, o)
 		} else {
-			l.stop(octx, t)
+			l.completeStop(octx, t)
 		}
 		select {
 		case l.opDone <- o:
@@ -392,70 +409,135 @@ func (l *loop) current(t api.Task, desired api.State) (api.Task, bool) {
 }
 
 // dispatch sends a committed assignment to its worker until the worker has it
-// or the assignment changes. Sending twice is harmless: the worker is
-// idempotent per (task, generation).
-func (l *loop) dispatch(ctx context.Context, t api.Task) (delivered bool) {
-	backoff := l.m.cfg.RetryMin
-	for attempt := 1; ; attempt++ {
+// (o.ok) or the assignment changes. Sending twice is harmless: the worker is
+// idempotent per (task, generation). A worker that refuses it because it
+// holds a newer generation of the task (a rebuilt cluster facing its old
+// workers) tells the loop which one (o.workerGen), and the loop places the
+// task above it.
+func (l *loop) dispatch(ctx context.Context, t api.Task, o *op) {
+	l.retry(ctx, 0, func(attempt int) bool {
 		cur, ok := l.current(t, api.Running)
 		if !ok || cur.State != api.Scheduled {
+			return true
+		}
+		n, ok := l.m.fsm.Worker(cur.Worker)
+		if !ok || n.API == "" {
 			return false
 		}
-		addr := l.workerAddr(cur.Worker)
-		if addr != "" {
-			rec, _, err := l.m.workers.Submit(ctx, addr, api.TaskEvent{ID: uuid.New(), State: api.Running, Timestamp: time.Now().UTC(), Task: cur})
-			switch {
-			case err == nil:
-				l.log.Debug("task dispatched", "task_id", t.ID, "worker", cur.Worker, "generation", cur.Generation, "attempt", attempt)
-				l.report(ctx, rec)
-				return true
-			case errors.Is(err, api.ErrStaleGeneration):
-				l.log.Warn("worker holds a newer generation than the assignment", "task_id", t.ID, "worker", cur.Worker, "error", err)
-				return false
-			case ctx.Err() != nil:
-				return false
-			default:
-				l.log.Warn("dispatch failed; will retry", "task_id", t.ID, "worker", cur.Worker, "attempt", attempt, "error", err)
-			}
+		rec, _, err := l.m.workers.Submit(ctx, n.API, api.TaskEvent{ID: uuid.New(), State: api.Running, Timestamp: time.Now().UTC(), Task: cur})
+		switch {
+		case err == nil:
+			l.log.Debug("task dispatched", "task_id", t.ID, "worker", cur.Worker, "generation", cur.Generation, "attempt", attempt)
+			l.report(ctx, rec)
+			o.ok = true
+			return true
+		case errors.Is(err, api.ErrStaleGeneration):
+			o.workerGen = l.heldGeneration(ctx, n.API, cur, err)
+			l.log.Warn("worker holds a newer generation than the assignment", "task_id", t.ID, "worker", cur.Worker,
+				"generation", cur.Generation, "worker_generation", o.workerGen, "error", err)
+			return true
+		case ctx.Err() != nil:
+			return true
 		}
-		if !sleep(ctx, jitter(backoff)) {
-			return false
-		}
-		backoff = min(2*backoff, l.m.cfg.RetryMax)
-	}
+		l.log.Warn("dispatch failed; will retry", "task_id", t.ID, "worker", cur.Worker, "attempt", attempt, "error", err)
+		return false
+	})
 }
 
-// stop carries out a committed stop request on the task's worker, then
-// commits the task Completed.
-func (l *loop) stop(ctx context.Context, t api.Task) {
-	backoff := l.m.cfg.RetryMin
-	for attempt := 1; ; attempt++ {
+// heldGeneration returns the generation of task cur that the worker at addr
+// holds, after it refused cur's with a stale-generation error: from its task
+// record, else (the worker cleaned up an ended record and only remembers
+// its generation) from the refusal's message, else cur's own generation, so
+// that the next placement is at least one higher.
+func (l *loop) heldGeneration(ctx context.Context, addr string, cur api.Task, refusal error) uint64 {
+	if rec, err := l.m.workers.Task(ctx, addr, cur.ID); err == nil && rec.Generation > cur.Generation {
+		return rec.Generation
+	}
+	if g := generationIn(refusal.Error()); g > cur.Generation {
+		return g
+	}
+	return cur.Generation
+}
+
+var generationRE = regexp.MustCompile(`generation (\d+)`)
+
+// generationIn returns the highest "generation N" a worker's refusal names
+// (its own generation is the highest: that is why it refused), 0 if none.
+func generationIn(msg string) uint64 {
+	var g uint64
+	for _, m := range generationRE.FindAllStringSubmatch(msg, -1) {
+		if n, err := strconv.ParseUint(m[1], 10, 64); err == nil {
+			g = max(g, n)
+		}
+	}
+	return g
+}
+
+// completeStop carries out a committed stop request (the operator's) on the
+// task's worker, then commits the task Completed.
+func (l *loop) completeStop(ctx context.Context, t api.Task) {
+	l.retry(ctx, 0, func(attempt int) bool {
 		cur, ok := l.current(t, api.Completed)
 		if !ok || cur.State.Terminal() {
-			return
+			return true
 		}
-		addr := l.workerAddr(cur.Worker)
-		if addr != "" {
-			err := l.m.workers.StopUpTo(ctx, addr, cur.ID, cur.Generation)
-			if err == nil || errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrStaleGeneration) {
-				done := cur
-				done.State = api.Completed
-				done.Reason = "stopped on request"
-				done.FinishTime = time.Now().UTC()
-				l.report(ctx, done)
-				l.log.Info("task stopped", "task_id", t.ID, "worker", cur.Worker)
-				return
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			l.log.Warn("stop failed; will retry", "task_id", t.ID, "worker", cur.Worker, "attempt", attempt, "error", err)
+		n, ok := l.m.fsm.Worker(cur.Worker)
+		if !ok || n.API == "" {
+			return false
 		}
-		if !sleep(ctx, jitter(backoff)) {
-			return
+		err := l.m.workers.StopUpTo(ctx, n.API, cur.ID, cur.Generation)
+		switch {
+		case err == nil || errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrStaleGeneration):
+			done := cur
+			done.State = api.Completed
+			done.Reason = "stopped on request"
+			done.FinishTime = time.Now().UTC()
+			l.report(ctx, done)
+			l.log.Info("task stopped", "task_id", t.ID, "worker", cur.Worker)
+			return true
+		case ctx.Err() != nil:
+			return true
 		}
-		backoff = min(2*backoff, l.m.cfg.RetryMax)
+		l.log.Warn("stop failed; will retry", "task_id", t.ID, "worker", cur.Worker, "attempt", attempt, "error", err)
+		return false
+	})
+}
+
+// stopCopyAttempts bounds the attempts of stopCopy: a copy that cannot be
+// stopped now is found again by the next poll.
+const stopCopyAttempts = 5
+
+// stopCopy stops one copy of a task, the placement (worker, generation),
+// that the cluster no longer wants — superseded by a newer placement, moved
+// off a draining or unhealthy worker, given up on, or unknown to the
+// cluster — in the background, without waiting for the next poll. Unlike
+// completeStop it commits nothing: the task's state is elsewhere. The stop
+// is fenced by generation, so it cannot touch a newer placement.
+func (l *loop) stopCopy(ctx context.Context, worker string, id uuid.UUID, gen uint64, why string) {
+	n, ok := l.m.fsm.Worker(worker)
+	if !ok || n.State != api.NodeAlive || n.API == "" {
+		return // lost worker: the poll stops the copy if it comes back
 	}
+	if !l.m.raft.IsLeader() {
+		return
+	}
+	l.log.Info("stopping a copy the cluster no longer wants", "task_id", id, "worker", worker, "generation", gen, "why", why)
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		l.retry(ctx, stopCopyAttempts, func(int) bool {
+			err := l.m.workers.StopUpTo(ctx, n.API, id, gen)
+			switch {
+			case err == nil:
+				l.log.Info("stopped a copy the cluster no longer wants", "task_id", id, "worker", worker, "generation", gen)
+				return true
+			case errors.Is(err, api.ErrNotFound), errors.Is(err, api.ErrStaleGeneration), ctx.Err() != nil:
+				return true
+			}
+			l.log.Warn("stop unwanted copy", "task_id", id, "worker", worker, "generation", gen, "error", err)
+			return false
+		})
+	}()
 }
 
 // report commits a worker record, ignoring stale or settled ones.
@@ -465,61 +547,24 @@ func (l *loop) report(ctx context.Context, rec api.Task) {
 	}
 }
 
-// poll lists every live worker's tasks and commits what changed: the safety
-// net behind the reports workers push. A copy the replicated state no longer
-// wants there (stopped, or placed elsewhere) is stopped on that worker.
-func (l *loop) poll(ctx context.Context) {
-	for _, n := range l.m.fsm.Nodes() {
-		if n.State != api.NodeAlive || n.API == "" || ctx.Err() != nil {
-			continue
+// retry makes attempts until one reports done, sleeping between them a
+// jittered back-off that doubles from RetryMin to RetryMax: the one retry
+// loop of the manager's calls to workers. attempts > 0 bounds their number.
+// It returns false if ctx ended or the attempts ran out first.
+func (l *loop) retry(ctx context.Context, attempts int, attempt func(n int) (done bool)) bool {
+	backoff := l.m.cfg.RetryMin
+	for n := 1; ; n++ {
+		if attempt(n) {
+			return true
 		}
-		recs, err := l.m.workers.Tasks(ctx, n.API)
-		if err != nil {
-			l.log.Debug("poll worker", "worker", n.Name, "error", err)
-			continue
+		if attempts > 0 && n >= attempts {
+			return false
 		}
-		for _, rec := range recs {
-			cur, err := l.m.fsm.Task(rec.ID)
-			switch {
-			case err != nil:
-				// Task IDs are never forgotten, so an unknown one means this
-				// manager's view is behind: never act on it.
-				l.log.Debug("worker holds a task this manager does not know yet", "task_id", rec.ID, "worker", n.Name)
-			case rec.Generation > cur.Generation:
-				// The worker knows a newer placement than this view: stale view.
-			case cur.Worker == rec.Worker && cur.Generation == rec.Generation:
-				if !cur.State.Terminal() && (cur.State != rec.State || cur.ContainerID != rec.ContainerID) {
-					l.report(ctx, rec)
-				}
-				if cur.State.Terminal() && !rec.State.Terminal() {
-					l.stopCopy(ctx, n, rec, "the task already ended")
-				}
-			case rec.State.Terminal():
-			default:
-				l.stopCopy(ctx, n, rec, fmt.Sprintf("superseded by generation %d on %s", cur.Generation, cur.Worker))
-			}
+		if !sleep(ctx, api.Jitter(backoff)) {
+			return false
 		}
+		backoff = min(2*backoff, l.m.cfg.RetryMax)
 	}
-}
-
-func (l *loop) stopCopy(ctx context.Context, n api.Node, rec api.Task, why string) {
-	l.log.Info("stopping a copy the cluster no longer wants", "task_id", rec.ID, "worker", n.Name, "generation", rec.Generation, "why", why)
-	if !l.m.raft.IsLeader() {
-		return
-	}
-	if err := l.m.workers.StopUpTo(ctx, n.API, rec.ID, rec.Generation); err != nil && !errors.Is(err, api.ErrNotFound) && !errors.Is(err, api.ErrStaleGeneration) {
-		l.log.Warn("stop unwanted copy", "task_id", rec.ID, "worker", n.Name, "error", err)
-	}
-}
-
-// workerAddr returns the worker's API address from the replicated state.
-func (l *loop) workerAddr(name string) string {
-	for _, n := range l.m.fsm.Nodes() {
-		if n.Name == name {
-			return n.API
-		}
-	}
-	return ""
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -531,9 +576,4 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
-}
-
-// jitter spreads retries over [d/2, d).
-func jitter(d time.Duration) time.Duration {
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 }

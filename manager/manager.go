@@ -38,6 +38,23 @@ type Gossip interface {
 	Members() []cluster.Member
 }
 
+// Workers is what the manager needs from the worker API: the methods of
+// *api.WorkerClient it calls, each one attempt at the worker named by addr.
+// It is the seam the manager's tests replace with scripted workers.
+type Workers interface {
+	Submit(ctx context.Context, addr string, ev api.TaskEvent) (api.Task, bool, error)
+	StopUpTo(ctx context.Context, addr string, id uuid.UUID, gen uint64) error
+	Tasks(ctx context.Context, addr string) ([]api.Task, error)
+	Task(ctx context.Context, addr string, id uuid.UUID) (api.Task, error)
+	Logs(ctx context.Context, addr string, id uuid.UUID, tail int) (io.ReadCloser, error)
+}
+
+var _ Workers = (*api.WorkerClient)(nil)
+
+// prober checks from the leader whether a task on a lost worker still
+// answers (probeTask in production); the tests' seam for orphan probes.
+type prober func(ctx context.Context, t api.Task, workerAPI string) (alive bool, detail string)
+
 // Manager serves the manager API on every manager, and runs the control loop
 // on the leader only: it starts the loop after a raft Barrier on gaining
 // leadership (so the loop acts on a state that includes every committed
@@ -47,7 +64,8 @@ type Manager struct {
 	raft    Raft
 	fsm     *fsm.FSM
 	gossip  Gossip
-	workers *api.WorkerClient
+	workers Workers
+	probe   prober
 	log     hclog.Logger
 
 	mu      sync.Mutex
@@ -65,6 +83,15 @@ func New(cfg Config, r Raft, f *fsm.FSM, g Gossip) (*Manager, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("manager config: %w", err)
 	}
+	probe := func(ctx context.Context, t api.Task, workerAPI string) (bool, string) {
+		return probeTask(ctx, t, workerAPI, cfg.WorkerTimeout, cfg.SourceIP)
+	}
+	return newManager(cfg, r, f, g, api.NewWorkerClientFrom(cfg.WorkerTimeout, cfg.SourceIP), probe), nil
+}
+
+// newManager is New with its seams given: the workers' API and the orphan
+// prober (the tests pass scripted ones). cfg must be valid.
+func newManager(cfg Config, r Raft, f *fsm.FSM, g Gossip, w Workers, probe prober) *Manager {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
@@ -73,11 +100,12 @@ func New(cfg Config, r Raft, f *fsm.FSM, g Gossip) (*Manager, error) {
 		raft:    r,
 		fsm:     f,
 		gossip:  g,
-		workers: api.NewWorkerClientFrom(cfg.WorkerTimeout, cfg.SourceIP),
+		workers: w,
+		probe:   probe,
 		log:     cfg.Logger.Named("manager"),
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	return m, nil
+	return m
 }
 
 // Start follows leadership changes: the one consumer of raft's leadership
@@ -307,6 +335,8 @@ func (m *Manager) DrainNode(ctx context.Context, name string, drain bool) (api.N
 	if res.Changed {
 		m.log.Info("worker drain set", "worker", name, "drain", drain)
 	}
+	// The answer carries the worker's allocation (the CLI prints its task
+	// count), which only Nodes derives.
 	for _, n := range m.fsm.Nodes() {
 		if n.Name == name {
 			return n, nil
@@ -401,14 +431,13 @@ func (m *Manager) Logs(ctx context.Context, id uuid.UUID, tail int) (io.ReadClos
 	if t.Worker == "" {
 		return nil, fmt.Errorf("task %s has not been placed on a worker yet: %w", id, api.ErrNotFound)
 	}
-	for _, n := range m.fsm.Nodes() {
-		if n.Name == t.Worker {
-			rc, err := m.workers.Logs(ctx, n.API, id, tail)
-			if err != nil && !errors.Is(err, api.ErrNotFound) {
-				return nil, fmt.Errorf("%w: read logs from worker %s: %w", api.ErrUnavailable, t.Worker, err)
-			}
-			return rc, err
-		}
+	n, ok := m.fsm.Worker(t.Worker)
+	if !ok {
+		return nil, fmt.Errorf("worker %s of task %s: %w", t.Worker, id, api.ErrNotFound)
 	}
-	return nil, fmt.Errorf("worker %s of task %s: %w", t.Worker, id, api.ErrNotFound)
+	rc, err := m.workers.Logs(ctx, n.API, id, tail)
+	if err != nil && !errors.Is(err, api.ErrNotFound) {
+		return nil, fmt.Errorf("%w: read logs from worker %s: %w", api.ErrUnavailable, t.Worker, err)
+	}
+	return rc, err
 }

@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/cube-orch/cube/api"
 	"github.com/cube-orch/cube/fsm"
 	"github.com/cube-orch/cube/health"
-	"github.com/google/uuid"
 )
 
 // DefaultMaxRestarts is the restart limit of a task that does not set
@@ -70,8 +68,7 @@ func (l *loop) backoff(streak int) time.Duration {
 	for i := 2; i < streak && d < l.m.cfg.RestartCap; i++ {
 		d *= 2
 	}
-	d = min(d, l.m.cfg.RestartCap)
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+	return api.Jitter(min(d, l.m.cfg.RestartCap))
 }
 
 // noteFailure records a failure of t's current generation (once) and returns
@@ -179,9 +176,9 @@ func (l *loop) restart(ctx context.Context, t api.Task, nodes []api.Node, rs *re
 		"restart_count", res.Task.RestartCount, "streak", rs.streak, "after", rs.reason)
 	if t.State == api.Running && target.Name != t.Worker {
 		// The unhealthy copy runs on; stop it now that it moved elsewhere.
-		l.stopOld(ctx, t.Worker, t.ID, t.Generation)
+		l.stopCopy(ctx, t.Worker, t.ID, t.Generation, "restarted on "+target.Name)
 	}
-	l.ensureOp(ctx, res.Task, "dispatch")
+	l.ensureOp(ctx, res.Task, opDispatch)
 }
 
 // restartTarget picks the worker of a restart.
@@ -228,59 +225,22 @@ func (l *loop) giveUp(ctx context.Context, t api.Task, reason string) {
 	delete(l.restarts, t.ID)
 	l.log.Warn("gave up on task", "task_id", t.ID, "reason", reason)
 	if t.State == api.Running || t.State == api.Scheduled {
-		l.stopOld(ctx, res.Task.Worker, t.ID, t.Generation)
+		l.stopCopy(ctx, res.Task.Worker, t.ID, t.Generation, "the task was given up on")
 	}
 }
 
-// stopOld stops the container of one placement (worker, generation) that the
-// cluster no longer wants — an unhealthy copy replaced elsewhere, or a task
-// given up on while it still ran — without waiting for the next poll. The
-// stop is fenced by generation, so it cannot touch a newer placement.
-func (l *loop) stopOld(ctx context.Context, worker string, id uuid.UUID, gen uint64) {
-	addr := ""
-	for _, n := range l.m.fsm.Nodes() {
-		if n.Name == worker && n.State == api.NodeAlive {
-			addr = n.API
-		}
+// lostWorker reports whether the worker named name, whose record is n (known
+// false if the cluster has none), can no longer run or report on its tasks.
+func lostWorker(name string, n api.Node, known bool) (bool, string) {
+	switch {
+	case !known:
+		return true, fmt.Sprintf("worker %s is unknown", name)
+	case n.State == api.NodeDead || n.State == api.NodeLeft:
+		return true, fmt.Sprintf("worker %s is %s", name, n.State)
+	case !n.RuntimeAvailable:
+		return true, fmt.Sprintf("worker %s lost its container runtime", name)
 	}
-	if addr == "" {
-		return // lost worker: the poll stops the copy if it comes back
-	}
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		backoff := l.m.cfg.RetryMin
-		for attempt := 0; attempt < 5; attempt++ {
-			err := l.m.workers.StopUpTo(ctx, addr, id, gen)
-			if err == nil || errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrStaleGeneration) || ctx.Err() != nil {
-				if err == nil {
-					l.log.Info("stopped a copy the cluster no longer wants", "task_id", id, "worker", worker, "generation", gen)
-				}
-				return
-			}
-			if !sleep(ctx, jitter(backoff)) {
-				return
-			}
-			backoff = min(2*backoff, l.m.cfg.RetryMax)
-		}
-	}()
-}
-
-// lostWorker reports whether the node can no longer run or report on its tasks.
-func lostWorker(nodes []api.Node, name string) (bool, string) {
-	for _, n := range nodes {
-		if n.Name != name {
-			continue
-		}
-		switch {
-		case n.State == api.NodeDead || n.State == api.NodeLeft:
-			return true, fmt.Sprintf("worker %s is %s", name, n.State)
-		case !n.RuntimeAvailable:
-			return true, fmt.Sprintf("worker %s lost its container runtime", name)
-		}
-		return false, ""
-	}
-	return true, fmt.Sprintf("worker %s is unknown", name)
+	return false, ""
 }
 
 // checkOrphan decides about a task whose worker is lost. The worker agent may
@@ -294,26 +254,21 @@ func (l *loop) checkOrphan(ctx context.Context, t api.Task, why string) {
 	}
 	l.probed[t.ID] = time.Now()
 	octx, cancel := context.WithCancel(ctx)
-	o := &op{id: t.ID, kind: "probe", gen: t.Generation, cancel: cancel}
+	o := &op{id: t.ID, kind: opProbe, worker: t.Worker, gen: t.Generation, cancel: cancel}
 	if cur, ok := l.ops[t.ID]; ok {
-		if cur.kind == "probe" && cur.gen == t.Generation {
+		if cur.kind == opProbe && cur.gen == t.Generation {
 			cancel()
 			return
 		}
 		cur.cancel()
 	}
 	l.ops[t.ID] = o
-	addr := ""
-	for _, n := range l.m.fsm.Nodes() {
-		if n.Name == t.Worker {
-			addr = n.API
-		}
-	}
+	n, _ := l.m.fsm.Worker(t.Worker)
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
 		defer cancel()
-		alive, detail := probeTask(octx, t, addr, l.m.cfg.WorkerTimeout, l.m.cfg.SourceIP)
+		alive, detail := l.m.probe(octx, t, n.API)
 		o.ok = alive
 		o.detail = why + "; task " + detail
 		select {
@@ -329,7 +284,8 @@ func (l *loop) orphanVerdict(ctx context.Context, o *op) {
 	if err != nil || t.Generation != o.gen || t.DesiredState != api.Running || (t.State != api.Running && t.State != api.Scheduled) {
 		return
 	}
-	if lost, _ := lostWorker(l.m.fsm.Nodes(), t.Worker); !lost {
+	n, known := l.m.fsm.Worker(t.Worker)
+	if lost, _ := lostWorker(t.Worker, n, known); !lost {
 		return
 	}
 	if o.ok {

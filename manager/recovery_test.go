@@ -94,7 +94,14 @@ func TestLostWorker(t *testing.T) {
 		{Name: "nodocker", State: api.NodeAlive},
 	}
 	for name, want := range map[string]bool{"alive": false, "suspect": false, "dead": true, "left": true, "nodocker": true, "unknown": true} {
-		if got, why := lostWorker(nodes, name); got != want || (got && why == "") {
+		var n api.Node
+		known := false
+		for _, x := range nodes {
+			if x.Name == name {
+				n, known = x, true
+			}
+		}
+		if got, why := lostWorker(name, n, known); got != want || (got && why == "") {
 			t.Errorf("lostWorker(%s) = %v %q, want %v", name, got, why, want)
 		}
 	}

@@ -1,0 +1,480 @@
+package manager
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/cluster"
+	"github.com/cube-orch/cube/fsm"
+	"github.com/cube-orch/cube/health"
+)
+
+// decision is one row of the leader loop's decisions (manager/DESIGN.md):
+// the replicated state and the workers' answers in (given), one pass of the
+// loop (drive, a reconcile pass by default), the commands committed and the
+// worker calls made out, both sorted.
+type decision struct {
+	name   string
+	config func(*Config)
+	given  func(h *harness)
+	drive  func(h *harness)
+	cmds   []string
+	calls  []string
+	check  func(h *harness) error // optional: the state after the pass
+}
+
+var decisions = []decision{
+	// Placement.
+	{
+		name: "placement: a pending task goes to the emptiest worker and is dispatched",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.worker("w2")
+			h.placed("t0", "w1", 1, api.Running, nil)
+			h.submit("t1", nil)
+		},
+		cmds:  []string{"assign t1 to w2 gen 1", "report t1 w2 gen 1 Scheduled"},
+		calls: []string{"w2 submit t1 gen 1"},
+	},
+	{
+		name: "placement: a task that fits nowhere waits with the reason",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.submit("t1", func(t *api.Task) { t.Cpu = 4 })
+		},
+		cmds: []string{"note t1: no worker has room for cpu 4.00, memory 0, disk 0 (w1: 2.00 cores free)"},
+	},
+	{
+		name: "placement: never on a draining worker",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.worker("w2")
+			h.seed(fsm.DrainWorker{Name: "w2", Drain: true})
+			h.placed("t0", "w1", 1, api.Running, nil)
+			h.submit("t1", nil)
+		},
+		cmds:  []string{"assign t1 to w1 gen 1", "report t1 w1 gen 1 Scheduled"},
+		calls: []string{"w1 submit t1 gen 1"},
+	},
+	// Dispatch.
+	{
+		name: "dispatch: retried with back-off until the worker answers",
+		given: func(h *harness) {
+			h.worker("w1").failCalls = 2
+			h.submit("t1", nil)
+		},
+		cmds:  []string{"assign t1 to w1 gen 1", "report t1 w1 gen 1 Scheduled"},
+		calls: []string{"w1 submit t1 gen 1", "w1 submit t1 gen 1", "w1 submit t1 gen 1"},
+		check: func(h *harness) error {
+			if h.l.sent[h.id("t1")] != 1 {
+				return fmt.Errorf("sent %v, want t1 delivered at gen 1", h.l.sent)
+			}
+			return nil
+		},
+	},
+	{
+		name: "dispatch: refused as stale, placed above the generation the worker holds (its record)",
+		given: func(h *harness) {
+			h.worker("w1")
+			t := h.submit("t1", nil)
+			h.seed(fsm.AssignTask{ID: t.ID, Worker: "w1", Generation: 1})
+			old := t
+			old.Generation, old.State, old.ContainerID = 3, api.Running, "c-old"
+			h.record("w1", old)
+		},
+		cmds:  []string{"report t1 w1 gen 4 Scheduled", "restart t1 on w1 gen 4"},
+		calls: []string{"w1 get t1", "w1 submit t1 gen 1", "w1 submit t1 gen 4"},
+		check: wantTask("t1", "w1", 4, api.Scheduled, 0),
+	},
+	{
+		name: "dispatch: refused by a worker that cleaned up the task, placed above the generation its answer names",
+		given: func(h *harness) {
+			w := h.worker("w1")
+			t := h.submit("t1", nil)
+			h.seed(fsm.AssignTask{ID: t.ID, Worker: "w1", Generation: 1})
+			w.forgotten[t.ID] = 5
+		},
+		cmds:  []string{"report t1 w1 gen 6 Scheduled", "restart t1 on w1 gen 6"},
+		calls: []string{"w1 get t1", "w1 submit t1 gen 1", "w1 submit t1 gen 6"},
+	},
+	// Restart and back-off.
+	{
+		name: "restart: a failed task is restarted at once on its worker, counted",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Failed, nil)
+		},
+		cmds:  []string{"report t1 w1 gen 2 Scheduled", "restart t1 on w1 gen 2 counted"},
+		calls: []string{"w1 submit t1 gen 2"},
+	},
+	{
+		name:   "restart: a second failure in a row waits for its back-off",
+		config: func(c *Config) { c.RestartBase, c.RestartCap = time.Hour, time.Hour },
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Failed, nil)
+			h.pass() // the first failure: restarted at once, gen 2
+			h.observe("t1", "w1", 2, api.Running)
+			h.observe("t1", "w1", 2, api.Failed)
+		},
+		check: wantTask("t1", "w1", 2, api.Failed, 1),
+	},
+	{
+		name: "restart: at the limit the task is given up on",
+		given: func(h *harness) {
+			h.worker("w1")
+			t := h.placed("t1", "w1", 1, api.Failed, func(t *api.Task) { t.MaxRestarts = 1 })
+			h.seed(fsm.RestartTask{ID: t.ID, Worker: "w1", Generation: 2, Counted: true})
+			h.observe("t1", "w1", 2, api.Failed)
+		},
+		cmds: []string{"give up t1: gave up after 1 restarts: exited with code 1"},
+	},
+	{
+		name: "restart: policy \"no\" gives up at the first failure",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Failed, func(t *api.Task) { t.RestartPolicy = "no" })
+		},
+		cmds: []string{`give up t1: exited with code 1; restart policy is "no"`},
+	},
+	{
+		name: "restart: an unhealthy task is restarted on its worker, counted",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Running, nil)
+		},
+		drive: func(h *harness) {
+			h.l.unhealthy(h.ctx, health.Result{TaskID: h.id("t1"), Generation: 1, Failures: 3, Reason: "GET /health returned 500"})
+			h.settle()
+		},
+		cmds:  []string{"report t1 w1 gen 2 Scheduled", "restart t1 on w1 gen 2 counted"},
+		calls: []string{"w1 submit t1 gen 2"},
+	},
+	// Lost worker and orphan probe.
+	{
+		name: "lost worker: a task that does not answer the probe is requeued",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Running, nil)
+			h.gossipState("w1", cluster.StateDead)
+		},
+		cmds:  []string{"requeue t1: worker w1 is dead; task does not answer: connection refused", "upsert w1 dead"},
+		calls: []string{"probe t1"},
+		check: wantTask("t1", "", 1, api.Pending, 0),
+	},
+	{
+		name: "lost worker: a task that still answers is left for its worker to re-adopt",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Running, nil)
+			h.gossipState("w1", cluster.StateDead)
+			h.answers["t1"] = true
+		},
+		cmds:  []string{"upsert w1 dead"},
+		calls: []string{"probe t1"},
+		check: wantTask("t1", "w1", 1, api.Running, 0),
+	},
+	// Drain.
+	{
+		name: "drain: a task is moved off, not counted, and its old copy stopped",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.worker("w2")
+			h.placed("t1", "w1", 1, api.Running, nil)
+			h.seed(fsm.DrainWorker{Name: "w1", Drain: true})
+		},
+		cmds:  []string{"report t1 w2 gen 2 Scheduled", "restart t1 on w2 gen 2"},
+		calls: []string{"w1 stop t1 upto 1", "w2 submit t1 gen 2"},
+	},
+	// Stop.
+	{
+		name: "stop: a requested stop is carried out, then the task committed Completed",
+		given: func(h *harness) {
+			h.worker("w1")
+			t := h.placed("t1", "w1", 1, api.Running, nil)
+			h.seed(fsm.StopTask{ID: t.ID, Reason: "stopped on request"})
+		},
+		cmds:  []string{"report t1 w1 gen 1 Completed"},
+		calls: []string{"w1 stop t1 upto 1"},
+	},
+	// Leadership.
+	{
+		name: "leadership: a manager that is not the leader decides nothing",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.submit("t1", nil)
+			h.raft.mu.Lock()
+			h.raft.leader = false
+			h.raft.mu.Unlock()
+		},
+	},
+	// The poll: what workers hold against the replicated state.
+	{
+		name: "poll: a changed record is committed",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Scheduled, nil)
+			h.l.sent[h.id("t1")] = 1
+			rec := h.task("t1")
+			rec.State, rec.ContainerID = api.Running, "c-t1"
+			h.record("w1", rec)
+		},
+		drive: (*harness).poll,
+		cmds:  []string{"report t1 w1 gen 1 Running"},
+		calls: []string{"w1 list"},
+	},
+	{
+		name: "poll: a superseded copy is stopped, fenced by its generation",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.worker("w2")
+			old := h.placed("t1", "w1", 1, api.Running, nil)
+			h.seed(fsm.RestartTask{ID: old.ID, Worker: "w2", Generation: 2})
+			h.observe("t1", "w2", 2, api.Running)
+		},
+		drive: (*harness).poll,
+		calls: []string{"w1 list", "w1 stop t1 upto 1", "w2 list"},
+	},
+	{
+		name: "poll: a task the cluster never heard of is stopped after a consistent read; an ended one is left",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.record("w1", api.Task{ID: h.id("x1"), Name: "x1", State: api.Running, Generation: 2, ContainerID: "c-x1"})
+			h.record("w1", api.Task{ID: h.id("x2"), Name: "x2", State: api.Completed, Generation: 1})
+		},
+		drive: (*harness).poll,
+		calls: []string{"w1 list", "w1 stop x1 upto 2"},
+		check: wantReads(1),
+	},
+	{
+		name: "poll: a higher generation on the task's own worker: placed above it, not counted",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Running, nil)
+			old := h.task("t1")
+			old.Generation, old.ContainerID = 3, "c-old"
+			h.record("w1", old)
+		},
+		drive: (*harness).poll,
+		cmds:  []string{"report t1 w1 gen 4 Scheduled", "restart t1 on w1 gen 4"},
+		calls: []string{"w1 list", "w1 submit t1 gen 4"},
+		check: wantTask("t1", "w1", 4, api.Scheduled, 0),
+	},
+	{
+		name: "poll: a higher generation on another worker is stopped",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.worker("w2")
+			h.placed("t1", "w2", 1, api.Running, nil)
+			old := h.task("t1")
+			old.Generation, old.ContainerID = 3, "c-old"
+			h.record("w1", old)
+		},
+		drive: (*harness).poll,
+		calls: []string{"w1 list", "w1 stop t1 upto 3", "w2 list"},
+	},
+	{
+		name: "poll: a higher generation of a task that is not to run is stopped",
+		given: func(h *harness) {
+			h.worker("w1")
+			t := h.placed("t1", "w1", 1, api.Running, nil)
+			h.seed(fsm.StopTask{ID: t.ID})
+			h.seed(fsm.ReportTask{Task: func() api.Task { x := h.task("t1"); x.State = api.Completed; return x }()})
+			old := h.task("t1")
+			old.Generation, old.State, old.ContainerID = 3, api.Running, "c-old"
+			h.record("w1", old)
+		},
+		drive: (*harness).poll,
+		calls: []string{"w1 list", "w1 stop t1 upto 3"},
+	},
+	{
+		name: "poll: stale view: a manager that cannot confirm its view acts on no newer or unknown record",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Running, nil)
+			old := h.task("t1")
+			old.Generation = 3
+			h.record("w1", old)
+			h.record("w1", api.Task{ID: h.id("x1"), State: api.Running, Generation: 2})
+			h.raft.readErr = cluster.ErrNotLeader
+		},
+		drive: (*harness).poll,
+		calls: []string{"w1 list"},
+		check: wantReads(1),
+	},
+	{
+		name: "poll: stale view: the consistent read catches the view up, and nothing is wrong",
+		given: func(h *harness) {
+			h.worker("w1")
+			t := h.placed("t1", "w1", 1, api.Running, nil)
+			newer := h.task("t1")
+			newer.Generation, newer.State, newer.ContainerID = 2, api.Scheduled, ""
+			h.record("w1", newer)
+			h.raft.onRead = func(f *fsm.FSM) {
+				f.ApplyCommand(fsm.RestartTask{ID: t.ID, Worker: "w1", Generation: 2, Counted: true})
+			}
+		},
+		drive: (*harness).poll,
+		calls: []string{"w1 list"},
+		check: wantTask("t1", "w1", 2, api.Scheduled, 1),
+	},
+	{
+		name: "poll: a worker without a record of a Running task (emptied data directory): requeued, not counted",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Running, nil)
+			h.forget("w1", "t1")
+		},
+		drive: (*harness).poll,
+		cmds:  []string{"requeue t1: worker w1 has no record of it (its data may have been lost)"},
+		calls: []string{"w1 list"},
+		check: wantTask("t1", "", 1, api.Pending, 0),
+	},
+	{
+		name: "poll: a worker without a record of a Scheduled task it acknowledged: requeued",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Scheduled, nil)
+			h.l.sent[h.id("t1")] = 1
+			h.forget("w1", "t1")
+		},
+		drive: (*harness).poll,
+		cmds:  []string{"requeue t1: worker w1 has no record of it (its data may have been lost)"},
+		calls: []string{"w1 list"},
+	},
+	{
+		name: "poll: a Scheduled task not yet acknowledged is not lost (its dispatch may be in flight)",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Scheduled, nil)
+			h.forget("w1", "t1")
+		},
+		drive: (*harness).poll,
+		calls: []string{"w1 list"},
+		check: wantTask("t1", "w1", 1, api.Scheduled, 0),
+	},
+	{
+		name: "poll: a task moved on since the read is not requeued",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Running, nil)
+			h.forget("w1", "t1")
+		},
+		drive: func(h *harness) {
+			// The plan is read, then the task is restarted before the
+			// worker's list comes back.
+			nodes, tasks := h.f.Nodes(), h.f.Tasks()
+			h.seed(fsm.RestartTask{ID: h.id("t1"), Worker: "w1", Generation: 2, Counted: true})
+			h.l.startPoll(h.ctx, nodes, tasks)
+			h.settle()
+		},
+		calls: []string{"w1 list"},
+		check: wantTask("t1", "w1", 2, api.Scheduled, 1),
+	},
+}
+
+// wantTask checks a task's placement, state and restart count after the pass.
+func wantTask(name, worker string, gen uint64, state api.State, restarts int) func(*harness) error {
+	return func(h *harness) error {
+		t := h.task(name)
+		if t.Worker != worker || t.Generation != gen || t.State != state || t.RestartCount != restarts {
+			return fmt.Errorf("task %s is %s on %q gen %d restarts %d (%s); want %s on %q gen %d restarts %d",
+				name, t.State, t.Worker, t.Generation, t.RestartCount, t.Reason, state, worker, gen, restarts)
+		}
+		return nil
+	}
+}
+
+// wantReads checks the number of consistent reads.
+func wantReads(n int) func(*harness) error {
+	return func(h *harness) error {
+		h.raft.mu.Lock()
+		defer h.raft.mu.Unlock()
+		if h.raft.reads != n {
+			return fmt.Errorf("%d consistent reads, want %d", h.raft.reads, n)
+		}
+		return nil
+	}
+}
+
+func TestLeaderDecisions(t *testing.T) {
+	for _, d := range decisions {
+		t.Run(d.name, func(t *testing.T) {
+			h := newHarness(t, d.config)
+			d.given(h)
+			state := h.f.Tasks()
+			h.reset()
+			if d.drive != nil {
+				d.drive(h)
+			} else {
+				h.pass()
+			}
+			gotCmds, gotCalls := h.commands(), h.calls()
+			if !same(gotCmds, sorted(d.cmds)) || !same(gotCalls, sorted(d.calls)) {
+				t.Errorf("state in:\n%s\ncommands out:\n%s\nwant:\n%s\nworker calls out:\n%s\nwant:\n%s",
+					describeTasks(state), lines(gotCmds), lines(sorted(d.cmds)), lines(gotCalls), lines(sorted(d.calls)))
+			}
+			if d.check != nil {
+				if err := d.check(h); err != nil {
+					t.Errorf("state in:\n%s\nafter the pass: %v", describeTasks(state), err)
+				}
+			}
+		})
+	}
+}
+
+func describeTasks(ts []api.Task) string {
+	var out []string
+	for _, t := range ts {
+		out = append(out, fmt.Sprintf("%s: %s (desired %s) on %q gen %d restarts %d %q", t.Name, t.State, t.DesiredState, t.Worker, t.Generation, t.RestartCount, t.Reason))
+	}
+	return lines(out)
+}
+
+// The whole loop, as followLeadership runs it: started on gaining leadership
+// (after a barrier), it places and dispatches a submitted task on its own;
+// stopped on losing it, it decides nothing more.
+func TestLeaderLoop_RunsOnlyWhileLeading(t *testing.T) {
+	h := newHarness(t, nil)
+	h.worker("w1")
+	h.raft.mu.Lock()
+	h.raft.leader = false
+	h.raft.mu.Unlock()
+	h.m.Start()
+	t.Cleanup(h.m.Shutdown)
+
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 30 s; commands %q, calls %q", what, h.commands(), h.calls())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	h.raft.setLeader(true)
+	waitFor("leading", h.m.Leading)
+	if _, _, err := h.m.SubmitTask(h.ctx, api.TaskEvent{Task: api.Task{ID: h.id("t1"), Name: "t1", Image: "cube-echo:latest"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("t1 dispatched to w1", func() bool {
+		for _, c := range h.calls() {
+			if c == "w1 submit t1 gen 1" {
+				return true
+			}
+		}
+		return false
+	})
+
+	h.raft.setLeader(false)
+	waitFor("not leading", func() bool { return !h.m.Leading() })
+	h.reset()
+	h.seed(fsm.SubmitTask{Task: api.Task{ID: h.id("t2"), Name: "t2", Image: "cube-echo:latest"}})
+	time.Sleep(200 * time.Millisecond)
+	if cmds, calls := h.commands(), h.calls(); len(cmds) != 0 || len(calls) != 0 {
+		t.Fatalf("a deposed leader acted: commands %q, calls %q", cmds, calls)
+	}
+}
