@@ -290,15 +290,7 @@ func TestGossipConfig_Validate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := valid()
 			tt.mutate(&c)
-			err := c.Validate()
-			switch {
-			case tt.want == "" && err != nil:
-				t.Errorf("Validate() = %v, want nil", err)
-			case tt.want != "" && err == nil:
-				t.Errorf("Validate() = nil, want error containing %q", tt.want)
-			case tt.want != "" && (!errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tt.want)):
-				t.Errorf("Validate() = %v, want ErrInvalidConfig containing %q", err, tt.want)
-			}
+			checkValidate(t, c.Validate(), tt.want)
 		})
 	}
 }

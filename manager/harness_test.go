@@ -14,6 +14,7 @@ import (
 	"github.com/cube-orch/cube/api"
 	"github.com/cube-orch/cube/cluster"
 	"github.com/cube-orch/cube/fsm"
+	"github.com/cube-orch/cube/test/testkit"
 	"github.com/google/uuid"
 	"github.com/hashicorp/go-hclog"
 	hraft "github.com/hashicorp/raft"
@@ -270,8 +271,8 @@ func newHarness(t *testing.T, tweak func(*Config)) *harness {
 	cfg := FastConfig()
 	cfg.ID, cfg.API = "m1", "m1:api"
 	cfg.RetryMin, cfg.RetryMax = time.Millisecond, 4*time.Millisecond
-	cfg.PollInterval = time.Hour // polls are driven by the test
-	cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: io.Discard})
+	cfg.PollInterval = time.Hour                        // polls are driven by the test
+	cfg.Logger = testkit.LoggerAt(t, "m1", hclog.Debug) // shown only when a case fails
 	if tweak != nil {
 		tweak(&cfg)
 	}

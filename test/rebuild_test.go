@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/test/testkit"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/google/uuid"
@@ -127,7 +128,7 @@ func TestRebuild_NewClusterFacesOldWorkers(t *testing.T) {
 	final, took := r.waitTask(ids[0], 2*recDeadline, recIsRunning)
 	t.Logf("resubmitted task Running on %s at the new cluster's generation %d in %s (reason %q)", final.Worker, final.Generation, took, final.Reason)
 
-	Eventually(t, 2*recDeadline, func() error {
+	testkit.Eventually(t, 2*recDeadline, func() error {
 		cur := r.task(ids[0])
 		if err := recIsRunning(cur); err != nil {
 			return err
