@@ -158,22 +158,20 @@ func dkCreateAndStart(t *testing.T, d *Docker, spec Spec) string {
 // dkWaitStatus polls Inspect until cond holds or the deadline passes.
 func dkWaitStatus(t *testing.T, d *Docker, id string, within time.Duration, what string, cond func(ContainerStatus) bool) ContainerStatus {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	var last ContainerStatus
-	for {
-		st, err := d.Inspect(dkCtx(t, 30*time.Second), id)
-		if err != nil {
+	var st ContainerStatus
+	testkit.Eventually(t, within, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		var err error
+		if st, err = d.Inspect(ctx, id); err != nil {
 			t.Fatalf("Inspect %s: %v", id, err)
 		}
-		if cond(st) {
-			return st
+		if !cond(st) {
+			return fmt.Errorf("container %s: not %s; last status %+v", id, what, st)
 		}
-		last = st
-		if time.Now().After(deadline) {
-			t.Fatalf("container %s: not %s within %s; last status %+v", id, what, within, last)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
+	return st
 }
 
 // loopbackPort returns the host port 7777/tcp is published on, for a binding
@@ -199,22 +197,18 @@ var echoHTTPClient = &http.Client{Timeout: 10 * time.Second}
 func dkWaitHealthy(t *testing.T, port string) {
 	t.Helper()
 	url := "http://127.0.0.1:" + port + "/health"
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testkit.Eventually(t, 15*time.Second, func() error {
 		resp, err := echoHTTPClient.Get(url)
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-			err = fmt.Errorf("status %s", resp.Status)
+		if err != nil {
+			return fmt.Errorf("GET %s: not healthy: %w", url, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("GET %s: not healthy within 15s: %v", url, err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: not healthy: status %s", url, resp.Status)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestDocker_CreateStartRandomPort(t *testing.T) {

@@ -3,11 +3,13 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/test/testkit"
 	"github.com/google/uuid"
 )
 
@@ -36,21 +38,14 @@ func TestReporter_RetriesAndKeepsTheLatest(t *testing.T) {
 	r.Enqueue(api.Task{ID: a, State: api.Running}) // replaces the queued Scheduled
 	r.Enqueue(api.Task{ID: b, State: api.Failed})
 
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		mu.Lock()
-		got := len(delivered) == 2 && delivered[a] == api.Running && delivered[b] == api.Failed
-		mu.Unlock()
-		if got {
-			return
+		defer mu.Unlock()
+		if len(delivered) != 2 || delivered[a] != api.Running || delivered[b] != api.Failed {
+			return fmt.Errorf("delivered %v, want %s Running and %s Failed", delivered, a, b)
 		}
-		if time.Now().After(deadline) {
-			mu.Lock()
-			defer mu.Unlock()
-			t.Fatalf("delivered %v, want %s Running and %s Failed", delivered, a, b)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestReporter_ShutdownWhileFailing(t *testing.T) {

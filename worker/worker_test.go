@@ -5,7 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -143,17 +143,14 @@ func (h *harness) task(id uuid.UUID) api.Task {
 // waitState polls the worker API until the task reaches state or the deadline.
 func (h *harness) waitState(id uuid.UUID, state api.State, within time.Duration) api.Task {
 	h.t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		got := h.task(id)
-		if got.State == state {
-			return got
+	var got api.Task
+	testkit.Eventually(h.t, within, func() error {
+		if got = h.task(id); got.State != state {
+			return fmt.Errorf("task %s: state %s (reason %q), want %s", id, got.State, got.Reason, state)
 		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("task %s: state %s (reason %q) after %s, want %s", id, got.State, got.Reason, within, state)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return got
 }
 
 func echoTask(gen uint64, env ...string) api.Task {
@@ -184,20 +181,20 @@ func hostURL(t *testing.T, task api.Task) string {
 func waitHTTP(t *testing.T, method, url, body string) (int, string) {
 	t.Helper()
 	c := &http.Client{Timeout: 5 * time.Second}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var status int
+	var data []byte
+	testkit.Eventually(t, 10*time.Second, func() error {
 		req, _ := http.NewRequest(method, url, strings.NewReader(body))
 		resp, err := c.Do(req)
-		if err == nil {
-			data, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			return resp.StatusCode, string(data)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", method, url, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s %s: %v", method, url, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		data, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		status = resp.StatusCode
+		return nil
+	})
+	return status, string(data)
 }
 
 func (h *harness) containers(labels map[string]string) []ContainerStatus {
@@ -471,17 +468,13 @@ func TestWorker_StatsAndLogs(t *testing.T) {
 		t.Fatalf("allocation: %+v", s)
 	}
 
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		status, data = h.do(http.MethodGet, "/tasks/"+running.ID.String()+"/logs", nil)
-		if status == 200 && strings.Contains(string(data), "7777") {
-			break
+		if status != 200 || !strings.Contains(string(data), "7777") {
+			return fmt.Errorf("logs: %d %q, want the echo service's start line", status, data)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("logs: %d %q, want the echo service's start line", status, data)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestWorker_DataDirBelongsToOneName(t *testing.T) {
@@ -575,18 +568,16 @@ func TestWorker_CleansUpEndedTasksAndKeepsTheFence(t *testing.T) {
 	}
 
 	// Both ended tasks go, records and containers; the live one stays.
-	deadline := time.Now().Add(30 * time.Second)
-	for _, id := range []uuid.UUID{failed.ID, stopped.ID} {
-		for {
-			status, _ := h.do(http.MethodGet, "/tasks/"+id.String(), nil)
-			if status == http.StatusNotFound {
-				break
+	ended := []uuid.UUID{failed.ID, stopped.ID}
+	testkit.Eventually(t, 30*time.Second, func() error {
+		for _, id := range ended {
+			if status, _ := h.do(http.MethodGet, "/tasks/"+id.String(), nil); status != http.StatusNotFound {
+				return fmt.Errorf("ended task %s still on the worker (keep %s): %d", id, keep, status)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("ended task %s still on the worker %s after it ended (keep %s): %d", id, 30*time.Second, keep, status)
-			}
-			time.Sleep(100 * time.Millisecond)
 		}
+		return nil
+	})
+	for _, id := range ended {
 		if cs := h.containers(map[string]string{LabelTask: id.String()}); len(cs) != 0 {
 			t.Fatalf("ended task %s: %d containers left after its record was removed", id, len(cs))
 		}

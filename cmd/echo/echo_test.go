@@ -133,13 +133,7 @@ func TestHealthTurnsUnhealthy(t *testing.T) {
 		t.Fatalf("status after %s = %d, want 200", elapsed, code)
 	}
 
-	deadline := time.Now().Add(5 * time.Second)
-	for get() != http.StatusInternalServerError {
-		if time.Now().After(deadline) {
-			t.Fatal("/health never turned 500")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 5*time.Second, "/health to turn 500", func() bool { return get() == http.StatusInternalServerError })
 	if elapsed := time.Since(start); elapsed < after {
 		t.Fatalf("/health turned 500 after %s, before %s", elapsed, after)
 	}
@@ -375,14 +369,13 @@ func (p *proc) wait(t *testing.T, timeout time.Duration) int {
 // the process exits first or the deadline passes.
 func (p *proc) waitHealthy(t *testing.T, addr string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		resp, err := httpClient.Get("http://" + addr + "/health")
 		if err == nil {
 			line, _ := bufio.NewReader(resp.Body).ReadString('\n')
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK && line == "OK" {
-				return
+				return nil
 			}
 			err = fmt.Errorf("status %d body %q", resp.StatusCode, line)
 		}
@@ -391,9 +384,6 @@ func (p *proc) waitHealthy(t *testing.T, addr string) {
 			t.Fatalf("process exited with code %d before becoming healthy; stderr:\n%s", p.code, p.stderr())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not healthy by deadline: %v; stderr:\n%s", err, p.stderr())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("not healthy: %v; stderr:\n%s", err, p.stderr())
+	})
 }
