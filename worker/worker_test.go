@@ -555,16 +555,20 @@ func TestWorker_ReplacesALeftoverOfTheSamePlacement(t *testing.T) {
 }
 
 func TestWorker_CleansUpEndedTasksAndKeepsTheFence(t *testing.T) {
-	const keep = 2 * time.Second
+	// Long enough that the failed task's container is still there when it
+	// is checked below on a loaded engine (a start was seen to take 2.7 s
+	// with other tests driving the same engine); the wait for the clean-up
+	// allows 30 s.
+	const keep = 6 * time.Second
 	h := newHarness(t, func(c *Config) { c.KeepEnded = keep })
 	live := h.waitState(h.submit(echoTask(1), http.StatusCreated).ID, api.Running, 30*time.Second)
 	failed := h.waitState(h.submit(echoTask(1, "ECHO_EXIT_AT_START=3"), http.StatusCreated).ID, api.Failed, 30*time.Second)
+	if len(h.containers(map[string]string{LabelTask: failed.ID.String()})) != 1 {
+		t.Fatalf("the failed task's exited container should be kept for its logs until cleaned up")
+	}
 	stopped := h.waitState(h.submit(echoTask(1), http.StatusCreated).ID, api.Running, 30*time.Second)
 	if status, body := h.do(http.MethodDelete, "/tasks/"+stopped.ID.String(), nil); status != http.StatusNoContent {
 		t.Fatalf("DELETE: %d %s", status, body)
-	}
-	if len(h.containers(map[string]string{LabelTask: failed.ID.String()})) != 1 {
-		t.Fatalf("the failed task's exited container should be kept for its logs until cleaned up")
 	}
 
 	// Both ended tasks go, records and containers; the live one stays.
