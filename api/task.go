@@ -2,6 +2,10 @@ package api
 
 import (
 	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -156,6 +160,39 @@ type Task struct {
 	DesiredState State
 	// SubmitTime is when the manager accepted the task.
 	SubmitTime time.Time
+}
+
+// StaticHostPorts returns the host ports the task binds statically, each as
+// "HOSTPORT/proto" ("7777/tcp"), sorted and without duplicates: the
+// PortBindings entries whose host port is set and not 0. Such a port can be
+// bound by one container per machine, whatever the host address, so the
+// scheduler treats it as a per-worker resource. An unparsable binding (which
+// Validate refuses) is skipped.
+func (t Task) StaticHostPorts() []string {
+	if len(t.PortBindings) == 0 {
+		return nil
+	}
+	var out []string
+	for k, v := range t.PortBindings {
+		port := v
+		if i := strings.LastIndex(v, ":"); i >= 0 {
+			port = v[i+1:]
+		}
+		n, err := strconv.Atoi(port)
+		if err != nil || n <= 0 || n > 65535 {
+			continue
+		}
+		proto := "tcp"
+		if _, p, ok := strings.Cut(k, "/"); ok && p != "" {
+			proto = p
+		}
+		key := strconv.Itoa(n) + "/" + proto
+		if !slices.Contains(out, key) {
+			out = append(out, key)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // TaskEvent is the body of POST /tasks on managers and workers, as in the seed:

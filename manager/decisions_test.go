@@ -9,6 +9,7 @@ import (
 	"github.com/cube-orch/cube/cluster"
 	"github.com/cube-orch/cube/fsm"
 	"github.com/cube-orch/cube/health"
+	"github.com/google/uuid"
 )
 
 // decision is one row of the leader loop's decisions (manager/DESIGN.md):
@@ -57,6 +58,74 @@ var decisions = []decision{
 		},
 		cmds:  []string{"assign t1 to w1 gen 1", "report t1 w1 gen 1 Scheduled"},
 		calls: []string{"w1 submit t1 gen 1"},
+	},
+	// Host ports.
+	{
+		name: "host ports: tasks of one pass asking one static host port go to different workers; the one too many waits with the reason",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.worker("w2")
+			base := time.Now().UTC()
+			for i, name := range []string{"t1", "t2", "t3"} {
+				h.seed(fsm.SubmitTask{Task: withPort(api.Task{ID: h.id(name), Name: name, Image: "cube-echo:latest"}, "7777/tcp", "7777"),
+					Time: base.Add(time.Duration(i) * time.Second)})
+			}
+		},
+		cmds: []string{"assign t1 to w1 gen 1", "assign t2 to w2 gen 1",
+			"note t3: host port 7777/tcp is taken on every live worker (w1: task " + taskID("t1") + "; w2: task " + taskID("t2") + ")",
+			"report t1 w1 gen 1 Scheduled", "report t2 w2 gen 1 Scheduled"},
+		calls: []string{"w1 submit t1 gen 1", "w2 submit t2 gen 1"},
+	},
+	{
+		name: "host ports: a pending task goes where its host port is free, though another worker is emptier",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.worker("w2")
+			h.placed("t0", "w1", 1, api.Running, func(t *api.Task) { *t = withPort(*t, "80/tcp", "127.0.0.1:7777") })
+			h.placed("t9", "w1", 1, api.Running, nil)
+			h.placed("t8", "w2", 1, api.Running, nil)
+			h.placed("t7", "w2", 1, api.Running, nil)
+			h.placed("t6", "w2", 1, api.Running, nil)
+			h.submit("t1", func(t *api.Task) { *t = withPort(*t, "7777/tcp", "7777") })
+		},
+		cmds:  []string{"assign t1 to w2 gen 1", "report t1 w2 gen 1 Scheduled"},
+		calls: []string{"w2 submit t1 gen 1"},
+	},
+	{
+		name: "host ports: a failed task whose port was taken on its worker meanwhile is restarted elsewhere",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.worker("w2")
+			h.placed("t1", "w1", 1, api.Failed, func(t *api.Task) { *t = withPort(*t, "7777/tcp", "7777") })
+			h.placed("t2", "w1", 1, api.Running, func(t *api.Task) { *t = withPort(*t, "7777/tcp", "7777") })
+		},
+		cmds:  []string{"report t1 w2 gen 2 Scheduled", "restart t1 on w2 gen 2 counted"},
+		calls: []string{"w2 submit t1 gen 2"},
+	},
+	{
+		name: "host ports: a task moved off a draining worker goes where its port is free",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.worker("w2")
+			h.worker("w3")
+			h.placed("t1", "w1", 1, api.Running, func(t *api.Task) { *t = withPort(*t, "7777/tcp", "7777") })
+			h.placed("t2", "w2", 1, api.Running, func(t *api.Task) { *t = withPort(*t, "7777/tcp", "7777") })
+			h.placed("t0", "w3", 1, api.Running, nil)
+			h.seed(fsm.DrainWorker{Name: "w1", Drain: true})
+		},
+		cmds:  []string{"report t1 w3 gen 2 Scheduled", "restart t1 on w3 gen 2"},
+		calls: []string{"w1 stop t1 upto 1", "w3 submit t1 gen 2"},
+	},
+	{
+		name: "host ports: a task that can move nowhere for its port stays on its draining worker",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.worker("w2")
+			h.placed("t1", "w1", 1, api.Running, func(t *api.Task) { *t = withPort(*t, "7777/tcp", "7777") })
+			h.placed("t2", "w2", 1, api.Running, func(t *api.Task) { *t = withPort(*t, "7777/tcp", "7777") })
+			h.seed(fsm.DrainWorker{Name: "w1", Drain: true})
+		},
+		check: wantTask("t1", "w1", 1, api.Running, 0),
 	},
 	// Dispatch.
 	{
@@ -376,6 +445,11 @@ var decisions = []decision{
 }
 
 // wantTask checks a task's placement, state and restart count after the pass.
+// taskID is the ID the harness gives the task name (harness.id).
+func taskID(name string) string {
+	return uuid.NewSHA1(uuid.NameSpaceOID, []byte(name)).String()
+}
+
 func wantTask(name, worker string, gen uint64, state api.State, restarts int) func(*harness) error {
 	return func(h *harness) error {
 		t := h.task(name)

@@ -167,6 +167,9 @@ func (l *loop) reconcile(ctx context.Context) {
 	for _, n := range nodes {
 		byName[n.Name] = n
 	}
+	// Host ports held per worker, kept up to date through the pass as
+	// restarts, placements and moves take them.
+	ports := UsedHostPorts(tasks)
 	var pending, drained []api.Task
 	for _, t := range tasks {
 		if ctx.Err() != nil {
@@ -182,9 +185,9 @@ func (l *loop) reconcile(ctx context.Context) {
 		case lost:
 			l.checkOrphan(ctx, t, why)
 		case unhealthy:
-			l.restart(ctx, t, nodes, rs)
+			l.restart(ctx, t, nodes, ports, rs)
 		case t.DesiredState == api.Running && t.State.Terminal():
-			l.recoverEnded(ctx, t, nodes)
+			l.recoverEnded(ctx, t, nodes, ports)
 		case t.DesiredState == api.Running && t.State == api.Pending:
 			pending = append(pending, t)
 		case t.DesiredState == api.Running && (t.State == api.Scheduled || t.State == api.Running) && n.Drain:
@@ -195,8 +198,8 @@ func (l *loop) reconcile(ctx context.Context) {
 			l.ensureOp(ctx, t, opStop)
 		}
 	}
-	l.placeAll(ctx, pending, nodes)
-	l.moveOff(ctx, drained, nodes)
+	l.placeAll(ctx, pending, nodes, ports)
+	l.moveOff(ctx, drained, nodes, ports)
 	l.checker.Sync(l.healthSpecs(tasks, nodes))
 	l.prune(tasks)
 	if !l.polling && time.Since(l.lastPoll) >= l.m.cfg.PollInterval {
@@ -281,13 +284,13 @@ func (l *loop) syncWorkers(ctx context.Context) {
 // concurrently, so that raft batches them into a few log appends: a burst of
 // 100 submissions is assigned in one or two commit round trips instead of
 // 100 (measured by `make bench`: ~9 ms per sequential assignment made the
-// last of 100 wait ~0.9 s). Allocation is then counted in nodes, for the
-// rest of the pass.
-func (l *loop) placeAll(ctx context.Context, pending []api.Task, nodes []api.Node) {
+// last of 100 wait ~0.9 s). Allocation is then counted in nodes, and host
+// ports in ports, for the rest of the pass.
+func (l *loop) placeAll(ctx context.Context, pending []api.Task, nodes []api.Node, ports HostPortUse) {
 	if len(pending) == 0 || ctx.Err() != nil {
 		return
 	}
-	decisions := PlaceAll(l.sched, pending, nodes)
+	decisions := PlaceAll(l.sched, pending, nodes, ports)
 	type outcome struct {
 		task api.Task
 		err  error
@@ -329,6 +332,7 @@ func (l *loop) placeAll(ctx context.Context, pending []api.Task, nodes []api.Nod
 			continue
 		}
 		allocate(nodes, d.Node.Name, d.Task)
+		ports.take(d.Node.Name, d.Task)
 		l.log.Info("task assigned", "task_id", d.Task.ID, "worker", d.Node.Name, "generation", o.task.Generation)
 		l.ensureOp(ctx, o.task, opDispatch)
 	}
@@ -338,12 +342,12 @@ func (l *loop) placeAll(ctx context.Context, pending []api.Task, nodes []api.Nod
 // placed at a new generation (not counted as a restart), dispatched there,
 // and its old copy stopped, fenced by its generation. A task for which no
 // worker has room keeps running where it is until one does.
-func (l *loop) moveOff(ctx context.Context, tasks []api.Task, nodes []api.Node) {
+func (l *loop) moveOff(ctx context.Context, tasks []api.Task, nodes []api.Node, ports HostPortUse) {
 	if len(tasks) == 0 || ctx.Err() != nil {
 		return
 	}
 	// Decided in order like placeAll's; each move counts where it lands.
-	for _, d := range PlaceAll(l.sched, tasks, nodes) {
+	for _, d := range PlaceAll(l.sched, tasks, nodes, ports) {
 		t := d.Task
 		if !d.OK {
 			if l.stuck[t.ID] != t.Generation {
@@ -359,6 +363,7 @@ func (l *loop) moveOff(ctx context.Context, tasks []api.Task, nodes []api.Node) 
 			continue
 		}
 		allocate(nodes, d.Node.Name, t)
+		ports.take(d.Node.Name, t)
 		delete(l.stuck, t.ID)
 		l.log.Info("task moved off a draining worker", "task_id", t.ID, "from", t.Worker, "to", d.Node.Name, "generation", res.Task.Generation)
 		l.stopCopy(ctx, t.Worker, t.ID, t.Generation, "moved off its draining worker")

@@ -96,7 +96,7 @@ func (l *loop) noteFailure(t api.Task, ran time.Duration, reason string) *restar
 
 // recoverEnded restarts (or gives up on) a task that ended while it was to
 // run, following its restart policy, limit and back-off.
-func (l *loop) recoverEnded(ctx context.Context, t api.Task, nodes []api.Node) {
+func (l *loop) recoverEnded(ctx context.Context, t api.Task, nodes []api.Node, ports HostPortUse) {
 	ok, why := wantsRestart(t)
 	if !ok {
 		if why != "" {
@@ -112,7 +112,7 @@ func (l *loop) recoverEnded(ctx context.Context, t api.Task, nodes []api.Node) {
 	if reason == "" {
 		reason = "exited with code 0"
 	}
-	l.restart(ctx, t, nodes, l.noteFailure(t, ran, reason))
+	l.restart(ctx, t, nodes, ports, l.noteFailure(t, ran, reason))
 }
 
 // unhealthy handles a health verdict: a Running task that failed its check
@@ -126,7 +126,7 @@ func (l *loop) unhealthy(ctx context.Context, r health.Result) {
 	ran := time.Since(t.StartTime)
 	rs := l.noteFailure(t, ran, "health check failed: "+r.Reason)
 	rs.unhealthy = true // the reconcile pass restarts it once its back-off has passed
-	l.restart(ctx, t, l.m.fsm.Nodes(), rs)
+	l.restart(ctx, t, l.m.fsm.Nodes(), UsedHostPorts(l.m.fsm.Tasks()), rs)
 }
 
 // healthy handles a placement passing its health check: the back-off resets,
@@ -149,8 +149,10 @@ func (l *loop) dueUnhealthy(t api.Task) (*restartState, bool) {
 
 // restart commits the task's next placement once its back-off has passed:
 // on its own worker if that one is alive and has not failed it repeatedly,
-// else wherever the scheduler finds room. At the limit it gives up instead.
-func (l *loop) restart(ctx context.Context, t api.Task, nodes []api.Node, rs *restartState) {
+// else wherever the scheduler finds room and the task's host ports are free.
+// At the limit it gives up instead. The new placement's host ports are
+// counted in ports.
+func (l *loop) restart(ctx context.Context, t api.Task, nodes []api.Node, ports HostPortUse, rs *restartState) {
 	if max := maxRestarts(t); max >= 0 && t.RestartCount >= max {
 		l.giveUp(ctx, t, fmt.Sprintf("gave up after %d restarts: %s", t.RestartCount, rs.reason))
 		return
@@ -158,7 +160,7 @@ func (l *loop) restart(ctx context.Context, t api.Task, nodes []api.Node, rs *re
 	if time.Now().Before(rs.notBefore) {
 		return // the loop comes back on its tick
 	}
-	target, ok := l.restartTarget(t, nodes, rs.streak)
+	target, ok := l.restartTarget(t, nodes, ports, rs.streak)
 	if !ok {
 		// Nowhere to run it now: back to Pending, placed when room appears.
 		if _, err := l.m.apply(ctx, fsm.RequeueTask{ID: t.ID, Reason: "waiting for a worker with room after: " + rs.reason, Time: time.Now().UTC()}); err != nil {
@@ -172,6 +174,7 @@ func (l *loop) restart(ctx context.Context, t api.Task, nodes []api.Node, rs *re
 		l.log.Warn("restart task", "task_id", t.ID, "error", err)
 		return
 	}
+	ports.take(target.Name, t)
 	l.log.Info("task restarted", "task_id", t.ID, "worker", target.Name, "generation", res.Task.Generation,
 		"restart_count", res.Task.RestartCount, "streak", rs.streak, "after", rs.reason)
 	if t.State == api.Running && target.Name != t.Worker {
@@ -182,7 +185,7 @@ func (l *loop) restart(ctx context.Context, t api.Task, nodes []api.Node, rs *re
 }
 
 // restartTarget picks the worker of a restart.
-func (l *loop) restartTarget(t api.Task, nodes []api.Node, streak int) (api.Node, bool) {
+func (l *loop) restartTarget(t api.Task, nodes []api.Node, ports HostPortUse, streak int) (api.Node, bool) {
 	// The task no longer counts against its worker once it ended; if it is
 	// still Running (unhealthy), its share is about to be freed.
 	freed := make([]api.Node, len(nodes))
@@ -196,7 +199,7 @@ func (l *loop) restartTarget(t api.Task, nodes []api.Node, streak int) (api.Node
 	}
 	if streak < 3 {
 		for _, n := range freed {
-			if n.Name == t.Worker && fits(t, n) {
+			if n.Name == t.Worker && fits(t, n) && len(portFree(t, []api.Node{n}, ports)) == 1 {
 				return n, true
 			}
 		}
@@ -208,10 +211,10 @@ func (l *loop) restartTarget(t api.Task, nodes []api.Node, streak int) (api.Node
 			others = append(others, n)
 		}
 	}
-	if n, ok, _ := Place(l.sched, t, others); ok {
+	if n, ok, _ := PlaceFree(l.sched, t, others, ports); ok {
 		return n, true
 	}
-	n, ok, _ := Place(l.sched, t, freed)
+	n, ok, _ := PlaceFree(l.sched, t, freed, ports)
 	return n, ok
 }
 

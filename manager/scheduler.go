@@ -3,6 +3,7 @@ package manager
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 
@@ -34,11 +35,19 @@ func NewScheduler(kind string) (Scheduler, error) {
 }
 
 // Place runs the three steps. ok is false when no worker fits; reason then
-// says why, for a person.
+// says why, for a person. It ignores host ports; see PlaceFree.
 func Place(s Scheduler, t api.Task, nodes []api.Node) (node api.Node, ok bool, reason string) {
-	cands := s.SelectCandidateNodes(t, nodes)
+	return PlaceFree(s, t, nodes, nil)
+}
+
+// PlaceFree is Place that also treats each static host port of t as exclusive
+// per worker: a worker on which ports records one of them as held by another
+// task is not a candidate. A task without static host ports is placed
+// exactly as by Place.
+func PlaceFree(s Scheduler, t api.Task, nodes []api.Node, ports HostPortUse) (node api.Node, ok bool, reason string) {
+	cands := s.SelectCandidateNodes(t, portFree(t, nodes, ports))
 	if len(cands) == 0 {
-		return api.Node{}, false, noFitReason(t, nodes)
+		return api.Node{}, false, noFitReason(t, nodes, ports)
 	}
 	return s.Pick(s.Score(t, cands), cands), true, ""
 }
@@ -53,19 +62,23 @@ type Placement struct {
 }
 
 // PlaceAll places tasks one after the other, counting each decision's
-// allocation against its node before the next one, so that a burst of
-// submissions is spread and never over-commits a worker although the
-// decisions are committed together. nodes is not modified.
-func PlaceAll(s Scheduler, tasks []api.Task, nodes []api.Node) []Placement {
+// allocation and static host ports against its node before the next one, so
+// that a burst of submissions is spread and never over-commits a worker nor
+// binds one host port twice, although the decisions are committed together.
+// ports holds the host ports already taken (nil: none); neither nodes nor
+// ports is modified.
+func PlaceAll(s Scheduler, tasks []api.Task, nodes []api.Node, ports HostPortUse) []Placement {
 	view := append([]api.Node(nil), nodes...)
+	held := ports.clone()
 	out := make([]Placement, 0, len(tasks))
 	for _, t := range tasks {
-		n, ok, reason := Place(s, t, view)
+		n, ok, reason := PlaceFree(s, t, view, held)
 		out = append(out, Placement{Task: t, Node: n, OK: ok, Reason: reason})
 		if !ok {
 			continue
 		}
 		allocate(view, n.Name, t)
+		held.take(n.Name, t)
 	}
 	return out
 }
@@ -112,14 +125,17 @@ func selectFitting(t api.Task, nodes []api.Node) []api.Node {
 	return out
 }
 
-// noFitReason explains why no worker was chosen.
-func noFitReason(t api.Task, nodes []api.Node) string {
+// noFitReason explains why no worker was chosen: per live worker, the first
+// thing that rules it out (runtime, drain, a resource, then a host port).
+func noFitReason(t api.Task, nodes []api.Node, ports HostPortUse) string {
 	var alive int
-	var why []string
+	var why, byPort, blocked []string
 	for _, n := range nodes {
-		switch {
-		case n.State != api.NodeAlive:
+		if n.State != api.NodeAlive {
 			continue
+		}
+		alive++
+		switch {
 		case !n.RuntimeAvailable:
 			why = append(why, n.Name+": container runtime unavailable")
 		case n.Drain:
@@ -130,13 +146,30 @@ func noFitReason(t api.Task, nodes []api.Node) string {
 			why = append(why, fmt.Sprintf("%s: %d bytes of disk free", n.Name, n.Disk-n.AllocatedDisk))
 		case n.Cpu > 0 && n.AllocatedCpu+t.Cpu > n.Cpu:
 			why = append(why, fmt.Sprintf("%s: %.2f cores free", n.Name, n.Cpu-n.AllocatedCpu))
+		default:
+			if p, holder, taken := ports.taken(n.Name, t); taken {
+				why = append(why, fmt.Sprintf("%s: host port %s taken by task %s", n.Name, p, holder))
+				byPort = append(byPort, fmt.Sprintf("%s: task %s", n.Name, holder))
+				if !slices.Contains(blocked, p) {
+					blocked = append(blocked, p)
+				}
+			}
 		}
-		alive++
 	}
 	if alive == 0 {
 		return "waiting for a live worker"
 	}
-	return fmt.Sprintf("no worker has room for cpu %.2f, memory %d, disk %d (%s)", t.Cpu, t.Memory, t.Disk, strings.Join(why, "; "))
+	if len(byPort) == alive && len(blocked) == 1 {
+		return fmt.Sprintf("host port %s is taken on every live worker (%s)", blocked[0], strings.Join(byPort, "; "))
+	}
+	if len(byPort) == alive {
+		return fmt.Sprintf("its host ports %s are taken on every live worker (%s)", strings.Join(t.StaticHostPorts(), ", "), strings.Join(why, "; "))
+	}
+	ask := fmt.Sprintf("cpu %.2f, memory %d, disk %d", t.Cpu, t.Memory, t.Disk)
+	if len(byPort) > 0 {
+		ask += " and host ports " + strings.Join(t.StaticHostPorts(), ", ")
+	}
+	return fmt.Sprintf("no worker has room for %s (%s)", ask, strings.Join(why, "; "))
 }
 
 // RoundRobin places tasks on the fitting workers in turn. Its cursor lives on

@@ -122,7 +122,7 @@ func TestPlaceAll_CountsEachDecision(t *testing.T) {
 	for i := 0; i < 7; i++ {
 		tasks = append(tasks, api.Task{ID: uuid.New(), Image: "x", Memory: gib})
 	}
-	got := PlaceAll(EPVM{}, tasks, nodes)
+	got := PlaceAll(EPVM{}, tasks, nodes, nil)
 	if len(got) != len(tasks) {
 		t.Fatalf("%d decisions for %d tasks", len(got), len(tasks))
 	}
@@ -154,10 +154,121 @@ func TestPlaceAll_CountsEachDecision(t *testing.T) {
 	for i := 0; i < 9; i++ {
 		small = append(small, api.Task{ID: uuid.New(), Image: "x"})
 	}
-	for _, p := range PlaceAll(EPVM{}, small, nodes) {
+	for _, p := range PlaceAll(EPVM{}, small, nodes, nil) {
 		per[p.Node.Name]++
 	}
 	if per["w1"] != 3 || per["w2"] != 3 || per["w3"] != 3 {
 		t.Errorf("9 zero-size tasks on 3 idle workers: %v, want 3 each", per)
+	}
+}
+
+func withPort(t api.Task, container, host string) api.Task {
+	if t.ExposedPorts == nil {
+		t.ExposedPorts = api.PortSet{}
+		t.PortBindings = map[string]string{}
+	}
+	t.ExposedPorts[container] = struct{}{}
+	t.PortBindings[container] = host
+	return t
+}
+
+func TestStaticHostPorts(t *testing.T) {
+	task := api.Task{PortBindings: map[string]string{
+		"7777/tcp": "7777", "53/udp": "127.0.0.1:5353", "80/tcp": "", "81/tcp": "0", "82/tcp": "[::1]:8082", "83/tcp": "7777",
+	}}
+	if got := strings.Join(task.StaticHostPorts(), ","); got != "5353/udp,7777/tcp,8082/tcp" {
+		t.Fatalf("StaticHostPorts = %s", got)
+	}
+	if got := (api.Task{}).StaticHostPorts(); got != nil {
+		t.Fatalf("no bindings: %v", got)
+	}
+}
+
+// TestPlace_HostPorts: a static host port is exclusive per worker; a worker
+// whose port another placed task holds is no candidate, and a task that finds
+// its port taken everywhere waits with a reason naming the port and holders.
+func TestPlace_HostPorts(t *testing.T) {
+	const gib = 1 << 30
+	holder1, holder2 := uuid.New(), uuid.New()
+	w1, w2 := node("w1", 2, 2*gib, 0, 0, 0), node("w2", 2, 2*gib, 1, gib, 1)
+	used := UsedHostPorts([]api.Task{
+		withPort(api.Task{ID: holder1, Worker: "w1", State: api.Running}, "7777/tcp", "7777"),
+		withPort(api.Task{ID: holder2, Worker: "w2", State: api.Scheduled}, "80/tcp", "127.0.0.1:7777"),
+		withPort(api.Task{ID: uuid.New(), Worker: "w2", State: api.Failed}, "9999/tcp", "9999"),  // ended: holds nothing
+		withPort(api.Task{ID: uuid.New(), Worker: "w2", State: api.Running}, "8888/tcp", ""),     // random host port
+		withPort(api.Task{ID: uuid.New(), Worker: "w2", State: api.Running}, "8888/udp", "7777"), // other protocol
+	})
+	want7777 := withPort(api.Task{ID: uuid.New()}, "7777/tcp", "7777")
+
+	// Without host ports, EPVM prefers the idle w1.
+	if n, ok, _ := PlaceFree(EPVM{}, api.Task{ID: uuid.New()}, []api.Node{w1, w2}, used); !ok || n.Name != "w1" {
+		t.Fatalf("portless task on %q, want w1", n.Name)
+	}
+	if n, ok, _ := PlaceFree(EPVM{}, withPort(api.Task{ID: uuid.New()}, "9999/tcp", "9999"), []api.Node{w1, w2}, used); !ok || n.Name != "w1" {
+		t.Fatalf("free port: on %q, want w1 (an ended task holds no port)", n.Name)
+	}
+	// Nothing held: the idle w1, as for a portless task.
+	if n, ok, reason := PlaceFree(EPVM{}, want7777, []api.Node{w1, w2}, UsedHostPorts(nil)); !ok || n.Name != "w1" {
+		t.Fatalf("nothing used: on %q (%s)", n.Name, reason)
+	}
+	// w1 holds 7777/tcp: the busier w2 is used, although it holds 7777/udp.
+	onlyW1 := UsedHostPorts([]api.Task{
+		withPort(api.Task{ID: holder1, Worker: "w1", State: api.Running}, "7777/tcp", "7777"),
+		withPort(api.Task{ID: uuid.New(), Worker: "w2", State: api.Running}, "8888/udp", "7777"),
+	})
+	if n, ok, reason := PlaceFree(EPVM{}, want7777, []api.Node{w1, w2}, onlyW1); !ok || n.Name != "w2" {
+		t.Fatalf("7777/tcp taken on w1: on %q (ok %v, %s), want w2", n.Name, ok, reason)
+	}
+	// Taken everywhere (on w2 by a binding on one host address).
+	_, ok, reason := PlaceFree(EPVM{}, want7777, []api.Node{w1, w2}, used)
+	wantReason := "host port 7777/tcp is taken on every live worker (w1: task " + holder1.String() + "; w2: task " + holder2.String() + ")"
+	if ok || reason != wantReason {
+		t.Fatalf("taken everywhere: ok %v, reason %q, want %q", ok, reason, wantReason)
+	}
+	// The holder itself is not kept off its own worker (restart in place).
+	self := withPort(api.Task{ID: holder1}, "7777/tcp", "7777")
+	if n, ok, reason := PlaceFree(EPVM{}, self, []api.Node{w1}, used); !ok || n.Name != "w1" {
+		t.Fatalf("holder on its own worker: on %q (%s)", n.Name, reason)
+	}
+	// Mixed: one worker full, the other holding the port.
+	full := node("w2", 2, 2*gib, 2, gib, 1)
+	_, ok, reason = PlaceFree(EPVM{}, withPort(api.Task{ID: uuid.New(), Cpu: 1}, "7777/tcp", "7777"), []api.Node{w1, full}, used)
+	if ok || reason != "no worker has room for cpu 1.00, memory 0, disk 0 and host ports 7777/tcp (w1: host port 7777/tcp taken by task "+holder1.String()+"; w2: 0.00 cores free)" {
+		t.Fatalf("mixed: ok %v, reason %q", ok, reason)
+	}
+	// Place (no port view) ignores ports, as before.
+	if n, ok, _ := Place(EPVM{}, want7777, []api.Node{w1, w2}); !ok || n.Name != "w1" {
+		t.Fatalf("Place without ports: on %q", n.Name)
+	}
+}
+
+// TestPlaceAll_HostPortsCountAgainstEachOther: tasks of one pass asking the
+// same host port go to different workers; the one too many waits, and the
+// given view is not modified.
+func TestPlaceAll_HostPortsCountAgainstEachOther(t *testing.T) {
+	const gib = 1 << 30
+	nodes := []api.Node{node("w1", 2, 2*gib, 0, 0, 0), node("w2", 2, 2*gib, 0, 0, 0), node("w3", 2, 2*gib, 0, 0, 0)}
+	used := UsedHostPorts(nil)
+	var tasks []api.Task
+	for i := 0; i < 4; i++ {
+		tasks = append(tasks, withPort(api.Task{ID: uuid.New(), Image: "x"}, "7777/tcp", "7777"))
+	}
+	tasks = append(tasks, api.Task{ID: uuid.New(), Image: "x"})
+	got := PlaceAll(&RoundRobin{}, tasks, nodes, used)
+	seen := map[string]bool{}
+	for _, p := range got[:3] {
+		if !p.OK || seen[p.Node.Name] {
+			t.Fatalf("decisions %+v: want the first three on three different workers", got)
+		}
+		seen[p.Node.Name] = true
+	}
+	if p := got[3]; p.OK || !strings.HasPrefix(p.Reason, "host port 7777/tcp is taken on every live worker (w1: task ") {
+		t.Fatalf("4th task: placed %v on %q, reason %q", p.OK, p.Node.Name, p.Reason)
+	}
+	if !got[4].OK {
+		t.Fatalf("a portless task after them waits: %q", got[4].Reason)
+	}
+	if len(used) != 0 {
+		t.Fatalf("PlaceAll modified the port view: %v", used)
 	}
 }
