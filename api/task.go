@@ -162,6 +162,19 @@ type Task struct {
 	SubmitTime time.Time
 }
 
+// ReasonHostPortTaken begins the Reason of a task a worker could not start
+// because a host port it binds statically was taken on the worker's machine
+// (by another container or any other process). The leader treats such a
+// failure as a failed placement, not as a failure of the app: the task goes
+// back to Pending, not counted as a restart, and is placed elsewhere.
+const ReasonHostPortTaken = "host port taken: "
+
+// HostPortTaken reports whether the task's last start failed because a host
+// port it binds was taken (its Reason begins with ReasonHostPortTaken).
+func (t Task) HostPortTaken() bool {
+	return t.State == Failed && strings.HasPrefix(t.Reason, ReasonHostPortTaken)
+}
+
 // StaticHostPorts returns the host ports the task binds statically, each as
 // "HOSTPORT/proto" ("7777/tcp"), sorted and without duplicates: the
 // PortBindings entries whose host port is set and not 0. Such a port can be

@@ -38,6 +38,12 @@ type Config struct {
 	// OrphanProbeInterval is how often the leader probes a task whose worker
 	// is lost, to tell a dead machine from a dead worker agent.
 	OrphanProbeInterval time.Duration
+	// PortClashMemory is how long the leader keeps a worker out of the
+	// candidates for a static host port after a start failed there because
+	// the port was taken on its machine (by something the scheduler cannot
+	// see: a process, or a container of another worker on the same host).
+	// 0: 30 s.
+	PortClashMemory time.Duration
 	// SourceIP, if set, is the local address the manager's calls to workers
 	// and health probes leave from.
 	SourceIP string
@@ -62,6 +68,7 @@ func DefaultConfig() Config {
 		RestartCap:          30 * time.Second,
 		HealthyRun:          10 * time.Second,
 		OrphanProbeInterval: time.Second,
+		PortClashMemory:     30 * time.Second,
 	}
 }
 
@@ -102,6 +109,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("HealthyRun (%s) must not be negative", c.HealthyRun)
 	case c.OrphanProbeInterval <= 0:
 		return fmt.Errorf("OrphanProbeInterval (%s) must be positive", c.OrphanProbeInterval)
+	case c.PortClashMemory < 0:
+		return fmt.Errorf("PortClashMemory (%s) must not be negative", c.PortClashMemory)
 	}
 	_, err := NewScheduler(c.Scheduler)
 	return err

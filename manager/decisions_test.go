@@ -127,6 +127,45 @@ var decisions = []decision{
 		},
 		check: wantTask("t1", "w1", 1, api.Running, 0),
 	},
+	{
+		name: "host ports: a start that failed for a taken host port is requeued, not counted, and placed on another worker",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.worker("w2")
+			h.placed("t1", "w1", 1, api.Scheduled, func(t *api.Task) { *t = withPort(*t, "7777/tcp", "7777") })
+			portClashed(h, "t1", "w1")
+		},
+		drive: func(h *harness) { h.pass(); h.pass() },
+		cmds: []string{"requeue t1: host port 7777/tcp was taken on worker w1; placing it on another worker",
+			"assign t1 to w2 gen 2", "report t1 w2 gen 2 Scheduled"},
+		calls: []string{"w2 submit t1 gen 2"},
+		check: wantTask("t1", "w2", 2, api.Scheduled, 0),
+	},
+	{
+		name: "host ports: a port taken on every worker's machine: the task waits with the reason",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Scheduled, func(t *api.Task) { *t = withPort(*t, "7777/tcp", "7777") })
+			portClashed(h, "t1", "w1")
+		},
+		drive: func(h *harness) { h.pass(); h.pass() },
+		cmds: []string{"requeue t1: host port 7777/tcp was taken on worker w1; placing it on another worker",
+			"note t1: host port 7777/tcp is taken on every live worker (w1: something else on its machine (a start failed there))"},
+		check: wantTask("t1", "", 1, api.Pending, 0),
+	},
+	{
+		name:   "host ports: a worker is a candidate for the port again once the memory of the clash has passed",
+		config: func(c *Config) { c.PortClashMemory = time.Nanosecond },
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Scheduled, func(t *api.Task) { *t = withPort(*t, "7777/tcp", "7777") })
+			portClashed(h, "t1", "w1")
+		},
+		drive: func(h *harness) { h.pass(); h.pass() },
+		cmds: []string{"requeue t1: host port 7777/tcp was taken on worker w1; placing it on another worker",
+			"assign t1 to w1 gen 2", "report t1 w1 gen 2 Scheduled"},
+		calls: []string{"w1 submit t1 gen 2"},
+	},
 	// Dispatch.
 	{
 		name: "dispatch: retried with back-off until the worker answers",
@@ -445,6 +484,17 @@ var decisions = []decision{
 }
 
 // wantTask checks a task's placement, state and restart count after the pass.
+// portClashed seeds a worker's report that the task's start failed because
+// its host port was taken on the machine.
+func portClashed(h *harness, name, worker string) {
+	h.t.Helper()
+	rec := h.task(name)
+	rec.State, rec.FinishTime = api.Failed, time.Now().UTC()
+	rec.Reason = api.ReasonHostPortTaken + "start container c1: Bind for 0.0.0.0:7777 failed: port is already allocated"
+	h.seed(fsm.ReportTask{Task: rec})
+	h.record(worker, rec)
+}
+
 // taskID is the ID the harness gives the task name (harness.id).
 func taskID(name string) string {
 	return uuid.NewSHA1(uuid.NameSpaceOID, []byte(name)).String()

@@ -1,9 +1,14 @@
 package manager
 
 import (
+	"context"
+	"fmt"
 	"maps"
+	"strings"
+	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/fsm"
 	"github.com/google/uuid"
 )
 
@@ -82,4 +87,71 @@ func portFree(t api.Task, nodes []api.Node, ports HostPortUse) []api.Node {
 		}
 	}
 	return out
+}
+
+// portClashMemory is how long a worker stays out of the candidates for a
+// host port a start failed for there.
+func (l *loop) portClashMemory() time.Duration {
+	if d := l.m.cfg.PortClashMemory; d > 0 {
+		return d
+	}
+	return 30 * time.Second
+}
+
+// usedPorts is UsedHostPorts(tasks) plus the ports remembered as taken on a
+// worker's machine by something else (held by uuid.Nil); it forgets the
+// memories that expired.
+func (l *loop) usedPorts(tasks []api.Task) HostPortUse {
+	u := UsedHostPorts(tasks)
+	now := time.Now()
+	for w, m := range l.clashes {
+		for p, until := range m {
+			if !now.Before(until) {
+				delete(m, p)
+				continue
+			}
+			if u[w] == nil {
+				u[w] = map[string]uuid.UUID{}
+			}
+			if _, held := u[w][p]; !held {
+				u[w][p] = uuid.Nil
+			}
+		}
+		if len(m) == 0 {
+			delete(l.clashes, w)
+		}
+	}
+	return u
+}
+
+// portClash handles a task whose start failed because a static host port
+// was taken on its worker's machine. That is a failed placement, not a
+// failure of the app: the worker is kept out of the candidates for those
+// ports for a while (also in ports, for the rest of the pass), and the task
+// goes back to Pending, not counted as a restart, to be placed elsewhere, or
+// to wait with the reason when its ports are taken everywhere.
+func (l *loop) portClash(ctx context.Context, t api.Task, ports HostPortUse) {
+	until := time.Now().Add(l.portClashMemory())
+	m := l.clashes[t.Worker]
+	if m == nil {
+		m = map[string]time.Time{}
+		l.clashes[t.Worker] = m
+	}
+	held := ports[t.Worker]
+	if held == nil && ports != nil {
+		held = map[string]uuid.UUID{}
+		ports[t.Worker] = held
+	}
+	for _, p := range t.StaticHostPorts() {
+		m[p] = until
+		if _, ok := held[p]; !ok && held != nil {
+			held[p] = uuid.Nil
+		}
+	}
+	reason := fmt.Sprintf("host port %s was taken on worker %s; placing it on another worker", strings.Join(t.StaticHostPorts(), ", "), t.Worker)
+	if _, err := l.m.apply(ctx, fsm.RequeueTask{ID: t.ID, Reason: reason, Time: time.Now().UTC()}); err != nil {
+		l.log.Warn("requeue task after a host port clash", "task_id", t.ID, "error", err)
+		return
+	}
+	l.log.Info("task requeued: its host port was taken", "task_id", t.ID, "worker", t.Worker, "generation", t.Generation, "ports", t.StaticHostPorts(), "start_error", t.Reason)
 }

@@ -39,6 +39,10 @@ type loop struct {
 	probed   map[uuid.UUID]time.Time
 	specErr  map[uuid.UUID]uint64 // generation whose bad health spec was logged
 	stuck    map[uuid.UUID]uint64 // generation logged as unable to leave its draining worker
+	// clashes remembers, per worker, the static host ports ("7777/tcp") a
+	// start failed for because they were taken on its machine, and until
+	// when the worker is no candidate for them (see portClash).
+	clashes  map[string]map[string]time.Time
 	checker  *health.Checker
 	healthCh chan health.Result
 	lastPoll time.Time
@@ -81,6 +85,7 @@ func newLoop(m *Manager) *loop {
 		probed:   make(map[uuid.UUID]time.Time),
 		specErr:  make(map[uuid.UUID]uint64),
 		stuck:    make(map[uuid.UUID]uint64),
+		clashes:  make(map[string]map[string]time.Time),
 		healthCh: make(chan health.Result, 256),
 	}
 }
@@ -169,7 +174,7 @@ func (l *loop) reconcile(ctx context.Context) {
 	}
 	// Host ports held per worker, kept up to date through the pass as
 	// restarts, placements and moves take them.
-	ports := UsedHostPorts(tasks)
+	ports := l.usedPorts(tasks)
 	var pending, drained []api.Task
 	for _, t := range tasks {
 		if ctx.Err() != nil {

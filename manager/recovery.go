@@ -97,6 +97,10 @@ func (l *loop) noteFailure(t api.Task, ran time.Duration, reason string) *restar
 // recoverEnded restarts (or gives up on) a task that ended while it was to
 // run, following its restart policy, limit and back-off.
 func (l *loop) recoverEnded(ctx context.Context, t api.Task, nodes []api.Node, ports HostPortUse) {
+	if t.HostPortTaken() && len(t.StaticHostPorts()) > 0 {
+		l.portClash(ctx, t, ports)
+		return
+	}
 	ok, why := wantsRestart(t)
 	if !ok {
 		if why != "" {
@@ -126,7 +130,7 @@ func (l *loop) unhealthy(ctx context.Context, r health.Result) {
 	ran := time.Since(t.StartTime)
 	rs := l.noteFailure(t, ran, "health check failed: "+r.Reason)
 	rs.unhealthy = true // the reconcile pass restarts it once its back-off has passed
-	l.restart(ctx, t, l.m.fsm.Nodes(), UsedHostPorts(l.m.fsm.Tasks()), rs)
+	l.restart(ctx, t, l.m.fsm.Nodes(), l.usedPorts(l.m.fsm.Tasks()), rs)
 }
 
 // healthy handles a placement passing its health check: the back-off resets,

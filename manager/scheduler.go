@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/google/uuid"
 )
 
 // Scheduler chooses a worker for a task, behind the seed's three-step
@@ -148,8 +149,12 @@ func noFitReason(t api.Task, nodes []api.Node, ports HostPortUse) string {
 			why = append(why, fmt.Sprintf("%s: %.2f cores free", n.Name, n.Cpu-n.AllocatedCpu))
 		default:
 			if p, holder, taken := ports.taken(n.Name, t); taken {
-				why = append(why, fmt.Sprintf("%s: host port %s taken by task %s", n.Name, p, holder))
-				byPort = append(byPort, fmt.Sprintf("%s: task %s", n.Name, holder))
+				by := "task " + holder.String()
+				if holder == uuid.Nil {
+					by = "something else on its machine (a start failed there)"
+				}
+				why = append(why, fmt.Sprintf("%s: host port %s taken by %s", n.Name, p, by))
+				byPort = append(byPort, fmt.Sprintf("%s: %s", n.Name, by))
 				if !slices.Contains(blocked, p) {
 					blocked = append(blocked, p)
 				}

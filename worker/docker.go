@@ -132,6 +132,22 @@ func dockerErr(ctx context.Context, err error, format string, args ...any) error
 	return fmt.Errorf("%s: %w", op, err)
 }
 
+// portTaken reports whether a start failed because a published host port is
+// taken: by another container ("Bind for 0.0.0.0:7777 failed: port is
+// already allocated") or by another process on the machine ("listen tcp4
+// 0.0.0.0:7777: bind: address already in use").
+func portTaken(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "port is already allocated") || strings.Contains(msg, "address already in use")
+}
+
+// portTakenError is the engine's error for a taken host port: errors.Is it
+// ErrPortTaken, and its message is the engine's alone.
+type portTakenError struct{ error }
+
+func (portTakenError) Is(target error) bool { return target == ErrPortTaken }
+func (e portTakenError) Unwrap() error      { return e.error }
+
 // dockerContainerErr is dockerErr that also maps a not-found error to
 // ErrContainerNotFound.
 func dockerContainerErr(ctx context.Context, err error, format string, args ...any) error {
@@ -361,6 +377,9 @@ func (d *Docker) Start(ctx context.Context, id string) error {
 	cctx, cancel := d.callCtx(ctx)
 	defer cancel()
 	if err := d.cli.ContainerStart(cctx, id, container.StartOptions{}); err != nil {
+		if portTaken(err) {
+			return fmt.Errorf("start container %s: %w", id, portTakenError{err})
+		}
 		return dockerContainerErr(ctx, err, "start container %s", id)
 	}
 	return nil

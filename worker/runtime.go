@@ -27,6 +27,9 @@ var (
 	ErrRuntimeUnavailable = errors.New("container runtime unavailable")
 	// ErrContainerExists: a container with the spec's name already exists.
 	ErrContainerExists = errors.New("container name in use")
+	// ErrPortTaken: the container could not start because a host port it
+	// publishes is already taken on the machine.
+	ErrPortTaken = errors.New("host port taken")
 )
 
 // Spec is everything needed to create a task's container.

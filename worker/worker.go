@@ -435,6 +435,11 @@ func (w *Worker) start(id uuid.UUID, gen uint64) {
 			w.log.Warn("remove container that failed to start", "task_id", id, "container_id", short(cid), "error", rerr)
 		}
 		rcancel()
+		if errors.Is(err, ErrPortTaken) {
+			// Not the app's failure: the leader places it elsewhere.
+			fail(api.ReasonHostPortTaken + err.Error())
+			return
+		}
 		fail(err.Error())
 		return
 	}

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -623,4 +625,33 @@ func mustEvent(t *testing.T, task api.Task) []byte {
 		t.Fatal(err)
 	}
 	return body
+}
+
+// TestWorker_HostPortTakenIsMarked: a start that fails because the static
+// host port is taken (here by a plain listener on the machine) is Failed with
+// a Reason beginning with api.ReasonHostPortTaken, so the leader can place it
+// elsewhere instead of counting a restart; its container is removed.
+func TestWorker_HostPortTakenIsMarked(t *testing.T) {
+	h := newHarness(t, nil)
+	ln, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	task := echoTask(1)
+	task.PortBindings = map[string]string{"7777/tcp": port}
+	sub := h.submit(task, http.StatusCreated)
+	got := h.waitState(sub.ID, api.Failed, 30*time.Second)
+	if !got.HostPortTaken() || !strings.Contains(got.Reason, port) {
+		t.Fatalf("reason %q: want it to begin with %q and name port %s", got.Reason, api.ReasonHostPortTaken, port)
+	}
+	if cs := h.containers(nil); len(cs) != 0 {
+		t.Fatalf("%d containers left after the failed start", len(cs))
+	}
+	// An app failing at start-up is not marked.
+	other := h.waitState(h.submit(echoTask(1, "ECHO_EXIT_AT_START=3"), http.StatusCreated).ID, api.Failed, 30*time.Second)
+	if other.HostPortTaken() {
+		t.Fatalf("an app's start-up failure marked as a taken port: %q", other.Reason)
+	}
 }
