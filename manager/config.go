@@ -74,7 +74,7 @@ func DefaultConfig() Config {
 
 // FastConfig returns the tight timings of `make cluster`, `cube dev` and the
 // tests: a quicker pass, a healthy run that counts after 2 s, orphans probed
-// twice a second. Placement and recovery decisions are the same as with
+// twice a second, a port clash remembered for 5 s. Placement and recovery decisions are the same as with
 // DefaultConfig; only how soon they are taken differs. ID and API must still
 // be set.
 func FastConfig() Config {
@@ -83,6 +83,7 @@ func FastConfig() Config {
 	c.PollInterval = 2 * time.Second
 	c.HealthyRun = 2 * time.Second
 	c.OrphanProbeInterval = 500 * time.Millisecond
+	c.PortClashMemory = 5 * time.Second
 	return c
 }
 
