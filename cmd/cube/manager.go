@@ -27,6 +27,12 @@ ID=raft address, its own included); they bootstrap the cluster together on
 first start and ignore --peers once they hold state. --join names gossip
 addresses of other nodes; managers and workers share one gossip pool.
 
+To run on separate machines, bind every interface and say what to advertise:
+--http 0.0.0.0:5556 --raft 0.0.0.0:6556 --gossip 0.0.0.0:6557 --advertise
+10.0.0.5 (or per address: --advertise-http, --advertise-raft,
+--advertise-gossip). A wildcard bind without an advertised address is
+refused. Host names are accepted wherever an address is.
+
 Data lives in --data: raft log, stable store and snapshots. Keep --id and
 --raft the same across restarts.`,
 		Example: `  cube manager --id m1 --http 127.0.0.1:5556 --raft 127.0.0.1:6556 --gossip 127.0.0.1:6557 \
@@ -43,6 +49,7 @@ Data lives in --data: raft log, stable store and snapshots. Keep --id and
 				cfg = manager.FastServerConfig()
 			}
 			cfg.ID, cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr, cfg.DataDir = o.ID, o.HTTPAddr, o.RaftAddr, o.GossipAddr, o.DataDir
+			cfg.Advertise, cfg.HTTPAdvertise, cfg.RaftAdvertise, cfg.GossipAdvertise = o.Advertise, o.HTTPAdvertise, o.RaftAdvertise, o.GossipAdvertise
 			cfg.Peers, cfg.Seeds, cfg.SourceIP = peerList, splitList(seeds), o.SourceIP
 			cfg.Manager.Scheduler = scheduler
 			cfg.Logger = newLogger(logLevel)
@@ -53,12 +60,16 @@ Data lives in --data: raft log, stable store and snapshots. Keep --id and
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.ID, "id", "", "stable raft server ID of this manager (required)")
-	f.StringVar(&o.HTTPAddr, "http", "127.0.0.1:5556", "address the manager API listens on")
-	f.StringVar(&o.RaftAddr, "raft", "127.0.0.1:6556", "IP:PORT of raft traffic (keep it stable across restarts)")
-	f.StringVar(&o.GossipAddr, "gossip", "127.0.0.1:6557", "IP:PORT of this manager's gossip (memberlist) endpoint")
+	f.StringVar(&o.HTTPAddr, "http", "127.0.0.1:5556", "HOST:PORT the manager API listens on (0.0.0.0 for every interface, with --advertise)")
+	f.StringVar(&o.RaftAddr, "raft", "127.0.0.1:6556", "HOST:PORT raft listens on (keep it stable across restarts)")
+	f.StringVar(&o.GossipAddr, "gossip", "127.0.0.1:6557", "HOST:PORT this manager's gossip (memberlist) endpoint listens on")
+	f.StringVar(&o.Advertise, "advertise", "", "host (IP or name) other nodes reach this manager at, for every address (ports from --http, --raft, --gossip); required when they bind 0.0.0.0")
+	f.StringVar(&o.HTTPAdvertise, "advertise-http", "", "HOST:PORT clients and other nodes reach the API at (X-Cube-Leader); default: --advertise with the --http port, else --http")
+	f.StringVar(&o.RaftAdvertise, "advertise-raft", "", "HOST:PORT the other managers reach raft at (what --peers lists); default: --advertise with the --raft port, else --raft")
+	f.StringVar(&o.GossipAdvertise, "advertise-gossip", "", "HOST:PORT other nodes reach gossip at; default: --advertise with the --gossip port, else --gossip")
 	f.StringVar(&o.DataDir, "data", "", "data directory (required)")
-	f.StringVar(&peers, "peers", "", "initial voters ID=RAFTADDR,... (self included) to bootstrap a new cluster; empty: wait to be added")
-	f.StringVar(&seeds, "join", "", "comma-separated gossip addresses of other nodes")
+	f.StringVar(&peers, "peers", "", "initial voters ID=HOST:PORT,... of raft (self included, at its advertised raft address) to bootstrap a new cluster; empty: wait to be added")
+	f.StringVar(&seeds, "join", "", "comma-separated gossip addresses (HOST:PORT) of other nodes")
 	f.BoolVar(&fast, "fast", false, "tight raft and gossip timings (failover in well under a second), as make cluster uses; default: production timings")
 	f.StringVar(&o.SourceIP, "source-ip", "", "local IP outgoing connections leave from (to simulate separate machines on one host's loopback addresses; default: any)")
 	f.StringVar(&scheduler, "scheduler", "epvm", "placement: epvm (least marginal cost) or roundrobin")

@@ -30,7 +30,12 @@ takes tasks straight from its API.
 Containers keep running when the worker stops; a restarted worker re-adopts
 them (same containers, not restarted). An ended task's record and exited
 container (its logs) stay for --keep-ended, then are removed; the managers
-keep the task's replicated record.`,
+keep the task's replicated record.
+
+On separate machines, bind every interface and say what to advertise:
+--http 0.0.0.0:5555 --gossip 0.0.0.0:6555 --advertise 10.0.0.7 (or
+--advertise-http, --advertise-gossip). Host names are accepted wherever an
+address is.`,
 		Example: `  cube worker --name w1 --http 127.0.0.1:5555 --data /tmp/w1
   cube worker --name w1 --http 127.0.0.1:5555 --data /tmp/w1 \
       --gossip 127.0.0.1:6555 --join 127.0.0.1:6557,127.0.0.1:6567,127.0.0.1:6577`,
@@ -49,9 +54,12 @@ keep the task's replicated record.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.Worker.Name, "name", "", "worker name, stable across restarts (default: the name recorded in --data, else the host name)")
-	f.StringVar(&o.HTTPAddr, "http", "127.0.0.1:5555", "address the worker API listens on")
+	f.StringVar(&o.HTTPAddr, "http", "127.0.0.1:5555", "HOST:PORT the worker API listens on (0.0.0.0 for every interface, with --advertise)")
+	f.StringVar(&o.Advertise, "advertise", "", "host (IP or name) the managers reach this worker at, for every address (ports from --http, --gossip); required when they bind 0.0.0.0 in a cluster")
+	f.StringVar(&o.HTTPAdvertise, "advertise-http", "", "HOST:PORT the managers reach the worker API at; default: --advertise with the --http port, else --http")
+	f.StringVar(&o.GossipAdvertise, "advertise-gossip", "", "HOST:PORT other nodes reach gossip at; default: --advertise with the --gossip port, else --gossip")
 	f.StringVar(&o.Worker.DataDir, "data", "", "data directory for the worker's task records (required)")
-	f.StringVar(&o.GossipAddr, "gossip", "", "IP:PORT of this worker's gossip (memberlist) endpoint; empty runs the worker alone")
+	f.StringVar(&o.GossipAddr, "gossip", "", "HOST:PORT this worker's gossip (memberlist) endpoint listens on; empty runs the worker alone")
 	f.StringVar(&seeds, "join", "", "comma-separated gossip addresses of cluster nodes to join (all are tried)")
 	f.StringVar(&managers, "managers", "", "comma-separated manager HTTP addresses for reports (default: the managers gossip knows)")
 	f.BoolVar(&fast, "fast", false, "tight gossip timings (crash noticed in about a second), as make cluster uses; default: LAN timings")
