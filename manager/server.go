@@ -23,19 +23,38 @@ import (
 type ServerConfig struct {
 	// ID is the manager's raft server ID; keep it across restarts.
 	ID string
-	// HTTPAddr is where the manager API listens ("IP:PORT").
+	// HTTPAddr is where the manager API listens ("HOST:PORT"; a wildcard
+	// host such as 0.0.0.0 binds every interface and then needs an
+	// advertised address).
 	HTTPAddr string
-	// RaftAddr is the raft transport's address; keep it across restarts.
+	// RaftAddr is where the raft transport listens; keep it across restarts.
 	RaftAddr string
-	// GossipAddr is this manager's gossip endpoint ("IP:PORT").
+	// GossipAddr is where this manager's gossip endpoint listens.
 	GossipAddr string
+	// Advertise, if set, is the host (an IP or a name) of every address this
+	// manager advertises, with the ports of the bind addresses above; the
+	// three fields below override it one address at a time. Nomad's
+	// advertise block works the same way.
+	Advertise string
+	// HTTPAdvertise is the API address other nodes and clients dial: it goes
+	// into X-Cube-Leader, forwarded writes and gossip metadata. Default: the
+	// Advertise host with HTTPAddr's port, else HTTPAddr.
+	HTTPAdvertise string
+	// RaftAdvertise is the raft address the other managers dial, and the one
+	// Peers must list for this manager; keep it across restarts. Default: as
+	// for HTTPAdvertise. A host name is resolved once, at start.
+	RaftAdvertise string
+	// GossipAdvertise is the gossip address the other nodes dial. Default: as
+	// for HTTPAdvertise. A host name is resolved once, at start.
+	GossipAdvertise string
 	// DataDir holds the raft log, stable store and snapshots (in raft/).
 	DataDir string
-	// Peers are the initial voters, this manager included, to bootstrap a
-	// new cluster with. Empty: wait to be added, asking the managers gossip
+	// Peers are the initial voters, this manager included (at its
+	// RaftAdvertise address), to bootstrap a new cluster with; host names
+	// are resolved at start. Empty: wait to be added, asking the managers gossip
 	// finds (see cluster.Joiner).
 	Peers []cluster.Peer
-	// Seeds are gossip addresses of other nodes to join.
+	// Seeds are gossip addresses (IPs or host names) of other nodes to join.
 	Seeds []string
 	// SourceIP, if set, is the local address every outgoing connection
 	// (raft, gossip, calls to workers, forwarded requests) leaves from.
@@ -76,7 +95,76 @@ func (c ServerConfig) Validate() error {
 	if c.ID == "" || c.DataDir == "" || c.HTTPAddr == "" || c.RaftAddr == "" || c.GossipAddr == "" {
 		return errors.New("a manager needs an ID, a data dir, and HTTP, raft and gossip addresses")
 	}
+	for _, a := range c.addrs() {
+		if _, err := a.Advertised(c.Advertise); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// addrs are the manager's three addresses, each with its bind and advertise
+// forms and the flags that set them (for error messages).
+func (c ServerConfig) addrs() []cluster.Endpoint {
+	return []cluster.Endpoint{
+		{Bind: c.HTTPAddr, BindFlag: "--http", Advertise: c.HTTPAdvertise, AdvertiseFlag: "--advertise-http"},
+		{Bind: c.RaftAddr, BindFlag: "--raft", Advertise: c.RaftAdvertise, AdvertiseFlag: "--advertise-raft"},
+		{Bind: c.GossipAddr, BindFlag: "--gossip", Advertise: c.GossipAdvertise, AdvertiseFlag: "--advertise-gossip"},
+	}
+}
+
+// resolvedAddrs are a manager's addresses as NewServer uses them: advertised
+// ones chosen, and those raft and memberlist take resolved to IPs.
+type resolvedAddrs struct {
+	httpAdv               string // as given (clients resolve it); port 0 until the listener opens
+	raftBind, raftAdv     string
+	gossipBind, gossipAdv string
+	peers                 []cluster.Peer
+}
+
+// resolve chooses the advertised addresses and resolves the host names raft
+// and memberlist need as IPs: the raft and gossip addresses and the peers.
+// Seeds stay names (memberlist resolves them at every join, so a seed that
+// moves is found again) but must resolve now, so a typo fails at start.
+func (c ServerConfig) resolve(ctx context.Context) (resolvedAddrs, error) {
+	var r resolvedAddrs
+	ep := c.addrs()
+	adv := make([]string, len(ep))
+	for i, a := range ep {
+		var err error
+		if adv[i], err = a.Advertised(c.Advertise); err != nil {
+			return r, err
+		}
+	}
+	r.httpAdv = adv[0]
+	var err error
+	for _, x := range []struct {
+		dst  *string
+		addr string
+		flag string
+	}{
+		{&r.raftBind, c.RaftAddr, "--raft"},
+		{&r.raftAdv, adv[1], ep[1].AdvertiseFlag},
+		{&r.gossipBind, c.GossipAddr, "--gossip"},
+		{&r.gossipAdv, adv[2], ep[2].AdvertiseFlag},
+	} {
+		if *x.dst, err = cluster.ResolveAddr(ctx, x.addr); err != nil {
+			return r, fmt.Errorf("%s: %w", x.flag, err)
+		}
+	}
+	for _, p := range c.Peers {
+		addr, err := cluster.ResolveAddr(ctx, p.Addr)
+		if err != nil {
+			return r, fmt.Errorf("peer %s: %w", p.ID, err)
+		}
+		r.peers = append(r.peers, cluster.Peer{ID: p.ID, Addr: addr})
+	}
+	for _, s := range c.Seeds {
+		if _, err := cluster.ResolveAddr(ctx, s); err != nil {
+			return r, fmt.Errorf("seed (--join): %w", err)
+		}
+	}
+	return r, nil
 }
 
 // Server is a running manager node: the replicated state (raft and the
@@ -90,7 +178,8 @@ type Server struct {
 	pool *cluster.Pool
 	mgr  *Manager
 	srv  *http.Server
-	addr string
+	addr string // where the API listens
+	api  string // the API address advertised (X-Cube-Leader, gossip)
 	errc chan error
 	log  hclog.Logger
 
@@ -109,6 +198,10 @@ func NewServer(cfg ServerConfig) (_ *Server, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
+	addrs, err := cfg.resolve(context.Background())
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{cfg: cfg, fsm: fsm.New(), errc: make(chan error, 1), log: cfg.Logger}
 	var undo []func()
 	defer func() {
@@ -124,9 +217,13 @@ func NewServer(cfg ServerConfig) (_ *Server, err error) {
 	}
 	undo = append(undo, func() { _ = ln.Close() })
 	s.addr = ln.Addr().String()
+	s.api = cluster.WithPort(addrs.httpAdv, ln.Addr())
 
 	rcfg := cfg.Raft
-	rcfg.ID, rcfg.BindAddr, rcfg.DataDir, rcfg.Peers = cfg.ID, cfg.RaftAddr, filepath.Join(cfg.DataDir, "raft"), cfg.Peers
+	rcfg.ID, rcfg.BindAddr, rcfg.DataDir, rcfg.Peers = cfg.ID, addrs.raftBind, filepath.Join(cfg.DataDir, "raft"), addrs.peers
+	if addrs.raftAdv != addrs.raftBind {
+		rcfg.AdvertiseAddr = addrs.raftAdv
+	}
 	rcfg.Logger, rcfg.SourceIP = cfg.Logger, cfg.SourceIP
 	if err := os.MkdirAll(rcfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
@@ -136,20 +233,25 @@ func NewServer(cfg ServerConfig) (_ *Server, err error) {
 	}
 	undo = append(undo, func() { _ = s.raft.Shutdown() })
 
-	host, port, err := cluster.ParseGossipAddr(cfg.GossipAddr)
+	host, port, err := cluster.ParseGossipAddr(addrs.gossipBind)
 	if err != nil {
 		return nil, err
 	}
 	g := cfg.Gossip
 	g.Name, g.BindAddr, g.BindPort, g.Seeds, g.Logger, g.SourceIP = "manager-"+cfg.ID, host, port, cfg.Seeds, cfg.Logger, cfg.SourceIP
-	g.Meta = cluster.Meta{Role: cluster.RoleManager, API: s.addr, RaftID: cfg.ID, RaftAddr: cfg.RaftAddr}
+	if addrs.gossipAdv != addrs.gossipBind {
+		if g.AdvertiseAddr, g.AdvertisePort, err = cluster.ParseGossipAddr(addrs.gossipAdv); err != nil {
+			return nil, err
+		}
+	}
+	g.Meta = cluster.Meta{Role: cluster.RoleManager, API: s.api, RaftID: cfg.ID, RaftAddr: s.raft.Addr()}
 	if s.pool, err = cluster.NewPool(g); err != nil {
 		return nil, err
 	}
 	undo = append(undo, func() { _ = s.pool.Shutdown() })
 
 	mcfg := cfg.Manager
-	mcfg.ID, mcfg.API, mcfg.Logger, mcfg.SourceIP, mcfg.GossipChanges = cfg.ID, s.addr, cfg.Logger, cfg.SourceIP, s.pool.Changes()
+	mcfg.ID, mcfg.API, mcfg.Logger, mcfg.SourceIP, mcfg.GossipChanges = cfg.ID, s.api, cfg.Logger, cfg.SourceIP, s.pool.Changes()
 	if s.mgr, err = New(mcfg, s.raft, s.fsm, s.pool); err != nil {
 		return nil, err
 	}
@@ -170,7 +272,8 @@ func NewServer(cfg ServerConfig) (_ *Server, err error) {
 			s.errc <- err
 		}
 	}()
-	s.log.Info("manager started", "id", cfg.ID, "http", s.addr, "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr, "data", cfg.DataDir)
+	s.log.Info("manager started", "id", cfg.ID, "http", s.addr, "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr,
+		"advertise_http", s.api, "advertise_raft", s.raft.Addr(), "advertise_gossip", s.pool.LocalAddr(), "data", cfg.DataDir)
 	return s, nil
 }
 
@@ -186,7 +289,7 @@ func (s *Server) startJoiner(ctx context.Context) error {
 		return c.AddManager(ctx, id, raftAddr)
 	}
 	jcfg := s.cfg.Join
-	jcfg.ID, jcfg.RaftAddr, jcfg.Logger = s.cfg.ID, s.cfg.RaftAddr, s.cfg.Logger
+	jcfg.ID, jcfg.RaftAddr, jcfg.Logger = s.cfg.ID, s.raft.Addr(), s.cfg.Logger
 	j, err := cluster.NewJoiner(jcfg, s.raft, s.pool, ask)
 	if err != nil {
 		return err
@@ -201,6 +304,10 @@ func (s *Server) startJoiner(ctx context.Context) error {
 
 // Addr is the address the manager API listens on.
 func (s *Server) Addr() string { return s.addr }
+
+// AdvertiseAddr is the manager API address the other nodes and clients are
+// given (X-Cube-Leader, gossip metadata).
+func (s *Server) AdvertiseAddr() string { return s.api }
 
 // Raft, FSM, Pool and Manager are the server's parts, for tests and tools.
 func (s *Server) Raft() *cluster.Raft { return s.raft }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -143,17 +144,101 @@ func TestServer_BusyPortFailsFirst(t *testing.T) {
 }
 
 func TestServerConfig_Validate(t *testing.T) {
-	for name, mod := range map[string]func(*ServerConfig){
-		"no ID":       func(c *ServerConfig) { c.ID = "" },
-		"no data dir": func(c *ServerConfig) { c.DataDir = "" },
-		"no HTTP":     func(c *ServerConfig) { c.HTTPAddr = "" },
-		"no raft":     func(c *ServerConfig) { c.RaftAddr = "" },
-		"no gossip":   func(c *ServerConfig) { c.GossipAddr = "" },
+	for _, tc := range []struct {
+		name    string
+		mod     func(*ServerConfig)
+		wantErr string // substring; empty: valid
+	}{
+		{"loopback binds", func(c *ServerConfig) {}, ""},
+		{"no ID", func(c *ServerConfig) { c.ID = "" }, "needs an ID"},
+		{"no data dir", func(c *ServerConfig) { c.DataDir = "" }, "data dir"},
+		{"no HTTP", func(c *ServerConfig) { c.HTTPAddr = "" }, "HTTP"},
+		{"no raft", func(c *ServerConfig) { c.RaftAddr = "" }, "raft"},
+		{"no gossip", func(c *ServerConfig) { c.GossipAddr = "" }, "gossip"},
+		{"wildcard HTTP alone", func(c *ServerConfig) { c.HTTPAddr = "0.0.0.0:5556" },
+			"--http 0.0.0.0:5556 binds every interface; give --advertise-http (or --advertise)"},
+		{"wildcard raft alone", func(c *ServerConfig) { c.RaftAddr = "[::]:6556" },
+			"--raft [::]:6556 binds every interface; give --advertise-raft"},
+		{"wildcard gossip alone", func(c *ServerConfig) { c.GossipAddr = ":6557" },
+			"--gossip :6557 binds every interface; give --advertise-gossip"},
+		{"wildcard everything with --advertise", func(c *ServerConfig) {
+			c.HTTPAddr, c.RaftAddr, c.GossipAddr, c.Advertise = "0.0.0.0:5556", "0.0.0.0:6556", "0.0.0.0:6557", "10.0.0.5"
+		}, ""},
+		{"wildcard everything with per-address overrides", func(c *ServerConfig) {
+			c.HTTPAddr, c.RaftAddr, c.GossipAddr = "0.0.0.0:5556", "0.0.0.0:6556", "0.0.0.0:6557"
+			c.HTTPAdvertise, c.RaftAdvertise, c.GossipAdvertise = "node1.example:80", "10.0.0.5:6556", "10.0.0.5:6557"
+		}, ""},
+		{"one override missing", func(c *ServerConfig) {
+			c.HTTPAddr, c.RaftAddr = "0.0.0.0:5556", "0.0.0.0:6556"
+			c.HTTPAdvertise = "10.0.0.5:5556"
+		}, "--raft 0.0.0.0:6556 binds every interface"},
+		{"wildcard --advertise", func(c *ServerConfig) { c.Advertise = "::" }, "--advertise \"::\" must be this machine's address"},
 	} {
-		c := testServerConfig(t, "m1", t.TempDir())
-		mod(&c)
-		if _, err := NewServer(c); err == nil {
-			t.Errorf("%s: NewServer accepted it", name)
+		t.Run(tc.name, func(t *testing.T) {
+			c := testServerConfig(t, "m1", t.TempDir())
+			tc.mod(&c)
+			err := c.Validate()
+			if tc.wantErr == "" && err != nil {
+				t.Fatalf("Validate(%+v) = %v, want nil", c, err)
+			}
+			if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("Validate(%+v) = %v, want an error containing %q", c, err, tc.wantErr)
+			}
+			if tc.wantErr != "" {
+				if _, err := NewServer(c); err == nil {
+					t.Fatalf("NewServer accepted it")
+				}
+			}
+		})
+	}
+}
+
+// withHost returns addr with its host replaced.
+func withHost(t *testing.T, addr, host string) string {
+	t.Helper()
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// A manager bound to every interface advertises the address it is given:
+// X-Cube-Leader, Leader(), its raft address and its gossip metadata all
+// name 127.0.0.1, never 0.0.0.0. Its peer list names it by host name.
+func TestServer_WildcardBindAdvertises(t *testing.T) {
+	cfg := testServerConfig(t, "m1", t.TempDir())
+	loopHTTP, loopRaft := cfg.HTTPAddr, cfg.RaftAddr
+	cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr = withHost(t, cfg.HTTPAddr, "0.0.0.0"), withHost(t, cfg.RaftAddr, "0.0.0.0"), withHost(t, cfg.GossipAddr, "0.0.0.0")
+	cfg.Advertise = "127.0.0.1"
+	cfg.Peers = []cluster.Peer{{ID: "m1", Addr: withHost(t, loopRaft, "localhost")}}
+	s, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	waitLeading(t, s)
+
+	if got := s.AdvertiseAddr(); got != loopHTTP {
+		t.Errorf("AdvertiseAddr() = %q, want %q", got, loopHTTP)
+	}
+	if got, _ := s.Manager().Leader(); got != loopHTTP {
+		t.Errorf("Leader() = %q, want %q", got, loopHTTP)
+	}
+	if got := s.Raft().Addr(); got != loopRaft {
+		t.Errorf("raft advertises %q, want %q", got, loopRaft)
+	}
+	for _, m := range s.Pool().Members() {
+		if m.Meta.API != loopHTTP || m.Meta.RaftAddr != loopRaft || !strings.HasPrefix(m.Addr, "127.0.0.1:") {
+			t.Errorf("gossip member %s: addr %q, meta API %q, raft %q; want 127.0.0.1, %q, %q", m.Name, m.Addr, m.Meta.API, m.Meta.RaftAddr, loopHTTP, loopRaft)
 		}
+	}
+	resp, err := http.Get("http://" + loopHTTP + "/cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("X-Cube-Leader"); resp.StatusCode != http.StatusOK || got != loopHTTP {
+		t.Fatalf("GET /cluster: %d, X-Cube-Leader %q; want 200 and %q", resp.StatusCode, got, loopHTTP)
 	}
 }

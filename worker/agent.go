@@ -21,16 +21,30 @@ type AgentConfig struct {
 	// Worker configures the worker itself (name, data dir, timings). Its
 	// Logger and OnChange are set by the agent.
 	Worker Config
-	// HTTPAddr is where the worker API listens ("IP:PORT"; port 0 picks one).
+	// HTTPAddr is where the worker API listens ("HOST:PORT"; port 0 picks
+	// one; a wildcard host such as 0.0.0.0 binds every interface and then,
+	// in a cluster, needs an advertised address).
 	HTTPAddr string
-	// GossipAddr is this worker's gossip endpoint ("IP:PORT"). Empty runs the
-	// worker alone, without a cluster: it takes tasks from its API only.
+	// GossipAddr is where this worker's gossip endpoint listens. Empty runs
+	// the worker alone, without a cluster: it takes tasks from its API only.
 	GossipAddr string
+	// Advertise, if set, is the host (an IP or a name) of every address this
+	// worker advertises, with the ports of the bind addresses; HTTPAdvertise
+	// and GossipAdvertise override it one address at a time.
+	Advertise string
+	// HTTPAdvertise is the worker API address the managers dial (gossip
+	// Meta.API). Default: the Advertise host with HTTPAddr's port, else
+	// HTTPAddr.
+	HTTPAdvertise string
+	// GossipAdvertise is the gossip address the other nodes dial. Default:
+	// as for HTTPAdvertise. A host name is resolved once, at start.
+	GossipAdvertise string
 	// Gossip is the gossip profile (cluster.DefaultGossipConfig or
 	// FastGossipConfig). The agent fills in its name, addresses, seeds and
 	// metadata from the fields here.
 	Gossip cluster.GossipConfig
-	// Seeds are gossip addresses of cluster nodes to join.
+	// Seeds are gossip addresses (IPs or host names) of cluster nodes to
+	// join; each must resolve at start.
 	Seeds []string
 	// Managers are manager HTTP addresses for reports. Empty: the managers
 	// gossip sees alive.
@@ -90,7 +104,23 @@ func (c AgentConfig) Validate() error {
 	case c.ReportTimeout <= 0:
 		return fmt.Errorf("ReportTimeout (%s) must be positive", c.ReportTimeout)
 	}
+	// Alone, the worker advertises nothing: any bind will do.
+	if c.GossipAddr != "" {
+		for _, e := range c.endpoints() {
+			if _, err := e.Advertised(c.Advertise); err != nil {
+				return err
+			}
+		}
+	}
 	return c.Worker.Validate()
+}
+
+// endpoints are the worker's two addresses in a cluster.
+func (c AgentConfig) endpoints() []cluster.Endpoint {
+	return []cluster.Endpoint{
+		{Bind: c.HTTPAddr, BindFlag: "--http", Advertise: c.HTTPAdvertise, AdvertiseFlag: "--advertise-http"},
+		{Bind: c.GossipAddr, BindFlag: "--gossip", Advertise: c.GossipAdvertise, AdvertiseFlag: "--advertise-gossip"},
+	}
 }
 
 // Agent is a running worker node: the Worker and its HTTP API, and in a
@@ -169,7 +199,7 @@ func NewAgent(cfg AgentConfig) (_ *Agent, err error) {
 	undo = append(undo, func() { _ = ln.Close() })
 	a.addr = ln.Addr().String()
 	if cfg.GossipAddr != "" {
-		if err := a.joinPool(); err != nil {
+		if err := a.joinPool(ln.Addr()); err != nil {
 			return nil, err
 		}
 	}
@@ -188,8 +218,33 @@ func NewAgent(cfg AgentConfig) (_ *Agent, err error) {
 
 // joinPool joins the gossip pool with the worker's address and capacity,
 // then starts the reporter and the engine monitor.
-func (a *Agent) joinPool() error {
-	host, port, err := cluster.ParseGossipAddr(a.cfg.GossipAddr)
+func (a *Agent) joinPool(httpBound net.Addr) error {
+	ep := a.cfg.endpoints()
+	httpAdv, err := ep[0].Advertised(a.cfg.Advertise)
+	if err != nil {
+		return err
+	}
+	gossipAdv, err := ep[1].Advertised(a.cfg.Advertise)
+	if err != nil {
+		return err
+	}
+	// memberlist binds and advertises IPs; seeds stay names (memberlist
+	// resolves them at every join) but must resolve now, so a typo fails at
+	// start.
+	ctx := context.Background()
+	bind, err := cluster.ResolveAddr(ctx, a.cfg.GossipAddr)
+	if err != nil {
+		return fmt.Errorf("--gossip: %w", err)
+	}
+	if gossipAdv, err = cluster.ResolveAddr(ctx, gossipAdv); err != nil {
+		return fmt.Errorf("%s: %w", ep[1].AdvertiseFlag, err)
+	}
+	for _, s := range a.cfg.Seeds {
+		if _, err := cluster.ResolveAddr(ctx, s); err != nil {
+			return fmt.Errorf("seed (--join): %w", err)
+		}
+	}
+	host, port, err := cluster.ParseGossipAddr(bind)
 	if err != nil {
 		return err
 	}
@@ -205,7 +260,12 @@ func (a *Agent) joinPool() error {
 	}
 	g := a.cfg.Gossip
 	g.Name, g.BindAddr, g.BindPort, g.Seeds, g.Logger, g.SourceIP = a.w.Name(), host, port, a.cfg.Seeds, a.cfg.Logger, a.cfg.SourceIP
-	g.Meta = cluster.Meta{Role: cluster.RoleWorker, API: a.addr, Cpu: cpu, Memory: mem, Disk: disk}
+	if gossipAdv != bind {
+		if g.AdvertiseAddr, g.AdvertisePort, err = cluster.ParseGossipAddr(gossipAdv); err != nil {
+			return err
+		}
+	}
+	g.Meta = cluster.Meta{Role: cluster.RoleWorker, API: cluster.WithPort(httpAdv, httpBound), Cpu: cpu, Memory: mem, Disk: disk}
 	if a.pool, err = cluster.NewPool(g); err != nil {
 		return err
 	}

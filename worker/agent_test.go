@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -198,17 +199,87 @@ func TestAgent_ClusterMembershipReportsAndEngineMonitor(t *testing.T) {
 }
 
 func TestAgentConfig_Validate(t *testing.T) {
-	for name, mod := range map[string]func(*AgentConfig){
-		"no HTTP address":   func(c *AgentConfig) { c.HTTPAddr = "" },
-		"negative cpu":      func(c *AgentConfig) { c.Cpu = -1 },
-		"zero check period": func(c *AgentConfig) { c.RuntimeCheckInterval = 0 },
-		"zero report bound": func(c *AgentConfig) { c.ReportTimeout = 0 },
-		"no data dir":       func(c *AgentConfig) { c.Worker.DataDir = "" },
+	for _, tc := range []struct {
+		name    string
+		mod     func(*AgentConfig)
+		wantErr string // substring; empty: valid
+	}{
+		{"alone", func(c *AgentConfig) {}, ""},
+		{"alone on every interface", func(c *AgentConfig) { c.HTTPAddr = "0.0.0.0:5555" }, ""},
+		{"no HTTP address", func(c *AgentConfig) { c.HTTPAddr = "" }, "HTTPAddr"},
+		{"negative cpu", func(c *AgentConfig) { c.Cpu = -1 }, "Cpu"},
+		{"zero check period", func(c *AgentConfig) { c.RuntimeCheckInterval = 0 }, "RuntimeCheckInterval"},
+		{"zero report bound", func(c *AgentConfig) { c.ReportTimeout = 0 }, "ReportTimeout"},
+		{"no data dir", func(c *AgentConfig) { c.Worker.DataDir = "" }, "DataDir"},
+		{"cluster on loopback", func(c *AgentConfig) { c.GossipAddr = "127.0.0.1:6555" }, ""},
+		{"cluster, wildcard HTTP alone", func(c *AgentConfig) { c.HTTPAddr, c.GossipAddr = "[::]:5555", "127.0.0.1:6555" },
+			"--http [::]:5555 binds every interface; give --advertise-http (or --advertise)"},
+		{"cluster, wildcard gossip alone", func(c *AgentConfig) { c.GossipAddr = "0.0.0.0:6555" },
+			"--gossip 0.0.0.0:6555 binds every interface; give --advertise-gossip"},
+		{"cluster, wildcard with --advertise", func(c *AgentConfig) {
+			c.HTTPAddr, c.GossipAddr, c.Advertise = "0.0.0.0:5555", "0.0.0.0:6555", "worker1.example"
+		}, ""},
+		{"cluster, wildcard with overrides", func(c *AgentConfig) {
+			c.HTTPAddr, c.GossipAddr, c.HTTPAdvertise, c.GossipAdvertise = "0.0.0.0:5555", "0.0.0.0:6555", "10.0.0.7:5555", "10.0.0.7:6555"
+		}, ""},
 	} {
-		c := testAgentConfig(t)
-		mod(&c)
-		if _, err := NewAgent(c); err == nil {
-			t.Errorf("%s: NewAgent accepted it", name)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			c := testAgentConfig(t)
+			tc.mod(&c)
+			err := c.Validate()
+			if tc.wantErr == "" && err != nil {
+				t.Fatalf("Validate(%+v) = %v, want nil", c, err)
+			}
+			if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("Validate(%+v) = %v, want an error containing %q", c, err, tc.wantErr)
+			}
+			if tc.wantErr != "" {
+				if _, err := NewAgent(c); err == nil {
+					t.Fatalf("NewAgent accepted it")
+				}
+			}
+		})
 	}
+}
+
+// A worker bound to every interface advertises the address it is given in
+// its gossip metadata: the managers dispatch to 127.0.0.1, not to [::]. Its
+// seed is named by host name.
+func TestAgent_WildcardBindAdvertises(t *testing.T) {
+	g := cluster.FastGossipConfig()
+	seed := testkit.FreeAddr(t)
+	host, port, _ := cluster.ParseGossipAddr(seed)
+	g.Name, g.BindAddr, g.BindPort, g.Logger = "manager-m1", host, port, testkit.Logger(t, "m1")
+	g.Meta = cluster.Meta{Role: cluster.RoleManager, API: "127.0.0.1:1", RaftID: "m1", RaftAddr: "127.0.0.1:1"}
+	mgr, err := cluster.NewPool(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mgr.Shutdown()
+
+	cfg := testAgentConfig(t)
+	httpAddr, gossipAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
+	swap := func(addr, host string) string {
+		_, p, _ := net.SplitHostPort(addr)
+		return net.JoinHostPort(host, p)
+	}
+	cfg.HTTPAddr, cfg.GossipAddr, cfg.Advertise = swap(httpAddr, "0.0.0.0"), swap(gossipAddr, "0.0.0.0"), "127.0.0.1"
+	cfg.Seeds, cfg.Managers = []string{swap(seed, "localhost")}, []string{"127.0.0.1:1"}
+	a, err := NewAgent(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	testkit.Eventually(t, 10*time.Second, func() error {
+		for _, m := range mgr.Members() {
+			if m.Name != a.Name() {
+				continue
+			}
+			if m.Meta.API != httpAddr || m.Addr != gossipAddr {
+				return fmt.Errorf("worker seen at gossip %q with API %q; want %q and %q", m.Addr, m.Meta.API, gossipAddr, httpAddr)
+			}
+			return nil
+		}
+		return errors.New("worker not in the pool yet")
+	})
 }
