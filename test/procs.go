@@ -275,7 +275,11 @@ func (c *ProcCluster) LeaderProc() *Proc {
 func (c *ProcCluster) WaitReady(n int) {
 	c.t.Helper()
 	c.LeaderProc()
-	testkit.Eventually(c.t, 30*time.Second, func() error {
+	// Generous: after every manager restarted at once (faster than gossip
+	// notices a death), a worker still sees the managers alive and learns of
+	// the new pool only through a push/pull sync (every 15 s with --fast, to
+	// a random member); two rounds can miss the managers.
+	testkit.Eventually(c.t, 90*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		nodes, err := c.Client().Nodes(ctx, true)
