@@ -177,13 +177,7 @@ func TestServerConfig_Validate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := testServerConfig(t, "m1", t.TempDir())
 			tc.mod(&c)
-			err := c.Validate()
-			if tc.wantErr == "" && err != nil {
-				t.Fatalf("Validate(%+v) = %v, want nil", c, err)
-			}
-			if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
-				t.Fatalf("Validate(%+v) = %v, want an error containing %q", c, err, tc.wantErr)
-			}
+			testkit.WantErr(t, fmt.Sprintf("Validate(%+v)", c), c.Validate(), tc.wantErr)
 			if tc.wantErr != "" {
 				if _, err := NewServer(c); err == nil {
 					t.Fatalf("NewServer accepted it")

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -226,13 +225,7 @@ func TestAgentConfig_Validate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := testAgentConfig(t)
 			tc.mod(&c)
-			err := c.Validate()
-			if tc.wantErr == "" && err != nil {
-				t.Fatalf("Validate(%+v) = %v, want nil", c, err)
-			}
-			if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
-				t.Fatalf("Validate(%+v) = %v, want an error containing %q", c, err, tc.wantErr)
-			}
+			testkit.WantErr(t, fmt.Sprintf("Validate(%+v)", c), c.Validate(), tc.wantErr)
 			if tc.wantErr != "" {
 				if _, err := NewAgent(c); err == nil {
 					t.Fatalf("NewAgent accepted it")
