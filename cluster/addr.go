@@ -141,3 +141,37 @@ func ResolveAddr(ctx context.Context, addr string) (string, error) {
 	}
 	return net.JoinHostPort(pick.String(), port), nil
 }
+
+// SetAddrs fills in where the pool binds (bind, "host:port"), what it
+// advertises (advertise, already chosen by Endpoint.Advertised; equal to
+// bind when nothing else is advertised) and the seeds it joins. memberlist
+// binds and advertises IPs, so both are resolved here; seeds stay names
+// (memberlist resolves them at every join, so a seed that moves is found
+// again) but must resolve now, so a typo fails at start. advFlag names the
+// advertise flag in errors.
+func (c *GossipConfig) SetAddrs(ctx context.Context, bind, advertise, advFlag string, seeds []string) error {
+	bindIP, err := ResolveAddr(ctx, bind)
+	if err != nil {
+		return fmt.Errorf("--gossip: %w", err)
+	}
+	advIP, err := ResolveAddr(ctx, advertise)
+	if err != nil {
+		return fmt.Errorf("%s: %w", advFlag, err)
+	}
+	for _, s := range seeds {
+		if _, err := ResolveAddr(ctx, s); err != nil {
+			return fmt.Errorf("seed (--join): %w", err)
+		}
+	}
+	if c.BindAddr, c.BindPort, err = ParseGossipAddr(bindIP); err != nil {
+		return err
+	}
+	c.AdvertiseAddr, c.AdvertisePort = "", 0
+	if advIP != bindIP {
+		if c.AdvertiseAddr, c.AdvertisePort, err = ParseGossipAddr(advIP); err != nil {
+			return err
+		}
+	}
+	c.Seeds = seeds
+	return nil
+}

@@ -81,3 +81,36 @@ func TestWithPort(t *testing.T) {
 		}
 	}
 }
+
+func TestGossipConfig_SetAddrs(t *testing.T) {
+	for _, c := range []struct {
+		name, bind, adv string
+		seeds           []string
+		wantBind        string
+		wantPort        int
+		wantAdv         string
+		wantAdvPort     int
+		wantErr         string
+	}{
+		{name: "bind is what it advertises", bind: "127.0.0.1:6557", adv: "127.0.0.1:6557", wantBind: "127.0.0.1", wantPort: 6557},
+		{name: "wildcard bind, advertised name resolved", bind: "0.0.0.0:6557", adv: "localhost:6557", seeds: []string{"localhost:6567"},
+			wantBind: "0.0.0.0", wantPort: 6557, wantAdv: "127.0.0.1", wantAdvPort: 6557},
+		{name: "seed that does not resolve", bind: "127.0.0.1:6557", adv: "127.0.0.1:6557", seeds: []string{"nowhere.invalid:6557"}, wantErr: "seed (--join)"},
+		{name: "advertise that does not resolve", bind: "0.0.0.0:6557", adv: "nowhere.invalid:6557", wantErr: "--advertise-gossip"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := FastGossipConfig()
+			err := g.SetAddrs(context.Background(), c.bind, c.adv, "--advertise-gossip", c.seeds)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("SetAddrs = %v, want an error naming %s", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil || g.BindAddr != c.wantBind || g.BindPort != c.wantPort || g.AdvertiseAddr != c.wantAdv || g.AdvertisePort != c.wantAdvPort || len(g.Seeds) != len(c.seeds) {
+				t.Fatalf("SetAddrs = %v: bind %s:%d, advertise %s:%d, seeds %v; want %s:%d, %s:%d, %v",
+					err, g.BindAddr, g.BindPort, g.AdvertiseAddr, g.AdvertisePort, g.Seeds, c.wantBind, c.wantPort, c.wantAdv, c.wantAdvPort, c.seeds)
+			}
+		})
+	}
+}

@@ -116,16 +116,15 @@ func (c ServerConfig) addrs() []cluster.Endpoint {
 // resolvedAddrs are a manager's addresses as NewServer uses them: advertised
 // ones chosen, and those raft and memberlist take resolved to IPs.
 type resolvedAddrs struct {
-	httpAdv               string // as given (clients resolve it); port 0 until the listener opens
-	raftBind, raftAdv     string
-	gossipBind, gossipAdv string
-	peers                 []cluster.Peer
+	httpAdv           string // as given (clients resolve it); port 0 until the listener opens
+	raftBind, raftAdv string
+	gossip            cluster.GossipConfig // cfg.Gossip with its addresses and seeds set
+	peers             []cluster.Peer
 }
 
 // resolve chooses the advertised addresses and resolves the host names raft
-// and memberlist need as IPs: the raft and gossip addresses and the peers.
-// Seeds stay names (memberlist resolves them at every join, so a seed that
-// moves is found again) but must resolve now, so a typo fails at start.
+// and memberlist need as IPs (the raft and gossip addresses and the peers),
+// before anything starts, so a typo fails at once.
 func (c ServerConfig) resolve(ctx context.Context) (resolvedAddrs, error) {
 	var r resolvedAddrs
 	ep := c.addrs()
@@ -145,12 +144,14 @@ func (c ServerConfig) resolve(ctx context.Context) (resolvedAddrs, error) {
 	}{
 		{&r.raftBind, c.RaftAddr, "--raft"},
 		{&r.raftAdv, adv[1], ep[1].AdvertiseFlag},
-		{&r.gossipBind, c.GossipAddr, "--gossip"},
-		{&r.gossipAdv, adv[2], ep[2].AdvertiseFlag},
 	} {
 		if *x.dst, err = cluster.ResolveAddr(ctx, x.addr); err != nil {
 			return r, fmt.Errorf("%s: %w", x.flag, err)
 		}
+	}
+	r.gossip = c.Gossip
+	if err := r.gossip.SetAddrs(ctx, c.GossipAddr, adv[2], ep[2].AdvertiseFlag, c.Seeds); err != nil {
+		return r, err
 	}
 	for _, p := range c.Peers {
 		addr, err := cluster.ResolveAddr(ctx, p.Addr)
@@ -158,11 +159,6 @@ func (c ServerConfig) resolve(ctx context.Context) (resolvedAddrs, error) {
 			return r, fmt.Errorf("peer %s: %w", p.ID, err)
 		}
 		r.peers = append(r.peers, cluster.Peer{ID: p.ID, Addr: addr})
-	}
-	for _, s := range c.Seeds {
-		if _, err := cluster.ResolveAddr(ctx, s); err != nil {
-			return r, fmt.Errorf("seed (--join): %w", err)
-		}
 	}
 	return r, nil
 }
@@ -233,17 +229,8 @@ func NewServer(cfg ServerConfig) (_ *Server, err error) {
 	}
 	undo = append(undo, func() { _ = s.raft.Shutdown() })
 
-	host, port, err := cluster.ParseGossipAddr(addrs.gossipBind)
-	if err != nil {
-		return nil, err
-	}
-	g := cfg.Gossip
-	g.Name, g.BindAddr, g.BindPort, g.Seeds, g.Logger, g.SourceIP = "manager-"+cfg.ID, host, port, cfg.Seeds, cfg.Logger, cfg.SourceIP
-	if addrs.gossipAdv != addrs.gossipBind {
-		if g.AdvertiseAddr, g.AdvertisePort, err = cluster.ParseGossipAddr(addrs.gossipAdv); err != nil {
-			return nil, err
-		}
-	}
+	g := addrs.gossip
+	g.Name, g.Logger, g.SourceIP = "manager-"+cfg.ID, cfg.Logger, cfg.SourceIP
 	g.Meta = cluster.Meta{Role: cluster.RoleManager, API: s.api, RaftID: cfg.ID, RaftAddr: s.raft.Addr()}
 	if s.pool, err = cluster.NewPool(g); err != nil {
 		return nil, err

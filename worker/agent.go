@@ -228,26 +228,6 @@ func (a *Agent) joinPool(httpBound net.Addr) error {
 	if err != nil {
 		return err
 	}
-	// memberlist binds and advertises IPs; seeds stay names (memberlist
-	// resolves them at every join) but must resolve now, so a typo fails at
-	// start.
-	ctx := context.Background()
-	bind, err := cluster.ResolveAddr(ctx, a.cfg.GossipAddr)
-	if err != nil {
-		return fmt.Errorf("--gossip: %w", err)
-	}
-	if gossipAdv, err = cluster.ResolveAddr(ctx, gossipAdv); err != nil {
-		return fmt.Errorf("%s: %w", ep[1].AdvertiseFlag, err)
-	}
-	for _, s := range a.cfg.Seeds {
-		if _, err := cluster.ResolveAddr(ctx, s); err != nil {
-			return fmt.Errorf("seed (--join): %w", err)
-		}
-	}
-	host, port, err := cluster.ParseGossipAddr(bind)
-	if err != nil {
-		return err
-	}
 	cpu, mem, disk := Capacity(a.cfg.Worker.DataDir)
 	if a.cfg.Cpu > 0 {
 		cpu = a.cfg.Cpu
@@ -259,12 +239,10 @@ func (a *Agent) joinPool(httpBound net.Addr) error {
 		disk = a.cfg.Disk
 	}
 	g := a.cfg.Gossip
-	g.Name, g.BindAddr, g.BindPort, g.Seeds, g.Logger, g.SourceIP = a.w.Name(), host, port, a.cfg.Seeds, a.cfg.Logger, a.cfg.SourceIP
-	if gossipAdv != bind {
-		if g.AdvertiseAddr, g.AdvertisePort, err = cluster.ParseGossipAddr(gossipAdv); err != nil {
-			return err
-		}
+	if err := g.SetAddrs(context.Background(), a.cfg.GossipAddr, gossipAdv, ep[1].AdvertiseFlag, a.cfg.Seeds); err != nil {
+		return err
 	}
+	g.Name, g.Logger, g.SourceIP = a.w.Name(), a.cfg.Logger, a.cfg.SourceIP
 	g.Meta = cluster.Meta{Role: cluster.RoleWorker, API: cluster.WithPort(httpAdv, httpBound), Cpu: cpu, Memory: mem, Disk: disk}
 	if a.pool, err = cluster.NewPool(g); err != nil {
 		return err
