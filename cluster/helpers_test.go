@@ -3,9 +3,10 @@ package cluster
 import (
 	"errors"
 	"slices"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/cube-orch/cube/test/testkit"
 )
 
 // durationStats returns the median and maximum of ds.
@@ -19,12 +20,8 @@ func durationStats(ds []time.Duration) (median, maximum time.Duration) {
 // config, else a substring of the message, wrapping ErrInvalidConfig.
 func checkValidate(t *testing.T, err error, want string) {
 	t.Helper()
-	switch {
-	case want == "" && err != nil:
-		t.Errorf("Validate() = %v, want nil", err)
-	case want != "" && err == nil:
-		t.Errorf("Validate() = nil, want error containing %q", want)
-	case want != "" && (!errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), want)):
-		t.Errorf("Validate() = %v, want ErrInvalidConfig containing %q", err, want)
+	testkit.WantErr(t, "Validate()", err, want)
+	if want != "" && !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("Validate() = %v, want it to wrap ErrInvalidConfig", err)
 	}
 }
