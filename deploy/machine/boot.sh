@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# boot.sh sets up one Cube machine at boot: it installs cube from the checkout
+# (mounted at /vagrant), loads the task images this checkout built (no
+# registry), writes the agent config of the machine's role, and starts the
+# systemd unit. It runs at every boot (cube-machine.service) and is idempotent:
+# a machine that reboots keeps its disk (raft log, task records, containers).
+#
+# What the machine is comes from CUBE_MACHINE_* variables, read from
+# /etc/cube/machine.env (the libvirt provisioner writes it) or, on the docker
+# provider, from the container's environment (PID 1's):
+#   CUBE_MACHINE_ROLE      manager | worker
+#   CUBE_MACHINE_NAME      m1, w1, … (default: the host name)
+#   CUBE_MACHINE_ADDR      this machine's address on the cluster network
+#   CUBE_MACHINE_MANAGERS  every manager as NAME=ADDR, space-separated
+#   CUBE_MACHINE_FAST      1 for --fast timings (default 0: production timings)
+set -euo pipefail
+log() { echo "cube-machine: $*"; }
+
+if [[ -f /etc/cube/machine.env ]]; then
+	# shellcheck disable=SC1091
+	source /etc/cube/machine.env
+else
+	while IFS= read -r -d '' kv; do
+		case $kv in CUBE_MACHINE_*=*) export "${kv?}" ;; esac
+	done </proc/1/environ
+fi
+role=${CUBE_MACHINE_ROLE:?CUBE_MACHINE_ROLE is not set (manager or worker)}
+name=${CUBE_MACHINE_NAME:-$(hostname)}
+addr=${CUBE_MACHINE_ADDR:?CUBE_MACHINE_ADDR is not set}
+managers=${CUBE_MACHINE_MANAGERS:?CUBE_MACHINE_MANAGERS is not set}
+fast=false
+[[ ${CUBE_MACHINE_FAST:-0} == 1 ]] && fast=true
+
+src=/vagrant/bin/machine
+install -m 0755 "$src/cube" /usr/local/bin/cube
+log "installed cube from $src/cube"
+
+# The machine's own Docker Engine must answer before images load or a worker starts.
+for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+docker info >/dev/null 2>&1 || { log "docker does not answer"; exit 1; }
+for tar in "$src"/images/*.tar; do
+	[[ -f $tar ]] || continue
+	id=$(cat "${tar%.tar}.id" 2>/dev/null || true)
+	if [[ -n $id ]] && docker image inspect "$id" >/dev/null 2>&1; then continue; fi
+	docker load -q -i "$tar"
+done
+
+peers=() joins=()
+for m in $managers; do
+	peers+=("\"${m%%=*}=${m#*=}:6556\"")
+	joins+=("\"${m#*=}:6557\"")
+done
+join_list=$(IFS=,; echo "${joins[*]}")
+mkdir -p /etc/cube
+case $role in
+manager)
+	cat >/etc/cube/manager.hcl <<HCL
+# Written by /vagrant/deploy/machine/boot.sh at boot.
+id             = "$name"
+data_dir       = "/var/lib/cube/manager"
+bind_addr      = "0.0.0.0"
+advertise_addr = "$addr"
+ports {
+  http   = 5556
+  raft   = 6556
+  gossip = 6557
+}
+peers     = [$(IFS=,; echo "${peers[*]}")]
+join      = [$join_list]
+fast      = $fast
+log_level = "info"
+HCL
+	;;
+worker)
+	cat >/etc/cube/worker.hcl <<HCL
+# Written by /vagrant/deploy/machine/boot.sh at boot.
+name           = "$name"
+data_dir       = "/var/lib/cube/worker"
+bind_addr      = "0.0.0.0"
+advertise_addr = "$addr"
+ports {
+  http   = 5555
+  gossip = 6555
+}
+join      = [$join_list]
+fast      = $fast
+log_level = "info"
+HCL
+	;;
+*) log "CUBE_MACHINE_ROLE must be manager or worker, not $role"; exit 1 ;;
+esac
+
+install -m 0644 /vagrant/deploy/systemd/cube-"$role".service /etc/systemd/system/
+systemctl daemon-reload
+systemctl enable cube-"$role".service >/dev/null 2>&1
+# This unit is ordered before cube-manager/cube-worker: queue the start, do not wait for it.
+systemctl start --no-block cube-"$role".service
+log "$name is a $role at $addr (fast=$fast), managers: $managers"
