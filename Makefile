@@ -8,7 +8,7 @@ ECHO_IMG  := cube-echo:latest
 # How long CI fuzzes each decoder; `make fuzz FUZZTIME=5m` for a longer run.
 FUZZTIME  ?= 10s
 
-.PHONY: help build images test unit fuzz lint clean cluster cluster-down harness chaos
+.PHONY: help build images test unit fuzz lint clean cluster cluster-down harness chaos machine-image machine-files drill drill-down
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,7 +20,7 @@ images: ## build the task images (cube-echo:latest) from source; fast when nothi
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/echo ./cmd/echo
 	scripts/build-image.sh $(BIN)/echo cmd/echo/Dockerfile $(ECHO_IMG)
 
-test: images lint unit fuzz ## everything CI runs: images, lint, race-enabled tests on the real engine, a short fuzz
+test: images machine-files lint unit fuzz ## everything CI runs: images, lint, race-enabled tests on the real engine (a short drill on machines too), a short fuzz
 
 # -p 1: one package at a time. The worker's and the cluster tests both drive
 # the one Docker engine; run side by side on two cores they starved it (engine
@@ -49,6 +49,29 @@ bench: build images ## Cube vs Docker Swarm on this engine, recovery times and t
 		docker swarm leave --force || true; rm -f /tmp/cube-bench-swarm.marker; fi; \
 	left=$$(docker ps -aq --filter label=cube.bench); if [ -n "$$left" ]; then docker rm -f $$left >/dev/null; fi; \
 	exit $$rc
+
+MACHINE_IMG := $(shell sed -n 's/.*"image": *"\([^"]*\)".*/\1/p' deploy/machine/machines.json)
+
+machine-image: ## build the machine image ($(MACHINE_IMG)) from Debian's packages with debootstrap; once, ~2 min
+	scripts/machine-image.sh $(MACHINE_IMG)
+
+machine-files: images machine-image ## what a machine installs from /vagrant: bin/machine/cube (static) and the task images
+	mkdir -p $(BIN)/machine/images
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/machine/cube ./cmd/cube
+	@id=$$(docker image inspect --format '{{.Id}}' $(ECHO_IMG)); \
+	if [ "$$(cat $(BIN)/machine/images/cube-echo.id 2>/dev/null)" != "$$id" ]; then \
+		docker save -o $(BIN)/machine/images/cube-echo.tar $(ECHO_IMG) && echo "$$id" > $(BIN)/machine/images/cube-echo.id; fi
+
+drill: machine-files ## machine-failure drills on the machines, Cube and Swarm (TRIALS=10 ONLY=1,2,… PROFILES=fast,default SWARM=1) → drill/RESULTS.md
+	set -o pipefail; DRILL_FULL=1 DRILL_TRIALS=$(TRIALS) DRILL_ONLY=$(ONLY) DRILL_PROFILES=$(PROFILES) DRILL_SWARM=$(SWARM) \
+		$(GO) test -run '^TestDrill$$' -count=1 -timeout 300m -v ./drill | grep --line-buffered -vE '^=== (RUN|PAUSE|CONT)'
+
+MACHINE_NET := $(shell sed -n 's/.*"network": *"\([^"]*\)".*/\1/p' deploy/machine/machines.json)
+
+drill-down: ## remove every machine and the network the drills (or vagrant up) created
+	@left=$$(docker ps -aq --filter label=cube.machine); if [ -n "$$left" ]; then docker rm -f -v $$left >/dev/null; echo "removed $$(echo $$left | wc -w) machines"; fi
+	@if docker network inspect $(MACHINE_NET) >/dev/null 2>&1; then docker network rm $(MACHINE_NET) >/dev/null && echo "removed network $(MACHINE_NET)"; fi
+	rm -rf .vagrant/machines/*/docker
 
 cluster: build images ## run 3 managers + 3 workers on 127.0.0.1 in the background (ports in scripts/cluster.sh)
 	scripts/cluster.sh up

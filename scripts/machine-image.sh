@@ -60,6 +60,6 @@ cp "$(dirname "$0")/../deploy/machine/cube-machine.service" "$work/etc/systemd/s
 ln -sf ../cube-machine.service "$work/etc/systemd/system/multi-user.target.wants/cube-machine.service"
 
 tar -C "$work" -c . | docker import \
-	-c 'CMD ["/sbin/init"]' -c 'ENV container=docker' -c 'STOPSIGNAL SIGRTMIN+3' \
+	-c 'CMD ["/sbin/init"]' -c 'ENV container=docker' \
 	-m "cube machine: debian bookworm, systemd, docker.io" - "$tag" >/dev/null
 echo "machine-image: $tag built in $(( $(date +%s) - start )) s"
