@@ -2,12 +2,14 @@ package health
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -634,5 +636,56 @@ func TestProbe(t *testing.T) {
 				t.Errorf("Probe(%+v) = %v, %q; want %v, %q", tc.spec, healthy, reason, tc.healthy, tc.reason)
 			}
 		})
+	}
+}
+
+// blackhole returns the address of a listener whose accept queue is full, so
+// that the kernel drops further SYNs: a connect there hangs, as it does to a
+// machine that is powered off.
+func blackhole(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	// Fill the queue (nobody accepts) until a connect no longer completes.
+	for i := 0; i < 16; i++ {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return addr
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Fatalf("%s still accepts connections after 16; cannot make a black hole", addr)
+	return ""
+}
+
+// TestProbe_ConnectTimeout: with ConnectTimeout below Timeout, a connect
+// that gets no answer fails after ConnectTimeout and says so; without it the
+// probe waits for its whole Timeout.
+func TestProbe_ConnectTimeout(t *testing.T) {
+	hole := blackhole(t)
+	for _, kind := range []string{KindHTTP, KindTCP} {
+		spec := Spec{Kind: kind, Addr: hole, Path: "/health", Timeout: 3 * time.Second, ConnectTimeout: 200 * time.Millisecond}
+		healthy, reason := Probe(context.Background(), spec)
+		if healthy || !strings.HasSuffix(reason, "connect timed out after 200ms") {
+			t.Errorf("%s probe of a black hole with ConnectTimeout 200ms = %v, %q; want unhealthy, \"…connect timed out after 200ms\"", kind, healthy, reason)
+		}
+	}
+	spec := Spec{Kind: KindTCP, Addr: hole, Timeout: 300 * time.Millisecond}
+	if healthy, reason := Probe(context.Background(), spec); healthy || reason != "connect "+hole+" timed out after 300ms" {
+		t.Errorf("probe without ConnectTimeout = %v, %q; want the whole timeout", healthy, reason)
 	}
 }

@@ -107,6 +107,10 @@ func (p *prober) probeTCP(ctx context.Context) (bool, string) {
 // "connect 127.0.0.1:1234: connection refused".
 func (p *prober) describe(what string, err error) string {
 	var ne net.Error
+	var dial *net.OpError
+	if errors.As(err, &dial) && dial.Op == "dial" && dial.Timeout() && p.spec.dialer().Timeout < p.spec.Timeout {
+		return fmt.Sprintf("%s: connect timed out after %s", what, p.spec.dialer().Timeout)
+	}
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		return fmt.Sprintf("%s timed out after %s", what, p.spec.Timeout)
 	}

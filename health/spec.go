@@ -77,6 +77,11 @@ type Spec struct {
 	Interval time.Duration
 	// Timeout bounds one probe, connection included.
 	Timeout time.Duration
+	// ConnectTimeout, when set below Timeout, bounds the TCP connect alone:
+	// a machine that is powered off answers no SYN, where a live one on a LAN
+	// connects in well under a millisecond, so a short connect bound tells
+	// the two apart fast without cutting a slow answer short.
+	ConnectTimeout time.Duration
 	// Grace is the start-up time after StartedAt during which no probe runs,
 	// so that no failure counts.
 	Grace time.Duration
@@ -93,6 +98,9 @@ type Spec struct {
 // dialer returns the dialer of the spec's probes.
 func (s Spec) dialer() *net.Dialer {
 	d := &net.Dialer{Timeout: s.Timeout}
+	if s.ConnectTimeout > 0 && s.ConnectTimeout < s.Timeout {
+		d.Timeout = s.ConnectTimeout
+	}
 	if ip := net.ParseIP(s.SourceIP); ip != nil {
 		d.LocalAddr = &net.TCPAddr{IP: ip}
 	}
@@ -105,7 +113,7 @@ func (s Spec) dialer() *net.Dialer {
 func (s Spec) same(o Spec) bool {
 	return s.TaskID == o.TaskID && s.Generation == o.Generation && s.Kind == o.Kind &&
 		s.Addr == o.Addr && s.Path == o.Path && s.Interval == o.Interval &&
-		s.Timeout == o.Timeout && s.Grace == o.Grace && s.Threshold == o.Threshold &&
+		s.Timeout == o.Timeout && s.ConnectTimeout == o.ConnectTimeout && s.Grace == o.Grace && s.Threshold == o.Threshold &&
 		s.StartedAt.Equal(o.StartedAt) && s.SourceIP == o.SourceIP
 }
 

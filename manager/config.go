@@ -38,6 +38,12 @@ type Config struct {
 	// OrphanProbeInterval is how often the leader probes a task whose worker
 	// is lost, to tell a dead machine from a dead worker agent.
 	OrphanProbeInterval time.Duration
+	// OrphanConnectTimeout bounds the TCP connect of that probe: a powered-off
+	// machine answers no SYN, so without a bound of its own the probe would
+	// wait for its whole timeout (WorkerTimeout) before the task is placed
+	// elsewhere. On a LAN a live machine connects in well under a millisecond.
+	// 0: 500 ms.
+	OrphanConnectTimeout time.Duration
 	// PortClashMemory is how long the leader keeps a worker out of the
 	// candidates for a static host port after a start failed there because
 	// the port was taken on its machine (by something the scheduler cannot
@@ -64,11 +70,12 @@ func DefaultConfig() Config {
 		RetryMin:      100 * time.Millisecond,
 		RetryMax:      5 * time.Second,
 
-		RestartBase:         100 * time.Millisecond,
-		RestartCap:          30 * time.Second,
-		HealthyRun:          10 * time.Second,
-		OrphanProbeInterval: time.Second,
-		PortClashMemory:     30 * time.Second,
+		RestartBase:          100 * time.Millisecond,
+		RestartCap:           30 * time.Second,
+		HealthyRun:           10 * time.Second,
+		OrphanProbeInterval:  time.Second,
+		PortClashMemory:      30 * time.Second,
+		OrphanConnectTimeout: 500 * time.Millisecond,
 	}
 }
 
@@ -112,7 +119,17 @@ func (c Config) Validate() error {
 		return fmt.Errorf("OrphanProbeInterval (%s) must be positive", c.OrphanProbeInterval)
 	case c.PortClashMemory < 0:
 		return fmt.Errorf("PortClashMemory (%s) must not be negative", c.PortClashMemory)
+	case c.OrphanConnectTimeout < 0:
+		return fmt.Errorf("OrphanConnectTimeout (%s) must not be negative", c.OrphanConnectTimeout)
 	}
 	_, err := NewScheduler(c.Scheduler)
 	return err
+}
+
+// orphanConnectTimeout is OrphanConnectTimeout, 500 ms when unset.
+func (c Config) orphanConnectTimeout() time.Duration {
+	if c.OrphanConnectTimeout > 0 {
+		return c.OrphanConnectTimeout
+	}
+	return 500 * time.Millisecond
 }

@@ -84,7 +84,7 @@ func New(cfg Config, r Raft, f *fsm.FSM, g Gossip) (*Manager, error) {
 		return nil, fmt.Errorf("manager config: %w", err)
 	}
 	probe := func(ctx context.Context, t api.Task, workerAPI string) (bool, string) {
-		return probeTask(ctx, t, workerAPI, cfg.WorkerTimeout, cfg.SourceIP)
+		return probeTask(ctx, t, workerAPI, cfg.WorkerTimeout, cfg.orphanConnectTimeout(), cfg.SourceIP)
 	}
 	return newManager(cfg, r, f, g, api.NewWorkerClientFrom(cfg.WorkerTimeout, cfg.SourceIP), probe), nil
 }

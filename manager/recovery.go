@@ -310,7 +310,7 @@ func (l *loop) orphanVerdict(ctx context.Context, o *op) {
 // probeTask checks from the leader whether a task still answers: its HTTP
 // health check if it has one, else a TCP connect to its published port. A task
 // without a published port cannot be observed and counts as lost.
-func probeTask(ctx context.Context, t api.Task, workerAPI string, timeout time.Duration, sourceIP string) (bool, string) {
+func probeTask(ctx context.Context, t api.Task, workerAPI string, timeout, connectTimeout time.Duration, sourceIP string) (bool, string) {
 	spec, ok, err := health.SpecFor(t, workerAPI)
 	if err != nil || !ok {
 		spec, ok, err = health.SpecFor(tcpCheckOf(t), workerAPI)
@@ -319,6 +319,7 @@ func probeTask(ctx context.Context, t api.Task, workerAPI string, timeout time.D
 		return false, "cannot be probed (no published port)"
 	}
 	spec.Timeout = min(spec.Timeout, timeout)
+	spec.ConnectTimeout = connectTimeout
 	spec.SourceIP = sourceIP
 	healthy, reason := health.Probe(ctx, spec)
 	if healthy {
