@@ -70,7 +70,16 @@ type Client struct {
 
 	mu     sync.Mutex
 	leader string // last advertised leader, as X-Cube-Leader spells it
+	// down holds when each manager last failed at the transport level
+	// (no connection, or no acknowledgement within DeadPeerTimeout);
+	// the round-robin passes over it for unreachableFor.
+	down map[string]time.Time
 }
+
+// unreachableFor is how long the round-robin passes over a manager it could
+// not reach, while another one is left: after a machine loses power, every
+// call would otherwise pay DialTimeout again each time its turn comes.
+const unreachableFor = 5 * time.Second
 
 // NewClient returns a client of the managers at the given addresses
 // ("host:port" or "http://host:port"; blank entries are skipped). At least
@@ -301,10 +310,11 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte, out
 		if hint != "" {
 			target, hint = baseURL(c.scheme, hint), ""
 		} else {
-			target = c.managers[(c.next.Add(1)-1)%uint64(len(c.managers))]
+			target = c.nextManager()
 		}
 
 		ans, err := roundTrip(ctx, c.hc, c.timeout, method, target+path, body)
+		c.reached(target, err == nil || ctx.Err() != nil)
 		if err == nil {
 			c.learn(target, ans.header)
 			if ans.status >= 200 && ans.status < 300 {
@@ -370,6 +380,39 @@ func (c *Client) learn(target string, h http.Header) {
 	case c.leader != "" && baseURL(c.scheme, c.leader) == target:
 		c.leader = ""
 	}
+}
+
+// nextManager is the next manager in round-robin order that was not found
+// unreachable within unreachableFor; when every one was, simply the next.
+func (c *Client) nextManager() string {
+	n := uint64(len(c.managers))
+	first := c.next.Add(1) - 1
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := uint64(0); i < n; i++ {
+		m := c.managers[(first+i)%n]
+		if at, ok := c.down[m]; !ok || time.Since(at) > unreachableFor {
+			if i > 0 {
+				c.next.Add(i)
+			}
+			return m
+		}
+	}
+	return c.managers[first%n]
+}
+
+// reached records whether a call reached target (any HTTP answer counts).
+func (c *Client) reached(target string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ok {
+		delete(c.down, target)
+		return
+	}
+	if c.down == nil {
+		c.down = map[string]time.Time{}
+	}
+	c.down[target] = time.Now()
 }
 
 // forget drops the known leader when it could not be reached.

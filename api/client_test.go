@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -505,5 +507,47 @@ func TestWorkerClient_Timeout(t *testing.T) {
 	}
 	if _, err := wc.Logs(testCtx(t), silent.Addr().String(), uuid.New(), 0); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Logs against a silent worker: %v, want a timeout", err)
+	}
+}
+
+// TestClient_PassesOverUnreachableManager: a manager the client could not
+// reach is not tried again in the round-robin while others answer, so a
+// powered-off machine costs one failed connect, not one per call.
+func TestClient_PassesOverUnreachableManager(t *testing.T) {
+	// A manager whose machine is gone: it accepts and drops connections.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var tries atomic.Int32
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			tries.Add(1)
+			conn.Close()
+		}
+	}()
+	// Two managers that answer, without naming a leader (a local read).
+	ok := func() string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, "[]")
+		}))
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	cl := newTestClient(t, []string{ln.Addr().String(), ok(), ok()}, ClientOptions{RetryFor: 5 * time.Second})
+	ctx := testCtx(t)
+	for i := 0; i < 9; i++ {
+		if _, err := cl.Tasks(ctx, false); err != nil {
+			t.Fatalf("Tasks %d: %v", i, err)
+		}
+	}
+	if n := tries.Load(); n != 1 {
+		t.Errorf("the unreachable manager was tried %d times in 9 calls; want once", n)
 	}
 }

@@ -499,19 +499,22 @@ func baseURL(scheme, addr string) string {
 }
 
 // newTransport returns a clone of http.DefaultTransport that keeps more idle
-// connections per host: a manager forwards to one leader and dispatches to a
+// connections per host (a manager forwards to one leader and dispatches to a
 // few workers, many requests at once, and the default of two idle connections
-// per host would open (and leave in TIME_WAIT) a connection per request.
+// per host would open, and leave in TIME_WAIT, a connection per request), and
+// that notices a peer machine that lost power: connects are bounded by
+// DialTimeout and unacknowledged data by DeadPeerTimeout.
 func newTransport(sourceIP string) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 64
+	d := &net.Dialer{Timeout: DialTimeout, KeepAlive: 15 * time.Second, Control: deadPeerControl}
 	if ip := net.ParseIP(sourceIP); ip != nil {
 		// Outgoing connections leave from this node's own address, so that a
 		// firewall rule on source and destination can cut this node off (the
 		// chaos tests simulate machines with loopback addresses this way).
-		d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, LocalAddr: &net.TCPAddr{IP: ip}}
-		t.DialContext = d.DialContext
+		d.LocalAddr = &net.TCPAddr{IP: ip}
 	}
+	t.DialContext = d.DialContext
 	return t
 }
 

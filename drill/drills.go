@@ -383,11 +383,23 @@ func (r *Run) cubeLeaderPartition(res *Result) {
 	if err := r.MS.Connect(r.Ctx, leader); err != nil {
 		res.fail(err)
 	}
+	// Healed: the cut-off manager follows the majority's leader again.
 	th := time.Now()
-	if err := r.Cube.Ready(r.Ctx, r.Recover); err != nil {
-		res.fail(err)
+	err = poll(r.Ctx, r.Recover, 20*time.Millisecond, func() error {
+		ci, err := r.Cube.clusterOf(r.Ctx, leader)
+		if err != nil {
+			return err
+		}
+		if ci.LeaderID == "" || ci.LeaderID == leader {
+			return fmt.Errorf("%s names leader %q", leader, ci.LeaderID)
+		}
+		return nil
+	})
+	if err != nil {
+		res.fail(fmt.Errorf("%s did not rejoin after the partition healed: %w", leader, err))
+	} else {
+		res.measure("healed", time.Since(th))
 	}
-	res.measure("healed", time.Since(th))
 	res.Note = fmt.Sprintf("leader %s cut off for %s; %d tasks acknowledged", leader, r.PartitionFor, len(ids))
 	r.finish(res, ids)
 }

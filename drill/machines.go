@@ -187,6 +187,14 @@ func (ms *Machines) upOne(ctx context.Context, m MachineSpec) error {
 			strings.Contains(out, "CUBE_MACHINE_FAST="+ms.fastEnv()+"\n")
 		switch {
 		case running && same:
+			if err := ms.WaitBooted(ctx, m.Name); err != nil {
+				return err
+			}
+			// Install what the checkout has now (boot.sh restarts cube
+			// only when its binary, config or unit changed).
+			if _, err := ms.Exec(ctx, m.Name, "systemctl", "restart", "cube-machine.service"); err != nil {
+				return err
+			}
 			return ms.WaitBooted(ctx, m.Name)
 		case same:
 			return ms.Start(ctx, m.Name)

@@ -32,8 +32,14 @@ fast=false
 [[ ${CUBE_MACHINE_FAST:-0} == 1 ]] && fast=true
 
 src=/vagrant/bin/machine
-install -m 0755 "$src/cube" /usr/local/bin/cube
-log "installed cube from $src/cube"
+# changed is set when the binary, the config or the unit differs from what
+# runs: then the unit restarts, else it only starts (at boot).
+changed=0
+if ! cmp -s "$src/cube" /usr/local/bin/cube; then
+	install -m 0755 "$src/cube" /usr/local/bin/cube
+	log "installed cube from $src/cube"
+	changed=1
+fi
 
 # The machine's own Docker Engine must answer before images load or a worker starts.
 for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
@@ -54,7 +60,7 @@ join_list=$(IFS=,; echo "${joins[*]}")
 mkdir -p /etc/cube
 case $role in
 manager)
-	cat >/etc/cube/manager.hcl <<HCL
+	cat >/etc/cube/$role.hcl.new <<HCL
 # Written by /vagrant/deploy/machine/boot.sh at boot.
 id             = "$name"
 data_dir       = "/var/lib/cube/manager"
@@ -72,7 +78,7 @@ log_level = "info"
 HCL
 	;;
 worker)
-	cat >/etc/cube/worker.hcl <<HCL
+	cat >/etc/cube/$role.hcl.new <<HCL
 # Written by /vagrant/deploy/machine/boot.sh at boot.
 name           = "$name"
 data_dir       = "/var/lib/cube/worker"
@@ -90,9 +96,22 @@ HCL
 *) log "CUBE_MACHINE_ROLE must be manager or worker, not $role"; exit 1 ;;
 esac
 
-install -m 0644 /vagrant/deploy/systemd/cube-"$role".service /etc/systemd/system/
-systemctl daemon-reload
+if ! cmp -s /etc/cube/$role.hcl.new /etc/cube/$role.hcl; then
+	mv /etc/cube/$role.hcl.new /etc/cube/$role.hcl
+	changed=1
+fi
+rm -f /etc/cube/$role.hcl.new
+if ! cmp -s /vagrant/deploy/systemd/cube-"$role".service /etc/systemd/system/cube-"$role".service; then
+	install -m 0644 /vagrant/deploy/systemd/cube-"$role".service /etc/systemd/system/
+	systemctl daemon-reload
+	changed=1
+fi
 systemctl enable cube-"$role".service >/dev/null 2>&1
-# This unit is ordered before cube-manager/cube-worker: queue the start, do not wait for it.
-systemctl start --no-block cube-"$role".service
+# This unit is ordered before cube-manager/cube-worker: queue the start, do
+# not wait for it; a restart when something changed.
+if [[ $changed == 1 ]]; then
+	systemctl restart --no-block cube-"$role".service
+else
+	systemctl start --no-block cube-"$role".service
+fi
 log "$name is a $role at $addr (fast=$fast), managers: $managers"
