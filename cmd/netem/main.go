@@ -240,6 +240,10 @@ func (n *counts) String() string {
 	if f := n.failed.Load(); f > 0 {
 		s += fmt.Sprintf(", verdict errors %d", f)
 	}
+	if l := n.late.Load(); l > 0 {
+		s += fmt.Sprintf(", %d accepted over %v late, at most %v", l, lateBy,
+			time.Duration(n.lateMax.Load()).Round(time.Millisecond))
+	}
 	if o := n.overruns.Load(); o > 0 {
 		s += fmt.Sprintf(", socket overruns %d", o)
 	}

@@ -42,7 +42,13 @@ type counts struct {
 	received, accepted, dropped atomic.Uint64
 	failed                      atomic.Uint64 // verdicts not sent or refused
 	overruns                    atomic.Uint64 // ENOBUFS: the kernel accepted packets unseen (fail-open)
+	late                        atomic.Uint64 // accepted over lateBy after their time
+	lateMax                     atomic.Int64  // the latest, in nanoseconds
 }
+
+// lateBy is when an accept verdict counts as late: the program or the
+// machine did not keep up.
+const lateBy = 10 * time.Millisecond
 
 // held is a packet waiting for its accept verdict.
 type held struct {
@@ -139,7 +145,14 @@ func (s *scheduler) run() {
 		}
 		now := s.now()
 		for len(h) > 0 && !h[0].due.After(now) {
-			s.send(heap.Pop(&h).(held).id, nfAccept)
+			p := heap.Pop(&h).(held)
+			if late := now.Sub(p.due); late > lateBy {
+				s.n.late.Add(1)
+				if int64(late) > s.n.lateMax.Load() {
+					s.n.lateMax.Store(int64(late))
+				}
+			}
+			s.send(p.id, nfAccept)
 		}
 	}
 }
