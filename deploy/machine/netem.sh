@@ -38,9 +38,10 @@ start)
 	systemd-run --quiet --collect --unit="$unit" --property=SyslogIdentifier="$unit" --description="userspace netem on $iface: $delay ± $jitter, $loss% loss" \
 		/usr/local/bin/netem --queue "$queue" --delay "$delay" --jitter "$jitter" --loss "$loss"
 	for _ in $(seq 1 50); do bound && break; sleep 0.1; done
-	if ! bound; then
+	sleep 0.2 # a netem that could not bind (another program holds the queue) has exited by now
+	if ! bound || ! systemctl is-active --quiet "$unit"; then
 		log "netem did not bind queue $queue:"
-		journalctl -t "$unit" --no-pager -n 20 -o cat 2>/dev/null || true
+		journalctl -t "$unit" --no-pager -n 3 -o cat 2>/dev/null || true
 		stop_unit
 		exit 1
 	fi
