@@ -55,9 +55,10 @@ MACHINE_IMG := $(shell sed -n 's/.*"image": *"\([^"]*\)".*/\1/p' deploy/machine/
 machine-image: ## build the machine image ($(MACHINE_IMG)) from Debian's packages with debootstrap; once, ~2 min
 	scripts/machine-image.sh $(MACHINE_IMG)
 
-machine-files: images machine-image ## what a machine installs from /vagrant: bin/machine/cube (static) and the task images
+machine-files: images machine-image ## what a machine installs from /vagrant: bin/machine/cube and netem (static) and the task images
 	mkdir -p $(BIN)/machine/images
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/machine/cube ./cmd/cube
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/machine/netem ./cmd/netem
 	@id=$$(docker image inspect --format '{{.Id}}' $(ECHO_IMG)); \
 	if [ "$$(cat $(BIN)/machine/images/cube-echo.id 2>/dev/null)" != "$$id" ]; then \
 		docker save -o $(BIN)/machine/images/cube-echo.tar $(ECHO_IMG) && echo "$$id" > $(BIN)/machine/images/cube-echo.id; fi
