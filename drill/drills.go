@@ -137,11 +137,13 @@ func (r *Run) panics(since time.Time) int {
 	return n
 }
 
-// tasks submits n echo tasks and waits until they serve.
+// tasks submits n echo tasks and waits until they serve. Their restarts are
+// unlimited (MaxRestarts -1): drill 7 crashes each one many times.
 func (r *Run) tasks(res *Result, n int) ([]uuid.UUID, map[uuid.UUID]api.Task, error) {
 	var ids []uuid.UUID
 	for i := 0; i < n; i++ {
 		t := echoTask(fmt.Sprintf("drill%d-%s-t%d-%d", res.Drill, r.System(), res.Trial, i))
+		t.MaxRestarts = -1
 		if err := r.submit(t, r.Recover); err != nil {
 			return ids, nil, err
 		}
