@@ -70,7 +70,7 @@ drill: machine-files ## machine-failure drills on the machines, Cube and Swarm (
 MACHINE_NET := $(shell sed -n 's/.*"network": *"\([^"]*\)".*/\1/p' deploy/machine/machines.json)
 
 drill-down: ## remove every machine and the network the drills (or vagrant up) created
-	@left=$$(docker ps -aq --filter label=cube.machine); if [ -n "$$left" ]; then docker rm -f -v $$left >/dev/null; echo "removed $$(echo $$left | wc -w) machines"; fi
+	@left=$$(docker ps -aq --filter label=cube.machines=$(MACHINE_NET)); if [ -n "$$left" ]; then docker rm -f -v $$left >/dev/null; echo "removed $$(echo $$left | wc -w) machines"; fi
 	@if docker network inspect $(MACHINE_NET) >/dev/null 2>&1; then docker network rm $(MACHINE_NET) >/dev/null && echo "removed network $(MACHINE_NET)"; fi
 	rm -rf .vagrant/machines/*/docker
 

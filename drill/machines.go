@@ -154,7 +154,7 @@ func (ms *Machines) Up(ctx context.Context) error {
 	}
 	if _, err := Docker(ctx, "network", "inspect", ms.Spec.Network); err != nil {
 		if _, err := Docker(ctx, "network", "create", "--subnet", ms.Spec.Subnet+".0/24",
-			"--label", "cube.machines=1", ms.Spec.Network); err != nil {
+			"--label", "cube.machines="+ms.Spec.Network, ms.Spec.Network); err != nil {
 			return err
 		}
 	}

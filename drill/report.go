@@ -202,10 +202,66 @@ func (rep *Report) Write(dir string) (string, error) {
 	if err := os.WriteFile(name, append(b, '\n'), 0o644); err != nil {
 		return "", err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "chart.svg"), []byte(Chart(rep.Results)), 0o644); err != nil {
+	shown, from, err := withEarlier(dir, rep, filepath.Base(name))
+	if err != nil {
 		return "", err
 	}
-	return name, writeBetweenMarkers(filepath.Join(dir, "RESULTS.md"), rep.Markdown(filepath.Base(name)))
+	if err := os.WriteFile(filepath.Join(dir, "chart.svg"), []byte(Chart(shown)), 0o644); err != nil {
+		return "", err
+	}
+	return name, writeBetweenMarkers(filepath.Join(dir, "RESULTS.md"), rep.Markdown(filepath.Base(name), shown, from))
+}
+
+// withEarlier returns the results to show: this run's, plus, for each
+// (drill, system) this run did not measure, those of the latest earlier run
+// in dir/results that did (a Swarm-only run and a Cube-only run end side by
+// side). from names the file each system's rows come from.
+func withEarlier(dir string, rep *Report, name string) ([]Result, map[string]string, error) {
+	type key struct {
+		drill  int
+		system string
+	}
+	have := map[key]bool{}
+	from := map[string]string{}
+	for _, r := range rep.Results {
+		have[key{r.Drill, r.System}] = true
+		from[r.System] = name
+	}
+	shown := append([]Result(nil), rep.Results...)
+	files, err := filepath.Glob(filepath.Join(dir, "results", "*.json"))
+	if err != nil {
+		return nil, nil, err
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(files))) // newest first (names are UTC times)
+	for _, f := range files {
+		if filepath.Base(f) == name {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, nil, err
+		}
+		var old Report
+		if err := json.Unmarshal(b, &old); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", f, err)
+		}
+		taken := map[key]bool{}
+		for _, r := range old.Results {
+			k := key{r.Drill, r.System}
+			if have[k] && !taken[k] {
+				continue
+			}
+			taken[k] = true
+			shown = append(shown, r)
+			if !strings.Contains(from[r.System], filepath.Base(f)) {
+				from[r.System] = strings.TrimPrefix(from[r.System]+", "+filepath.Base(f), ", ")
+			}
+		}
+		for k := range taken {
+			have[k] = true
+		}
+	}
+	return shown, from, nil
 }
 
 const (
@@ -213,8 +269,9 @@ const (
 	endMarker   = "<!-- drill:end -->"
 )
 
-// Markdown is the generated part of RESULTS.md.
-func (rep *Report) Markdown(jsonName string) string {
+// Markdown is the generated part of RESULTS.md: the table and chart of
+// shown (this run's results and earlier ones, see withEarlier).
+func (rep *Report) Markdown(jsonName string, shown []Result, from map[string]string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Run of %s (commit %s, %s), results/%s. ", rep.Started.UTC().Format("2006-01-02 15:04 MST"),
 		rep.Commit, rep.Finished.Sub(rep.Started).Round(time.Second), jsonName)
@@ -223,9 +280,14 @@ func (rep *Report) Markdown(jsonName string) string {
 		ps = append(ps, k+"="+rep.Params[k])
 	}
 	fmt.Fprintf(&b, "Parameters: %s. Machine: %s.\n\n", strings.Join(ps, ", "), rep.Machine["summary"])
-	b.WriteString(Table(rep.Results))
+	for _, sys := range systemOrder {
+		if f, ok := from[sys]; ok {
+			fmt.Fprintf(&b, "- %s: results/%s\n", sys, f)
+		}
+	}
+	b.WriteString("\n" + Table(shown))
 	b.WriteString("\n![drill chart](chart.svg)\n")
-	if err := Clean(rep.Results); err != nil {
+	if err := Clean(shown); err != nil {
 		b.WriteString("\nTrials that broke an invariant or did not recover:\n\n```\n" + err.Error() + "\n```\n")
 	}
 	return b.String()
