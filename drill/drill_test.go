@@ -27,7 +27,11 @@ import (
 // beside it unless DRILL_SWARM=0; the machines are those of the Vagrantfile
 // (m1…w3 on cube-machines, reused when they run) and stay up (`make
 // drill-down` removes them). It writes drill/results/<time>.json,
-// drill/RESULTS.md and drill/chart.svg.
+// drill/RESULTS.md and drill/chart.svg (DRILL_OUT: in that directory
+// instead). Swarm runs drills 1-4 and 6 after Cube, as swarm-fast and swarm
+// (swarm.go), on the machines of the fast profile; DRILL_PROFILES=none runs
+// Swarm only. DRILL_PREFIX, DRILL_NETWORK and DRILL_SUBNET put the machines
+// elsewhere (containers PREFIXm1…), to drill beside a run on the spec's.
 func TestDrill(t *testing.T) {
 	full := os.Getenv("DRILL_FULL") == "1"
 	spec, err := LoadSpec("../deploy/machine/machines.json")

@@ -375,7 +375,7 @@ func (s *Swarm) WaitServing(ctx context.Context, within time.Duration, service s
 // write is one `docker service` write: a label on the service, issued on a
 // manager; it returns once the manager accepted it.
 func (s *Swarm) write(ctx context.Context, manager, service string, n int) error {
-	_, err := s.exec(ctx, swarmCall, manager, "docker", "service", "update", "--detach", "--no-resolve-image",
+	_, err := s.MS.Exec(ctx, manager, "docker", "service", "update", "--detach", "--no-resolve-image",
 		"--label-add", fmt.Sprintf("drill.write=%d", n), service)
 	return err
 }
@@ -548,34 +548,105 @@ func (r *SwarmRun) finish(res *Result, service string) {
 	r.remove(service)
 }
 
-// watch polls cond from t0 until it holds or stop is called, and records
-// the time as the measure key.
-func (r *SwarmRun) watch(res *Result, key string, t0 time.Time, cond func(ctx context.Context) bool) (stop func()) {
-	return (&Run{Ctx: r.Ctx}).watch(res, key, t0, cond)
-}
-
-// newLeader is a watch condition: a surviving manager names a leader other
-// than old.
-func (r *SwarmRun) newLeader(old string) func(ctx context.Context) bool {
-	return func(ctx context.Context) bool {
-		l := r.SW.Leader(ctx, old)
-		return l != "" && l != old
+// race calls try on the managers not in except in turn, a new call every
+// raceEvery while earlier ones may still wait (a manager's engine holds a
+// call while the swarm has no leader, until there is one), until one
+// returns nil (race returns nil) or within passes.
+func (r *SwarmRun) race(ctx context.Context, within time.Duration, except []string, try func(ctx context.Context, manager string) error) error {
+	var ms []string
+	for _, m := range r.SW.MS.Spec.Names("manager") {
+		if !contains(except, m) {
+			ms = append(ms, m)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	won := make(chan struct{}, 1)
+	var mu sync.Mutex
+	var last error
+	tick := time.NewTicker(raceEvery)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		m := ms[i%len(ms)]
+		go func() {
+			cctx, cancel := context.WithTimeout(ctx, swarmCall)
+			defer cancel()
+			err := try(cctx, m)
+			if err == nil {
+				select {
+				case won <- struct{}{}:
+				default:
+				}
+				return
+			}
+			mu.Lock()
+			last = err
+			mu.Unlock()
+		}()
+		select {
+		case <-won:
+			return nil
+		case <-ctx.Done():
+			mu.Lock()
+			defer mu.Unlock()
+			return fmt.Errorf("after %s: %w", within, errors.Join(ctx.Err(), last))
+		case <-tick.C:
+		}
 	}
 }
 
-// markedDown is a watch condition: a surviving manager lists the worker
-// Down.
-func (r *SwarmRun) markedDown(worker string, except ...string) func(ctx context.Context) bool {
-	return func(ctx context.Context) bool {
-		for _, m := range r.SW.MS.Spec.Names("manager") {
-			if contains(except, m) {
-				continue
-			}
-			if nodes, err := r.SW.Nodes(ctx, m); err == nil {
-				return nodes[worker].Status == "Down"
+// raceEvery is how often race issues a new call.
+const raceEvery = 250 * time.Millisecond
+
+// watch races cond on the managers not in except from t0 until it holds
+// or stop is called, and records the time as the measure key.
+func (r *SwarmRun) watch(res *Result, key string, t0 time.Time, except []string, cond func(ctx context.Context, manager string) error) (stop func()) {
+	ctx, cancel := context.WithCancel(r.Ctx)
+	done := make(chan struct{})
+	var at time.Time
+	go func() {
+		defer close(done)
+		if r.race(ctx, r.Recover, except, cond) == nil {
+			at = time.Now()
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		if !at.IsZero() {
+			res.measure(key, at.Sub(t0))
+		}
+	}
+}
+
+// newLeader is a watch condition: the manager names a leader other than
+// old.
+func (r *SwarmRun) newLeader(old string) func(ctx context.Context, manager string) error {
+	return func(ctx context.Context, manager string) error {
+		nodes, err := r.SW.Nodes(ctx, manager)
+		if err != nil {
+			return err
+		}
+		for _, n := range nodes {
+			if n.Manager == "Leader" && n.Host != old {
+				return nil
 			}
 		}
-		return false
+		return errors.New("no new leader")
+	}
+}
+
+// markedDown is a watch condition: the manager lists the worker Down.
+func (r *SwarmRun) markedDown(worker string) func(ctx context.Context, manager string) error {
+	return func(ctx context.Context, manager string) error {
+		nodes, err := r.SW.Nodes(ctx, manager)
+		if err != nil {
+			return err
+		}
+		if nodes[worker].Status != "Down" {
+			return fmt.Errorf("%s is %s", worker, nodes[worker].Status)
+		}
+		return nil
 	}
 }
 
@@ -607,21 +678,13 @@ func (r *SwarmRun) kill(names ...string) error {
 	return (&Run{Ctx: r.Ctx, MS: r.SW.MS}).kill(names...)
 }
 
-// writeOn issues writes on the managers not in except, in turn, until one
-// is accepted.
+// writeOn races writes on the managers not in except until one is
+// accepted.
 func (r *SwarmRun) writeOn(service string, within time.Duration, except ...string) error {
 	r.writes++
-	var ms []string
-	for _, m := range r.SW.MS.Spec.Names("manager") {
-		if !contains(except, m) {
-			ms = append(ms, m)
-		}
-	}
-	i := 0
-	return poll(r.Ctx, within, 20*time.Millisecond, func() error {
-		m := ms[i%len(ms)]
-		i++
-		return r.SW.write(r.Ctx, m, service, r.writes)
+	n := r.writes
+	return r.race(r.Ctx, within, except, func(ctx context.Context, m string) error {
+		return r.SW.write(ctx, m, service, n)
 	})
 }
 
@@ -633,7 +696,7 @@ func (r *SwarmRun) workerPoweroff(res *Result, service string) {
 		return
 	}
 	t0 := time.Now()
-	stop := r.watch(res, "dead", t0, r.markedDown(victim))
+	stop := r.watch(res, "dead", t0, nil, r.markedDown(victim))
 	if err := r.kill(victim); err != nil {
 		res.fail(err)
 	}
@@ -656,7 +719,7 @@ func (r *SwarmRun) leaderPoweroff(res *Result, service string) {
 		return
 	}
 	t0 := time.Now()
-	stop := r.watch(res, "elected", t0, r.newLeader(leader))
+	stop := r.watch(res, "elected", t0, []string{leader}, r.newLeader(leader))
 	if err := r.kill(leader); err != nil {
 		res.fail(err)
 	}
@@ -703,8 +766,8 @@ func (r *SwarmRun) leaderAndWorker(res *Result, service string) {
 		return
 	}
 	t0 := time.Now()
-	stopL := r.watch(res, "elected", t0, r.newLeader(leader))
-	stopD := r.watch(res, "dead", t0, r.markedDown(victim, leader))
+	stopL := r.watch(res, "elected", t0, []string{leader}, r.newLeader(leader))
+	stopD := r.watch(res, "dead", t0, []string{leader}, r.markedDown(victim))
 	if err := r.kill(leader, victim); err != nil {
 		res.fail(err)
 	}
@@ -728,7 +791,7 @@ func (r *SwarmRun) leaderPartition(res *Result, service string) {
 		return
 	}
 	t0 := time.Now()
-	stop := r.watch(res, "elected", t0, r.newLeader(leader))
+	stop := r.watch(res, "elected", t0, []string{leader}, r.newLeader(leader))
 	if err := r.SW.MS.Disconnect(r.Ctx, leader); err != nil {
 		res.fail(err)
 	}
