@@ -27,7 +27,11 @@ import (
 // beside it unless DRILL_SWARM=0; the machines are those of the Vagrantfile
 // (m1…w3 on cube-machines, reused when they run) and stay up (`make
 // drill-down` removes them). It writes drill/results/<time>.json,
-// drill/RESULTS.md and drill/chart.svg.
+// drill/RESULTS.md and drill/chart.svg (DRILL_OUT: in that directory
+// instead). Swarm runs drills 1-4 and 6 after Cube, as swarm-fast and swarm
+// (swarm.go), on the machines of the fast profile; DRILL_PROFILES=none runs
+// Swarm only. DRILL_PREFIX, DRILL_NETWORK and DRILL_SUBNET put the machines
+// elsewhere (containers PREFIXm1…), to drill beside a run on the spec's.
 func TestDrill(t *testing.T) {
 	full := os.Getenv("DRILL_FULL") == "1"
 	spec, err := LoadSpec("../deploy/machine/machines.json")
@@ -57,6 +61,17 @@ func TestDrill(t *testing.T) {
 			}
 		})
 	}
+	// Machines of another name, network and subnet (to drill beside a run
+	// on the spec's machines).
+	if v := os.Getenv("DRILL_PREFIX"); v != "" {
+		prefix = v
+	}
+	if v := os.Getenv("DRILL_NETWORK"); v != "" {
+		spec.Network = v
+	}
+	if v := os.Getenv("DRILL_SUBNET"); v != "" {
+		spec.Subnet = v
+	}
 	if only := os.Getenv("DRILL_ONLY"); only != "" {
 		drills = pick(t, only)
 	}
@@ -64,6 +79,7 @@ func TestDrill(t *testing.T) {
 		profiles = nil
 		for _, name := range strings.Split(p, ",") {
 			switch strings.TrimSpace(name) {
+			case "none": // Swarm only
 			case "fast":
 				profiles = append(profiles, true)
 			case "default":
@@ -82,6 +98,10 @@ func TestDrill(t *testing.T) {
 		start := time.Now()
 		if err := ms.Up(ctx); err != nil {
 			t.Fatalf("machines: %v", err)
+		}
+		// Cube's drills never share the engines with Swarm's services.
+		if err := LeaveSwarm(ctx, ms); err != nil {
+			t.Fatalf("leaving the swarm: %v", err)
 		}
 		cube, err := NewCube(ms)
 		if err != nil {
@@ -105,10 +125,42 @@ func TestDrill(t *testing.T) {
 			}
 		}
 	}
+	if sd := SwarmDrills(drills); full && os.Getenv("DRILL_SWARM") != "0" && len(sd) > 0 {
+		// Swarm on the same machines (Cube on them idle), then left.
+		ms := &Machines{Spec: spec, Root: root, Fast: true, Prefix: prefix, Logf: t.Logf}
+		if err := ms.Up(ctx); err != nil {
+			t.Fatalf("machines: %v", err)
+		}
+		for _, fast := range []bool{true, false} {
+			sw := NewSwarm(ms, fast)
+			if err := sw.Init(ctx); err != nil {
+				t.Fatalf("%s: %v", sw.System(), err)
+			}
+			run := &SwarmRun{Ctx: ctx, SW: sw, Logf: t.Logf, PartitionFor: 30 * time.Second, Recover: 3 * time.Minute}
+			for _, d := range sd {
+				n := trials
+				if n == 0 {
+					n = d.MinTrials
+				}
+				for i := 1; i <= n; i++ {
+					res := run.Trial(d, i)
+					rep.Results = append(rep.Results, res)
+					fmt.Println(progress(res, n))
+				}
+			}
+		}
+		if err := LeaveSwarm(ctx, ms); err != nil {
+			t.Errorf("leaving the swarm: %v", err)
+		}
+	}
 	rep.Finished = time.Now().UTC()
 	fmt.Print("\n" + Table(rep.Results))
 	if full {
-		name, err := rep.Write(".")
+		out := "."
+		if v := os.Getenv("DRILL_OUT"); v != "" {
+			out = v // results/, RESULTS.md and chart.svg elsewhere
+		}
+		name, err := rep.Write(out)
 		if err != nil {
 			t.Fatal(err)
 		}
