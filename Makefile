@@ -86,5 +86,9 @@ lint: ## gofmt, go vet, and go.mod/go.sum exactly as `go mod tidy` leaves them
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
+.PHONY: box
+box: ## build the Vagrant box cube/bookworm for the libvirt provider from Debian's packages (root; CUBE_BOX_REBUILD=1 rebuilds)
+	scripts/box.sh
+
 clean: ## remove build output
 	rm -rf $(BIN)
