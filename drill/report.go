@@ -177,9 +177,17 @@ func sortedKeys[V any](m map[string]V) []string {
 func Clean(results []Result) error {
 	var bad []string
 	for _, r := range results {
-		if r.Lost+r.Duplicates+r.Missing+r.Panics > 0 || r.Err != "" {
-			bad = append(bad, fmt.Sprintf("drill %d %s trial %d: lost %d, duplicates %d, missing %d, panics %d %s %s",
-				r.Drill, r.System, r.Trial, r.Lost, r.Duplicates, r.Missing, r.Panics, r.Err, r.Note))
+		// Drill 7's counts are breaches for the production timings; the
+		// --fast timings (probes every 200 ms, 200 ms election timeout) are
+		// made for one machine's loopback, and their flaps on a 200 ms RTT
+		// lossy link are reported, not failed.
+		flaps := 0
+		if r.System == "cube-default" {
+			flaps = r.Counts["false_dead"] + r.Counts["leader_changes"]
+		}
+		if r.Lost+r.Duplicates+r.Missing+r.Panics+flaps > 0 || r.Err != "" {
+			bad = append(bad, fmt.Sprintf("drill %d %s trial %d: lost %d, duplicates %d, missing %d, panics %d, false deaths and leader changes %d %s %s",
+				r.Drill, r.System, r.Trial, r.Lost, r.Duplicates, r.Missing, r.Panics, flaps, r.Err, r.Note))
 		}
 	}
 	if len(bad) > 0 {
@@ -202,14 +210,33 @@ func (rep *Report) Write(dir string) (string, error) {
 	if err := os.WriteFile(name, append(b, '\n'), 0o644); err != nil {
 		return "", err
 	}
-	shown, from, err := withEarlier(dir, rep, filepath.Base(name))
+	return name, rep.Render(dir, filepath.Base(name))
+}
+
+// Render writes dir/RESULTS.md and dir/chart.svg from the report saved as
+// dir/results/name and the earlier runs beside it.
+func (rep *Report) Render(dir, name string) error {
+	shown, from, err := withEarlier(dir, rep, name)
 	if err != nil {
-		return "", err
+		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "chart.svg"), []byte(Chart(shown)), 0o644); err != nil {
-		return "", err
+		return err
 	}
-	return name, writeBetweenMarkers(filepath.Join(dir, "RESULTS.md"), rep.Markdown(filepath.Base(name), shown, from))
+	return writeBetweenMarkers(filepath.Join(dir, "RESULTS.md"), rep.Markdown(name, shown, from))
+}
+
+// LoadReport reads a results file.
+func LoadReport(path string) (*Report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var rep Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &rep, nil
 }
 
 // withEarlier returns the results to show: this run's, plus, for each

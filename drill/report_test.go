@@ -63,7 +63,12 @@ func TestClean(t *testing.T) {
 	if err := Clean([]Result{ok}); err != nil {
 		t.Errorf("Clean(ok) = %v", err)
 	}
-	for _, bad := range []Result{{Lost: 1}, {Duplicates: 1}, {Missing: 1}, {Panics: 1}, {Err: "no recovery"}} {
+	fastFlaps := Result{System: "cube-fast", Counts: map[string]int{"false_dead": 2, "leader_changes": 3}}
+	if err := Clean([]Result{ok, fastFlaps}); err != nil {
+		t.Errorf("Clean(--fast flaps) = %v; want them reported, not failed", err)
+	}
+	for _, bad := range []Result{{Lost: 1}, {Duplicates: 1}, {Missing: 1}, {Panics: 1}, {Err: "no recovery"},
+		{System: "cube-default", Counts: map[string]int{"false_dead": 1}}, {System: "cube-default", Counts: map[string]int{"leader_changes": 1}}} {
 		if err := Clean([]Result{ok, bad}); err == nil {
 			t.Errorf("Clean(%+v) = nil, want an error", bad)
 		}
@@ -111,5 +116,22 @@ func TestVagrantfile(t *testing.T) {
 	cmd.Dir = ".."
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("vagrant validate: %v\n%s", err, out)
+	}
+}
+
+// TestDrillReport renders drill/RESULTS.md and drill/chart.svg again from a
+// results file (DRILL_REPORT_FROM=results/<time>.json) and the runs before it,
+// as TestBenchReport does for the benchmark.
+func TestDrillReport(t *testing.T) {
+	from := os.Getenv("DRILL_REPORT_FROM")
+	if from == "" {
+		t.Skip("DRILL_REPORT_FROM is not set (a results file to render RESULTS.md from)")
+	}
+	rep, err := LoadReport(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.Render(".", filepath.Base(from)); err != nil {
+		t.Fatal(err)
 	}
 }
