@@ -93,6 +93,19 @@ func TestDrill(t *testing.T) {
 	rep := &Report{Started: time.Now().UTC(), Commit: commit(), Machine: facts(),
 		Params: map[string]string{"trials": strconv.Itoa(trials), "only": os.Getenv("DRILL_ONLY"),
 			"profiles": os.Getenv("DRILL_PROFILES"), "full": strconv.FormatBool(full)}}
+	out := "."
+	if v := os.Getenv("DRILL_OUT"); v != "" {
+		out = v // results/, RESULTS.md and chart.svg elsewhere
+	}
+	// checkpoint saves the results so far (a full run only): a run cut short
+	// keeps its trials, and TestDrillReport can render them.
+	checkpoint := func() {
+		if full {
+			if _, err := rep.Save(out); err != nil {
+				t.Errorf("saving the results: %v", err)
+			}
+		}
+	}
 	for _, fast := range profiles {
 		ms := &Machines{Spec: spec, Root: root, Fast: fast, Prefix: prefix, Logf: t.Logf}
 		start := time.Now()
@@ -122,6 +135,7 @@ func TestDrill(t *testing.T) {
 				res := run.Trial(d, i)
 				rep.Results = append(rep.Results, res)
 				fmt.Println(progress(res, n))
+				checkpoint()
 			}
 		}
 	}
@@ -146,6 +160,7 @@ func TestDrill(t *testing.T) {
 					res := run.Trial(d, i)
 					rep.Results = append(rep.Results, res)
 					fmt.Println(progress(res, n))
+					checkpoint()
 				}
 			}
 		}
@@ -156,10 +171,6 @@ func TestDrill(t *testing.T) {
 	rep.Finished = time.Now().UTC()
 	fmt.Print("\n" + Table(rep.Results))
 	if full {
-		out := "."
-		if v := os.Getenv("DRILL_OUT"); v != "" {
-			out = v // results/, RESULTS.md and chart.svg elsewhere
-		}
 		name, err := rep.Write(out)
 		if err != nil {
 			t.Fatal(err)

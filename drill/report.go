@@ -199,6 +199,16 @@ func Clean(results []Result) error {
 // Write saves the report as dir/results/<time>.json, the table between the
 // markers of dir/RESULTS.md (the text around them is kept) and dir/chart.svg.
 func (rep *Report) Write(dir string) (string, error) {
+	name, err := rep.Save(dir)
+	if err != nil {
+		return "", err
+	}
+	return name, rep.Render(dir, filepath.Base(name))
+}
+
+// Save writes the report as dir/results/<start time>.json (again after
+// every trial, so that a run cut short keeps what it measured).
+func (rep *Report) Save(dir string) (string, error) {
 	b, err := json.MarshalIndent(rep, "", "  ")
 	if err != nil {
 		return "", err
@@ -210,7 +220,7 @@ func (rep *Report) Write(dir string) (string, error) {
 	if err := os.WriteFile(name, append(b, '\n'), 0o644); err != nil {
 		return "", err
 	}
-	return name, rep.Render(dir, filepath.Base(name))
+	return name, nil
 }
 
 // Render writes dir/RESULTS.md and dir/chart.svg from the report saved as
