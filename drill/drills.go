@@ -524,11 +524,20 @@ func (r *Run) cubeLossyNetwork(res *Result) {
 	t0 := time.Now()
 	for i := 0; time.Since(t0) < r.LossyFor && r.Ctx.Err() == nil; i++ {
 		id := ids[i%len(ids)]
-		cur, err := r.Cube.Tasks(r.Ctx)
-		if err != nil {
+		// Any manager's copy will do to find the task's address (a
+		// consistent read needs a leader, which --fast timings lose
+		// over and over on this link).
+		cctx, cancel := r.Cube.ctx(r.Ctx)
+		before, err := r.Cube.cl.Task(cctx, id, false)
+		cancel()
+		if err != nil || before.State != api.Running {
+			res.fail(fmt.Errorf("crash %d: task %s not readable as Running: %v", i, id, err))
+			select {
+			case <-r.Ctx.Done():
+			case <-time.After(time.Second):
+			}
 			continue
 		}
-		before := cur[id]
 		tc := time.Now()
 		_ = r.Cube.Crash(r.Ctx, before)
 		last, _, err := r.Cube.WaitServing(r.Ctx, r.Recover, []uuid.UUID{id}, map[uuid.UUID]api.Task{id: before})

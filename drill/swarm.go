@@ -450,6 +450,9 @@ func (r *SwarmRun) create(service string) error {
 			return errors.New("no leader")
 		}
 		_, err := sw.MS.Exec(r.Ctx, leader, args...)
+		if err != nil && strings.Contains(err.Error(), "already exists") {
+			return nil // an earlier try went through after all
+		}
 		return err
 	}); err != nil {
 		return fmt.Errorf("creating service %s: %w", service, err)
