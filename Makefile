@@ -63,7 +63,7 @@ machine-files: images machine-image ## what a machine installs from /vagrant: bi
 	if [ "$$(cat $(BIN)/machine/images/cube-echo.id 2>/dev/null)" != "$$id" ]; then \
 		docker save -o $(BIN)/machine/images/cube-echo.tar $(ECHO_IMG) && echo "$$id" > $(BIN)/machine/images/cube-echo.id; fi
 
-drill: machine-files ## machine-failure drills on the machines, Cube and Swarm (TRIALS=10 ONLY=1,2,… PROFILES=fast,default SWARM=1) → drill/RESULTS.md
+drill: machine-files ## machine-failure drills on the machines, Cube and Swarm (TRIALS=10 ONLY=1,2,… PROFILES=fast,default|none SWARM=0|fast|shipped) → drill/RESULTS.md
 	set -o pipefail; DRILL_FULL=1 DRILL_TRIALS=$(TRIALS) DRILL_ONLY=$(ONLY) DRILL_PROFILES=$(PROFILES) DRILL_SWARM=$(SWARM) \
 		$(GO) test -run '^TestDrill$$' -count=1 -timeout 300m -v ./drill | grep --line-buffered -vE '^=== (RUN|PAUSE|CONT)'
 

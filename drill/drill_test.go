@@ -26,7 +26,8 @@ import (
 // issue), for each profile of DRILL_PROFILES (fast,default), and Swarm
 // beside it unless DRILL_SWARM=0; the machines are those of the Vagrantfile
 // (m1…w3 on cube-machines, reused when they run) and stay up (`make
-// drill-down` removes them). It writes drill/results/<time>.json,
+// drill-down` removes them); DRILL_SWARM=fast or shipped runs one of
+// Swarm's two settings. It writes drill/results/<time>.json,
 // drill/RESULTS.md and drill/chart.svg (DRILL_OUT: in that directory
 // instead). Swarm runs drills 1-4 and 6 after Cube, as swarm-fast and swarm
 // (swarm.go), on the machines of the fast profile; DRILL_PROFILES=none runs
@@ -145,7 +146,14 @@ func TestDrill(t *testing.T) {
 		if err := ms.Up(ctx); err != nil {
 			t.Fatalf("machines: %v", err)
 		}
-		for _, fast := range []bool{true, false} {
+		settings := []bool{true, false}
+		switch os.Getenv("DRILL_SWARM") {
+		case "fast":
+			settings = []bool{true}
+		case "shipped":
+			settings = []bool{false}
+		}
+		for _, fast := range settings {
 			sw := NewSwarm(ms, fast)
 			if err := sw.Init(ctx); err != nil {
 				t.Fatalf("%s: %v", sw.System(), err)
