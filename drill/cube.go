@@ -189,17 +189,18 @@ func (c *Cube) WaitServing(ctx context.Context, within time.Duration, ids []uuid
 	serving := map[uuid.UUID]api.Task{}
 	var last time.Time
 	err := poll(ctx, within, 20*time.Millisecond, func() error {
-		ts, err := c.Tasks(ctx)
-		if err != nil {
-			return err
-		}
 		for _, id := range ids {
 			if _, ok := serving[id]; ok {
 				continue
 			}
-			t, ok := ts[id]
-			if !ok {
-				return fmt.Errorf("task %s is unknown", id)
+			// One task at a time: the whole list grows with every trial,
+			// and on drill 7's lossy link (about 25 KB/s of TCP) reading
+			// it took longer than a call's timeout.
+			cctx, cancel := c.ctx(ctx)
+			t, err := c.cl.Task(cctx, id, true)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("task %s: %w", id, err)
 			}
 			if t.State != api.Running || contains(avoid, t.Worker) {
 				return fmt.Errorf("task %s is %s on %s", t.Name, t.State, t.Worker)
