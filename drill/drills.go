@@ -459,6 +459,28 @@ func (r *Run) cubePowerCycle(res *Result) {
 	r.finish(res, ids)
 }
 
+// crashSurely crashes the task's container, and again when the request
+// never reached it (on a lossy link a SYN lost twice outlasts the request's
+// timeout): until the task stops answering or a manager sees it replaced.
+func (r *Run) crashSurely(t api.Task) {
+	for try := 0; try < 5 && r.Ctx.Err() == nil; try++ {
+		_ = r.Cube.Crash(r.Ctx, t)
+		deadline := time.Now().Add(3 * time.Second)
+		for time.Now().Before(deadline) {
+			if !r.Cube.Answers(r.Ctx, t) {
+				return
+			}
+			cctx, cancel := r.Cube.ctx(r.Ctx)
+			cur, err := r.Cube.cl.Task(cctx, t.ID, false)
+			cancel()
+			if err == nil && (cur.Generation > t.Generation || cur.RestartCount > t.RestartCount || cur.State != api.Running) {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+}
+
 // lossy is drill 7's link: what netem would be given.
 const lossyDelay, lossyJitter, lossyLoss = "100ms", "50ms", "5"
 
@@ -539,7 +561,7 @@ func (r *Run) cubeLossyNetwork(res *Result) {
 			continue
 		}
 		tc := time.Now()
-		_ = r.Cube.Crash(r.Ctx, before)
+		r.crashSurely(before)
 		last, _, err := r.Cube.WaitServing(r.Ctx, r.Recover, []uuid.UUID{id}, map[uuid.UUID]api.Task{id: before})
 		if err != nil {
 			res.fail(fmt.Errorf("crash %d not restarted on the lossy network: %w", i, err))
