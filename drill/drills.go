@@ -121,6 +121,10 @@ func (r *Run) heal() error {
 			}
 		}
 	}
+	// A run cut short may have left drill 7's shaping on.
+	if err := r.netem(false); err != nil {
+		return err
+	}
 	return r.Cube.Ready(r.Ctx, r.Recover)
 }
 
