@@ -107,6 +107,22 @@ func TestDrill(t *testing.T) {
 			}
 		}
 	}
+	// runTrials runs each drill's trials (DRILL_TRIALS, else the drill's
+	// minimum), printing and saving each result.
+	runTrials := func(ds []Drill, trial func(Drill, int) Result) {
+		for _, d := range ds {
+			n := trials
+			if n == 0 {
+				n = d.MinTrials
+			}
+			for i := 1; i <= n; i++ {
+				res := trial(d, i)
+				rep.Results = append(rep.Results, res)
+				fmt.Println(progress(res, n))
+				checkpoint()
+			}
+		}
+	}
 	for _, fast := range profiles {
 		ms := &Machines{Spec: spec, Root: root, Fast: fast, Prefix: prefix, Logf: t.Logf}
 		start := time.Now()
@@ -127,18 +143,7 @@ func TestDrill(t *testing.T) {
 			t.Fatalf("Cube on the machines is not ready: %v", err)
 		}
 		fmt.Printf("drill: %d machines up with %s timings in %s\n", len(spec.Machines), run.System(), time.Since(start).Round(time.Second))
-		for _, d := range drills {
-			n := trials
-			if n == 0 {
-				n = d.MinTrials
-			}
-			for i := 1; i <= n; i++ {
-				res := run.Trial(d, i)
-				rep.Results = append(rep.Results, res)
-				fmt.Println(progress(res, n))
-				checkpoint()
-			}
-		}
+		runTrials(drills, run.Trial)
 	}
 	if sd := SwarmDrills(drills); full && os.Getenv("DRILL_SWARM") != "0" && len(sd) > 0 {
 		// Swarm on the same machines (Cube on them idle), then left.
@@ -159,18 +164,7 @@ func TestDrill(t *testing.T) {
 				t.Fatalf("%s: %v", sw.System(), err)
 			}
 			run := &SwarmRun{Ctx: ctx, SW: sw, Logf: t.Logf, PartitionFor: 30 * time.Second, Recover: 3 * time.Minute}
-			for _, d := range sd {
-				n := trials
-				if n == 0 {
-					n = d.MinTrials
-				}
-				for i := 1; i <= n; i++ {
-					res := run.Trial(d, i)
-					rep.Results = append(rep.Results, res)
-					fmt.Println(progress(res, n))
-					checkpoint()
-				}
-			}
+			runTrials(sd, run.Trial)
 		}
 		if err := LeaveSwarm(ctx, ms); err != nil {
 			t.Errorf("leaving the swarm: %v", err)

@@ -157,6 +157,19 @@ func (r *Run) tasks(res *Result, n int) ([]uuid.UUID, map[uuid.UUID]api.Task, er
 	return ids, serving, err
 }
 
+// start submits a drill's three tasks and waits until they serve; when they
+// do not, it records why, checks and stops what was acknowledged, and
+// reports false.
+func (r *Run) start(res *Result) ([]uuid.UUID, map[uuid.UUID]api.Task, bool) {
+	ids, ts, err := r.tasks(res, 3)
+	if err != nil {
+		res.fail(err)
+		r.finish(res, ids)
+		return nil, nil, false
+	}
+	return ids, ts, true
+}
+
 // submit submits t until a manager acknowledges it (same ID every time).
 func (r *Run) submit(t api.Task, within time.Duration) error {
 	return poll(r.Ctx, within, 20*time.Millisecond, func() error {
@@ -272,10 +285,8 @@ func (r *Run) kill(names ...string) error {
 }
 
 func (r *Run) cubeWorkerPoweroff(res *Result) {
-	ids, ts, err := r.tasks(res, 3)
-	if err != nil {
-		res.fail(err)
-		r.finish(res, ids)
+	ids, ts, ok := r.start(res)
+	if !ok {
 		return
 	}
 	victim, on := busiest(ts)
@@ -296,10 +307,8 @@ func (r *Run) cubeWorkerPoweroff(res *Result) {
 }
 
 func (r *Run) cubeLeaderPoweroff(res *Result) {
-	ids, ts, err := r.tasks(res, 3)
-	if err != nil {
-		res.fail(err)
-		r.finish(res, ids)
+	ids, ts, ok := r.start(res)
+	if !ok {
 		return
 	}
 	leader := r.Cube.Leader(r.Ctx)
@@ -309,7 +318,7 @@ func (r *Run) cubeLeaderPoweroff(res *Result) {
 	if err := r.kill(leader); err != nil {
 		res.fail(err)
 	}
-	err = r.submit(probe, r.Recover)
+	err := r.submit(probe, r.Recover)
 	stop()
 	if err != nil {
 		res.fail(fmt.Errorf("no write accepted after %s powered off: %w", leader, err))
@@ -332,10 +341,8 @@ func (r *Run) cubeLeaderPoweroff(res *Result) {
 }
 
 func (r *Run) cubeLeaderAndWorker(res *Result) {
-	ids, ts, err := r.tasks(res, 3)
-	if err != nil {
-		res.fail(err)
-		r.finish(res, ids)
+	ids, ts, ok := r.start(res)
+	if !ok {
 		return
 	}
 	leader := r.Cube.Leader(r.Ctx)
@@ -359,10 +366,8 @@ func (r *Run) cubeLeaderAndWorker(res *Result) {
 }
 
 func (r *Run) cubeLeaderPartition(res *Result) {
-	ids, _, err := r.tasks(res, 3)
-	if err != nil {
-		res.fail(err)
-		r.finish(res, ids)
+	ids, _, ok := r.start(res)
+	if !ok {
 		return
 	}
 	leader := r.Cube.Leader(r.Ctx)
@@ -391,7 +396,7 @@ func (r *Run) cubeLeaderPartition(res *Result) {
 	}
 	// Healed: the cut-off manager follows the majority's leader again.
 	th := time.Now()
-	err = poll(r.Ctx, r.Recover, 20*time.Millisecond, func() error {
+	err := poll(r.Ctx, r.Recover, 20*time.Millisecond, func() error {
 		ci, err := r.Cube.clusterOf(r.Ctx, leader)
 		if err != nil {
 			return err
@@ -411,10 +416,8 @@ func (r *Run) cubeLeaderPartition(res *Result) {
 }
 
 func (r *Run) cubeWorkerReboot(res *Result) {
-	ids, ts, err := r.tasks(res, 3)
-	if err != nil {
-		res.fail(err)
-		r.finish(res, ids)
+	ids, ts, ok := r.start(res)
+	if !ok {
 		return
 	}
 	victim, on := busiest(ts)
@@ -434,10 +437,8 @@ func (r *Run) cubeWorkerReboot(res *Result) {
 }
 
 func (r *Run) cubePowerCycle(res *Result) {
-	ids, ts, err := r.tasks(res, 3)
-	if err != nil {
-		res.fail(err)
-		r.finish(res, ids)
+	ids, ts, ok := r.start(res)
+	if !ok {
 		return
 	}
 	all := r.MS.Spec.Names("")
@@ -501,10 +502,8 @@ func (r *Run) netem(on bool) error {
 }
 
 func (r *Run) cubeLossyNetwork(res *Result) {
-	ids, ts, err := r.tasks(res, 3)
-	if err != nil {
-		res.fail(err)
-		r.finish(res, ids)
+	ids, ts, ok := r.start(res)
+	if !ok {
 		return
 	}
 	if err := r.netem(true); err != nil {
