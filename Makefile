@@ -5,6 +5,11 @@ SHELL := /bin/bash
 GO        ?= go
 BIN       := bin
 ECHO_IMG  := cube-echo:latest
+# What `cube version` prints: the tree's git describe and commit, set with
+# -ldflags -X (a plain go build falls back on the Go toolchain's stamp).
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDVERSION := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # How long CI fuzzes each decoder; `make fuzz FUZZTIME=5m` for a longer run.
 FUZZTIME  ?= 10s
 
@@ -13,8 +18,8 @@ FUZZTIME  ?= 10s
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## build bin/cube
-	$(GO) build -o $(BIN)/cube ./cmd/cube
+build: ## build bin/cube (its version and commit from git: bin/cube version)
+	$(GO) build -ldflags '$(LDVERSION)' -o $(BIN)/cube ./cmd/cube
 
 images: ## build the task images (cube-echo:latest) from source; fast when nothing changed
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/echo ./cmd/echo
@@ -31,7 +36,9 @@ unit: ## go test -race on every package, one package at a time (needs the Docker
 fuzz: ## fuzz the input decoders briefly (FUZZTIME=$(FUZZTIME))
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTaskEvent$$' -fuzztime $(FUZZTIME) ./api
 	$(GO) test -run '^$$' -fuzz '^FuzzManagerHandler$$' -fuzztime $(FUZZTIME) ./api
+	$(GO) test -run '^$$' -fuzz '^FuzzCallerHeader$$' -fuzztime $(FUZZTIME) ./api
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./fsm
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSnapshotFile$$' -fuzztime $(FUZZTIME) ./fsm
 
 chaos: images ## the long chaos run: DURATION=10m SEED=<n> MANAGERS=3|5 [FAULTS=kill-leader,drain-worker,…] [ACTIVE=10] (prints the summary table)
 	set -o pipefail; CHAOS_DURATION=$(or $(DURATION),10m) CHAOS_SEED=$(or $(SEED),$$(date +%s)) CHAOS_MANAGERS=$(or $(MANAGERS),3) CHAOS_FAULTS=$(FAULTS) CHAOS_ACTIVE=$(ACTIVE) \
@@ -41,7 +48,7 @@ harness: images ## repeat the failure scenarios on real binaries and print media
 	set -o pipefail; TRIALS=$(or $(TRIALS),10) $(GO) test -tags harness -run TestHarness -count=1 -timeout 60m -v ./test | grep -E '^\||trial|FAIL|ok'
 
 .PHONY: bench
-bench: build images ## Cube vs Docker Swarm on this engine, recovery times and throughput (BENCH_TRIALS=20) → bench/RESULTS.md, bench/chart.svg
+bench: build images ## Cube (security on, and --insecure beside it) vs Docker Swarm on this engine, recovery times and throughput (BENCH_TRIALS=20) → bench/RESULTS.md, bench/chart.svg
 	set -o pipefail; BENCH_TRIALS=$(or $(BENCH_TRIALS),20) BENCH_CUBE_BIN=$(CURDIR)/$(BIN)/cube \
 		$(GO) test -tags bench -run '^TestBench$$' -count=1 -timeout 300m -v ./test | grep --line-buffered -vE '^=== (RUN|PAUSE|CONT)'; \
 	rc=$$?; \
@@ -55,10 +62,11 @@ MACHINE_IMG := $(shell sed -n 's/.*"image": *"\([^"]*\)".*/\1/p' deploy/machine/
 machine-image: ## build the machine image ($(MACHINE_IMG)) from Debian's packages with debootstrap; once, ~2 min
 	scripts/machine-image.sh $(MACHINE_IMG)
 
-machine-files: images machine-image ## what a machine installs from /vagrant: bin/machine/cube and netem (static) and the task images
+machine-files: images machine-image ## what a machine installs from /vagrant: bin/machine/cube and netem (static), the task images, the machines' credentials and bin/machine/env
 	mkdir -p $(BIN)/machine/images
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/machine/cube ./cmd/cube
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDVERSION)' -o $(BIN)/machine/cube ./cmd/cube
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/machine/netem ./cmd/netem
+	scripts/machine-credentials.sh $(BIN)/machine/cube
 	@id=$$(docker image inspect --format '{{.Id}}' $(ECHO_IMG)); \
 	if [ "$$(cat $(BIN)/machine/images/cube-echo.id 2>/dev/null)" != "$$id" ]; then \
 		docker save -o $(BIN)/machine/images/cube-echo.tar $(ECHO_IMG) && echo "$$id" > $(BIN)/machine/images/cube-echo.id; fi

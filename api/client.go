@@ -3,11 +3,13 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -54,6 +56,59 @@ type ClientOptions struct {
 	// HTTP is the client requests go through; nil means a private one.
 	// Its redirect policy and transport are used as they are.
 	HTTP *http.Client
+	// Token, if set, is sent in HeaderToken with every request.
+	Token string
+	// TLS, if set, is the TLS config of a private client (when HTTP is
+	// nil), and addresses without a scheme are taken as https.
+	TLS *tls.Config
+	// GiveUpUnreachable, if > 0, ends a call early with an
+	// *UnreachableError when, this long into it, every manager has been
+	// tried and none could even be connected to (connection refused, no
+	// route, unknown host): nothing is listening, so waiting out RetryFor
+	// would only delay the news. Any HTTP answer during the call (a 503
+	// while a leader is elected included) turns this off for the call, so
+	// leader changes are retried for RetryFor as before. A CLI sets it; a
+	// long-lived agent, which should wait for its cluster, leaves it 0.
+	GiveUpUnreachable time.Duration
+}
+
+// UnreachableError is the error of a call that could connect to none of
+// the managers: each address with the error of its last attempt. It wraps
+// ErrUnavailable and the errors.
+type UnreachableError struct {
+	Addrs []string
+	Errs  []error
+}
+
+// Error names every address tried and why it could not be reached.
+func (e *UnreachableError) Error() string {
+	parts := make([]string, len(e.Addrs))
+	for i, a := range e.Addrs {
+		parts[i] = fmt.Sprintf("%s (%s)", strings.TrimPrefix(strings.TrimPrefix(a, "http://"), "https://"), dialReason(e.Errs[i]))
+	}
+	return "no manager reachable: tried " + strings.Join(parts, ", ")
+}
+
+// Unwrap returns ErrUnavailable and the errors of the attempts.
+func (e *UnreachableError) Unwrap() []error { return append([]error{ErrUnavailable}, e.Errs...) }
+
+// dialError returns the connect failure inside err, if err is one: the
+// request never reached a server.
+func dialError(err error) (*net.OpError, bool) {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return op, true
+	}
+	return nil, false
+}
+
+// dialReason is the short cause of a failed connect ("connect: connection
+// refused"), or the whole error when it is not one.
+func dialReason(err error) string {
+	if op, ok := dialError(err); ok && op.Err != nil {
+		return op.Err.Error()
+	}
+	return err.Error()
 }
 
 // Client is a Go client of the manager API that knows every manager and
@@ -61,8 +116,9 @@ type ClientOptions struct {
 // (from X-Cube-Leader), falls back to the other managers in turn, and retries
 // connection errors and 503s with back-off. It is safe for concurrent use.
 type Client struct {
-	managers []string // base URLs, "http://host:port"
-	scheme   string   // of the first manager; applied to advertised leaders
+	managers []string      // base URLs, "http://host:port"
+	giveUp   time.Duration // ClientOptions.GiveUpUnreachable
+	scheme   string        // of the first manager; applied to advertised leaders
 	hc       *http.Client
 	timeout  time.Duration
 	retryFor time.Duration
@@ -91,10 +147,16 @@ func NewClient(managers []string, opts ClientOptions) (*Client, error) {
 	if opts.RetryFor < 0 {
 		return nil, fmt.Errorf("ClientOptions.RetryFor (%s) must be ≥ 0", opts.RetryFor)
 	}
-	c := &Client{hc: opts.HTTP, timeout: opts.Timeout, retryFor: opts.RetryFor}
+	if opts.GiveUpUnreachable < 0 {
+		return nil, fmt.Errorf("ClientOptions.GiveUpUnreachable (%s) must be ≥ 0", opts.GiveUpUnreachable)
+	}
+	c := &Client{hc: opts.HTTP, timeout: opts.Timeout, retryFor: opts.RetryFor, giveUp: opts.GiveUpUnreachable}
 	for _, m := range managers {
 		if strings.TrimSpace(m) == "" {
 			continue
+		}
+		if opts.TLS != nil && !strings.Contains(m, "://") {
+			m = "https://" + strings.TrimSpace(m)
 		}
 		u, err := normalizeAddr(m)
 		if err != nil {
@@ -113,8 +175,9 @@ func NewClient(managers []string, opts ClientOptions) (*Client, error) {
 		c.retryFor = DefaultRetryFor
 	}
 	if c.hc == nil {
-		c.hc = &http.Client{Transport: newTransport(opts.SourceIP)}
+		c.hc = &http.Client{Transport: NewTLSTransport(opts.SourceIP, opts.TLS)}
 	}
+	c.hc = withToken(c.hc, opts.Token)
 	return c, nil
 }
 
@@ -122,6 +185,7 @@ func NewClient(managers []string, opts ClientOptions) (*Client, error) {
 // calls fn for each until ctx ends, fn returns an error, or the stream ends.
 func (c *Client) Events(ctx context.Context, fn func(Change) error) error {
 	var lastErr error
+	unreachable := &UnreachableError{}
 	for _, base := range c.managers {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/events", nil)
 		if err != nil {
@@ -130,6 +194,10 @@ func (c *Client) Events(ctx context.Context, fn func(Change) error) error {
 		resp, err := c.hc.Do(req)
 		if err != nil {
 			lastErr = err
+			if _, ok := dialError(err); ok && ctx.Err() == nil {
+				unreachable.Addrs = append(unreachable.Addrs, base)
+				unreachable.Errs = append(unreachable.Errs, err)
+			}
 			continue
 		}
 		defer resp.Body.Close()
@@ -146,10 +214,16 @@ func (c *Client) Events(ctx context.Context, fn func(Change) error) error {
 				}
 				return fmt.Errorf("event stream from %s ended: %w", base, err)
 			}
+			if ch.Error != "" {
+				return fmt.Errorf("event stream from %s was dropped: %s", base, ch.Error)
+			}
 			if err := fn(ch); err != nil {
 				return err
 			}
 		}
+	}
+	if len(unreachable.Addrs) == len(c.managers) {
+		return unreachable
 	}
 	return fmt.Errorf("%w: no manager answered: %v", ErrUnavailable, lastErr)
 }
@@ -162,7 +236,8 @@ func (c *Client) Logs(ctx context.Context, id uuid.UUID, tail int) ([]byte, erro
 	return out, err
 }
 
-// AddManager asks the cluster to add a manager (raft ID and address) as a voter.
+// AddManager asks the cluster to add a manager (raft ID and address); it
+// enters as a non-voter and the leader promotes it once it has caught up.
 func (c *Client) AddManager(ctx context.Context, id, raftAddr string) error {
 	body, err := json.Marshal(ServerRequest{ID: id, Addr: raftAddr})
 	if err != nil {
@@ -178,6 +253,38 @@ func (c *Client) RemoveManager(ctx context.Context, id string) error {
 	return err
 }
 
+// CreateToken asks the cluster for a new token and returns it with its
+// Secret, which no later call shows again. Unlike the other writes it is not
+// idempotent: should an attempt commit but its answer be lost (a 503 with
+// an unknown outcome, then a retry), a second token is made and the first,
+// whose secret nobody saw, stays listed until deleted.
+func (c *Client) CreateToken(ctx context.Context, req TokenRequest) (Token, error) {
+	var tok Token
+	if _, err := c.call(ctx, http.MethodPost, "/tokens", EncodeJSON(req), &tok); err != nil {
+		return Token{}, fmt.Errorf("create token %q: %w", req.Name, err)
+	}
+	return tok, nil
+}
+
+// Tokens lists the tokens, without secrets; consistent as for Tasks.
+func (c *Client) Tokens(ctx context.Context, consistent bool) ([]Token, error) {
+	var toks []Token
+	if _, err := c.call(ctx, http.MethodGet, withConsistent("/tokens", consistent), nil, &toks); err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	return toks, nil
+}
+
+// DeleteToken deletes the token with that accessor. Deleting a token the
+// cluster does not hold succeeds (nothing changes), so the call is safe to
+// retry like every other.
+func (c *Client) DeleteToken(ctx context.Context, accessor uuid.UUID) error {
+	if _, err := c.call(ctx, http.MethodDelete, "/tokens/"+accessor.String(), nil, nil); err != nil {
+		return fmt.Errorf("delete token %s: %w", accessor, err)
+	}
+	return nil
+}
+
 // Leader returns the leader address the client learned last ("" if none).
 func (c *Client) Leader() string {
 	c.mu.Lock()
@@ -189,9 +296,13 @@ func (c *Client) Leader() string {
 // call created it. A zero ev.Task.ID is replaced by a fresh UUID before the
 // first attempt, so that every retry names the same task and a write whose
 // answer was lost is not applied twice; a zero ev.ID and Timestamp are filled
-// in too.
+// in too. When this call chose the ID, a 200 (the task already existed) can
+// only mean that one of its own attempts was committed and its answer lost
+// (a retry here, or the answering manager's retry of its forward to a new
+// leader): nobody else knew the ID, so the call reports it created.
 func (c *Client) SubmitTask(ctx context.Context, ev TaskEvent) (Task, bool, error) {
-	if ev.Task.ID == uuid.Nil {
+	ours := ev.Task.ID == uuid.Nil
+	if ours {
 		ev.Task.ID = uuid.New()
 	}
 	if ev.ID == uuid.Nil {
@@ -205,7 +316,7 @@ func (c *Client) SubmitTask(ctx context.Context, ev TaskEvent) (Task, bool, erro
 	if err != nil {
 		return Task{}, false, fmt.Errorf("submit task %s: %w", ev.Task.ID, err)
 	}
-	return t, status == http.StatusCreated, nil
+	return t, status == http.StatusCreated || (ours && status == http.StatusOK), nil
 }
 
 // StopTask asks the cluster to stop the task and returns it as it stood once
@@ -300,11 +411,16 @@ func withConsistent(path string, consistent bool) string {
 // are managers, plus one, the call sleeps with a doubling, jittered back-off,
 // so a cluster without a leader is polled, not hammered.
 func (c *Client) call(ctx context.Context, method, path string, body []byte, out any) (int, error) {
-	deadline := time.Now().Add(c.retryFor)
+	start := time.Now()
+	deadline := start.Add(c.retryFor)
 	backoff := minBackoff
 	hint := c.Leader()
 	fast := 0
 	var lastErr error
+	// For GiveUpUnreachable: the last connect failure of each manager, and
+	// whether any server answered at all during this call.
+	var dialFailed map[string]error
+	answered := false
 	for {
 		var target string
 		if hint != "" {
@@ -332,6 +448,17 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte, out
 		} else {
 			c.forget(target)
 		}
+		if _, ok := dialError(err); ok && ctx.Err() == nil {
+			if dialFailed == nil {
+				dialFailed = map[string]error{}
+			}
+			dialFailed[target] = err
+		} else {
+			answered = true
+		}
+		if ue := c.unreachable(dialFailed, answered, start); ue != nil {
+			return 0, fmt.Errorf("%s %s: %w", method, path, ue)
+		}
 		lastErr = err
 		if ctx.Err() != nil {
 			return 0, fmt.Errorf("%s %s: %w (last error: %v)", method, path, ctx.Err(), lastErr)
@@ -357,6 +484,26 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte, out
 			hint = c.Leader()
 		}
 	}
+}
+
+// unreachable returns the *UnreachableError that ends a call early
+// (ClientOptions.GiveUpUnreachable): nil unless giving up is asked for, no
+// server answered during the call, every manager failed to connect, and the
+// call has lasted giveUp.
+func (c *Client) unreachable(dialFailed map[string]error, answered bool, start time.Time) *UnreachableError {
+	if c.giveUp <= 0 || answered || time.Since(start) < c.giveUp {
+		return nil
+	}
+	ue := &UnreachableError{}
+	for _, m := range c.managers {
+		err, ok := dialFailed[m]
+		if !ok {
+			return nil
+		}
+		ue.Addrs = append(ue.Addrs, m)
+		ue.Errs = append(ue.Errs, err)
+	}
+	return ue
 }
 
 // learn records the leader an answer from target advertises. An empty
@@ -496,6 +643,8 @@ func responseError(status int, body []byte) error {
 		if strings.Contains(msg, ErrStaleGeneration.Error()) {
 			e.wrapped = append(e.wrapped, ErrStaleGeneration)
 		}
+	case status == http.StatusTooManyRequests:
+		e.wrapped = []error{ErrLimit}
 	case retryable(status):
 		e.wrapped = []error{ErrUnavailable}
 	}

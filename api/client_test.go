@@ -103,21 +103,29 @@ func TestClient_SubmitRetriesAreIdempotent(t *testing.T) {
 		name        string
 		err         error
 		afterApply  bool
+		givenID     bool
 		wantCreated bool
 	}{
 		// The write committed but its answer was a 503: the retry finds the
-		// task and creates nothing (created is false: this call's retry did
-		// not create it, and the client cannot know the first attempt did).
-		{"applied then unknown outcome", ErrUnknownOutcome, true, false},
+		// task and creates nothing. The client chose the ID, which nobody
+		// else knew, so the task is this call's: created.
+		{"applied then unknown outcome", ErrUnknownOutcome, true, false, true},
+		// The same with an ID the caller gave: the client cannot tell its
+		// first attempt from someone else's submission of that ID.
+		{"applied then unknown outcome, caller's ID", ErrUnknownOutcome, true, true, false},
 		// Refused before anything happened: the retry creates it.
-		{"not leader before apply", ErrNotLeader, false, true},
+		{"not leader before apply", ErrNotLeader, false, false, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newTestCluster(t, 3, 0, ManagerHandlerOptions{})
 			c.fakes[0].injectErr("SubmitTask", tc.err, tc.afterApply)
 			cl := newTestClient(t, []string{c.addrs[1], c.addrs[2], c.addrs[0]}, ClientOptions{RetryFor: 5 * time.Second})
-			task, created, err := cl.SubmitTask(testCtx(t), echoEvent())
+			ev := echoEvent()
+			if tc.givenID {
+				ev.Task.ID = uuid.New()
+			}
+			task, created, err := cl.SubmitTask(testCtx(t), ev)
 			if err != nil {
 				t.Fatalf("SubmitTask: %v", err)
 			}
@@ -316,6 +324,14 @@ type fakeWorker struct {
 	mu    sync.Mutex
 	tasks map[uuid.UUID]Task
 	err   error // returned once by the next Submit, when set
+	calls int   // every call of any method
+}
+
+// callCount returns how many calls the fake has served.
+func (f *fakeWorker) callCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
 }
 
 var _ WorkerService = (*fakeWorker)(nil)
@@ -323,6 +339,7 @@ var _ WorkerService = (*fakeWorker)(nil)
 func (f *fakeWorker) Submit(_ context.Context, ev TaskEvent) (Task, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calls++
 	if err := f.err; err != nil {
 		f.err = nil
 		return Task{}, false, err
@@ -344,6 +361,7 @@ func (f *fakeWorker) Submit(_ context.Context, ev TaskEvent) (Task, bool, error)
 func (f *fakeWorker) Tasks() []Task {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calls++
 	var out []Task
 	for _, t := range f.tasks {
 		out = append(out, t)
@@ -354,6 +372,7 @@ func (f *fakeWorker) Tasks() []Task {
 func (f *fakeWorker) Task(id uuid.UUID) (Task, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calls++
 	t, ok := f.tasks[id]
 	if !ok {
 		return Task{}, fmt.Errorf("task %s: %w", id, ErrNotFound)
@@ -364,6 +383,7 @@ func (f *fakeWorker) Task(id uuid.UUID) (Task, error) {
 func (f *fakeWorker) Stop(_ context.Context, id uuid.UUID, upTo *uint64) (Task, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calls++
 	t, ok := f.tasks[id]
 	if !ok {
 		return Task{}, fmt.Errorf("task %s: %w", id, ErrNotFound)
@@ -377,6 +397,9 @@ func (f *fakeWorker) Stop(_ context.Context, id uuid.UUID, upTo *uint64) (Task, 
 }
 
 func (f *fakeWorker) Stats(context.Context) Stats {
+	f.mu.Lock()
+	f.calls++
+	f.mu.Unlock()
 	return Stats{Worker: "w1", Cpus: 2, RuntimeAvailable: true}
 }
 
@@ -549,5 +572,71 @@ func TestClient_PassesOverUnreachableManager(t *testing.T) {
 	}
 	if n := tries.Load(); n != 1 {
 		t.Errorf("the unreachable manager was tried %d times in 9 calls; want once", n)
+	}
+}
+
+// closedAddr returns a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// TestClient_GiveUpUnreachable: with no manager listening, a call with
+// GiveUpUnreachable ends after about that long, not RetryFor, naming every
+// address and the connect error; without the option it retries as before.
+func TestClient_GiveUpUnreachable(t *testing.T) {
+	a, b := closedAddr(t), closedAddr(t)
+	cl := newTestClient(t, []string{a, b}, ClientOptions{RetryFor: 15 * time.Second, GiveUpUnreachable: 300 * time.Millisecond})
+	start := time.Now()
+	_, err := cl.Tasks(testCtx(t), false)
+	took := time.Since(start)
+	var ue *UnreachableError
+	if !errors.As(err, &ue) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Tasks with no manager up: %v, want an *UnreachableError wrapping ErrUnavailable", err)
+	}
+	if took < 300*time.Millisecond || took > 2*time.Second {
+		t.Errorf("gave up after %s; want about 300ms", took)
+	}
+	for _, w := range []string{a, b, "connection refused"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not name %q", err, w)
+		}
+	}
+	// Events: every manager refused the stream's connection.
+	if err := cl.Events(testCtx(t), func(Change) error { return nil }); !errors.As(err, &ue) || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("Events with no manager up: %v, want an *UnreachableError", err)
+	}
+
+	// Without the option: RetryFor.
+	cl = newTestClient(t, []string{a}, ClientOptions{RetryFor: 700 * time.Millisecond})
+	start = time.Now()
+	if _, err := cl.Tasks(testCtx(t), false); err == nil || time.Since(start) < 600*time.Millisecond {
+		t.Errorf("without GiveUpUnreachable: %v after %s; want retries for RetryFor", err, time.Since(start))
+	}
+}
+
+// TestClient_GiveUpUnreachable_NotWhileAManagerAnswers: a manager that
+// answers 503 (no leader yet) beside one that refuses connections keeps the
+// call retrying for RetryFor; the short cut is for nothing listening at all.
+func TestClient_GiveUpUnreachable_NotWhileAManagerAnswers(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no leader", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	cl := newTestClient(t, []string{closedAddr(t), srv.URL}, ClientOptions{RetryFor: time.Second, GiveUpUnreachable: 100 * time.Millisecond})
+	start := time.Now()
+	_, err := cl.Tasks(testCtx(t), false)
+	var ue *UnreachableError
+	if err == nil || errors.As(err, &ue) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Tasks: %v; want ErrUnavailable, not an *UnreachableError", err)
+	}
+	if took := time.Since(start); took < 900*time.Millisecond {
+		t.Errorf("gave up after %s; want RetryFor (1s)", took)
 	}
 }

@@ -26,6 +26,11 @@ var (
 	// leadership lost); it may still commit. HTTP 503; retry with the same
 	// task ID, which is idempotent.
 	ErrUnknownOutcome = errors.New("outcome unknown")
+	// ErrLimit: a configured bound is reached (the state quota of tasks,
+	// the cap on event streams); nothing was changed. HTTP 429, without
+	// Retry-After: retrying helps only once the operator or garbage
+	// collection frees room.
+	ErrLimit = errors.New("limit reached")
 )
 
 // StatusOf maps an error from a service to the HTTP status that describes it.
@@ -39,10 +44,16 @@ func StatusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.As(err, &mb):
 		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrUnauthenticated):
+		return http.StatusUnauthorized
+	case errors.Is(err, ErrForbidden):
+		return http.StatusForbidden
 	case errors.Is(err, ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, ErrStaleGeneration), errors.Is(err, ErrConflict):
 		return http.StatusConflict
+	case errors.Is(err, ErrLimit):
+		return http.StatusTooManyRequests
 	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrNotLeader), errors.Is(err, ErrUnknownOutcome):
 		return http.StatusServiceUnavailable
 	}

@@ -3,6 +3,9 @@ package api
 import (
 	"context"
 	"io"
+	"maps"
+	"reflect"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -49,15 +52,43 @@ type Node struct {
 	AllocatedMemory int64
 	AllocatedDisk   int64
 	TaskCount       int
+	// Allows is what the worker lets tasks ask for beyond an ordinary
+	// container, as it gossips it (Allowances.Tokens: "privileged",
+	// "host-network", "mount:/srv/data", "cap:NET_ADMIN"); empty: nothing.
+	Allows []string `json:",omitempty"`
+	// Labels are the worker's own (cube worker --label zone=a), as it
+	// gossips them; tasks' and services' Constraints are matched to them.
+	Labels map[string]string `json:",omitempty"`
+	// ServiceTasks counts the worker's live tasks (Scheduled or Running)
+	// per service (Task.Service), derived like TaskCount from the placed
+	// tasks, for the scheduler's spreading. It is neither stored nor sent.
+	ServiceTasks map[string]int `json:"-"`
 }
 
-// RaftServer is one member of the raft configuration.
+// Equal reports whether n and o hold the same values, an empty Allows
+// equal to a nil one. (Node holds a slice, so == does not compile.)
+func (n Node) Equal(o Node) bool {
+	if !slices.Equal(n.Allows, o.Allows) || !maps.Equal(n.Labels, o.Labels) || !maps.Equal(n.ServiceTasks, o.ServiceTasks) {
+		return false
+	}
+	n.Allows, o.Allows = nil, nil
+	n.Labels, o.Labels = nil, nil
+	n.ServiceTasks, o.ServiceTasks = nil, nil
+	return reflect.DeepEqual(n, o)
+}
+
+// RaftServer is one member of the raft configuration. Voter is false for a
+// manager that joined and waits for the leader to promote it (it has to
+// catch up and stay healthy a while first).
 type RaftServer struct {
 	ID     string
 	Addr   string // raft address
 	API    string `json:",omitempty"` // HTTP address, when gossip knows it
 	Voter  bool
 	Leader bool
+	// Promotion, on the leader's answer, says how a non-voter's promotion
+	// stands ("caught up; healthy for 1.2s of 10s", or why not).
+	Promotion string `json:",omitempty"`
 }
 
 // DrainRequest is the body of POST /nodes/{name}/drain.
@@ -72,6 +103,10 @@ type GossipMember struct {
 	Role  string // manager or worker
 	API   string
 	State string // alive, suspect, dead or left
+	// MaxCommand is, for a manager, the highest replicated command type it
+	// applies, as it gossips it (0: not advertised). A rolling upgrade is
+	// done when every manager shows the same.
+	MaxCommand uint8 `json:",omitempty"`
 }
 
 // ClusterInfo answers GET /cluster.
@@ -95,6 +130,10 @@ type Change struct {
 	Index uint64
 	// Task is the task after the change.
 	Task Task
+	// Error, on the last line of a stream only, says why the manager ended
+	// it (the subscriber fell too far behind): changes were missed, so the
+	// subscriber re-reads GET /tasks and subscribes again.
+	Error string `json:",omitempty"`
 }
 
 // ManagerService is what the manager HTTP API needs from a manager. Methods
@@ -123,13 +162,30 @@ type ManagerService interface {
 	DrainNode(ctx context.Context, name string, drain bool) (Node, error)
 	// Logs returns the output of the task's container, read through its worker.
 	Logs(ctx context.Context, id uuid.UUID, tail int) (io.ReadCloser, error)
-	// AddManager adds a manager to the raft configuration as a voter; the
-	// same ID and address again is a no-op. Leader only.
+	// AddManager adds a manager to the raft configuration as a non-voter,
+	// which the leader promotes to voter once it has caught up and been
+	// stable a while; the same ID and address again is a no-op. Replacing a
+	// live voter (same ID or same address) is refused with ErrConflict, as is
+	// a replacement that would leave fewer reachable voters than a quorum.
+	// Leader only.
 	AddManager(ctx context.Context, id, raftAddr string) error
 	// RemoveManager removes a manager from the raft configuration; an unknown
-	// ID is a no-op. Leader only.
+	// ID is a no-op. ErrConflict when it is the last voter, or when fewer
+	// reachable voters than a quorum would remain. Leader only.
 	RemoveManager(ctx context.Context, id string) error
+	// ServerStatus is this manager's own raft progress (GET /cluster/self).
+	ServerStatus(ctx context.Context) (ServerStatus, error)
 	// Leader returns the leader's HTTP address ("" if none known) and whether
 	// this manager is the leader.
 	Leader() (addr string, self bool)
+
+	// CreateToken makes a token with a new secret, commits it (its hash,
+	// never the secret) and returns it with its Secret: the one time the
+	// secret is shown. Leader only.
+	CreateToken(ctx context.Context, req TokenRequest) (Token, error)
+	// Tokens lists the tokens, without secrets; consistent as for Tasks.
+	Tokens(ctx context.Context, consistent bool) ([]Token, error)
+	// DeleteToken commits a token's deletion; an accessor no token has is a
+	// no-op, so that a retried deletion succeeds. Leader only.
+	DeleteToken(ctx context.Context, accessor uuid.UUID) error
 }

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,15 +40,36 @@ type ManagerHandlerOptions struct {
 	// discards them.
 	Logger hclog.Logger
 	// Transport carries forwarded requests; nil means a private clone of
-	// http.DefaultTransport. Tests use it to inject failures.
+	// http.DefaultTransport (with ForwardTLS, if set). Tests use it to
+	// inject failures.
 	Transport http.RoundTripper
+
+	// Authenticator, if set, turns security on: every request must come
+	// from a caller it establishes, with the permission the route needs
+	// (see NewManagerHandler); nil leaves the API open, as with TLS off.
+	Authenticator Authenticator
+	// ForwardTLS, if set, is the client TLS config of requests forwarded to
+	// the leader, which are then sent over https: the manager's own
+	// certificate (the leader honours HeaderCaller only from a manager
+	// certificate) and the leader verified as a manager. Nil forwards over
+	// plain http.
+	ForwardTLS *tls.Config
+
+	// Ready, if set, answers GET /health/ready (see probes.go); nil: ready
+	// whenever the process serves.
+	Ready ReadyFunc
+	// Metrics, if set, serves GET /metrics (Prometheus' text format); nil:
+	// no such route.
+	Metrics http.Handler
 }
 
 // managerHandler serves the manager API for one ManagerService.
 type managerHandler struct {
 	svc     ManagerService
-	mux     *http.ServeMux
+	mux     *routeMux
+	guard   *guard
 	client  *http.Client
+	scheme  string // of forwarded requests: http, or https with ForwardTLS
 	timeout time.Duration
 	log     hclog.Logger
 }
@@ -64,8 +86,30 @@ type managerHandler struct {
 //	POST   /reports      internal: a worker reports one of its task records; 204
 //	GET    /events       task changes as they commit, one JSON Change per line
 //	GET    /tasks/{id}/logs      the task's container output (?tail=N), through its worker
-//	POST   /cluster/servers       add a manager as a raft voter ({"ID","Addr"}); 204
-//	DELETE /cluster/servers/{id}  remove a manager from the raft configuration; 204
+//	POST   /cluster/servers       add a manager as a raft non-voter ({"ID","Addr"}), promoted
+//	                              to voter once caught up and stable; 204, 409 if unsafe
+//	DELETE /cluster/servers/{id}  remove a manager from the raft configuration; 204, 409
+//	                              if fewer reachable voters than a quorum would remain
+//	GET    /cluster/self          internal: this manager's own raft progress (ServerStatus),
+//	                              never forwarded; manager certificate or operator role
+//	POST   /tokens               create a token (TokenRequest body); 201 and the
+//	                             Token with its Secret, shown this once
+//	GET    /tokens               every token, without secrets ([] when none)
+//	DELETE /tokens/{accessor}    delete a token; 204 (also when there was none)
+//	GET|POST /gossip/keyring[/local]  gossip encryption keys (keyring_http.go),
+//	                     when svc implements ClusterKeyring
+//	GET|PUT  /operator/snapshot       save or restore the whole state (snapshot.go),
+//	                     when svc implements SnapshotService
+//	GET|POST|PUT|DELETE /services[/{name}[/scale|/rollback]]  services
+//	                     (service_http.go), when svc implements ServiceManager
+//	GET    /health/live   200 while the process serves; open to everyone
+//	GET    /health/ready  200 ready, or 503 with the reason (opts.Ready); open
+//	GET    /metrics       Prometheus' text format (opts.Metrics); role read
+//
+// The probes are open, with security on too, so that a load balancer or a
+// supervisor can ask without credentials: they say ready or not and why in
+// general words, nothing more. /metrics needs role read, as Nomad's and
+// Consul's need an ACL token: its series tell the cluster's size and load.
 //
 // DELETE answers 200 with the task (not the worker API's 204) so that a caller
 // such as the CLI can show what it stopped without a second request.
@@ -73,17 +117,31 @@ type managerHandler struct {
 // Every response carries X-Cube-Leader. Writes, and reads with ?consistent,
 // are forwarded to the leader in one hop when this manager is not the leader;
 // with no leader known the answer is 503 with Retry-After, at once.
+//
+// With opts.Authenticator set, each request is admitted before its handler
+// runs (guard.go): no or unknown credentials get 401, a caller without the
+// route's permission 403, both as an ErrResponse. Reads need role read,
+// POST and DELETE /tasks role submit, the rest of the writes role operator
+// (a manager or client certificate is operator), and POST /reports a worker
+// certificate naming the report's Worker. Callers without role submit see
+// every task's Env values redacted. A follower checks all of this before it
+// forwards and names the caller it admitted in HeaderCaller; the leader
+// takes that header from a manager certificate only, and checks again.
 func NewManagerHandler(svc ManagerService, opts ManagerHandlerOptions) http.Handler {
-	h := &managerHandler{svc: svc, timeout: opts.ForwardTimeout, log: opts.Logger}
+	h := &managerHandler{svc: svc, timeout: opts.ForwardTimeout, log: opts.Logger, scheme: "http"}
 	if h.timeout <= 0 {
 		h.timeout = DefaultForwardTimeout
 	}
 	if h.log == nil {
 		h.log = hclog.NewNullLogger()
 	}
+	h.guard = &guard{auth: opts.Authenticator, log: h.log}
+	if opts.ForwardTLS != nil {
+		h.scheme = "https"
+	}
 	rt := opts.Transport
 	if rt == nil {
-		rt = newTransport(opts.SourceIP)
+		rt = NewTLSTransport(opts.SourceIP, opts.ForwardTLS)
 	}
 	h.client = &http.Client{
 		Transport: rt,
@@ -92,7 +150,8 @@ func NewManagerHandler(svc ManagerService, opts ManagerHandlerOptions) http.Hand
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 
-	mux := http.NewServeMux()
+	// Every pattern registered here needs an entry in managerRoutes.
+	mux := newRouteMux()
 	mux.HandleFunc("POST /tasks", h.submitTask)
 	mux.HandleFunc("GET /tasks", h.listTasks)
 	mux.HandleFunc("GET /tasks/{id}", h.getTask)
@@ -105,6 +164,15 @@ func NewManagerHandler(svc ManagerService, opts ManagerHandlerOptions) http.Hand
 	mux.HandleFunc("GET /tasks/{id}/logs", h.logs)
 	mux.HandleFunc("POST /cluster/servers", h.addServer)
 	mux.HandleFunc("DELETE /cluster/servers/{id}", h.removeServer)
+	mux.HandleFunc("GET /cluster/self", h.serverStatus)
+	mux.HandleFunc("POST /tokens", h.createToken)
+	mux.HandleFunc("GET /tokens", h.listTokens)
+	mux.HandleFunc("DELETE /tokens/{accessor}", h.deleteToken)
+	registerManagerKeyring(mux, svc)              // keyring_http.go
+	h.registerSnapshot(mux)                       // snapshot.go
+	h.registerGC(mux, svc)                        // gc.go
+	h.registerServices(mux)                       // service_http.go
+	registerProbes(mux, opts.Ready, opts.Metrics) // probes.go
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, ErrResponse{
 			HTTPStatusCode: http.StatusNotFound,
@@ -116,12 +184,48 @@ func NewManagerHandler(svc ManagerService, opts ManagerHandlerOptions) http.Hand
 }
 
 // ServeHTTP stamps X-Cube-Leader on the response before routing, so that every
-// answer (errors, the 404 fallback and the mux's own redirects included)
-// tells the caller where the leader is.
+// answer (refusals, errors, the 404 fallback and the mux's own redirects
+// included) tells the caller where the leader is. The caller is admitted
+// against the permission of the route the request matches before any
+// handler runs; a redirect is checked against the route it leads to.
 func (h *managerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	addr, _ := h.svc.Leader()
 	w.Header().Set(HeaderLeader, addr)
+	_, pattern := h.mux.Handler(r)
+	// A stalled manager refuses before admitting: its token table is as
+	// stale as the rest of its state (a deleted token would still pass, a
+	// new one fail with a misleading 401). The reason names a log index and
+	// a command number, nothing a caller could use, and tells an operator
+	// what to do.
+	if err := h.stalled(r); err != nil {
+		h.unavailable(w, fmt.Sprintf("this manager cannot serve: %v; ask another manager meanwhile", err))
+		return
+	}
+	r, ok := h.guard.admit(w, r, pattern)
+	if !ok {
+		return
+	}
 	h.mux.ServeHTTP(w, r)
+}
+
+// Staller is implemented by a ManagerService whose replicated state can
+// stall (the manager's FSM met a command it does not know, see
+// fsm.StallError). While Stalled returns an error, the handler answers every
+// route 503 with it, but the probes and metrics: its state is frozen at an
+// older point of the log, so its reads would be stale, its tokens out of
+// date, and forwarding writes from it would hide that it needs upgrading.
+type Staller interface {
+	Stalled() error
+}
+
+// stalled returns the service's stall, unless r asks for a probe or the
+// metrics, which report it their own way.
+func (h *managerHandler) stalled(r *http.Request) error {
+	st, ok := h.svc.(Staller)
+	if !ok || strings.HasPrefix(r.URL.Path, "/health/") || r.URL.Path == "/metrics" {
+		return nil
+	}
+	return st.Stalled()
 }
 
 func (h *managerHandler) submitTask(w http.ResponseWriter, r *http.Request) {
@@ -155,7 +259,7 @@ func (h *managerHandler) submitTask(w http.ResponseWriter, r *http.Request) {
 	if !created {
 		status = http.StatusOK
 	}
-	writeJSON(w, status, t)
+	writeJSON(w, status, taskFor(r.Context(), t))
 }
 
 func (h *managerHandler) listTasks(w http.ResponseWriter, r *http.Request) {
@@ -171,7 +275,7 @@ func (h *managerHandler) listTasks(w http.ResponseWriter, r *http.Request) {
 	if tasks == nil {
 		tasks = []Task{}
 	}
-	writeJSON(w, http.StatusOK, tasks)
+	writeJSON(w, http.StatusOK, tasksFor(r.Context(), tasks))
 }
 
 func (h *managerHandler) getTask(w http.ResponseWriter, r *http.Request) {
@@ -189,7 +293,7 @@ func (h *managerHandler) getTask(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, t)
+	writeJSON(w, http.StatusOK, taskFor(r.Context(), t))
 }
 
 func (h *managerHandler) stopTask(w http.ResponseWriter, r *http.Request) {
@@ -206,7 +310,7 @@ func (h *managerHandler) stopTask(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, t)
+	writeJSON(w, http.StatusOK, taskFor(r.Context(), t))
 }
 
 func (h *managerHandler) nodes(w http.ResponseWriter, r *http.Request) {
@@ -281,6 +385,13 @@ func (h *managerHandler) report(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	// Checked here, before forwarding, and again by the leader, which reads
+	// the worker from HeaderCaller: a worker reports only its own tasks.
+	caller, _ := CallerFrom(r.Context())
+	if err := checkReporter(caller, t); err != nil {
+		h.guard.refuse(w, r, caller, err)
+		return
+	}
 	if !h.serveHere(w, r, body, true) {
 		return
 	}
@@ -342,13 +453,23 @@ func (h *managerHandler) forward(w http.ResponseWriter, r *http.Request, leader 
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, r.Method, baseURL("http", leader)+r.URL.RequestURI(), rd)
+	req, err := http.NewRequestWithContext(ctx, r.Method, baseURL(h.scheme, leader)+r.URL.RequestURI(), rd)
 	if err != nil {
 		h.unavailable(w, fmt.Sprintf("cannot forward to the leader %s: %v; retry", leader, err))
 		return
 	}
 	copyHeader(req.Header, r.Header)
 	req.Header.Set(HeaderForwarded, "1")
+	// The leader authenticates this manager by its certificate and acts for
+	// the caller named here, which this manager admitted; admit removed any
+	// HeaderCaller the caller sent. The caller's token (HeaderToken or
+	// Authorization) is relayed as it came: the leader, finding a manager
+	// certificate first, does not consult it, and the link is TLS to a
+	// verified manager, so relaying it shows the secret to no one new.
+	req.Header.Del(HeaderCaller)
+	if caller, ok := CallerFrom(r.Context()); ok && h.guard.auth != nil {
+		req.Header.Set(HeaderCaller, string(bytes.TrimSpace(EncodeJSON(caller))))
+	}
 
 	resp, err := h.client.Do(req)
 	var out []byte
@@ -459,6 +580,9 @@ func decodeReport(body []byte) (Task, error) {
 		return Task{}, &ValidationError{Msg: "report has no Worker; the reporting worker must name itself"}
 	case !t.State.Valid():
 		return Task{}, &ValidationError{Msg: fmt.Sprintf("State %d is not a task state (0 Pending … 4 Failed)", t.State)}
+	}
+	if err := t.ValidateReport(); err != nil {
+		return Task{}, err
 	}
 	return t, nil
 }
@@ -596,11 +720,15 @@ func (h *managerHandler) events(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				return
 			}
+			c.Task = taskFor(r.Context(), c.Task)
 			if err := enc.Encode(c); err != nil {
 				return
 			}
 			if flusher != nil {
 				flusher.Flush()
+			}
+			if c.Error != "" {
+				return // the stream's last line: the subscriber was dropped
 			}
 		}
 	}

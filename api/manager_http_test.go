@@ -33,7 +33,11 @@ type fakeManager struct {
 	tasks   map[uuid.UUID]Task
 	order   []uuid.UUID
 	reports []Task
+	tokens  []Token // tokens_http_test.go
 	calls   map[string]int
+	// callers holds, per method, the caller found in the context of its
+	// last call (SubmitTask, ReportTask, Tasks).
+	callers map[string]Caller
 	// inject holds errors to return, per method, one per call; when
 	// afterApply is set the call takes effect first (an outcome the caller
 	// cannot see).
@@ -46,7 +50,7 @@ type injected struct {
 }
 
 func newFakeManager() *fakeManager {
-	return &fakeManager{tasks: map[uuid.UUID]Task{}, calls: map[string]int{}, inject: map[string][]injected{}}
+	return &fakeManager{tasks: map[uuid.UUID]Task{}, calls: map[string]int{}, callers: map[string]Caller{}, inject: map[string][]injected{}}
 }
 
 func (f *fakeManager) setLeader(addr string, self bool) {
@@ -78,6 +82,30 @@ func (f *fakeManager) count(method string) int {
 	return f.calls[method]
 }
 
+// total counts every call of the service, of any method.
+func (f *fakeManager) total() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, c := range f.calls {
+		n += c
+	}
+	return n
+}
+
+// caller returns the caller of the last call of method.
+func (f *fakeManager) caller(method string) Caller {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.callers[method]
+}
+
+// noteCallerLocked records the caller of ctx for method.
+func (f *fakeManager) noteCallerLocked(ctx context.Context, method string) {
+	c, _ := CallerFrom(ctx)
+	f.callers[method] = c
+}
+
 func (f *fakeManager) taskCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -97,9 +125,10 @@ func (f *fakeManager) state() string {
 	return fmt.Sprintf("tasks=%d reports=%d %s", len(f.tasks), len(f.reports), EncodeJSON(f.tasks))
 }
 
-func (f *fakeManager) SubmitTask(_ context.Context, ev TaskEvent) (Task, bool, error) {
+func (f *fakeManager) SubmitTask(ctx context.Context, ev TaskEvent) (Task, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.noteCallerLocked(ctx, "SubmitTask")
 	inj, ok := f.enterLocked("SubmitTask")
 	if ok && !inj.afterApply {
 		return Task{}, false, inj.err
@@ -147,9 +176,10 @@ func (f *fakeManager) StopTask(_ context.Context, id uuid.UUID) (Task, error) {
 	return t, nil
 }
 
-func (f *fakeManager) ReportTask(_ context.Context, t Task) error {
+func (f *fakeManager) ReportTask(ctx context.Context, t Task) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.noteCallerLocked(ctx, "ReportTask")
 	if inj, ok := f.enterLocked("ReportTask"); ok {
 		return inj.err
 	}
@@ -160,9 +190,10 @@ func (f *fakeManager) ReportTask(_ context.Context, t Task) error {
 	return nil
 }
 
-func (f *fakeManager) Tasks(_ context.Context, consistent bool) ([]Task, error) {
+func (f *fakeManager) Tasks(ctx context.Context, consistent bool) ([]Task, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.noteCallerLocked(ctx, "Tasks")
 	if inj, ok := f.enterLocked("Tasks"); ok {
 		return nil, inj.err
 	}
@@ -649,6 +680,7 @@ func FuzzManagerHandler(f *testing.F) {
 	f.Add(uint8(0), "/cluster", []byte(nil))
 	f.Add(uint8(3), "/tasks/../nodes", []byte(`{}`))
 	f.Add(uint8(4), "/", []byte(nil))
+	f.Add(uint8(1), "/system/gc", []byte(nil))
 	methods := []string{"GET", "POST", "DELETE", "PUT", "HEAD", "PATCH", "OPTIONS"}
 	f.Fuzz(func(t *testing.T, m uint8, path string, body []byte) {
 		if !strings.HasPrefix(path, "/") {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -17,7 +18,11 @@ func (f *fakeManager) AddManager(_ context.Context, id, addr string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.self {
+		f.calls["AddManager"]++ // a follower's copy is called too; only the leader acts
 		return ErrNotLeader
+	}
+	if inj, ok := f.enterLocked("AddManager"); ok {
+		return inj.err
 	}
 	f.calls["AddManager:"+id+"="+addr]++
 	return nil
@@ -27,10 +32,58 @@ func (f *fakeManager) RemoveManager(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.self {
+		f.calls["RemoveManager"]++ // a follower's copy is called too; only the leader acts
 		return ErrNotLeader
+	}
+	if inj, ok := f.enterLocked("RemoveManager"); ok {
+		return inj.err
 	}
 	f.calls["RemoveManager:"+id]++
 	return nil
+}
+
+// ServerStatus of the fake names the fake by its leader flag.
+func (f *fakeManager) ServerStatus(context.Context) (ServerStatus, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["ServerStatus"]++
+	if f.self {
+		return ServerStatus{ID: "leader", State: "leader", Term: 3}, nil
+	}
+	return ServerStatus{ID: "follower", State: "follower", Term: 3, LastContact: time.Millisecond}, nil
+}
+
+// GET /cluster/self is answered by the manager asked, never forwarded: it is
+// about that manager's own progress.
+func TestManagerHandler_ServerStatusNotForwarded(t *testing.T) {
+	c := newTestCluster(t, 3, 0, ManagerHandlerOptions{})
+	cl, err := NewClient(c.addrs[1:2], ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := cl.ServerStatus(context.Background())
+	if err != nil || st.ID != "follower" || st.LastContact != time.Millisecond {
+		t.Fatalf("status of a follower: %+v, %v", st, err)
+	}
+	if n := c.fakes[0].count("ServerStatus"); n != 0 {
+		t.Fatalf("the leader answered %d status requests sent to a follower", n)
+	}
+}
+
+// A refused membership change reaches the caller as 409 with the service's
+// message, through a follower too.
+func TestManagerHandler_UnsafeServerChangeIs409(t *testing.T) {
+	c := newTestCluster(t, 3, 0, ManagerHandlerOptions{})
+	c.fakes[0].injectErr("AddManager", fmt.Errorf("%w: m2 is a live voter at 127.0.0.1:7002; remove it first", ErrConflict), false)
+	c.fakes[0].injectErr("RemoveManager", fmt.Errorf("%w: removing voter m2 would leave 1 reachable voter(s) of 2", ErrConflict), false)
+	r := doHTTP(t, http.MethodPost, c.url(1, "/cluster/servers"), []byte(`{"ID":"m2","Addr":"10.9.9.9:7000"}`), nil)
+	if er := r.errResponse(t); r.status != http.StatusConflict || !strings.Contains(er.Message, "m2 is a live voter") {
+		t.Fatalf("unsafe add: %d %+v", r.status, er)
+	}
+	r = doHTTP(t, http.MethodDelete, c.url(2, "/cluster/servers/m2"), nil, nil)
+	if er := r.errResponse(t); r.status != http.StatusConflict || !strings.Contains(er.Message, "reachable voter") {
+		t.Fatalf("unsafe remove: %d %+v", r.status, er)
+	}
 }
 
 func TestManagerHandler_ServersForwardedToLeader(t *testing.T) {
@@ -71,9 +124,12 @@ func TestManagerHandler_ServersForwardedToLeader(t *testing.T) {
 
 // Changes streams three changes of a fixed task, then ends.
 func (f *fakeManager) Changes(ctx context.Context) (<-chan Change, error) {
+	f.mu.Lock()
+	f.calls["Changes"]++
+	f.mu.Unlock()
 	ch := make(chan Change, 3)
 	for i := 1; i <= 3; i++ {
-		ch <- Change{Index: uint64(i), Task: Task{Name: "t", State: State(i - 1)}}
+		ch <- Change{Index: uint64(i), Task: Task{Name: "t", State: State(i - 1), Env: []string{"SECRET=hunter2"}}}
 	}
 	close(ch)
 	return ch, nil
@@ -81,6 +137,9 @@ func (f *fakeManager) Changes(ctx context.Context) (<-chan Change, error) {
 
 // Logs returns a fixed text for any task.
 func (f *fakeManager) Logs(_ context.Context, id uuid.UUID, tail int) (io.ReadCloser, error) {
+	f.mu.Lock()
+	f.calls["Logs"]++
+	f.mu.Unlock()
 	return io.NopCloser(strings.NewReader(fmt.Sprintf("logs of %s tail %d\n", id, tail))), nil
 }
 
@@ -110,6 +169,7 @@ func TestManagerHandler_EventsAndLogs(t *testing.T) {
 func (f *fakeManager) DrainNode(_ context.Context, name string, drain bool) (Node, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calls["DrainNode"]++
 	if !f.self {
 		return Node{}, ErrNotLeader
 	}

@@ -155,11 +155,61 @@ type Task struct {
 	// is Failed for good. 0: the default (3, as in the seed); -1: no limit.
 	MaxRestarts int `json:",omitempty"`
 
+	// Privileged, NetworkMode, Mounts and CapAdd ask for more than an
+	// ordinary container. A worker runs such a task only if its
+	// configuration allows each thing asked (cube worker --allow-privileged,
+	// --allow-host-network, --allow-mount, --allow-cap); the leader places
+	// it only on such a worker, and it stays Pending with the reason while
+	// there is none.
+	//
+	// Privileged runs the container in Docker's privileged mode.
+	Privileged bool `json:",omitempty"`
+	// NetworkMode is "" (Docker's default bridge) or "host" (the host's
+	// network stack; PortBindings do not apply).
+	NetworkMode string `json:",omitempty"`
+	// Mounts bind host paths into the container, in Docker's bind syntax:
+	// "/host/path:/container/path", optionally with ":ro". Both paths are
+	// absolute, without "..".
+	Mounts []string `json:",omitempty"`
+	// CapAdd adds Linux capabilities, named as in NET_ADMIN (upper-case,
+	// without CAP_). The capabilities Docker grants every container need no
+	// allowance.
+	CapAdd []string `json:",omitempty"`
+
+	// Constraints must all hold on a worker's labels for the task to be
+	// placed there ("zone==a", "disk!=hdd"; see ParseConstraint); Prefer
+	// ranks the workers that meet them. A task no worker meets stays
+	// Pending with the reason. A service's tasks carry the service's.
+	Constraints []string `json:",omitempty"`
+	Prefer      []string `json:",omitempty"`
+	// Service and ServiceVersion name the service and the version of its
+	// template a task was made from; empty for a task submitted on its own.
+	// Set by the leader. The scheduler spreads the tasks of one service
+	// over different workers as far as it can.
+	Service        string `json:",omitempty"`
+	ServiceVersion uint64 `json:",omitempty"`
+
 	// DesiredState is what the cluster drives the task toward: Running, or
 	// Completed once a stop was requested. Set by the manager.
 	DesiredState State
 	// SubmitTime is when the manager accepted the task.
 	SubmitTime time.Time
+}
+
+// Finished reports whether the task has ended for good: its end was
+// observed (State Completed or Failed) and the cluster will not run it
+// again — it was stopped or given up on (DesiredState is not Running), or
+// it completed under a policy that does not restart a completed task
+// ("", "on-failure", "no"). The leader's loop has nothing left to do for a
+// finished task, and only a finished task may be garbage-collected.
+func (t Task) Finished() bool {
+	switch {
+	case !t.State.Terminal():
+		return false
+	case t.DesiredState != Running:
+		return true
+	}
+	return t.State == Completed && t.RestartPolicy != "always" && t.RestartPolicy != "unless-stopped"
 }
 
 // ReasonHostPortTaken begins the Reason of a task a worker could not start

@@ -27,7 +27,32 @@ const (
 	maxListItems = 256
 	maxItemLen   = 4096
 	maxPorts     = 64
+	// maxContainerIDLen bounds a reported ContainerID (Docker's are 64 hex digits).
+	maxContainerIDLen = 128
+	// maxBindings bounds the host addresses one container port is
+	// published on in a report (Docker publishes on one per IP family).
+	maxBindings = 8
+	// maxHostFieldLen bounds a reported HostIp or HostPort.
+	maxHostFieldLen = 64
+	// maxRestartsBound bounds MaxRestarts (beyond it, use -1: no limit).
+	maxRestartsBound = 1_000_000
 )
+
+// MaxResourceBytes bounds a task's Memory and Disk (1 PiB): far beyond any
+// machine, and low enough that the sums the scheduler and GET /nodes make
+// stay exact for any realistic number of tasks (they saturate beyond, see
+// AddBytes).
+const MaxResourceBytes = 1 << 50
+
+// AddBytes returns a+b for byte counts ≥ 0, saturating at math.MaxInt64
+// instead of wrapping around to a negative number: a sum of allocations can
+// only overstate what is used, never make room that is not there.
+func AddBytes(a, b int64) int64 {
+	if b > 0 && a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
 
 // Restart policies Cube understands.
 var restartPolicies = map[string]bool{"": true, "no": true, "on-failure": true, "always": true, "unless-stopped": true}
@@ -111,6 +136,8 @@ func (t *Task) Validate() error {
 		return bad("Image %q contains white space", t.Image)
 	case len(t.Name) > maxNameLen:
 		return bad("Name is longer than %d characters", maxNameLen)
+	case len(t.Service) > maxNameLen:
+		return bad("Service is longer than %d characters", maxNameLen)
 	case !t.State.Valid():
 		return bad("Task.State %d is not a task state (0 Pending … 4 Failed)", t.State)
 	case !t.DesiredState.Valid():
@@ -123,8 +150,19 @@ func (t *Task) Validate() error {
 		return bad("Memory must be ≥ 0 bytes, got %d", t.Memory)
 	case t.Memory > 0 && t.Memory < MinMemory:
 		return bad("Memory %d is below Docker's minimum of %d bytes (6 MiB); use 0 for no limit", t.Memory, MinMemory)
+	case t.Memory > MaxResourceBytes:
+		return bad("Memory %d is above the bound of %d bytes (1 PiB)", t.Memory, int64(MaxResourceBytes))
 	case t.Disk < 0:
 		return bad("Disk must be ≥ 0 bytes, got %d", t.Disk)
+	case t.Disk > MaxResourceBytes:
+		return bad("Disk %d is above the bound of %d bytes (1 PiB)", t.Disk, int64(MaxResourceBytes))
+	case len(t.HealthCheckPort) > maxNameLen || len(t.HealthCheckInterval) > maxNameLen ||
+		len(t.HealthCheckTimeout) > maxNameLen || len(t.HealthCheckGrace) > maxNameLen:
+		return bad("HealthCheckPort, HealthCheckInterval, HealthCheckTimeout and HealthCheckGrace are at most %d characters each", maxNameLen)
+	case t.MaxRestarts > maxRestartsBound:
+		return bad("MaxRestarts %d is above the bound of %d; use -1 for no limit", t.MaxRestarts, maxRestartsBound)
+	case t.Generation > MaxGeneration:
+		return bad("Generation %d is above the bound of %d (MaxGeneration, 2^53)", t.Generation, uint64(MaxGeneration))
 	case t.RestartCount < 0:
 		return bad("RestartCount must be ≥ 0, got %d", t.RestartCount)
 	case !restartPolicies[t.RestartPolicy]:
@@ -156,6 +194,17 @@ func (t *Task) Validate() error {
 			return bad("PortBindings[%q] = %q: %v", k, v, err)
 		}
 	}
+	if err := t.validateEscalation(); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		name string
+		list []string
+	}{{"Constraints", t.Constraints}, {"Prefer", t.Prefer}} {
+		if _, err := ParseConstraints(f.name, f.list); err != nil {
+			return bad("%v", err)
+		}
+	}
 	if err := checkList("Env", t.Env); err != nil {
 		return err
 	}
@@ -165,6 +214,70 @@ func (t *Task) Validate() error {
 		}
 	}
 	return checkList("Cmd", t.Cmd)
+}
+
+// ValidateSubmission is Validate plus bounds on the fields the cluster
+// sets (Worker, LastWorker, ContainerID, Reason): a submission may carry
+// them, as GET /tasks returns them, but they are reset when the task is
+// stored, so an oversized one is refused rather than silently dropped.
+// The worker's API does not apply it: a task the leader dispatches carries
+// the cluster's own values.
+func (t *Task) ValidateSubmission() error {
+	if err := t.Validate(); err != nil {
+		return err
+	}
+	bad := func(format string, args ...any) error {
+		return &ValidationError{Msg: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case len(t.Worker) > maxNameLen:
+		return bad("Worker is longer than %d characters (it is set by the cluster; leave it empty)", maxNameLen)
+	case len(t.LastWorker) > maxNameLen:
+		return bad("LastWorker is longer than %d characters (it is set by the cluster; leave it empty)", maxNameLen)
+	case len(t.ContainerID) > maxContainerIDLen:
+		return bad("ContainerID is longer than %d characters (it is set by the worker; leave it empty)", maxContainerIDLen)
+	case len(t.Reason) > maxItemLen:
+		return bad("Reason is longer than %d characters (it is set by the cluster; leave it empty)", maxItemLen)
+	}
+	return nil
+}
+
+// ValidateReport checks the fields of a worker's report that the cluster
+// stores (State, ContainerID, HostPorts, Reason and the worker's name), so
+// that no report can bloat the replicated state; the rest of a report is
+// not stored.
+func (t *Task) ValidateReport() error {
+	bad := func(format string, args ...any) error {
+		return &ValidationError{Msg: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case !t.State.Valid():
+		return bad("State %d is not a task state (0 Pending … 4 Failed)", t.State)
+	case len(t.Worker) > maxNameLen:
+		return bad("report Worker is longer than %d characters", maxNameLen)
+	case len(t.ContainerID) > maxContainerIDLen:
+		return bad("report ContainerID is longer than %d characters", maxContainerIDLen)
+	case len(t.Reason) > maxItemLen:
+		return bad("report Reason is longer than %d characters", maxItemLen)
+	case len(t.HostPorts) > maxPorts:
+		return bad("report HostPorts has %d entries, at most %d are allowed", len(t.HostPorts), maxPorts)
+	case t.Generation > MaxGeneration:
+		return bad("report Generation %d is above the bound of %d (MaxGeneration, 2^53)", t.Generation, uint64(MaxGeneration))
+	}
+	for k, bs := range t.HostPorts {
+		if err := checkPortProto(k); err != nil {
+			return bad("report HostPorts key %q is not port/proto: %v", k, err)
+		}
+		if len(bs) > maxBindings {
+			return bad("report HostPorts[%q] has %d bindings, at most %d are allowed", k, len(bs), maxBindings)
+		}
+		for _, b := range bs {
+			if len(b.HostIp) > maxHostFieldLen || len(b.HostPort) > maxHostFieldLen {
+				return bad("report HostPorts[%q] has a HostIp or HostPort longer than %d characters", k, maxHostFieldLen)
+			}
+		}
+	}
+	return nil
 }
 
 func checkList(field string, l []string) error {

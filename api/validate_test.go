@@ -70,6 +70,12 @@ func TestDecodeAndValidate_BadInput(t *testing.T) {
 		{"bad max restarts", task(`,"MaxRestarts":-2`), "MaxRestarts -2"},
 		{"bad env", task(`,"Env":["NOEQUALS"]`), "not KEY=VALUE"},
 		{"negative restarts", task(`,"RestartCount":-2`), "RestartCount"},
+		{"bad constraint", task(`,"Constraints":["zone==a","zone=b"]`), `Constraints[1]: constraint "zone=b" must be key==value or key!=value`},
+		{"bad constraint key", task(`,"Constraints":["zo ne==a"]`), `Constraints[0]: constraint "zo ne==a": key "zo ne"`},
+		{"bad prefer", task(`,"Prefer":["disk"]`), `Prefer[0]: constraint "disk" must be`},
+		{"bad prefer value", task(`,"Prefer":["disk==a=b"]`), `Prefer[0]: constraint "disk==a=b": value "a=b"`},
+		{"long service", task(`,"Service":"` + strings.Repeat("s", 257) + `"`), "Service is longer than 256"},
+		{"too many constraints", task(`,"Constraints":[` + strings.Repeat(`"a==b",`, MaxConstraints) + `"a==b"]`), "Constraints has 33 entries"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

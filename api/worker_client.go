@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 // It is safe for concurrent use.
 type WorkerClient struct {
 	hc      *http.Client
+	scheme  string // of addresses given without one: https with TLS
 	timeout time.Duration
 }
 
@@ -32,13 +34,26 @@ func NewWorkerClient(timeout time.Duration) *WorkerClient {
 // NewWorkerClientFrom is NewWorkerClient with requests leaving from the local
 // address sourceIP ("" lets the kernel choose).
 func NewWorkerClientFrom(timeout time.Duration, sourceIP string) *WorkerClient {
+	return NewWorkerClientTLS(timeout, sourceIP, nil)
+}
+
+// NewWorkerClientTLS is NewWorkerClientFrom speaking TLS with cfg: the
+// manager's certificate, and a worker's verified (see
+// security.Bundle.ClientConfig). Addresses without a scheme are then
+// dialed over https. A nil cfg is plain HTTP, as NewWorkerClientFrom.
+func NewWorkerClientTLS(timeout time.Duration, sourceIP string, cfg *tls.Config) *WorkerClient {
 	if timeout <= 0 {
 		timeout = DefaultRequestTimeout
 	}
-	return &WorkerClient{
-		hc:      &http.Client{Transport: newTransport(sourceIP)},
+	c := &WorkerClient{
+		hc:      &http.Client{Transport: NewTLSTransport(sourceIP, cfg)},
+		scheme:  "http",
 		timeout: timeout,
 	}
+	if cfg != nil {
+		c.scheme = "https"
+	}
+	return c
 }
 
 // Submit asks the worker at addr to run ev.Task at ev.Task.Generation and
@@ -112,7 +127,7 @@ func (c *WorkerClient) Stats(ctx context.Context, addr string) (Stats, error) {
 // The client's timeout bounds the whole exchange, the caller's reading of the
 // stream included.
 func (c *WorkerClient) Logs(ctx context.Context, addr string, id uuid.UUID, tail int) (io.ReadCloser, error) {
-	base, err := normalizeAddr(addr)
+	base, err := normalizeAddr(withScheme(c.scheme, addr))
 	if err != nil {
 		return nil, fmt.Errorf("logs of task %s: %w", id, err)
 	}
@@ -139,7 +154,7 @@ func (c *WorkerClient) Logs(ctx context.Context, addr string, id uuid.UUID, tail
 
 // do sends one request to the worker and decodes a 2xx body into out.
 func (c *WorkerClient) do(ctx context.Context, addr, method, path string, body []byte, out any) (int, error) {
-	base, err := normalizeAddr(addr)
+	base, err := normalizeAddr(withScheme(c.scheme, addr))
 	if err != nil {
 		return 0, err
 	}

@@ -6,8 +6,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cube-orch/cube/security"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
 )
 
 // Peer is one raft server: its stable ID and the raft TCP address it
@@ -25,6 +27,13 @@ type RaftConfig struct {
 	// SourceIP, if set, is the local address raft connections leave from
 	// (see transport.go); empty lets the kernel choose.
 	SourceIP string
+
+	// TLS, if set, makes every raft connection mutual TLS: this server
+	// presents its manager certificate and accepts, and dials, only peers
+	// presenting a manager certificate of the same CA. Every server of a
+	// cluster must agree: a server without TLS and one with it cannot talk.
+	// Nil means plain TCP (cube dev, unit tests).
+	TLS *security.Bundle
 
 	// ID is this server's raft ID. It must be unique in the cluster and
 	// stable across restarts: the caller passes the same ID at every start
@@ -98,6 +107,13 @@ type RaftConfig struct {
 	// Logger receives raft's logs (as Logger.Named("raft")) and this
 	// package's. Nil means hclog.Default().
 	Logger hclog.Logger
+
+	// RecoveryFSM returns a fresh, empty FSM of the kind NewRaft is given.
+	// Only the recovery from a peers.json file uses it: raft.RecoverCluster
+	// replays the log into it and leaves it unusable, so it cannot be the
+	// FSM the server then runs. Nil refuses to start when a peers.json
+	// file is found (see recover.go).
+	RecoveryFSM func() raft.FSM
 }
 
 // DefaultRaftConfig returns the production profile: raft's own defaults
@@ -170,6 +186,9 @@ func (c RaftConfig) Validate() error {
 	}
 	if c.DataDir == "" {
 		return invalid("DataDir cannot be empty")
+	}
+	if c.TLS != nil && c.TLS.Self.Role != security.RoleManager {
+		return invalid("TLS holds a %s certificate (%q); raft needs a manager certificate", c.TLS.Self.Role, c.TLS.Self.Name)
 	}
 	if err := c.validatePeers(); err != nil {
 		return err
@@ -297,6 +316,20 @@ type GossipConfig struct {
 	// Label isolates pools that share a host or network: packets with
 	// another label are dropped. At most 255 bytes; empty means "cube".
 	Label string
+
+	// Keys are the gossip encryption keys (16, 24 or 32 bytes: AES-128,
+	// -192, -256), the first one primary: it encrypts, and every key
+	// decrypts. Set, every packet and stream is encrypted and
+	// authenticated, and messages from nodes without a key of the ring are
+	// dropped (see keyring.go). A keyring in KeyringFile takes precedence.
+	// Empty, and with no keyring file: clear text.
+	Keys [][]byte
+
+	// KeyringFile, if set, is where the keyring is persisted (normally
+	// KeyringFileName in the node's data directory): written at the first
+	// start with Keys and after every change, and read at start in
+	// preference to Keys, so a rotation survives restarts.
+	KeyringFile string
 
 	// Meta is this node's initial metadata; its JSON encoding must fit in
 	// memberlist.MetaMaxSize (512) bytes.
@@ -435,6 +468,11 @@ func (c GossipConfig) Validate() error {
 	}
 	if len(c.Label) > memberlist.LabelMaxSize {
 		return invalid("Label (%d bytes) cannot be longer than %d bytes", len(c.Label), memberlist.LabelMaxSize)
+	}
+	for i, k := range c.Keys {
+		if err := memberlist.ValidateKey(k); err != nil {
+			return invalid("Keys[%d] (%d bytes): %v", i, len(k), err)
+		}
 	}
 	if err := c.Meta.validate(); err != nil {
 		return invalid("Meta: %w", err)

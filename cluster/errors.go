@@ -5,7 +5,7 @@ import "errors"
 // Sentinel errors returned by this package; match them with errors.Is.
 var (
 	// ErrNotLeader is returned by leader-only operations (Apply, Barrier,
-	// ConsistentRead, Join, Remove, LeadershipTransfer) on a server that is
+	// ConsistentRead, Join, Remove, Promote, LeadershipTransfer) on a server that is
 	// not the raft leader. Nothing was written: forward the request to the
 	// server named by Raft.Leader and retry there.
 	ErrNotLeader = errors.New("not the raft leader")
@@ -34,7 +34,27 @@ var (
 	// GossipConfig.Validate; the message names the field and its bound.
 	ErrInvalidConfig = errors.New("invalid config")
 
+	// ErrUnsafeChange is wrapped by Join, Remove and Promote when the
+	// membership change could break the cluster's quorum (a live voter
+	// re-pointed, a removal leaving fewer reachable voters than a quorum,
+	// the last voter removed). Nothing was changed; the message says what
+	// to do instead.
+	ErrUnsafeChange = errors.New("membership change refused")
+
 	// ErrMetaTooLarge is returned when the JSON encoding of a Meta exceeds
 	// memberlist.MetaMaxSize (512 bytes).
 	ErrMetaTooLarge = errors.New("node metadata too large")
+
+	// ErrEncryptionOff is returned by the keyring operations of a Pool
+	// started without gossip keys: memberlist cannot turn encryption on
+	// while running; restart the node with a key.
+	ErrEncryptionOff = errors.New("gossip encryption is off on this node")
+
+	// ErrPrimaryKey is returned by Pool.RemoveKey for the key the node
+	// encrypts with: make another key primary (UseKey) first.
+	ErrPrimaryKey = errors.New("the primary gossip key cannot be removed; use another key first")
+
+	// ErrKeyNotInstalled is returned by Pool.UseKey for a key the node does
+	// not hold: install it first, on every node.
+	ErrKeyNotInstalled = errors.New("gossip key is not installed")
 )

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	metrics "github.com/hashicorp/go-metrics/compat"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -50,6 +51,21 @@ type Meta struct {
 	// RuntimeDown is set by a worker whose container engine does not answer;
 	// the leader places nothing new there.
 	RuntimeDown bool `json:",omitempty"`
+	// Allows is what a worker lets tasks ask for beyond an ordinary
+	// container (api.Allowances.Tokens: "privileged", "host-network",
+	// "mount:/srv/data", "cap:NET_ADMIN"), so the leader places such a task
+	// only where it may run. It counts against the 512 bytes.
+	Allows []string `json:",omitempty"`
+	// Labels are a worker's own (cube worker --label zone=a), which tasks'
+	// constraints are matched to. They count against the 512 bytes too
+	// (api.ValidateLabels bounds them to api.MaxLabelBytes).
+	Labels map[string]string `json:",omitempty"`
+	// MaxCommand is, for a manager, the highest replicated command type its
+	// state machine applies (fsm.MaxCommand): the leader proposes a command
+	// only when every voter advertises at least its type, so that managers
+	// can be upgraded one at a time. 0: a manager from before it was
+	// advertised.
+	MaxCommand uint8 `json:",omitempty"`
 }
 
 // encode returns m's wire form, checking it fits memberlist's limit.
@@ -155,6 +171,11 @@ type Pool struct {
 	stopCh chan struct{}
 	wg     sync.WaitGroup
 
+	// ring is memberlist's keyring; nil when gossip is not encrypted.
+	// keyMu serialises keyring changes with their persistence.
+	ring  *memberlist.Keyring
+	keyMu sync.Mutex
+
 	stateMu  sync.Mutex // orders Leave, UpdateMeta and Shutdown
 	left     bool
 	shutdown bool
@@ -209,10 +230,25 @@ func NewPool(cfg GossipConfig) (*Pool, error) {
 	mc.SuspicionMult = cfg.SuspicionMult
 	mc.DeadNodeReclaimTime = cfg.DeadNodeReclaimTime
 	mc.TCPTimeout = cfg.StreamTimeout
+	// Memberlist's metrics (metrics.go) carry the node's name: several
+	// nodes in one process (the tests) then keep apart in /metrics.
+	mc.MetricLabels = []metrics.Label{{Name: "node", Value: cfg.Name}}
 	mc.PushPullInterval = cfg.PushPullInterval
 	mc.Delegate = (*poolDelegate)(p)
 	mc.Events = (*poolEvents)(p)
 	mc.Logger = p.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+	keys, err := startKeys(cfg, p.log)
+	if err != nil {
+		return nil, err
+	}
+	if len(keys) > 0 {
+		if p.ring, err = memberlist.NewKeyring(keys, keys[0]); err != nil {
+			return nil, fmt.Errorf("gossip keyring: %w", err)
+		}
+		// Both directions verified: a node never accepts a clear-text
+		// message, nor sends one, once it holds a key.
+		mc.Keyring, mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = p.ring, true, true
+	}
 
 	if cfg.SourceIP != "" {
 		tr, err := newSourceTransport(cfg.BindAddr, cfg.BindPort, cfg.SourceIP, mc)
@@ -226,7 +262,7 @@ func NewPool(cfg GossipConfig) (*Pool, error) {
 		return nil, fmt.Errorf("create gossip member %s on %s:%d: %w", cfg.Name, cfg.BindAddr, cfg.BindPort, err)
 	}
 	p.ml = ml
-	p.log.Info("gossip member started", "name", cfg.Name, "addr", p.LocalAddr(), "label", mc.Label)
+	p.log.Info("gossip member started", "name", cfg.Name, "addr", p.LocalAddr(), "label", mc.Label, "encrypted", p.ring != nil, "keys", len(keys))
 
 	p.wg.Add(3)
 	go p.watch()

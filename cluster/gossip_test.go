@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,6 +28,12 @@ func newTestPools(t *testing.T) *testPools {
 // start starts pool name on port (0: any) with seeds.
 func (tp *testPools) start(name string, port int, seeds ...string) *Pool {
 	tp.t.Helper()
+	return tp.startWith(name, port, nil, seeds...)
+}
+
+// startWith is start with mutate (if not nil) applied to the config.
+func (tp *testPools) startWith(name string, port int, mutate func(*GossipConfig), seeds ...string) *Pool {
+	tp.t.Helper()
 	cfg := FastGossipConfig()
 	cfg.Name = name
 	cfg.BindPort = port
@@ -34,6 +41,9 @@ func (tp *testPools) start(name string, port int, seeds ...string) *Pool {
 	cfg.Label = "cube-test"
 	cfg.Meta = Meta{Role: RoleWorker, API: "127.0.0.1:" + strconv.Itoa(5000+len(name)), Cpu: 2, Memory: 1 << 30, Disk: 10 << 30}
 	cfg.Logger = tp.log.Named(name)
+	if mutate != nil {
+		mutate(&cfg)
+	}
 	p, err := NewPool(cfg)
 	if err != nil {
 		tp.t.Fatalf("start pool %s: %v", name, err)
@@ -114,7 +124,7 @@ func TestPool_Membership(t *testing.T) {
 		if m.Name != p.LocalName() || m.Addr != p.LocalAddr() || m.State != StateAlive || m.Since.IsZero() {
 			t.Errorf("n1 Members()[%d] = %+v, want %s at %s alive with Since", i, m, p.LocalName(), p.LocalAddr())
 		}
-		if m.Meta != p.cfg.Meta {
+		if !reflect.DeepEqual(m.Meta, p.cfg.Meta) {
 			t.Errorf("n1 sees %s Meta %+v, want %+v", m.Name, m.Meta, p.cfg.Meta)
 		}
 	}
@@ -127,7 +137,7 @@ func TestPool_Membership(t *testing.T) {
 	}
 	testkit.WaitFor(t, 5*time.Second, "n2's new metadata everywhere", func() bool {
 		for _, p := range ps {
-			if m, ok := memberOf(p, "n2"); !ok || m.Meta != meta {
+			if m, ok := memberOf(p, "n2"); !ok || !reflect.DeepEqual(m.Meta, meta) {
 				return false
 			}
 		}

@@ -10,7 +10,8 @@ import (
 )
 
 // AskFunc asks one of the managers serving the given HTTP API addresses to
-// add raft server id at raftAddr as a voter. The caller supplies it (the
+// add raft server id at raftAddr (as a non-voter, which the leader
+// promotes once it has caught up; see Promoter). The caller supplies it (the
 // api package's Client.AddManager, in practice), so that this package does
 // not speak the HTTP API itself.
 type AskFunc func(ctx context.Context, apiAddrs []string, id, raftAddr string) error
@@ -60,9 +61,12 @@ type MemberSource interface {
 // Joiner brings a manager started without initial peers into the raft
 // configuration, as rqlite's cluster/join.go does: until the manager hears
 // from a leader (which means it is in the configuration), it asks the
-// managers gossip knows to add it as a voter. Adding is idempotent on the
-// leader (Raft.Join), so asking twice is harmless, and a manager restarted
-// on its data dir, already a member, stops asking at once.
+// managers gossip knows to add it. It enters as a non-voter: hearing from
+// the leader means it is in the configuration, and the leader's Promoter
+// makes it a voter once it has caught up and stayed healthy, so the joiner
+// does not wait for that. Adding is idempotent on the leader (Raft.Join),
+// so asking twice is harmless, and a manager restarted on its data dir,
+// already a member, stops asking at once.
 type Joiner struct {
 	cfg     JoinConfig
 	raft    LeaderSource

@@ -47,6 +47,7 @@ type Raft struct {
 	log       hclog.Logger
 	raft      *raft.Raft
 	store     *raftboltdb.BoltStore
+	snaps     raft.SnapshotStore
 	transport *raft.NetworkTransport
 	addr      string
 
@@ -64,6 +65,11 @@ type Raft struct {
 	noWaiters bool
 	waiters   sync.WaitGroup
 
+	// failedHeartbeat is, on the leader, when its last heartbeat to each
+	// follower failed (cleared when heartbeats resume); see watchHeartbeats.
+	hbMu            sync.Mutex
+	failedHeartbeat map[raft.ServerID]time.Time
+
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -74,7 +80,8 @@ type Server struct {
 	ID string
 	// Addr is the server's raft address.
 	Addr string
-	// Voter is true for voting members (every server this package adds).
+	// Voter is true for voting members; a server that joined is a
+	// non-voter until the leader's Promoter promotes it.
 	Voter bool
 	// Leader is true for the server this node believes is the leader.
 	Leader bool
@@ -87,7 +94,9 @@ type Server struct {
 // running; a leader is elected in the background.
 //
 // It fails with an error wrapping ErrDataDirLocked when another server
-// holds cfg.DataDir for longer than cfg.OpenTimeout.
+// holds cfg.DataDir for longer than cfg.OpenTimeout, and with one wrapping
+// ErrStoreDamaged, naming the file, the fault and the recovery steps, when
+// raft.db is damaged.
 func NewRaft(cfg RaftConfig, fsm raft.FSM) (_ *Raft, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -104,6 +113,8 @@ func NewRaft(cfg RaftConfig, fsm raft.FSM) (_ *Raft, err error) {
 		notifyCh: make(chan bool, notifyBuffer),
 		leaderCh: make(chan bool),
 		stopCh:   make(chan struct{}),
+
+		failedHeartbeat: map[raft.ServerID]time.Time{},
 	}
 	// Close whatever was opened if a later step fails, in reverse order.
 	defer func() {
@@ -124,13 +135,24 @@ func NewRaft(cfg RaftConfig, fsm raft.FSM) (_ *Raft, err error) {
 
 	// The store is opened before the transport binds, so a second server
 	// started on a data directory in use reports the lock, not the port.
+	// It is checked first (boltcheck.go): a damaged page would otherwise
+	// panic inside bbolt, at Open or later in raft's goroutines.
 	dbPath := filepath.Join(cfg.DataDir, raftDBFile)
 	opts := *bbolt.DefaultOptions
 	opts.Timeout = cfg.OpenTimeout
-	r.store, err = raftboltdb.New(raftboltdb.Options{Path: dbPath, BoltOptions: &opts})
+	err = CheckBolt(dbPath, cfg.OpenTimeout)
+	if err == nil {
+		err = OpenBolt(dbPath, func() (oerr error) {
+			r.store, oerr = raftboltdb.New(raftboltdb.Options{Path: dbPath, BoltOptions: &opts})
+			return oerr
+		})
+	}
 	if err != nil {
-		if errors.Is(err, bolterrors.ErrTimeout) {
+		switch {
+		case errors.Is(err, bolterrors.ErrTimeout):
 			return nil, fmt.Errorf("open %s: %w: its lock is held by another server (waited %s)", dbPath, ErrDataDirLocked, cfg.OpenTimeout)
+		case errors.Is(err, ErrStoreDamaged):
+			return nil, fmt.Errorf("raft store: %w; this manager cannot start on it. %s", err, raftStoreRecovery(cfg))
 		}
 		return nil, fmt.Errorf("open %s: %w", dbPath, err)
 	}
@@ -142,6 +164,7 @@ func NewRaft(cfg RaftConfig, fsm raft.FSM) (_ *Raft, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("create snapshot store: %w", err)
 	}
+	r.snaps = snaps
 
 	var advertise net.Addr
 	if cfg.AdvertiseAddr != "" {
@@ -149,7 +172,7 @@ func NewRaft(cfg RaftConfig, fsm raft.FSM) (_ *Raft, err error) {
 			return nil, fmt.Errorf("resolve AdvertiseAddr %q: %w", cfg.AdvertiseAddr, err)
 		}
 	}
-	stream, err := newTCPStreamLayer(cfg.BindAddr, advertise, cfg.SourceIP)
+	stream, err := newStreamLayer(cfg.BindAddr, advertise, cfg.SourceIP, cfg.TLS, r.log)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.BindAddr, err)
 	}
@@ -176,6 +199,18 @@ func NewRaft(cfg RaftConfig, fsm raft.FSM) (_ *Raft, err error) {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
 
+	// A peers.json left by an operator (a lost majority) is applied before
+	// raft starts; raft then starts from the configuration it lists.
+	recovered, rerr := recoverFromPeersFile(cfg, rc, logs, r.store, snaps, r.transport, r.addr)
+	switch {
+	case rerr != nil && !recovered:
+		return nil, rerr
+	case rerr != nil:
+		r.log.Warn("recovered the raft configuration", "error", rerr)
+	case recovered:
+		r.log.Warn("recovered the raft configuration from peers.json; it was renamed so it applies once",
+			"file", filepath.Join(cfg.DataDir, PeersFileName+appliedSuffix))
+	}
 	existing, err := raft.HasExistingState(logs, r.store, snaps)
 	if err != nil {
 		return nil, fmt.Errorf("check raft state: %w", err)
@@ -210,8 +245,9 @@ func NewRaft(cfg RaftConfig, fsm raft.FSM) (_ *Raft, err error) {
 		}
 	}
 
-	r.wg.Add(1)
+	r.wg.Add(2)
 	go r.forwardLeadership()
+	go r.watchHeartbeats()
 	return r, nil
 }
 
@@ -249,6 +285,14 @@ func collapseLeadership(pending []bool) []bool {
 		pending = pending[:n-2]
 	}
 	return pending
+}
+
+// raftStoreRecovery is what an operator does about a damaged raft.db.
+func raftStoreRecovery(cfg RaftConfig) string {
+	return fmt.Sprintf("To recover: if the other managers still elect a leader, remove this one from raft on a healthy manager "+
+		"(cube operator raft remove-peer %s), move %s (this manager's raft state) aside, and start this manager again without --peers: "+
+		"it joins as a new manager and the leader sends it the state. If no majority is left, restore the latest snapshot "+
+		"(cube operator snapshot restore) into a fresh cluster", cfg.ID, cfg.DataDir)
 }
 
 // ID returns this server's raft ID.
@@ -343,68 +387,6 @@ func (r *Raft) Leader() (id, addr string) {
 // true, call Barrier before acting as leader.
 func (r *Raft) LeaderChanges() <-chan bool { return r.leaderCh }
 
-// Join adds server id at raft address addr as a voter. It must run on the
-// leader (ErrNotLeader otherwise). It is idempotent: a voter with the same
-// ID and address is left alone. A server known under the same ID with
-// another address, or under another ID at the same address, is removed
-// first. The new server must already be running (with empty Peers).
-func (r *Raft) Join(ctx context.Context, id, addr string) error {
-	if id == "" || addr == "" {
-		return fmt.Errorf("join: %w: server ID and address are required", ErrInvalidConfig)
-	}
-	if err := r.checkLeader(); err != nil {
-		return err
-	}
-	conf, err := r.configuration(ctx)
-	if err != nil {
-		return err
-	}
-	for _, s := range conf.Servers {
-		sameID, sameAddr := string(s.ID) == id, string(s.Address) == addr
-		switch {
-		case sameID && sameAddr && s.Suffrage == raft.Voter:
-			return nil
-		case sameID && sameAddr:
-			// A non-voter (added by another tool): AddVoter promotes it.
-		case sameID || sameAddr:
-			if string(s.ID) == r.cfg.ID {
-				return fmt.Errorf("join %s at %s: conflicts with the leader itself (%s at %s)", id, addr, s.ID, s.Address)
-			}
-			r.log.Info("removing stale raft server before join", "id", s.ID, "addr", s.Address, "new_id", id, "new_addr", addr)
-			if err := r.wait(ctx, r.raft.RemoveServer(s.ID, 0, r.enqueueTimeout(ctx))); err != nil {
-				return r.futureErr("remove stale server "+string(s.ID), err)
-			}
-		}
-	}
-	if err := r.wait(ctx, r.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, r.enqueueTimeout(ctx))); err != nil {
-		return r.futureErr("add voter "+id, err)
-	}
-	r.log.Info("raft server joined", "id", id, "addr", addr)
-	return nil
-}
-
-// Remove takes server id out of the raft configuration. It must run on
-// the leader (ErrNotLeader otherwise); an unknown ID is not an error.
-// Removing the leader itself makes it step down and shut its raft down
-// once the change commits.
-func (r *Raft) Remove(ctx context.Context, id string) error {
-	if err := r.checkLeader(); err != nil {
-		return err
-	}
-	conf, err := r.configuration(ctx)
-	if err != nil {
-		return err
-	}
-	if !slices.ContainsFunc(conf.Servers, func(s raft.Server) bool { return string(s.ID) == id }) {
-		return nil
-	}
-	if err := r.wait(ctx, r.raft.RemoveServer(raft.ServerID(id), 0, r.enqueueTimeout(ctx))); err != nil {
-		return r.futureErr("remove server "+id, err)
-	}
-	r.log.Info("raft server removed", "id", id)
-	return nil
-}
-
 // Servers returns the latest raft configuration (possibly not yet
 // committed), sorted by ID, with the leader flagged.
 func (r *Raft) Servers(ctx context.Context) ([]Server, error) {
@@ -431,6 +413,9 @@ func (r *Raft) AppliedIndex() uint64 { return r.raft.AppliedIndex() }
 
 // LastIndex returns the index of the last entry in the log or snapshot.
 func (r *Raft) LastIndex() uint64 { return r.raft.LastIndex() }
+
+// CommitIndex returns the latest index this server knows to be committed.
+func (r *Raft) CommitIndex() uint64 { return r.raft.CommitIndex() }
 
 // State returns this server's raft state in lower case: "follower",
 // "candidate", "leader" or "shutdown".

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -438,18 +439,18 @@ func TestRaft_JoinRemoveSnapshot(t *testing.T) {
 		if f == n4 || f.r.IsLeader() {
 			continue
 		}
-		if err := f.r.Join(ctx, n4.cfg.ID, n4.r.Addr()); !errors.Is(err, ErrNotLeader) {
+		if err := f.r.Join(ctx, n4.cfg.ID, n4.r.Addr(), c.live()); !errors.Is(err, ErrNotLeader) {
 			t.Errorf("Join on follower %s: err = %v, want ErrNotLeader", f.cfg.ID, err)
 		}
-		if err := f.r.Remove(ctx, n4.cfg.ID); !errors.Is(err, ErrNotLeader) {
+		if err := f.r.Remove(ctx, n4.cfg.ID, c.live()); !errors.Is(err, ErrNotLeader) {
 			t.Errorf("Remove on follower %s: err = %v, want ErrNotLeader", f.cfg.ID, err)
 		}
 	}
-	c.onLeader("join m4", func(l *testNode) error { return l.r.Join(ctx, n4.cfg.ID, n4.r.Addr()) })
+	c.onLeader("join m4", func(l *testNode) error { return l.r.Join(ctx, n4.cfg.ID, n4.r.Addr(), c.live()) })
 	c.waitItems(want, n4)
 	c.onLeader("join m4 again", func(l *testNode) error {
 		last := l.r.LastIndex()
-		if err := l.r.Join(ctx, n4.cfg.ID, n4.r.Addr()); err != nil {
+		if err := l.r.Join(ctx, n4.cfg.ID, n4.r.Addr(), c.live()); err != nil {
 			return err
 		}
 		if got := l.r.LastIndex(); got != last {
@@ -457,6 +458,8 @@ func TestRaft_JoinRemoveSnapshot(t *testing.T) {
 		}
 		return nil
 	})
+	c.assertSuffrage(map[string]bool{"m1": true, "m2": true, "m3": true, "m4": false})
+	c.onLeader("promote m4", func(l *testNode) error { return l.r.Promote(ctx, n4.cfg.ID, n4.r.Addr()) })
 	c.assertServers("m1", "m2", "m3", "m4")
 
 	// Snapshot, then write more than TrailingLogs and snapshot again: the
@@ -470,23 +473,25 @@ func TestRaft_JoinRemoveSnapshot(t *testing.T) {
 	c.snapshotAll()
 
 	n5 := c.add("m5")
-	c.onLeader("join m5", func(l *testNode) error { return l.r.Join(ctx, n5.cfg.ID, n5.r.Addr()) })
+	c.onLeader("join m5", func(l *testNode) error { return l.r.Join(ctx, n5.cfg.ID, n5.r.Addr(), c.live()) })
 	c.waitItems(want, n5)
 	if n5.fsm.Restores() == 0 {
 		t.Errorf("m5 caught up without restoring a snapshot")
 	}
+	c.onLeader("promote m5", func(l *testNode) error { return l.r.Promote(ctx, n5.cfg.ID, n5.r.Addr()) })
 	c.assertServers("m1", "m2", "m3", "m4", "m5")
 
-	c.onLeader("remove m5", func(l *testNode) error { return l.r.Remove(ctx, "m5") })
+	c.onLeader("remove m5", func(l *testNode) error { return l.r.Remove(ctx, "m5", c.live()) })
 	c.assertServers("m1", "m2", "m3", "m4")
-	c.onLeader("remove m5 again", func(l *testNode) error { return l.r.Remove(ctx, "m5") })
+	c.onLeader("remove m5 again", func(l *testNode) error { return l.r.Remove(ctx, "m5", c.live()) })
 	c.stop(n5)
 
-	// A server that comes back on another address replaces its old entry.
+	// A server that comes back on another address replaces its old entry
+	// (the entry at the old address is not live: nothing answers there).
 	c.stop(n4)
 	n4.cfg.BindAddr = "127.0.0.1:0"
 	c.start(n4)
-	c.onLeader("re-join m4 at a new address", func(l *testNode) error { return l.r.Join(ctx, n4.cfg.ID, n4.r.Addr()) })
+	c.onLeader("re-join m4 at a new address", func(l *testNode) error { return l.r.Join(ctx, n4.cfg.ID, n4.r.Addr(), c.live()) })
 	c.onLeader("check m4's address", func(l *testNode) error {
 		servers, err := l.r.Servers(ctx)
 		if err != nil {
@@ -500,6 +505,39 @@ func TestRaft_JoinRemoveSnapshot(t *testing.T) {
 	c.apply("after-rejoin")
 	want = append(want, "after-rejoin")
 	c.waitItems(want, c.running()...)
+}
+
+// live is the Liveness of the running servers at their addresses, standing
+// in for gossip in these raft-only tests.
+func (c *testCluster) live() Liveness {
+	return func(id, addr string) MemberState {
+		for _, n := range c.running() {
+			if n.cfg.ID == id && n.r.Addr() == addr {
+				return StateAlive
+			}
+		}
+		return ""
+	}
+}
+
+// assertSuffrage checks the leader's configuration holds exactly the
+// servers of want, each a voter or not as want says.
+func (c *testCluster) assertSuffrage(want map[string]bool) {
+	c.t.Helper()
+	c.onLeader("check suffrage", func(l *testNode) error {
+		servers, err := l.r.Servers(context.Background())
+		if err != nil {
+			return err
+		}
+		got := map[string]bool{}
+		for _, s := range servers {
+			got[s.ID] = s.Voter
+		}
+		if !maps.Equal(got, want) {
+			c.t.Errorf("voters by ID: %v, want %v", got, want)
+		}
+		return nil
+	})
 }
 
 // assertServers checks the leader's configuration lists exactly ids,

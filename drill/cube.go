@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/security"
 	"github.com/google/uuid"
 )
 
@@ -27,19 +29,46 @@ type Cube struct {
 // by the drill's own loops, so the client itself does not retry for long.
 const callTimeout = 2 * time.Second
 
+// credentials returns the client options that carry the machines' operator
+// token and client certificate (scripts/machine-credentials.sh made them).
+// Managers are verified by role (manager.cube), not by address: the drill's
+// machines may sit on another subnet than machines.json names.
+func credentials(root string) (api.ClientOptions, error) {
+	dir := filepath.Join(root, "bin", "machine")
+	tok, err := security.ReadTokenFile(filepath.Join(dir, "operator.token"))
+	if err != nil {
+		return api.ClientOptions{}, fmt.Errorf("machine credentials (make machine-files makes them): %w", err)
+	}
+	cfg, err := security.ClientTLS(filepath.Join(dir, "tls", security.CACertFile),
+		filepath.Join(dir, "tls", "client-operator.pem"), filepath.Join(dir, "tls", "client-operator-key.pem"))
+	if err != nil {
+		return api.ClientOptions{}, fmt.Errorf("machine credentials (make machine-files makes them): %w", err)
+	}
+	cfg.ServerName = security.ServerName(security.RoleManager)
+	return api.ClientOptions{Token: tok, TLS: cfg}, nil
+}
+
 // NewCube returns a client of the Cube on ms.
 func NewCube(ms *Machines) (*Cube, error) {
 	var addrs []string
 	for _, m := range ms.Spec.Names("manager") {
 		addrs = append(addrs, ms.Spec.Addr(m)+":5556")
 	}
-	cl, err := api.NewClient(addrs, api.ClientOptions{Timeout: callTimeout, RetryFor: time.Second})
+	creds, err := credentials(ms.Root)
+	if err != nil {
+		return nil, err
+	}
+	opts := creds
+	opts.Timeout, opts.RetryFor = callTimeout, time.Second
+	cl, err := api.NewClient(addrs, opts)
 	if err != nil {
 		return nil, err
 	}
 	c := &Cube{ms: ms, cl: cl, hc: &http.Client{Timeout: time.Second}, direct: map[string]*api.Client{}}
 	for _, m := range ms.Spec.Names("manager") {
-		d, err := api.NewClient([]string{ms.Spec.Addr(m) + ":5556"}, api.ClientOptions{Timeout: 300 * time.Millisecond, RetryFor: time.Millisecond})
+		opts := creds
+		opts.Timeout, opts.RetryFor = 300*time.Millisecond, time.Millisecond
+		d, err := api.NewClient([]string{ms.Spec.Addr(m) + ":5556"}, opts)
 		if err != nil {
 			return nil, err
 		}

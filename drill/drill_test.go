@@ -140,6 +140,14 @@ func TestDrill(t *testing.T) {
 		run := &Run{Ctx: ctx, MS: ms, Cube: cube, Logf: t.Logf,
 			PartitionFor: 30 * time.Second, LossyFor: 2 * time.Minute, Recover: 3 * time.Minute}
 		if err := cube.Ready(ctx, run.Recover); err != nil {
+			// What each machine's cube unit said is what explains it.
+			for _, m := range spec.Machines {
+				j, jerr := ms.Journal(ctx, m.Name, start)
+				if lines := strings.Split(strings.TrimSpace(j), "\n"); len(lines) > 15 {
+					j = strings.Join(lines[len(lines)-15:], "\n")
+				}
+				t.Logf("journal of %s (%v):\n%s", m.Name, jerr, j)
+			}
 			t.Fatalf("Cube on the machines is not ready: %v", err)
 		}
 		fmt.Printf("drill: %d machines up with %s timings in %s\n", len(spec.Machines), run.System(), time.Since(start).Round(time.Second))

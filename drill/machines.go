@@ -147,7 +147,7 @@ func (ms *Machines) Up(ctx context.Context) error {
 	if _, err := Docker(ctx, "image", "inspect", "--format", "{{.Id}}", ms.Spec.Image); err != nil {
 		return fmt.Errorf("machine image %s is missing; `make machine-image` builds it: %w", ms.Spec.Image, err)
 	}
-	for _, f := range []string{"bin/machine/cube", "deploy/machine/boot.sh"} {
+	for _, f := range []string{"bin/machine/cube", "bin/machine/operator.token", "bin/machine/tls/cube-ca.pem", "deploy/machine/boot.sh"} {
 		if _, err := os.Stat(filepath.Join(ms.Root, f)); err != nil {
 			return fmt.Errorf("%s is missing; `make machine-files` builds it: %w", f, err)
 		}

@@ -29,4 +29,30 @@ peers = ["m1=10.0.0.11:6556", "m2=10.0.0.12:6556", "m3=10.0.0.13:6556"]
 # Gossip addresses of the other managers.
 join = ["10.0.0.12:6557", "10.0.0.13:6557"]
 
-log_level = "info"
+# A task Scheduled on a worker this long without starting is sent again;
+# twice this long, it is placed again. Keep it above the workers' start_timeout.
+scheduled_timeout = "10m"
+
+log_level  = "info"
+log_format = "text" # or "json": one JSON object a line, for a log collector
+
+# Garbage collection and bounds (these are the defaults).
+gc_interval         = "5m"   # how often the leader collects
+task_gc_threshold   = "4h"   # a finished task goes this long after it ended
+worker_gc_threshold = "24h"  # a worker dead or gone this long (with no live task) goes
+max_tasks           = 200000 # state quota: beyond it POST /tasks answers 429
+max_event_streams   = 64     # GET /events streams per manager
+
+# Security (on by default: without these the node refuses to start, unless
+# insecure = true). Certificates from cube tls ca create / cube tls cert create
+# --manager --name <this node's id>; the key from cube keygen, the same on every node.
+tls {
+  ca_file   = "/etc/cube/tls/cube-ca.pem"
+  cert_file = "/etc/cube/tls/manager-m1.pem"
+  key_file  = "/etc/cube/tls/manager-m1-key.pem"
+}
+encrypt = "REPLACE-with-the-output-of-cube-keygen"
+
+# The operator token the cluster starts with (cube keygen --token > FILE); the
+# first leader stores its hash if the cluster has no token yet.
+bootstrap_token_file = "/etc/cube/operator.token"

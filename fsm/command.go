@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"time"
 
 	"github.com/cube-orch/cube/api"
@@ -33,6 +34,20 @@ const (
 	CmdRequeueTask  CmdType = 8                   // RequeueTask
 	CmdGiveUpTask   CmdType = 9                   // GiveUpTask
 	CmdDrainWorker  CmdType = 10                  // DrainWorker
+	// Token commands change who may use the API: losing one would let the
+	// managers disagree on who is authenticated, so none is ignorable.
+	CmdCreateToken    CmdType = 11 // CreateToken
+	CmdDeleteToken    CmdType = 12 // DeleteToken
+	CmdBootstrapToken CmdType = 13 // BootstrapToken
+	// CollectGarbage removes state for good; a manager that skipped it
+	// would keep tasks the others dropped, so it is not ignorable.
+	CmdCollectGarbage CmdType = 14 // CollectGarbage
+	// Service commands change what the leader keeps running: a manager
+	// that skipped one would run (or stop) other tasks after a failover,
+	// so none is ignorable (services.go).
+	CmdPutService    CmdType = 15 // PutService
+	CmdDeleteService CmdType = 16 // DeleteService
+	CmdSetRollout    CmdType = 17 // SetRollout
 )
 
 // command is one row of the command table: all that Encode, Decode, String
@@ -64,6 +79,16 @@ var commands = map[CmdType]command{
 	CmdRequeueTask:  row("requeue-task", (*FSM).requeueLocked),
 	CmdGiveUpTask:   row("give-up-task", (*FSM).giveUpLocked),
 	CmdDrainWorker:  row("drain-worker", (*FSM).drainWorkerLocked),
+
+	CmdCreateToken:    row("create-token", (*FSM).createTokenLocked),
+	CmdDeleteToken:    row("delete-token", (*FSM).deleteTokenLocked),
+	CmdBootstrapToken: row("bootstrap-token", (*FSM).bootstrapTokenLocked),
+
+	CmdCollectGarbage: row("collect-garbage", (*FSM).collectGarbageLocked),
+
+	CmdPutService:    row("put-service", (*FSM).putServiceLocked),
+	CmdDeleteService: row("delete-service", (*FSM).deleteServiceLocked),
+	CmdSetRollout:    row("set-rollout", (*FSM).setRolloutLocked),
 }
 
 // byGoType maps each command struct to its type byte: the reverse of
@@ -103,10 +128,50 @@ func row[C any](name string, apply func(*FSM, C) *Result) command {
 // String returns the command's name from the table, or its number for a
 // type this version does not know (as an entry from a newer manager).
 func (c CmdType) String() string {
-	if cmd, ok := commands[c]; ok {
+	if cmd, ok := commands[c]; ok && c.Number() <= MaxCommand {
 		return cmd.name
 	}
 	return fmt.Sprintf("cmd(%#x)", uint8(c))
+}
+
+// Number is the command's number without the IgnoreIfUnknown bit: the
+// number managers compare to tell whether they all know a command.
+func (c CmdType) Number() CmdType { return c &^ IgnoreIfUnknown }
+
+// Ignorable reports whether an FSM that does not know the command may skip
+// it (the IgnoreIfUnknown bit).
+func (c CmdType) Ignorable() bool { return c&IgnoreIfUnknown != 0 }
+
+// maxCommand, when set at build time, makes this build apply only the
+// commands numbered up to it, exactly as a build whose table ended there:
+//
+//	go build -ldflags "-X github.com/cube-orch/cube/fsm.maxCommand=11" ./cmd/cube
+//
+// builds a manager one version behind (no delete-token, no bootstrap-token),
+// for the tests of rolling upgrades. It is empty in normal builds.
+var maxCommand string
+
+// MaxCommand is the highest command number this build applies (and
+// advertises to the other managers, which propose nothing higher until
+// every voter knows it): the table's highest, or maxCommand if set lower.
+var MaxCommand = limitCommands(maxCommand, commands)
+
+// limitCommands returns the highest number in cmds, lowered to limit when
+// limit is set. A limit that is not a number from 1 to the highest is a
+// broken build, not an input: it panics at start-up with the reason.
+func limitCommands(limit string, cmds map[CmdType]command) CmdType {
+	var highest CmdType
+	for t := range cmds {
+		highest = max(highest, t.Number())
+	}
+	if limit == "" {
+		return highest
+	}
+	n, err := strconv.ParseUint(limit, 10, 8)
+	if err != nil || n == 0 || CmdType(n) > highest {
+		panic(fmt.Sprintf("fsm: build setting maxCommand=%q must be a command number from 1 to %d", limit, highest))
+	}
+	return CmdType(n)
 }
 
 // SubmitTask adds a task, Pending, with DesiredState Running. A task whose ID
@@ -115,6 +180,10 @@ type SubmitTask struct {
 	Task api.Task
 	// Time is the leader's clock when it accepted the task.
 	Time time.Time
+	// MaxTasks, if positive, is the state quota: a new task is refused
+	// (api.ErrQuota) while the state holds that many tasks. The leader
+	// writes its setting into the command, so every manager decides alike.
+	MaxTasks int `json:",omitempty"`
 }
 
 // AssignTask places a task on a worker at a new generation, which must be
@@ -189,6 +258,47 @@ type DrainWorker struct {
 	Drain bool
 }
 
+// CreateToken stores a token: its hash, never its secret (the leader
+// generates the secret, hashes it, and shows the secret to the caller only).
+// A second token with the same accessor or hash is refused, as are an empty
+// name and a role that is not one of the three.
+type CreateToken struct {
+	AccessorID uuid.UUID
+	Name       string
+	Role       api.Role
+	// Hash is security.HashToken of the secret: 64 lowercase hex digits.
+	Hash       string
+	CreateTime time.Time
+}
+
+// DeleteToken deletes a token. An accessor no token has is a no-op (a
+// retried deletion), not an error.
+type DeleteToken struct {
+	AccessorID uuid.UUID
+}
+
+// BootstrapToken stores the cluster's first operator token, named
+// "bootstrap", only if the token table has never held a token: every leader
+// configured with a bootstrap hash writes it on gaining leadership, and all
+// but the first are no-ops. Once any token has been stored it never applies
+// again, so deleting the bootstrap token is for good.
+type BootstrapToken struct {
+	AccessorID uuid.UUID
+	Hash       string
+	CreateTime time.Time
+}
+
+// CollectGarbage removes finished tasks and departed workers that the leader
+// chose (by age, or all of them for a forced collection). Apply checks each
+// again and skips any that no longer qualifies: a task that is not
+// api.Task.Finished, or whose container's end is not confirmed yet; a
+// worker that is not dead or left, or on which a live task is placed. IDs
+// the state does not hold are skipped too, so a retried command is harmless.
+type CollectGarbage struct {
+	Tasks   []uuid.UUID `json:",omitempty"`
+	Workers []string    `json:",omitempty"`
+}
+
 // Encode returns the log entry for a command (a struct or a pointer to
 // one): its type byte, then its JSON.
 func Encode(cmd any) ([]byte, error) {
@@ -196,12 +306,19 @@ func Encode(cmd any) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("encode: %T is not a command", cmd)
 	}
+	if t.Number() > MaxCommand {
+		return nil, fmt.Errorf("encode %s: %w: this build applies command types up to %d", commands[t].name, ErrUnknownCommand, MaxCommand)
+	}
 	payload, err := json.Marshal(cmd)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", t, err)
 	}
 	return append([]byte{byte(t)}, payload...), nil
 }
+
+// TypeOf returns the type byte of a command struct or of a pointer to one,
+// whether this build applies it or not (false for anything else).
+func TypeOf(cmd any) (CmdType, bool) { return typeOf(cmd) }
 
 // typeOf returns the type byte of a command struct or of a pointer to one.
 func typeOf(cmd any) (CmdType, bool) {
@@ -220,19 +337,20 @@ var ErrUnknownCommand = errors.New("unknown command type")
 // Decode parses a log entry into one of the command structs (a value, not a
 // pointer). It never panics, whatever the bytes.
 func Decode(data []byte) (any, error) {
-	_, cmd, err := decode(data)
+	_, cmd, err := decode(data, MaxCommand)
 	return cmd, err
 }
 
 // decode reads an entry's type byte once and returns its table row with the
-// parsed command, so that Apply dispatches on the row it already has.
-func decode(data []byte) (command, any, error) {
+// parsed command, so that Apply dispatches on the row it already has. A
+// type numbered above limit is unknown, as in a build whose table ends there.
+func decode(data []byte, limit CmdType) (command, any, error) {
 	if len(data) == 0 {
 		return command{}, nil, errors.New("decode: empty log entry")
 	}
 	t, payload := CmdType(data[0]), data[1:]
 	c, ok := commands[t]
-	if !ok {
+	if !ok || t.Number() > limit {
 		return command{}, nil, fmt.Errorf("decode: %w %s", ErrUnknownCommand, t)
 	}
 	cmd, err := c.decode(payload)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cube-orch/cube/api"
 	"github.com/google/uuid"
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
 
@@ -25,10 +26,17 @@ type Result struct {
 	Created bool
 	// Changed is false when the command changed nothing (a duplicate).
 	Changed bool
-	Err     error
+	// Collected counts what CollectGarbage removed.
+	Collected api.GCResult
+	// Service is the service after a service command.
+	Service api.Service
+	// Tasks are the other tasks a command changed (DeleteService stops a
+	// service's tasks), in ID order, for the change feed.
+	Tasks []api.Task
+	Err   error
 }
 
-// FSM is Cube's replicated state: tasks and workers. Apply is deterministic:
+// FSM is Cube's replicated state: tasks, workers and tokens. Apply is deterministic:
 // every value it stores comes from the command (IDs, times and generations
 // are chosen by the leader before the command is written), and nothing
 // depends on map order.
@@ -36,62 +44,141 @@ type Result struct {
 // Stored api.Task values are never mutated in place, only replaced, so a
 // snapshot is a shallow copy of the maps.
 type FSM struct {
-	mu      sync.RWMutex
-	tasks   map[uuid.UUID]api.Task
-	workers map[string]api.Node
-	applied uint64
+	mu    sync.RWMutex
+	tasks map[uuid.UUID]api.Task
+	// live indexes the tasks that are not Finished: the ones the leader's
+	// loop reads on every pass and the only ones that hold resources on a
+	// worker, so that the cost of a pass follows what runs, not the history
+	// kept until garbage collection (putLocked keeps it up to date).
+	live map[uuid.UUID]struct{}
+	// unconfirmed holds finished tasks whose container may still run: given
+	// up on while placed, until a report at their placement says the
+	// container ended. Garbage collection keeps them.
+	unconfirmed map[uuid.UUID]struct{}
+	workers     map[string]api.Node
+	tokens      tokenTable
+	// services by name (services.go); values are replaced, never changed
+	// in place.
+	services map[string]api.Service
+	applied  uint64
 
 	changed chan struct{}
-	subs    map[*subscriber]struct{}
+	feed    *feed
+	// limit is the highest command number this FSM applies (MaxCommand
+	// unless Options lowered it).
+	limit CmdType
+	// stall, once set, is why the FSM stopped applying: an entry of a
+	// command it does not know. Restore (a whole state) clears it.
+	stall *StallError
+	log   hclog.Logger
 }
 
-// subscriber receives task changes as they are applied.
-type subscriber struct {
-	ch chan api.Change
+// Options are the choices of NewWith; the zero value is New's.
+type Options struct {
+	// MaxCommand is the highest command number the FSM applies; 0 means
+	// the build's MaxCommand. Tests set it lower to play a manager one
+	// version behind in one process.
+	MaxCommand CmdType
+	// Logger receives the error logged when the FSM stalls; nil discards.
+	Logger hclog.Logger
 }
+
+// ErrStateReplaced ends the event subscriptions when Restore replaces the
+// whole state (a snapshot installed from the leader, or a backup restored):
+// a subscriber re-reads the state and subscribes again.
+var ErrStateReplaced = errors.New("the state was replaced by a snapshot (restored or installed from the leader); re-read GET /tasks and subscribe again")
+
+// ErrStalled is wrapped by the error of an FSM that stopped applying the
+// log (a *StallError): every Result from then on, Snapshot and Stalled.
+var ErrStalled = errors.New("state machine stalled")
+
+// StallError says where and why an FSM stopped: the log entry at Index is a
+// command of type Type, numbered above the highest this manager applies.
+type StallError struct {
+	Index uint64
+	Type  CmdType
+	// Max is the highest command number this manager applies.
+	Max CmdType
+}
+
+func (e *StallError) Error() string {
+	return fmt.Sprintf("%v at raft log index %d: command type %d is unknown to this manager, which applies types up to %d; "+
+		"a newer manager wrote it: upgrade this manager's binary and restart it (same data dir), and it replays the log from where it stopped",
+		ErrStalled, e.Index, e.Type.Number(), e.Max)
+}
+
+// Unwrap makes errors.Is(err, ErrStalled) hold.
+func (e *StallError) Unwrap() error { return ErrStalled }
 
 var _ raft.FSM = (*FSM)(nil)
 
 // New returns an empty FSM.
-func New() *FSM {
+func New() *FSM { return NewWith(Options{}) }
+
+// NewWith returns an empty FSM with options.
+func NewWith(o Options) *FSM {
+	if o.MaxCommand == 0 || o.MaxCommand > MaxCommand {
+		o.MaxCommand = MaxCommand
+	}
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
 	return &FSM{
-		tasks:   make(map[uuid.UUID]api.Task),
-		workers: make(map[string]api.Node),
-		changed: make(chan struct{}, 1),
-		subs:    make(map[*subscriber]struct{}),
+		tasks:       make(map[uuid.UUID]api.Task),
+		live:        make(map[uuid.UUID]struct{}),
+		unconfirmed: make(map[uuid.UUID]struct{}),
+		workers:     make(map[string]api.Node),
+		tokens:      newTokenTable(),
+		services:    make(map[string]api.Service),
+		changed:     make(chan struct{}, 1),
+		feed:        newFeed(DefaultFeedSize),
+		limit:       o.MaxCommand,
+		log:         o.Logger,
 	}
 }
 
-// Subscribe returns a channel of every task change applied from now on, in
-// log order, and a function to unsubscribe. A subscriber that falls more than
-// buf changes behind is dropped: its channel is closed, and it resubscribes
-// (and re-reads the state) if it wants to go on. Apply never waits for one.
-func (f *FSM) Subscribe(buf int) (<-chan api.Change, func()) {
-	s := &subscriber{ch: make(chan api.Change, buf)}
-	f.mu.Lock()
-	f.subs[s] = struct{}{}
-	f.mu.Unlock()
-	return s.ch, func() {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		if _, ok := f.subs[s]; ok {
-			delete(f.subs, s)
-			close(s.ch)
-		}
+// MaxCommand is the highest command number this FSM applies: what its
+// manager advertises.
+func (f *FSM) MaxCommand() CmdType { return f.limit }
+
+// Stalled returns nil, or the *StallError of an FSM that stopped applying
+// the log at a command it does not know. A stalled manager's state is
+// frozen before that entry: its manager refuses to serve it (503) and is
+// not ready, and it keeps running, so that an upgrade and a restart are all
+// that is needed.
+func (f *FSM) Stalled() error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.stall == nil {
+		return nil
+	}
+	return f.stall
+}
+
+// putLocked stores t and keeps the live index in step.
+func (f *FSM) putLocked(t api.Task) {
+	f.tasks[t.ID] = t
+	if t.Finished() {
+		delete(f.live, t.ID)
+	} else {
+		f.live[t.ID] = struct{}{}
 	}
 }
 
-// publishLocked hands a task change to every subscriber without blocking.
-func (f *FSM) publishLocked(index uint64, t api.Task) {
-	for s := range f.subs {
-		select {
-		case s.ch <- api.Change{Index: index, Task: t}:
-		default:
-			delete(f.subs, s)
-			close(s.ch)
-		}
-	}
+// deleteLocked removes a task from the state and its indexes.
+func (f *FSM) deleteLocked(id uuid.UUID) {
+	delete(f.tasks, id)
+	delete(f.live, id)
+	delete(f.unconfirmed, id)
 }
+
+// Subscribe returns a subscription to every task change applied from now
+// on, in log order. Apply never waits for a subscriber: changes go into a
+// bounded ring shared by all subscribers (feed.go), which each reads at its
+// own pace; one that falls more than the ring's size behind is told so by
+// Next (ErrFellBehind) and resubscribes, re-reading the state, if it wants
+// to go on. Close the subscription when done.
+func (f *FSM) Subscribe() *Subscription { return f.feed.subscribe() }
 
 // Changed signals (capacity 1, never blocking Apply) that the state changed;
 // the leader loop wakes on it instead of polling.
@@ -111,39 +198,62 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
-	c, cmd, err := decode(l.Data)
-	if errors.Is(err, ErrUnknownCommand) {
-		return f.skipUnknown(l.Index, CmdType(l.Data[0]), err)
-	}
+	c, cmd, err := decode(l.Data, f.limit)
 	f.mu.Lock()
-	defer f.mu.Unlock()
+	if f.stall != nil {
+		// Nothing after the unknown entry may apply: the state would be
+		// the others' minus that entry's effect, silently.
+		f.mu.Unlock()
+		return &Result{Err: f.stall}
+	}
+	if errors.Is(err, ErrUnknownCommand) {
+		res := f.unknownLocked(l.Index, CmdType(l.Data[0]))
+		f.mu.Unlock()
+		return res
+	}
 	f.applied = l.Index
 	if err != nil {
+		f.mu.Unlock()
 		return &Result{Err: err}
 	}
 	res := c.apply(f, cmd)
+	f.mu.Unlock()
 	if res.Changed {
 		f.notify()
 		if res.Task.ID != uuid.Nil {
-			f.publishLocked(l.Index, res.Task)
+			// After the FSM's lock is released: raft calls Apply from one
+			// goroutine, so changes still enter the feed in log order, and
+			// the feed never blocks (subscribers read it on their own).
+			f.feed.publish(api.Change{Index: l.Index, Task: res.Task})
+		}
+		for _, t := range res.Tasks {
+			f.feed.publish(api.Change{Index: l.Index, Task: t})
 		}
 	}
 	return res
 }
 
-// skipUnknown handles an entry of a type this version does not know. With
+// unknownLocked handles an entry of a type this version does not know. With
 // IgnoreIfUnknown it is skipped. Without, a newer manager wrote a command
 // this one cannot apply: skipping it would let the replicas diverge
-// silently, so stopping is the safe choice (upgrade this manager). This
-// cannot be reached from client input.
-func (f *FSM) skipUnknown(index uint64, t CmdType, err error) *Result {
-	if t&IgnoreIfUnknown == 0 {
-		panic(fmt.Sprintf("fsm: log index %d: %v; upgrade this manager", index, err))
+// silently, and panicking would crash-loop the manager on every replay. So
+// the FSM stalls: it applies nothing more (each later entry's Result
+// carries the stall), refuses snapshots (raft must not compact the entries
+// it has not applied), and closes the event streams. Its applied index stays
+// before the entry, and a restart of an upgraded binary replays from the
+// last snapshot, through this entry, correctly. The leader's check that
+// every voter knows a command before proposing it makes this rare: a
+// manager downgraded, or started from an old binary, after the entry.
+func (f *FSM) unknownLocked(index uint64, t CmdType) *Result {
+	if t.Ignorable() {
+		f.applied = index
+		return &Result{}
 	}
-	f.mu.Lock()
-	f.applied = index
-	f.mu.Unlock()
-	return &Result{}
+	f.stall = &StallError{Index: index, Type: t, Max: f.limit}
+	f.log.Error("state machine stalled: this manager must be upgraded", "index", index, "type", t.Number(), "max_known", f.limit, "error", f.stall)
+	f.feed.cut(f.stall)
+	f.notify()
+	return &Result{Err: f.stall}
 }
 
 // ApplyCommand applies a decoded command directly, outside raft. Tests use it
@@ -183,14 +293,26 @@ func (f *FSM) submitLocked(c SubmitTask) *Result {
 	if cur, ok := f.tasks[c.Task.ID]; ok {
 		return &Result{Task: cur}
 	}
+	if c.Task.Service != "" {
+		// A service's task (the leader makes them) only while the service
+		// exists: one decided before a deletion committed must not
+		// outlive it.
+		if _, ok := f.services[c.Task.Service]; !ok {
+			return &Result{Err: fmt.Errorf("task %s names service %q, which does not exist: %w", c.Task.ID, c.Task.Service, api.ErrConflict)}
+		}
+	}
+	if c.MaxTasks > 0 && len(f.tasks) >= c.MaxTasks {
+		return &Result{Err: fmt.Errorf("%w: the cluster stores %d tasks, its limit (manager setting max_tasks); stop tasks you no longer need, and finished ones are removed by garbage collection (cube system gc removes them now)",
+			api.ErrLimit, len(f.tasks))}
+	}
 	t := c.Task
 	t.State = api.Pending
 	t.DesiredState = api.Running
 	t.SubmitTime = c.Time
 	t.Worker, t.Generation, t.ContainerID, t.HostPorts = "", 0, "", nil
 	t.StartTime, t.FinishTime = time.Time{}, time.Time{}
-	t.RestartCount, t.ExitCode, t.Reason = 0, 0, ""
-	f.tasks[t.ID] = t
+	t.RestartCount, t.ExitCode, t.Reason, t.LastWorker = 0, 0, "", ""
+	f.putLocked(t)
 	return &Result{Task: t, Created: true, Changed: true}
 }
 
@@ -216,7 +338,7 @@ func (f *FSM) assignLocked(c AssignTask) *Result {
 	t.ContainerID, t.HostPorts = "", nil
 	t.StartTime, t.FinishTime = time.Time{}, time.Time{}
 	t.ExitCode, t.Reason = 0, ""
-	f.tasks[t.ID] = t
+	f.putLocked(t)
 	return &Result{Task: t, Changed: true}
 }
 
@@ -233,6 +355,13 @@ func (f *FSM) reportLocked(c ReportTask) *Result {
 	if !r.State.Valid() {
 		return &Result{Task: t, Err: &api.ValidationError{Msg: fmt.Sprintf("report state %d is not a task state", r.State)}}
 	}
+	if _, ok := f.unconfirmed[t.ID]; ok && r.State.Terminal() {
+		// The worker says the container of a task given up on has ended:
+		// garbage collection may now remove the task. Its state stays
+		// the one the leader gave it.
+		delete(f.unconfirmed, t.ID)
+		return &Result{Changed: true}
+	}
 	next := t
 	next.State = r.State
 	next.ContainerID = r.ContainerID
@@ -246,7 +375,7 @@ func (f *FSM) reportLocked(c ReportTask) *Result {
 	if t.State != next.State && !api.ValidStateTransition(t.State, next.State) {
 		return &Result{Task: t, Err: fmt.Errorf("task %s cannot go from %s to %s: %w", r.ID, t.State, next.State, api.ErrConflict)}
 	}
-	f.tasks[t.ID] = next
+	f.putLocked(next)
 	return &Result{Task: next, Changed: true}
 }
 
@@ -268,7 +397,7 @@ func (f *FSM) stopLocked(c StopTask) *Result {
 		t.Reason = c.Reason
 		t.FinishTime = c.Time
 	}
-	f.tasks[t.ID] = t
+	f.putLocked(t)
 	return &Result{Task: t, Changed: true}
 }
 
@@ -279,10 +408,10 @@ func (f *FSM) upsertWorkerLocked(c UpsertWorker) *Result {
 	}
 	// Allocation is derived from tasks on read, never stored; Drain is the
 	// operator's, set by DrainWorker only.
-	n.AllocatedCpu, n.AllocatedMemory, n.AllocatedDisk, n.TaskCount = 0, 0, 0, 0
+	n.AllocatedCpu, n.AllocatedMemory, n.AllocatedDisk, n.TaskCount, n.ServiceTasks = 0, 0, 0, 0, nil
 	cur, ok := f.workers[n.Name]
 	n.Drain = ok && cur.Drain
-	if ok && cur == n {
+	if ok && cur.Equal(n) {
 		return &Result{}
 	}
 	f.workers[n.Name] = n
@@ -311,7 +440,7 @@ func (f *FSM) pendingNoteLocked(c PendingNote) *Result {
 		return &Result{Task: t}
 	}
 	t.Reason = c.Reason
-	f.tasks[t.ID] = t
+	f.putLocked(t)
 	return &Result{Task: t, Changed: true}
 }
 
@@ -347,7 +476,7 @@ func (f *FSM) restartLocked(c RestartTask) *Result {
 	t.StartTime, t.FinishTime = time.Time{}, time.Time{}
 	t.ExitCode = 0
 	t.Reason = c.Reason
-	f.tasks[t.ID] = t
+	f.putLocked(t)
 	return &Result{Task: t, Changed: true}
 }
 
@@ -364,7 +493,7 @@ func (f *FSM) requeueLocked(c RequeueTask) *Result {
 	t.Worker = ""
 	t.ContainerID, t.HostPorts = "", nil
 	t.Reason = c.Reason
-	f.tasks[t.ID] = t
+	f.putLocked(t)
 	return &Result{Task: t, Changed: true}
 }
 
@@ -376,13 +505,17 @@ func (f *FSM) giveUpLocked(c GiveUpTask) *Result {
 	if t.DesiredState != api.Running {
 		return &Result{Task: t, Err: fmt.Errorf("task %s is not to run (desired %s): %w", c.ID, t.DesiredState, api.ErrConflict)}
 	}
+	if t.State == api.Scheduled || t.State == api.Running {
+		// Its container may still run until its worker confirms the stop.
+		f.unconfirmed[t.ID] = struct{}{}
+	}
 	t.DesiredState = api.Failed
 	t.State = api.Failed
 	t.Reason = c.Reason
 	if t.FinishTime.IsZero() {
 		t.FinishTime = c.Time
 	}
-	f.tasks[t.ID] = t
+	f.putLocked(t)
 	return &Result{Task: t, Changed: true}
 }
 
@@ -416,6 +549,42 @@ func (f *FSM) Task(id uuid.UUID) (api.Task, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.taskLocked(id)
+}
+
+// LiveTasks returns the tasks that are not Finished, oldest submission
+// first: what the leader's loop works on. Its cost follows their number,
+// not the number of finished tasks kept until garbage collection.
+func (f *FSM) LiveTasks() []api.Task {
+	return f.tasksIn(func() map[uuid.UUID]struct{} { return f.live })
+}
+
+// Unconfirmed reports whether the task was given up on while placed and
+// its worker has not yet confirmed that its container ended.
+func (f *FSM) Unconfirmed(id uuid.UUID) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	_, ok := f.unconfirmed[id]
+	return ok
+}
+
+// UnconfirmedTasks returns the tasks given up on while placed whose
+// worker has not yet confirmed that their container ended.
+func (f *FSM) UnconfirmedTasks() []api.Task {
+	return f.tasksIn(func() map[uuid.UUID]struct{} { return f.unconfirmed })
+}
+
+// tasksIn returns the tasks of an index, oldest submission first. The index
+// is read under the lock (Restore replaces the maps), hence a function.
+func (f *FSM) tasksIn(index func() map[uuid.UUID]struct{}) []api.Task {
+	f.mu.RLock()
+	ids := index()
+	out := make([]api.Task, 0, len(ids))
+	for id := range ids {
+		out = append(out, f.tasks[id])
+	}
+	f.mu.RUnlock()
+	sortTasks(out)
+	return out
 }
 
 // Tasks returns every task, oldest submission first.
@@ -465,15 +634,22 @@ func (f *FSM) Nodes() []api.Node {
 		idx[name] = len(out)
 		out = append(out, f.workers[name])
 	}
-	for _, t := range f.tasks {
+	for id := range f.live {
+		t := f.tasks[id]
 		i, ok := idx[t.Worker]
 		if !ok || (t.State != api.Scheduled && t.State != api.Running) {
 			continue
 		}
 		out[i].AllocatedCpu += t.Cpu
-		out[i].AllocatedMemory += t.Memory
-		out[i].AllocatedDisk += t.Disk
+		out[i].AllocatedMemory = api.AddBytes(out[i].AllocatedMemory, t.Memory)
+		out[i].AllocatedDisk = api.AddBytes(out[i].AllocatedDisk, t.Disk)
 		out[i].TaskCount++
+		if t.Service != "" {
+			if out[i].ServiceTasks == nil {
+				out[i].ServiceTasks = map[string]int{}
+			}
+			out[i].ServiceTasks[t.Service]++
+		}
 	}
 	return out
 }
@@ -491,34 +667,81 @@ type snapshotData struct {
 	Version int
 	Tasks   []api.Task
 	Workers []api.Node
+	// Tokens and TokensUsed came with version 2; a version 1 snapshot
+	// has neither and restores to an empty token table that was never used.
+	Tokens     []Token `json:",omitempty"`
+	TokensUsed bool    `json:",omitempty"`
+	// Unconfirmed lists the tasks given up on whose container's end no
+	// worker confirmed yet (sorted). An older manager ignores the field and
+	// may garbage-collect nothing anyway: it has no garbage collection.
+	Unconfirmed []uuid.UUID `json:",omitempty"`
+	// Services came with version 3 (sorted by name). Persist writes
+	// version 3 only when there are services, so that a state without
+	// them still restores on a manager that reads up to version 2 (a
+	// rolling upgrade: services cannot exist before every voter applies
+	// their commands).
+	Services []api.Service `json:",omitempty"`
 }
 
-const snapshotVersion = 1
+// snapshotVersion is the version Persist writes. Version 2 added tokens:
+// a manager that reads only version 1 refuses such a snapshot instead of
+// restoring it without its tokens (which would let the managers disagree
+// on who may call the API). Restore reads both.
+// Version 3 added services; Persist writes it only for a state that holds
+// some (else version 2, the same bytes as before).
+const snapshotVersion = 3
+
+// snapshotVersionNoServices is the version Persist writes for a state
+// without services.
+const snapshotVersionNoServices = 2
+
+// oldestSnapshotVersion is the oldest version Restore reads.
+const oldestSnapshotVersion = 1
 
 // Snapshot copies the maps (cheap: values are never mutated in place); the
 // encoding and I/O happen in Persist, concurrently with Apply.
+//
+// A stalled FSM refuses: a snapshot would be labelled with raft's applied
+// index, past the entries the FSM skipped, and raft would then compact them
+// away, so the upgraded manager could never replay them.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	s := &snapshot{tasks: make([]api.Task, 0, len(f.tasks)), workers: make([]api.Node, 0, len(f.workers))}
+	if f.stall != nil {
+		return nil, fmt.Errorf("snapshot: %w", f.stall)
+	}
+	s := &snapshot{
+		tasks:      make([]api.Task, 0, len(f.tasks)),
+		workers:    make([]api.Node, 0, len(f.workers)),
+		tokens:     make([]Token, 0, len(f.tokens.byAccessor)),
+		tokensUsed: f.tokens.used,
+		services:   make([]api.Service, 0, len(f.services)),
+	}
+	for _, sv := range f.services {
+		s.services = append(s.services, sv)
+	}
+	for id := range f.unconfirmed {
+		s.unconfirmed = append(s.unconfirmed, id)
+	}
 	for _, t := range f.tasks {
 		s.tasks = append(s.tasks, t)
 	}
 	for _, n := range f.workers {
 		s.workers = append(s.workers, n)
 	}
+	for _, t := range f.tokens.byAccessor {
+		s.tokens = append(s.tokens, t)
+	}
 	return s, nil
 }
 
-// Restore replaces the whole state with a snapshot's.
+// Restore replaces the whole state with a snapshot's, and so ends a stall:
+// the snapshot holds every entry up to its index, the unknown one included.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	var d snapshotData
-	if err := json.NewDecoder(rc).Decode(&d); err != nil {
-		return fmt.Errorf("restore snapshot: %w", err)
-	}
-	if d.Version != snapshotVersion {
-		return fmt.Errorf("restore snapshot: version %d, this manager reads version %d", d.Version, snapshotVersion)
+	d, err := decodeState(rc)
+	if err != nil {
+		return err
 	}
 	tasks := make(map[uuid.UUID]api.Task, len(d.Tasks))
 	for _, t := range d.Tasks {
@@ -528,16 +751,44 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	for _, n := range d.Workers {
 		workers[n.Name] = n
 	}
+	tokens := newTokenTable()
+	for _, t := range d.Tokens {
+		tokens.put(t)
+	}
+	tokens.used = tokens.used || d.TokensUsed
+	services := make(map[string]api.Service, len(d.Services))
+	for _, s := range d.Services {
+		services[s.Name] = s
+	}
+	live := make(map[uuid.UUID]struct{})
+	for id, t := range tasks {
+		if !t.Finished() {
+			live[id] = struct{}{}
+		}
+	}
+	unconfirmed := make(map[uuid.UUID]struct{}, len(d.Unconfirmed))
+	for _, id := range d.Unconfirmed {
+		if _, ok := tasks[id]; ok {
+			unconfirmed[id] = struct{}{}
+		}
+	}
 	f.mu.Lock()
-	f.tasks, f.workers = tasks, workers
+	f.tasks, f.live, f.unconfirmed, f.workers, f.tokens, f.services = tasks, live, unconfirmed, workers, tokens, services
+	f.stall = nil
 	f.mu.Unlock()
+	// The changes a subscriber read no longer lead to this state.
+	f.feed.cut(ErrStateReplaced)
 	f.notify()
 	return nil
 }
 
 type snapshot struct {
-	tasks   []api.Task
-	workers []api.Node
+	tasks       []api.Task
+	workers     []api.Node
+	tokens      []Token
+	tokensUsed  bool
+	unconfirmed []uuid.UUID
+	services    []api.Service
 }
 
 // Persist streams the snapshot as JSON into the sink.
@@ -545,7 +796,15 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	sortTasks(s.tasks)
 	sort.Slice(s.workers, func(i, j int) bool { return s.workers[i].Name < s.workers[j].Name })
 	enc := json.NewEncoder(sink)
-	if err := enc.Encode(snapshotData{Version: snapshotVersion, Tasks: s.tasks, Workers: s.workers}); err != nil {
+	sortTokens(s.tokens)
+	sort.Slice(s.unconfirmed, func(i, j int) bool { return s.unconfirmed[i].String() < s.unconfirmed[j].String() })
+	sortServices(s.services)
+	version := snapshotVersion
+	if len(s.services) == 0 {
+		version = snapshotVersionNoServices
+	}
+	d := snapshotData{Version: version, Tasks: s.tasks, Workers: s.workers, Tokens: s.tokens, TokensUsed: s.tokensUsed, Unconfirmed: s.unconfirmed, Services: s.services}
+	if err := enc.Encode(d); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("persist snapshot: %w", err)
 	}

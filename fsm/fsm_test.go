@@ -48,6 +48,7 @@ func newTask() api.Task {
 // script is a log that exercises every command.
 func script(task api.Task) []any {
 	other := newTask()
+	boot := uuid.New()
 	return []any{
 		worker("w1"),
 		worker("w2"),
@@ -65,6 +66,18 @@ func script(task api.Task) []any {
 		ReportTask{Task: api.Task{ID: task.ID, Worker: "w1", Generation: 3, State: api.Completed, ContainerID: "c1", Reason: "stopped on request", StartTime: t0, FinishTime: t0.Add(4 * time.Second)}},
 		GiveUpTask{ID: other.ID, Reason: "x", Time: t0},
 		DrainWorker{Name: "w2", Drain: true},
+		BootstrapToken{AccessorID: boot, Hash: hashOf("cube_boot"), CreateTime: t0},
+		CreateToken{AccessorID: uuid.New(), Name: "ci", Role: api.RoleSubmit, Hash: hashOf("cube_ci"), CreateTime: t0.Add(time.Second)},
+		CreateToken{AccessorID: uuid.New(), Name: "dash", Role: api.RoleRead, Hash: hashOf("cube_dash"), CreateTime: t0.Add(time.Second)},
+		DeleteToken{AccessorID: boot},
+		BootstrapToken{AccessorID: uuid.New(), Hash: hashOf("cube_boot2"), CreateTime: t0}, // a no-op: tokens were stored
+		UpsertWorker{Node: api.Node{Name: "w3", State: api.NodeDead, Since: t0}},
+		CollectGarbage{Tasks: []uuid.UUID{other.ID, task.ID}, Workers: []string{"w3"}},
+		PutService{Service: api.Service{Name: "web", Count: 2, Task: api.Task{Image: "cube-echo:latest"}}, Mode: PutCreate, Time: t0, By: "ci"},
+		PutService{Service: api.Service{Name: "web", Count: 3, Task: api.Task{Image: "cube-echo:2"}}, Time: t0.Add(time.Second)},
+		SetRollout{Name: "web", Expect: 2, Healthy: 1, Rollout: &api.Rollout{From: 1, To: 2, State: api.RolloutCompleted, Replaced: 2, StartTime: t0, UpdateTime: t0}, Time: t0},
+		PutService{Service: api.Service{Name: "gone", Task: api.Task{Image: "cube-echo:latest"}}, Time: t0},
+		DeleteService{Name: "gone", Time: t0},
 	}
 }
 
@@ -208,13 +221,11 @@ func TestFSM_IgnoreIfUnknown(t *testing.T) {
 	if r := res.(*Result); r.Err == nil {
 		t.Fatal("malformed payload accepted")
 	}
-	// An unknown command without the bit stops the FSM rather than diverge.
-	defer func() {
-		if recover() == nil {
-			t.Fatal("unknown non-ignorable command did not stop the FSM")
-		}
-	}()
-	f.Apply(&raft.Log{Index: 9, Type: raft.LogCommand, Data: []byte{0x7E, '{', '}'}})
+	// An unknown command without the bit stalls the FSM (upgrade_test.go).
+	res = f.Apply(&raft.Log{Index: 9, Type: raft.LogCommand, Data: []byte{0x7E, '{', '}'}})
+	if r := res.(*Result); !errors.Is(r.Err, ErrStalled) || f.AppliedIndex() != 8 {
+		t.Fatalf("unknown non-ignorable command: %+v, applied %d; want a stall at 8", r, f.AppliedIndex())
+	}
 }
 
 // state returns the FSM's persisted bytes: equal states give equal bytes.
@@ -289,7 +300,7 @@ func TestFSM_SnapshotRestore(t *testing.T) {
 	if got := state(t, dst); !bytes.Equal(got, data) {
 		t.Fatalf("restored state differs:\n%s\n%s", got, data)
 	}
-	if !reflect.DeepEqual(src.Tasks(), dst.Tasks()) || !reflect.DeepEqual(src.Nodes(), dst.Nodes()) {
+	if !reflect.DeepEqual(src.Tasks(), dst.Tasks()) || !reflect.DeepEqual(src.Nodes(), dst.Nodes()) || !reflect.DeepEqual(src.Tokens(), dst.Tokens()) {
 		t.Fatal("restored reads differ")
 	}
 	if err := dst.Restore(io.NopCloser(bytes.NewReader([]byte(`{"Version":99}`)))); err == nil {
@@ -434,6 +445,7 @@ func TestFSM_Apply_RestartRequeueGiveUp(t *testing.T) {
 var (
 	wireID   = uuid.MustParse("6f1c2a4e-8b3d-4f5a-9c7e-0d1b2c3d4e5f")
 	wireTime = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	wireHash = strings.Repeat("ab", 32)
 )
 
 // wireCases is one command of every type with its type byte, written as a
@@ -456,6 +468,14 @@ func wireCases() []struct {
 		{0x08, RequeueTask{ID: wireID, Reason: "worker w1 died", Time: wireTime}},
 		{0x09, GiveUpTask{ID: wireID, Reason: "gave up", Time: wireTime}},
 		{0x0a, DrainWorker{Name: "w1", Drain: true}},
+		{0x0b, CreateToken{AccessorID: wireID, Name: "ci", Role: api.RoleSubmit, Hash: wireHash, CreateTime: wireTime}},
+		{0x0c, DeleteToken{AccessorID: wireID}},
+		{0x0d, BootstrapToken{AccessorID: wireID, Hash: wireHash, CreateTime: wireTime}},
+		{0x0e, CollectGarbage{Tasks: []uuid.UUID{wireID}, Workers: []string{"w3"}}},
+		{0x0f, PutService{Service: api.Service{Name: "web", Count: 3, Task: api.Task{Image: "cube-echo:latest"}}, Mode: PutCreate, Time: wireTime, By: "ci"}},
+		{0x10, DeleteService{Name: "web", Time: wireTime, Reason: "deleted"}},
+		{0x11, SetRollout{Name: "web", Expect: 2, Rollout: &api.Rollout{From: 1, To: 2, State: api.RolloutFailed, Reason: "x"}, Current: 1, Healthy: 1, Time: wireTime}},
+		{0x01, SubmitTask{Task: api.Task{ID: wireID, Image: "cube-echo:latest"}, Time: wireTime, MaxTasks: 100}},
 	}
 }
 
@@ -499,6 +519,13 @@ func TestDecode_RecordedEntries(t *testing.T) {
 		{"\x08{" + id + `,"Reason":"worker w1 died",` + at + "}", RequeueTask{ID: wireID, Reason: "worker w1 died", Time: wireTime}},
 		{"\x09{" + id + `,"Reason":"gave up",` + at + "}", GiveUpTask{ID: wireID, Reason: "gave up", Time: wireTime}},
 		{"\x0a{\"Name\":\"w1\",\"Drain\":true}", DrainWorker{Name: "w1", Drain: true}},
+		{"\x0b{\"AccessorID\":\"6f1c2a4e-8b3d-4f5a-9c7e-0d1b2c3d4e5f\",\"Name\":\"ci\",\"Role\":\"submit\",\"Hash\":\"" + wireHash + `","CreateTime":"2026-11-26T12:00:00Z"}`,
+			CreateToken{AccessorID: wireID, Name: "ci", Role: api.RoleSubmit, Hash: wireHash, CreateTime: wireTime}},
+		{"\x0c{\"AccessorID\":\"6f1c2a4e-8b3d-4f5a-9c7e-0d1b2c3d4e5f\"}", DeleteToken{AccessorID: wireID}},
+		{"\x0d{\"AccessorID\":\"6f1c2a4e-8b3d-4f5a-9c7e-0d1b2c3d4e5f\",\"Hash\":\"" + wireHash + `","CreateTime":"2026-11-26T12:00:00Z"}`,
+			BootstrapToken{AccessorID: wireID, Hash: wireHash, CreateTime: wireTime}},
+		{"\x0e{\"Tasks\":[\"6f1c2a4e-8b3d-4f5a-9c7e-0d1b2c3d4e5f\"],\"Workers\":[\"w3\"]}", CollectGarbage{Tasks: []uuid.UUID{wireID}, Workers: []string{"w3"}}},
+		{"\x01{\"Task\":{" + id + `,"Image":"cube-echo:latest"},` + at + `,"MaxTasks":100}`, SubmitTask{Task: api.Task{ID: wireID, Image: "cube-echo:latest"}, Time: wireTime, MaxTasks: 100}},
 	} {
 		got, err := Decode([]byte(tc.entry))
 		if err != nil || !reflect.DeepEqual(got, tc.want) {

@@ -26,6 +26,13 @@ type Result struct {
 	Reason string
 	// At is when the last probe ended.
 	At time.Time
+	// Checked is how long the check had run when it gave this verdict: from
+	// its start (the owner started it on first seeing the placement running)
+	// to the end of the last probe, on this process's monotonic clock. It
+	// tells the owner how long the placement has run as far as it saw, where
+	// the task's StartTime, stamped by its worker's wall clock, can be off
+	// by that clock's difference from this one.
+	Checked time.Duration
 }
 
 // Checker runs health checks: one goroutine per check, each on its own timer
@@ -184,7 +191,8 @@ func (c *Checker) run(ctx context.Context, s Spec, log hclog.Logger) {
 	defer p.close()
 
 	tr := tracker{threshold: s.Threshold}
-	timer := time.NewTimer(firstProbeDelay(s, time.Now()))
+	started := time.Now()
+	timer := time.NewTimer(firstProbeDelay(s, started))
 	defer timer.Stop()
 	for {
 		select {
@@ -203,7 +211,7 @@ func (c *Checker) run(ctx context.Context, s Spec, log hclog.Logger) {
 			log.Debug("probe failed", "reason", reason)
 		}
 		if res, report := tr.observe(ok, reason, time.Now()); report {
-			res.TaskID, res.Generation = s.TaskID, s.Generation
+			res.TaskID, res.Generation, res.Checked = s.TaskID, s.Generation, time.Since(started)
 			if res.Healthy {
 				log.Info("task healthy", "reason", reason)
 			} else {

@@ -211,6 +211,30 @@ func TestChecker_BelowThresholdReportsNothingNew(t *testing.T) {
 	}
 }
 
+// A verdict says how long its check has run, on this process's clock,
+// whatever the task's StartedAt (its worker's wall clock) says: a start an
+// hour ago (the grace is over) or an hour ahead (the whole grace is waited).
+func TestChecker_VerdictSaysHowLongItChecked(t *testing.T) {
+	for _, ahead := range []bool{false, true} {
+		srv := newServer(t, always(http.StatusInternalServerError))
+		c, rec := newTestChecker(t)
+		s := httpSpec(srv.addr(), "/healthfail")
+		s.Timeout, s.Grace = time.Second, 200*time.Millisecond
+		least := 2 * s.Interval // three probes, an interval apart
+		if ahead {
+			s.StartedAt = time.Now().Add(time.Hour)
+			least += s.Grace
+		}
+		begin := time.Now()
+		c.Sync([]Spec{s})
+		res := rec.next(t, s.TaskID, 5*time.Second)
+		waited := time.Since(begin)
+		if res.Healthy || res.Checked < least || res.Checked > waited {
+			t.Errorf("StartedAt %s: verdict %+v after %s; want unhealthy, Checked in [%s, %s]", s.StartedAt, res, waited, least, waited)
+		}
+	}
+}
+
 func TestChecker_Grace(t *testing.T) {
 	const grace = 300 * time.Millisecond
 	started := time.Now()

@@ -166,6 +166,91 @@ var decisions = []decision{
 			"assign t1 to w1 gen 2", "report t1 w1 gen 2 Scheduled"},
 		calls: []string{"w1 submit t1 gen 2"},
 	},
+	// Escalation: privileged mode, host network, host mounts, capabilities.
+	{
+		name: "escalation: a privileged task waits with the reason on a cluster whose workers allow nothing",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.worker("w2")
+			h.submit("t1", func(t *api.Task) { t.Privileged = true })
+		},
+		cmds:  []string{"note t1: no worker allows privileged tasks (start a worker with --allow-privileged)"},
+		check: wantTask("t1", "", 0, api.Pending, 0),
+	},
+	{
+		name: "escalation: a task asking for NET_ADMIN goes to the one worker that allows it, though another is emptier",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.worker("w2")
+			allow(h, "w2", "privileged", "cap:NET_ADMIN")
+			h.placed("t0", "w2", 1, api.Running, nil)
+			h.submit("t1", func(t *api.Task) { t.CapAdd = []string{"NET_ADMIN"} })
+		},
+		cmds:  []string{"assign t1 to w2 gen 1", "report t1 w2 gen 1 Scheduled"},
+		calls: []string{"w2 submit t1 gen 1"},
+	},
+	{
+		name: "escalation: a mount goes only where its host path is under an allowed prefix",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.worker("w2")
+			allow(h, "w1", "mount:/srv/data")
+			allow(h, "w2", "mount:/srv")
+			h.placed("t0", "w2", 1, api.Running, nil)
+			h.submit("t1", func(t *api.Task) { t.Mounts = []string{"/srv/data2/x:/x"} })
+		},
+		cmds:  []string{"assign t1 to w2 gen 1", "report t1 w2 gen 1 Scheduled"},
+		calls: []string{"w2 submit t1 gen 1"},
+	},
+	{
+		name: "escalation: workers allowing different parts of what a task asks: the reason names what each lacks",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.worker("w2")
+			allow(h, "w1", "privileged")
+			allow(h, "w2", "cap:NET_ADMIN")
+			h.submit("t1", func(t *api.Task) { t.Privileged, t.CapAdd = true, []string{"NET_ADMIN"} })
+		},
+		cmds: []string{"note t1: no worker allows everything the task asks (w1 needs --allow-cap NET_ADMIN; w2 needs --allow-privileged)"},
+	},
+	{
+		name: "escalation: a task its worker refused is restarted, counted, on a worker that allows it",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.worker("w2")
+			allow(h, "w2", "host-network")
+			h.placed("t1", "w1", 1, api.Scheduled, func(t *api.Task) { t.NetworkMode = api.NetworkHost })
+			refused(h, "t1", "w1")
+		},
+		cmds:  []string{"report t1 w2 gen 2 Scheduled", "restart t1 on w2 gen 2 counted"},
+		calls: []string{"w2 submit t1 gen 2"},
+		check: wantTask("t1", "w2", 2, api.Scheduled, 1),
+	},
+	{
+		name: "escalation: a task its worker refused, allowed nowhere, goes back to Pending and waits with the reason",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Scheduled, func(t *api.Task) { t.NetworkMode = api.NetworkHost })
+			refused(h, "t1", "w1")
+		},
+		drive: func(h *harness) { h.pass(); h.pass() },
+		cmds: []string{"requeue t1: waiting for a worker with room after: " + refusedReason,
+			"note t1: no worker allows host-network tasks (start a worker with --allow-host-network)"},
+		check: wantTask("t1", "", 1, api.Pending, 0),
+	},
+	{
+		name:   "escalation: a worker that refuses what it claims to allow is not retried in a hot loop: the second refusal waits for its back-off",
+		config: func(c *Config) { c.RestartBase, c.RestartCap = time.Hour, time.Hour },
+		given: func(h *harness) {
+			h.worker("w1")
+			allow(h, "w1", "host-network")
+			h.placed("t1", "w1", 1, api.Scheduled, func(t *api.Task) { t.NetworkMode = api.NetworkHost })
+			refused(h, "t1", "w1")
+			h.pass() // the first refusal: restarted at once, gen 2
+			refused(h, "t1", "w1")
+		},
+		check: wantTask("t1", "w1", 2, api.Failed, 1),
+	},
 	// Dispatch.
 	{
 		name: "dispatch: retried with back-off until the worker answers",
@@ -334,6 +419,27 @@ var decisions = []decision{
 		calls: []string{"w1 list"},
 	},
 	{
+		name: "poll: a record a worker rebuilt from a found container (its data lost) is adopted at its placement; the spec is kept",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Scheduled, func(t *api.Task) { t.HealthCheck, t.MaxRestarts = "/health", 5 })
+			h.l.sent[h.id("t1")] = 1
+			h.record("w1", api.Task{ID: h.id("t1"), Image: "cube-echo:latest", Generation: 1, ContainerID: "c-found",
+				State: api.Running, StartTime: time.Now().UTC()})
+		},
+		drive: (*harness).poll,
+		cmds:  []string{"report t1 w1 gen 1 Running"},
+		calls: []string{"w1 list"},
+		check: func(h *harness) error {
+			t := h.task("t1")
+			if t.ContainerID != "c-found" || t.Name != "t1" || t.HealthCheck != "/health" || t.MaxRestarts != 5 {
+				return fmt.Errorf("task after the found record: container %q name %q health check %q max restarts %d; want c-found and the spec kept",
+					t.ContainerID, t.Name, t.HealthCheck, t.MaxRestarts)
+			}
+			return wantTask("t1", "w1", 1, api.Running, 0)(h)
+		},
+	},
+	{
 		name: "poll: a superseded copy is stopped, fenced by its generation",
 		given: func(h *harness) {
 			h.worker("w1")
@@ -481,6 +587,102 @@ var decisions = []decision{
 		calls: []string{"w1 list"},
 		check: wantTask("t1", "w1", 2, api.Scheduled, 1),
 	},
+	// Scheduled for too long (scheduled.go).
+	{
+		name: "scheduled: a delivered assignment within ScheduledTimeout is not sent again",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Scheduled, nil)
+			h.l.sent[h.id("t1")] = 1
+			scheduledFor(h, "t1", "w1", 1, 30*time.Second)
+		},
+		check: wantTask("t1", "w1", 1, api.Scheduled, 0),
+	},
+	{
+		name: "scheduled: past ScheduledTimeout the assignment is sent again at the same generation, and the worker's record (Running, its report lost) is committed",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Scheduled, nil)
+			h.l.sent[h.id("t1")] = 1
+			rec := h.task("t1")
+			rec.State, rec.ContainerID, rec.StartTime = api.Running, "c-t1", time.Now().UTC()
+			h.record("w1", rec)
+			scheduledFor(h, "t1", "w1", 1, time.Minute+time.Second)
+		},
+		cmds:  []string{"report t1 w1 gen 1 Running"},
+		calls: []string{"w1 submit t1 gen 1"},
+		check: wantTask("t1", "w1", 1, api.Running, 0),
+	},
+	{
+		name: "scheduled: past ScheduledTimeout, a worker that lost the assignment gets it again, same generation",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Scheduled, nil)
+			h.l.sent[h.id("t1")] = 1
+			h.forget("w1", "t1")
+			scheduledFor(h, "t1", "w1", 1, time.Minute+time.Second)
+		},
+		cmds:  []string{"report t1 w1 gen 1 Scheduled"},
+		calls: []string{"w1 submit t1 gen 1"},
+		check: wantTask("t1", "w1", 1, api.Scheduled, 0),
+	},
+	{
+		name: "scheduled: sent again once only; still Scheduled on the worker, nothing more before twice ScheduledTimeout",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Scheduled, nil)
+			h.l.sent[h.id("t1")] = 1
+			scheduledFor(h, "t1", "w1", 1, time.Minute+time.Second)
+			w := h.l.scheduled[h.id("t1")]
+			w.resent = true
+			h.l.scheduled[h.id("t1")] = w
+		},
+		check: wantTask("t1", "w1", 1, api.Scheduled, 0),
+	},
+	{
+		name: "scheduled: past twice ScheduledTimeout the task is requeued, not counted, and its copy stopped up to its generation",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.worker("w2")
+			h.placed("t1", "w1", 1, api.Scheduled, nil)
+			h.l.sent[h.id("t1")] = 1
+			scheduledFor(h, "t1", "w1", 1, 2*time.Minute+time.Second)
+		},
+		cmds:  []string{"requeue t1: Scheduled on worker w1 for more than 2m0s without starting; placing it again"},
+		calls: []string{"w1 stop t1 upto 1"},
+		check: func(h *harness) error {
+			if err := wantTask("t1", "", 1, api.Pending, 0)(h); err != nil {
+				return err
+			}
+			if _, ok := h.l.scheduled[h.id("t1")]; ok {
+				return fmt.Errorf("the watch of the requeued placement is kept")
+			}
+			return nil
+		},
+	},
+	{
+		name: "scheduled: a new placement starts a new clock",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 2, api.Scheduled, nil)
+			h.l.sent[h.id("t1")] = 2
+			scheduledFor(h, "t1", "w1", 1, 3*time.Minute) // the old placement's clock
+		},
+		check: func(h *harness) error {
+			w := h.l.scheduled[h.id("t1")]
+			if w.gen != 2 || time.Since(w.since) > time.Minute {
+				return fmt.Errorf("watch %+v: want generation 2, started now", w)
+			}
+			return wantTask("t1", "w1", 2, api.Scheduled, 0)(h)
+		},
+	},
+}
+
+// scheduledFor backdates the leader's watch of a Scheduled placement, as if
+// it had seen it Scheduled for d (the harness runs FastConfig: a minute of
+// ScheduledTimeout).
+func scheduledFor(h *harness, name, worker string, gen uint64, d time.Duration) {
+	h.l.scheduled[h.id(name)] = scheduledWatch{worker: worker, gen: gen, since: time.Now().Add(-d)}
 }
 
 // wantTask checks a task's placement, state and restart count after the pass.

@@ -37,6 +37,7 @@ type memRaft struct {
 	leader   bool
 	applied  []any               // every command applied, in log order
 	refuse   func(cmd any) error // a non-nil error fails the apply; nothing is applied
+	lose     func(cmd any) bool  // true: the command applies but its answer is lost (unknown outcome)
 	readErr  error               // ConsistentRead fails with it (a deposed leader)
 	onRead   func(f *fsm.FSM)    // runs inside ConsistentRead (a view catching up)
 	reads    int                 // ConsistentRead calls
@@ -62,7 +63,11 @@ func (r *memRaft) Apply(ctx context.Context, data []byte) (any, error) {
 	}
 	r.index++
 	r.applied = append(r.applied, cmd)
-	return r.f.Apply(&hraft.Log{Type: hraft.LogCommand, Index: r.index, Data: data}), nil
+	res := r.f.Apply(&hraft.Log{Type: hraft.LogCommand, Index: r.index, Data: data})
+	if r.lose != nil && r.lose(cmd) {
+		return nil, cluster.ErrUnknownOutcome
+	}
+	return res, nil
 }
 
 func (r *memRaft) IsLeader() bool {
@@ -110,9 +115,15 @@ func (r *memRaft) ConsistentRead(context.Context) error {
 }
 func (r *memRaft) Servers(context.Context) ([]cluster.Server, error) { return nil, nil }
 func (r *memRaft) AppliedIndex() uint64                              { return r.f.AppliedIndex() }
+func (r *memRaft) CommitIndex() uint64                               { return r.f.AppliedIndex() }
 func (r *memRaft) Term() uint64                                      { return 1 }
-func (r *memRaft) Join(context.Context, string, string) error        { return nil }
-func (r *memRaft) Remove(context.Context, string) error              { return nil }
+func (r *memRaft) Status() cluster.ServerStatus                      { return cluster.ServerStatus{ID: "m1"} }
+func (r *memRaft) Join(context.Context, string, string, cluster.Liveness) error {
+	return nil
+}
+func (r *memRaft) Remove(context.Context, string, cluster.Liveness) error { return nil }
+func (r *memRaft) Promote(context.Context, string, string) error          { return nil }
+func (r *memRaft) LeadershipTransfer() error                              { return nil }
 
 // memGossip is the gossip view: the members the test sets.
 type memGossip struct {

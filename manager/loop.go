@@ -34,21 +34,32 @@ type loop struct {
 	// the worker starts it. A new leader starts empty and sends once more,
 	// which the worker's idempotence makes harmless.
 	sent map[uuid.UUID]uint64
+	// scheduled watches how long each Scheduled placement has waited for
+	// its container (see scheduled.go).
+	scheduled map[uuid.UUID]scheduledWatch
 	// restarts and probed are soft recovery state (see recovery.go).
 	restarts map[uuid.UUID]*restartState
 	probed   map[uuid.UUID]time.Time
 	specErr  map[uuid.UUID]uint64 // generation whose bad health spec was logged
-	stuck    map[uuid.UUID]uint64 // generation logged as unable to leave its draining worker
+	// recovering remembers the tasks restarted after their container ended
+	// until they run again, for cube_crash_to_running_seconds.
+	recovering map[uuid.UUID]recovering
+	stuck      map[uuid.UUID]uint64 // generation logged as unable to leave its draining worker
 	// clashes remembers, per worker, the static host ports ("7777/tcp") a
 	// start failed for because they were taken on its machine, and until
 	// when the worker is no candidate for them (see portClash).
-	clashes  map[string]map[string]time.Time
-	checker  *health.Checker
-	healthCh chan health.Result
-	lastPoll time.Time
-	polling  bool
-	pollDone chan pollResult
-	wg       sync.WaitGroup
+	clashes map[string]map[string]time.Time
+	// svcBackoff spaces out replacements of failed service tasks (services.go).
+	svcBackoff map[string]*svcBackoff
+	// batchSeen is when this leader first saw each service's current
+	// rollout batch, on its monotonic clock (services.go, batchOverdue).
+	batchSeen map[string]batchMark
+	checker   *health.Checker
+	healthCh  chan health.Result
+	lastPoll  time.Time
+	polling   bool
+	pollDone  chan pollResult
+	wg        sync.WaitGroup
 }
 
 // The kinds of op.
@@ -74,25 +85,30 @@ type op struct {
 func newLoop(m *Manager) *loop {
 	s, _ := NewScheduler(m.cfg.Scheduler) // validated in New
 	return &loop{
-		m:        m,
-		log:      m.log.Named("leader"),
-		sched:    s,
-		ops:      make(map[uuid.UUID]*op),
-		opDone:   make(chan *op, 64),
-		sent:     make(map[uuid.UUID]uint64),
-		pollDone: make(chan pollResult, 1),
-		restarts: make(map[uuid.UUID]*restartState),
-		probed:   make(map[uuid.UUID]time.Time),
-		specErr:  make(map[uuid.UUID]uint64),
-		stuck:    make(map[uuid.UUID]uint64),
-		clashes:  make(map[string]map[string]time.Time),
-		healthCh: make(chan health.Result, 256),
+		m:          m,
+		log:        m.log.Named("leader"),
+		sched:      s,
+		ops:        make(map[uuid.UUID]*op),
+		opDone:     make(chan *op, 64),
+		sent:       make(map[uuid.UUID]uint64),
+		scheduled:  make(map[uuid.UUID]scheduledWatch),
+		pollDone:   make(chan pollResult, 1),
+		restarts:   make(map[uuid.UUID]*restartState),
+		probed:     make(map[uuid.UUID]time.Time),
+		specErr:    make(map[uuid.UUID]uint64),
+		stuck:      make(map[uuid.UUID]uint64),
+		recovering: make(map[uuid.UUID]recovering),
+		clashes:    make(map[string]map[string]time.Time),
+		svcBackoff: make(map[string]*svcBackoff),
+		batchSeen:  make(map[string]batchMark),
+		healthCh:   make(chan health.Result, 256),
 	}
 }
 
 // begin starts the health checker; end stops it, cancels every op and waits
 // for every goroutine the loop started.
 func (l *loop) begin(ctx context.Context) {
+	l.m.health.reset() // a new leader learns health again
 	// Health checks run on the leader only, each on its own timer; verdicts
 	// come back to the loop's goroutine, which alone decides.
 	l.checker = health.NewChecker(func(r health.Result) {
@@ -105,6 +121,7 @@ func (l *loop) begin(ctx context.Context) {
 
 func (l *loop) end() {
 	l.checker.Stop()
+	l.m.health.reset()
 	for _, o := range l.ops {
 		o.cancel()
 	}
@@ -116,6 +133,7 @@ func (l *loop) end() {
 func (l *loop) run(ctx context.Context) {
 	l.begin(ctx)
 	defer l.end()
+	l.startGC(ctx)
 	tick := time.NewTicker(l.m.cfg.Tick)
 	defer tick.Stop()
 	for {
@@ -165,9 +183,12 @@ func (l *loop) reconcile(ctx context.Context) {
 	if ctx.Err() != nil || !l.m.raft.IsLeader() {
 		return
 	}
+	defer l.m.metrics.pass(time.Now())
 	l.syncWorkers(ctx)
 	nodes := l.m.fsm.Nodes()
-	tasks := l.m.fsm.Tasks()
+	// Only the tasks that are not finished: a pass costs what runs, not
+	// the finished tasks kept until garbage collection removes them.
+	tasks := l.m.fsm.LiveTasks()
 	byName := make(map[string]api.Node, len(nodes))
 	for _, n := range nodes {
 		byName[n.Name] = n
@@ -179,6 +200,9 @@ func (l *loop) reconcile(ctx context.Context) {
 	for _, t := range tasks {
 		if ctx.Err() != nil {
 			return
+		}
+		if len(l.recovering) > 0 {
+			l.noteRecovered(t)
 		}
 		n, known := byName[t.Worker]
 		lost, why := false, ""
@@ -197,14 +221,15 @@ func (l *loop) reconcile(ctx context.Context) {
 			pending = append(pending, t)
 		case t.DesiredState == api.Running && (t.State == api.Scheduled || t.State == api.Running) && n.Drain:
 			drained = append(drained, t)
-		case t.DesiredState == api.Running && t.State == api.Scheduled && l.sent[t.ID] != t.Generation:
-			l.ensureOp(ctx, t, opDispatch)
+		case t.DesiredState == api.Running && t.State == api.Scheduled:
+			l.keepScheduled(ctx, t)
 		case t.DesiredState == api.Completed && !t.State.Terminal() && t.Worker != "":
 			l.ensureOp(ctx, t, opStop)
 		}
 	}
 	l.placeAll(ctx, pending, nodes, ports)
 	l.moveOff(ctx, drained, nodes, ports)
+	l.reconcileServices(ctx, tasks)
 	l.checker.Sync(l.healthSpecs(tasks, nodes))
 	l.prune(tasks)
 	if !l.polling && time.Since(l.lastPoll) >= l.m.cfg.PollInterval {
@@ -212,15 +237,44 @@ func (l *loop) reconcile(ctx context.Context) {
 	}
 }
 
+// startGC runs the periodic garbage collection, every GCInterval, on a
+// goroutine of its own (its commits must not hold up a pass), until ctx
+// ends; end waits for it.
+func (l *loop) startGC(ctx context.Context) {
+	if l.m.cfg.GCInterval <= 0 {
+		return
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		t := time.NewTicker(l.m.cfg.GCInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				l.m.collectDue(ctx, now)
+			}
+		}
+	}()
+}
+
 // prune forgets the soft state of tasks that are no longer to run, so the
 // leader's memory does not grow with the history of the cluster.
 func (l *loop) prune(tasks []api.Task) {
 	active := make(map[uuid.UUID]bool, len(tasks))
+	scheduled := make(map[uuid.UUID]bool)
 	for _, t := range tasks {
 		if t.DesiredState == api.Running {
 			active[t.ID] = true
+			if t.State == api.Scheduled {
+				scheduled[t.ID] = true
+			}
 		}
 	}
+	l.pruneScheduled(scheduled)
+	l.m.health.keep(active)
 	for id := range l.sent {
 		if !active[id] {
 			delete(l.sent, id)
@@ -236,6 +290,11 @@ func (l *loop) prune(tasks []api.Task) {
 			delete(l.probed, id)
 		}
 	}
+	for id := range l.recovering {
+		if !active[id] {
+			delete(l.recovering, id)
+		}
+	}
 	for _, m := range []map[uuid.UUID]uint64{l.specErr, l.stuck} {
 		for id := range m {
 			if !active[id] {
@@ -246,11 +305,11 @@ func (l *loop) prune(tasks []api.Task) {
 }
 
 // syncWorkers commits the gossip view of each worker (address, capacity,
-// liveness) when it differs from the replicated one.
+// liveness, allowances, labels) when it differs from the replicated one.
 func (l *loop) syncWorkers(ctx context.Context) {
 	known := make(map[string]api.Node)
 	for _, n := range l.m.fsm.Nodes() {
-		n.AllocatedCpu, n.AllocatedMemory, n.AllocatedDisk, n.TaskCount = 0, 0, 0, 0
+		n.AllocatedCpu, n.AllocatedMemory, n.AllocatedDisk, n.TaskCount, n.ServiceTasks = 0, 0, 0, 0, nil
 		known[n.Name] = n
 	}
 	for _, mem := range l.m.gossip.Members() {
@@ -265,15 +324,23 @@ func (l *loop) syncWorkers(ctx context.Context) {
 			Cpu:              mem.Meta.Cpu,
 			Memory:           mem.Meta.Memory,
 			Disk:             mem.Meta.Disk,
+			Allows:           mem.Meta.Allows,
+			Labels:           mem.Meta.Labels,
 		}
 		cur, ok := known[n.Name]
+		if !ok && (n.State == api.NodeDead || n.State == api.NodeLeft) {
+			// Gossip remembers departed members a while; one the state
+			// does not hold (never seen, or garbage-collected) has nothing
+			// to record, and recording it would undo the collection.
+			continue
+		}
 		if ok {
 			n.Since, n.Drain = cur.Since, cur.Drain
 		}
 		if !ok || cur.State != n.State {
 			n.Since = time.Now().UTC()
 		}
-		if ok && cur == n {
+		if ok && cur.Equal(n) {
 			continue
 		}
 		if _, err := l.m.apply(ctx, fsm.UpsertWorker{Node: n}); err != nil {
@@ -338,6 +405,7 @@ func (l *loop) placeAll(ctx context.Context, pending []api.Task, nodes []api.Nod
 		}
 		allocate(nodes, d.Node.Name, d.Task)
 		ports.take(d.Node.Name, d.Task)
+		l.m.metrics.placements.Inc()
 		l.log.Info("task assigned", "task_id", d.Task.ID, "worker", d.Node.Name, "generation", o.task.Generation)
 		l.ensureOp(ctx, o.task, opDispatch)
 	}
@@ -369,6 +437,7 @@ func (l *loop) moveOff(ctx context.Context, tasks []api.Task, nodes []api.Node, 
 		}
 		allocate(nodes, d.Node.Name, t)
 		ports.take(d.Node.Name, t)
+		l.m.metrics.placements.Inc()
 		delete(l.stuck, t.ID)
 		l.log.Info("task moved off a draining worker", "task_id", t.ID, "from", t.Worker, "to", d.Node.Name, "generation", res.Task.Generation)
 		l.stopCopy(ctx, t.Worker, t.ID, t.Generation, "moved off its draining worker")

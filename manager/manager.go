@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cube-orch/cube/api"
@@ -14,6 +15,7 @@ import (
 	"github.com/cube-orch/cube/health"
 	"github.com/google/uuid"
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Raft is what the manager needs from the consensus layer; *cluster.Raft
@@ -27,9 +29,13 @@ type Raft interface {
 	ConsistentRead(ctx context.Context) error
 	Servers(ctx context.Context) ([]cluster.Server, error)
 	AppliedIndex() uint64
+	CommitIndex() uint64
 	Term() uint64
-	Join(ctx context.Context, id, addr string) error
-	Remove(ctx context.Context, id string) error
+	Status() cluster.ServerStatus
+	Join(ctx context.Context, id, addr string, live cluster.Liveness) error
+	Remove(ctx context.Context, id string, live cluster.Liveness) error
+	Promote(ctx context.Context, id, addr string) error
+	LeadershipTransfer() error
 }
 
 // Gossip is what the manager needs from the memberlist pool; *cluster.Pool
@@ -67,9 +73,22 @@ type Manager struct {
 	workers Workers
 	probe   prober
 	log     hclog.Logger
+	// promoter promotes joined managers to voters while this one leads.
+	promoter *cluster.Promoter
+	metrics  *metrics
 
 	mu      sync.Mutex
 	leading bool // the control loop runs (for tests and /cluster)
+	// streams counts the event streams being served (Changes).
+	streams atomic.Int64
+	// gcMu serialises garbage collections (periodic and forced).
+	gcMu sync.Mutex
+
+	// versions caches the managers' advertised command types (upgrade.go).
+	versions versions
+	// health is the leader's soft view of healthy placements, for
+	// rollouts and service status (services_api.go).
+	health healthView
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -86,7 +105,11 @@ func New(cfg Config, r Raft, f *fsm.FSM, g Gossip) (*Manager, error) {
 	probe := func(ctx context.Context, t api.Task, workerAPI string) (bool, string) {
 		return probeTask(ctx, t, workerAPI, cfg.WorkerTimeout, cfg.orphanConnectTimeout(), cfg.SourceIP)
 	}
-	return newManager(cfg, r, f, g, api.NewWorkerClientFrom(cfg.WorkerTimeout, cfg.SourceIP), probe), nil
+	m := newManager(cfg, r, f, g, api.NewWorkerClientTLS(cfg.WorkerTimeout, cfg.SourceIP, cfg.WorkerTLS), probe)
+	if err := m.startPromoter(managerStatus(cfg.ManagerClient, cfg.SourceIP, cfg.Autopilot.StatusTimeout)); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // newManager is New with its seams given: the workers' API and the orphan
@@ -104,6 +127,7 @@ func newManager(cfg Config, r Raft, f *fsm.FSM, g Gossip, w Workers, probe probe
 		probe:   probe,
 		log:     cfg.Logger.Named("manager"),
 	}
+	m.metrics = newMetrics(f, m.Leading)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m
 }
@@ -120,6 +144,10 @@ func (m *Manager) Shutdown() {
 	m.cancel()
 	m.wg.Wait()
 }
+
+// Metrics is the registry of the manager's own Prometheus series (metrics.go);
+// the server adds it to what its /metrics serves.
+func (m *Manager) Metrics() *prometheus.Registry { return m.metrics.reg }
 
 // Leading reports whether this manager's control loop runs.
 func (m *Manager) Leading() bool {
@@ -168,11 +196,27 @@ func (m *Manager) lead() (stop func()) {
 			}
 			return
 		}
+		// Before the loop, so that a leader reported Leading has stored
+		// the bootstrap token (or found the cluster already had tokens).
+		// A stalled manager must not act on its frozen state: it hands
+		// leadership to a manager that applies the whole log (upgrade.go).
+		if m.handOverIfStalled(ctx) {
+			return
+		}
+		if !m.bootstrapToken(ctx) {
+			stopBootstrap := m.keepBootstrapping(ctx)
+			defer stopBootstrap()
+		}
 		m.setLeading(true)
 		defer m.setLeading(false)
+		stopPromoter := m.runPromoter(ctx)
+		defer stopPromoter()
 		m.log.Info("leading: control loop started", "id", m.cfg.ID)
-		newLoop(m).run(ctx)
+		loopCtx, stopWatch := m.watchStall(ctx)
+		newLoop(m).run(loopCtx)
+		stopWatch()
 		m.log.Info("control loop stopped", "id", m.cfg.ID)
+		m.handOverIfStalled(ctx)
 	}()
 	return func() {
 		cancel()
@@ -189,6 +233,14 @@ func (m *Manager) setLeading(v bool) {
 // apply writes one command through raft and returns the FSM's result, with
 // the cluster layer's errors mapped onto the API's.
 func (m *Manager) apply(ctx context.Context, cmd any) (*fsm.Result, error) {
+	if err := m.Stalled(); err != nil {
+		return nil, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	}
+	if t, ok := fsm.TypeOf(cmd); ok {
+		if err := m.checkCommand(ctx, t); err != nil {
+			return nil, err
+		}
+	}
 	data, err := fsm.Encode(cmd)
 	if err != nil {
 		return nil, err
@@ -215,13 +267,16 @@ func (m *Manager) SubmitTask(ctx context.Context, ev api.TaskEvent) (api.Task, b
 	if t.ID == uuid.Nil {
 		t.ID = uuid.New()
 	}
-	if err := t.Validate(); err != nil {
+	// Service and ServiceVersion are the leader's, set on the tasks it
+	// makes for a service; a task submitted on its own belongs to none.
+	t.Service, t.ServiceVersion = "", 0
+	if err := t.ValidateSubmission(); err != nil {
 		return api.Task{}, false, err
 	}
 	if err := health.ValidateTask(t); err != nil {
 		return api.Task{}, false, err
 	}
-	res, err := m.apply(ctx, fsm.SubmitTask{Task: t, Time: time.Now().UTC()})
+	res, err := m.apply(ctx, fsm.SubmitTask{Task: t, Time: time.Now().UTC(), MaxTasks: m.cfg.MaxTasks})
 	if err != nil {
 		return api.Task{}, false, err
 	}
@@ -254,7 +309,16 @@ func (m *Manager) ReportTask(ctx context.Context, t api.Task) error {
 	if !m.raft.IsLeader() {
 		return api.ErrNotLeader
 	}
-	_, err := m.apply(ctx, fsm.ReportTask{Task: t})
+	// Reports come from workers (pushed, or read by the leader's poll):
+	// outside input, bounded before it reaches the log.
+	if err := t.ValidateReport(); err != nil {
+		return err
+	}
+	prev, _ := m.fsm.Task(t.ID) // for the report lag: did this report change the state?
+	res, err := m.apply(ctx, fsm.ReportTask{Task: t})
+	if err == nil && res.Changed {
+		m.metrics.reported(prev.State, res.Task, time.Now())
+	}
 	switch {
 	case errors.Is(err, api.ErrStaleGeneration), errors.Is(err, api.ErrConflict), errors.Is(err, api.ErrNotFound):
 		m.log.Debug("report dropped", "task_id", t.ID, "worker", t.Worker, "generation", t.Generation, "reason", err)
@@ -309,6 +373,7 @@ func (m *Manager) Cluster(ctx context.Context) (api.ClusterInfo, error) {
 		}
 		info.Members = append(info.Members, api.GossipMember{
 			Name: mem.Name, Addr: mem.Addr, Role: string(mem.Meta.Role), API: mem.Meta.API, State: string(mem.State),
+			MaxCommand: mem.Meta.MaxCommand,
 		})
 	}
 	apis[m.cfg.ID] = m.cfg.API
@@ -316,8 +381,13 @@ func (m *Manager) Cluster(ctx context.Context) (api.ClusterInfo, error) {
 	if err != nil {
 		return info, fmt.Errorf("%w: raft configuration: %w", api.ErrUnavailable, err)
 	}
+	waiting := m.promotions()
 	for _, s := range servers {
-		info.Servers = append(info.Servers, api.RaftServer{ID: s.ID, Addr: s.Addr, API: apis[s.ID], Voter: s.Voter, Leader: s.Leader})
+		rs := api.RaftServer{ID: s.ID, Addr: s.Addr, API: apis[s.ID], Voter: s.Voter, Leader: s.Leader}
+		if !s.Voter {
+			rs.Promotion = waiting[s.ID]
+		}
+		info.Servers = append(info.Servers, rs)
 	}
 	return info, nil
 }
@@ -345,28 +415,6 @@ func (m *Manager) DrainNode(ctx context.Context, name string, drain bool) (api.N
 	return api.Node{}, fmt.Errorf("worker %q: %w", name, api.ErrNotFound)
 }
 
-// AddManager adds a manager to the raft configuration as a voter.
-func (m *Manager) AddManager(ctx context.Context, id, raftAddr string) error {
-	ctx, cancel := context.WithTimeout(ctx, m.cfg.WriteTimeout)
-	defer cancel()
-	if err := m.raft.Join(ctx, id, raftAddr); err != nil {
-		return m.clusterError("add manager "+id, err)
-	}
-	m.log.Info("manager added to the raft configuration", "id", id, "raft", raftAddr)
-	return nil
-}
-
-// RemoveManager removes a manager from the raft configuration.
-func (m *Manager) RemoveManager(ctx context.Context, id string) error {
-	ctx, cancel := context.WithTimeout(ctx, m.cfg.WriteTimeout)
-	defer cancel()
-	if err := m.raft.Remove(ctx, id); err != nil {
-		return m.clusterError("remove manager "+id, err)
-	}
-	m.log.Info("manager removed from the raft configuration", "id", id)
-	return nil
-}
-
 // clusterError maps the cluster layer's errors onto the API's.
 func (m *Manager) clusterError(what string, err error) error {
 	switch {
@@ -374,6 +422,8 @@ func (m *Manager) clusterError(what string, err error) error {
 		return fmt.Errorf("%w: %s: %w", api.ErrNotLeader, what, err)
 	case errors.Is(err, cluster.ErrUnknownOutcome):
 		return fmt.Errorf("%w: %s: %w", api.ErrUnknownOutcome, what, err)
+	case errors.Is(err, cluster.ErrUnsafeChange):
+		return fmt.Errorf("%w: %s: %w", api.ErrConflict, what, err)
 	}
 	return fmt.Errorf("%w: %s: %w", api.ErrUnavailable, what, err)
 }
@@ -396,26 +446,47 @@ func (m *Manager) Leader() (string, bool) {
 	return "", false
 }
 
-// Changes streams task changes as this manager applies them.
+// Changes streams task changes as this manager applies them. At most
+// MaxEventStreams run at once; one more is refused with api.ErrLimit. Each
+// reads the FSM's shared change feed at its own pace through an unbuffered
+// channel; one that falls further behind than the feed keeps gets a last
+// Change whose Error says so, and its channel is closed.
 func (m *Manager) Changes(ctx context.Context) (<-chan api.Change, error) {
-	src, cancel := m.fsm.Subscribe(1024)
+	if n := m.streams.Add(1); n > int64(m.cfg.MaxEventStreams) {
+		m.streams.Add(-1)
+		return nil, fmt.Errorf("%w: this manager already serves %d event streams, its limit (max_event_streams); close one, or use another manager", api.ErrLimit, m.cfg.MaxEventStreams)
+	}
+	sub := m.fsm.Subscribe()
 	out := make(chan api.Change)
+	m.wg.Add(1)
 	go func() {
+		defer m.wg.Done()
+		defer m.streams.Add(-1)
 		defer close(out)
+		defer sub.Close()
+		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
+		stop := context.AfterFunc(m.ctx, cancel) // Shutdown ends every stream
+		defer stop()
 		for {
+			c, err := sub.Next(ctx)
+			switch {
+			case errors.Is(err, fsm.ErrFellBehind):
+				m.log.Warn("event stream dropped: its reader fell behind", "error", err)
+				c = api.Change{Error: err.Error() + "; re-read GET /tasks and subscribe again"}
+			case errors.Is(err, fsm.ErrStateReplaced), errors.Is(err, fsm.ErrStalled):
+				m.log.Info("event stream ended: the state it followed was replaced or stopped", "error", err)
+				c = api.Change{Error: err.Error()}
+			case err != nil:
+				return
+			}
 			select {
+			case out <- c:
 			case <-ctx.Done():
 				return
-			case c, ok := <-src:
-				if !ok {
-					return
-				}
-				select {
-				case out <- c:
-				case <-ctx.Done():
-					return
-				}
+			}
+			if c.Error != "" {
+				return
 			}
 		}
 	}()

@@ -25,6 +25,10 @@ import (
 type pollWorker struct {
 	node   api.Node
 	expect []api.Task
+	// confirm: tasks given up on while placed here, whose container's end
+	// the worker has not confirmed yet (fsm.UnconfirmedTasks); garbage
+	// collection keeps them until it does.
+	confirm []api.Task
 }
 
 // pollResult is what a poll found that needs a placement decision, which only
@@ -78,6 +82,11 @@ func (l *loop) pollPlan(nodes []api.Node, tasks []api.Task) []pollWorker {
 			plan[i].expect = append(plan[i].expect, t)
 		}
 	}
+	for _, t := range l.m.fsm.UnconfirmedTasks() {
+		if i, ok := idx[t.Worker]; ok {
+			plan[i].confirm = append(plan[i].confirm, t)
+		}
+	}
 	return plan
 }
 
@@ -112,6 +121,11 @@ func (l *loop) poll(ctx context.Context, plan []pollWorker) pollResult {
 		for _, rec := range recs {
 			held[rec.ID] = true
 			cur, err := l.m.fsm.Task(rec.ID)
+			if err != nil && rec.State.Terminal() {
+				// An ended record of a task the cluster does not hold (it
+				// was garbage-collected): nothing runs, nothing to judge.
+				continue
+			}
 			if err != nil || rec.Generation > cur.Generation {
 				newer = append(newer, rec)
 				continue
@@ -122,6 +136,16 @@ func (l *loop) poll(ctx context.Context, plan []pollWorker) pollResult {
 		for _, t := range pw.expect {
 			if !held[t.ID] {
 				res.missing = append(res.missing, t)
+			}
+		}
+		for _, t := range pw.confirm {
+			if !held[t.ID] {
+				// The worker holds no copy at this placement to
+				// confirm: the report at the task's placement lets
+				// garbage collection have it. Should a container of it
+				// turn up later (a worker that lost its records), the
+				// leader stops it as unknown to the cluster.
+				l.report(ctx, t)
 			}
 		}
 	}
@@ -137,6 +161,9 @@ func (l *loop) reconcileRecord(ctx context.Context, n api.Node, rec, cur api.Tas
 	case cur.Worker == n.Name && cur.Generation == rec.Generation:
 		if !cur.State.Terminal() && (cur.State != rec.State || cur.ContainerID != rec.ContainerID) {
 			l.report(ctx, rec)
+		}
+		if cur.State.Terminal() && rec.State.Terminal() && l.m.fsm.Unconfirmed(rec.ID) {
+			l.report(ctx, rec) // the container of a task given up on ended
 		}
 		if cur.State.Terminal() && !rec.State.Terminal() {
 			l.stopCopy(ctx, n.Name, rec.ID, rec.Generation, "the task already ended")
@@ -215,7 +242,8 @@ func (l *loop) placeAbove(ctx context.Context, id uuid.UUID, worker string, gen,
 
 // requeueLost sends back to Pending (not counted as a restart) a task whose
 // worker has no record of it although it acknowledged it — a worker back with
-// an empty data directory, whose old containers it removed — so that the
+// an empty data directory on which the task's container no longer runs (a
+// running one it would have recorded and reported) — so that the
 // scheduler places it again at a higher generation. Without this, a task
 // without a health check would stay Running with no container anywhere.
 func (l *loop) requeueLost(ctx context.Context, t api.Task) {

@@ -126,16 +126,28 @@ func (l *loop) unhealthy(ctx context.Context, r health.Result) {
 	if err != nil || t.Generation != r.Generation || t.State != api.Running || t.DesiredState != api.Running {
 		return // a verdict about an older placement, or the task moved on
 	}
+	l.m.health.drop(t.ID, t.Generation)
 	l.log.Warn("task unhealthy", "task_id", t.ID, "worker", t.Worker, "generation", t.Generation, "failures", r.Failures, "reason", r.Reason)
-	ran := time.Since(t.StartTime)
-	rs := l.noteFailure(t, ran, "health check failed: "+r.Reason)
+	// How long it ran is how long this leader has checked it (its own
+	// monotonic clock), not time.Since(t.StartTime): the worker stamped
+	// StartTime with its wall clock, and a leader whose clock differs (or
+	// was stepped since) read negative or hours-long runs from it, keeping
+	// a back-off after a long healthy run or skipping one in a crash loop.
+	rs := l.noteFailure(t, r.Checked, "health check failed: "+r.Reason)
 	rs.unhealthy = true // the reconcile pass restarts it once its back-off has passed
-	l.restart(ctx, t, l.m.fsm.Nodes(), l.usedPorts(l.m.fsm.Tasks()), rs)
+	l.restart(ctx, t, l.m.fsm.Nodes(), l.usedPorts(l.m.fsm.LiveTasks()), rs)
 }
 
 // healthy handles a placement passing its health check: the back-off resets,
 // so that the next failure after a healthy run is restarted at once.
 func (l *loop) healthy(r health.Result) {
+	if t, err := l.m.fsm.Task(r.TaskID); err == nil && t.Generation == r.Generation && t.State == api.Running {
+		at := r.At
+		if at.IsZero() {
+			at = time.Now()
+		}
+		l.m.health.set(r.TaskID, r.Generation, at)
+	}
 	if rs := l.restarts[r.TaskID]; rs != nil && rs.gen < r.Generation {
 		rs.streak = 0
 	}
@@ -179,6 +191,7 @@ func (l *loop) restart(ctx context.Context, t api.Task, nodes []api.Node, ports 
 		return
 	}
 	ports.take(target.Name, t)
+	l.restarted(t, rs, res.Task.Generation)
 	l.log.Info("task restarted", "task_id", t.ID, "worker", target.Name, "generation", res.Task.Generation,
 		"restart_count", res.Task.RestartCount, "streak", rs.streak, "after", rs.reason)
 	if t.State == api.Running && target.Name != t.Worker {
@@ -199,11 +212,12 @@ func (l *loop) restartTarget(t api.Task, nodes []api.Node, ports HostPortUse, st
 			freed[i].AllocatedCpu -= t.Cpu
 			freed[i].AllocatedMemory -= t.Memory
 			freed[i].AllocatedDisk -= t.Disk
+			countService(&freed[i], t.Service, -1)
 		}
 	}
 	if streak < 3 {
 		for _, n := range freed {
-			if n.Name == t.Worker && fits(t, n) && len(portFree(t, []api.Node{n}, ports)) == 1 {
+			if n.Name == t.Worker && fits(t, n) && meets(t, n) && len(portFree(t, []api.Node{n}, ports)) == 1 {
 				return n, true
 			}
 		}
@@ -362,4 +376,49 @@ func (l *loop) healthSpecs(tasks []api.Task, nodes []api.Node) []health.Spec {
 		specs = append(specs, s)
 	}
 	return specs
+}
+
+// recovering is a task restarted after its container ended, until it runs
+// again: since is when the first of its containers in a row ended.
+type recovering struct {
+	gen   uint64 // the generation that is to run
+	since time.Time
+}
+
+// restarted counts a committed restart of t (now at generation gen) and,
+// for a container that ended, starts the clock of
+// cube_crash_to_running_seconds. A restart that fails to start and is
+// restarted again keeps the first end as its start.
+func (l *loop) restarted(t api.Task, rs *restartState, gen uint64) {
+	if rs.unhealthy {
+		l.m.metrics.restarts.WithLabelValues(causeUnhealthy).Inc()
+		return
+	}
+	l.m.metrics.restarts.WithLabelValues(causeExit).Inc()
+	since := t.FinishTime
+	if r, ok := l.recovering[t.ID]; ok {
+		since = r.since
+	}
+	if since.IsZero() {
+		since = time.Now()
+	}
+	l.recovering[t.ID] = recovering{gen: gen, since: since}
+}
+
+// noteRecovered observes the end of a recovery when t, restarted, runs at
+// the generation it was restarted at.
+func (l *loop) noteRecovered(t api.Task) {
+	r, ok := l.recovering[t.ID]
+	if !ok || t.State != api.Running || t.Generation < r.gen {
+		return
+	}
+	delete(l.recovering, t.ID)
+	if t.Generation > r.gen {
+		return // placed again since (moved, lost worker): not a restart's run
+	}
+	at := t.StartTime
+	if at.IsZero() {
+		at = time.Now()
+	}
+	l.m.metrics.crashToRunning.Observe(max(0, at.Sub(r.since).Seconds()))
 }

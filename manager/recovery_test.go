@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/fsm"
+	"github.com/cube-orch/cube/health"
 	"github.com/google/uuid"
 )
 
@@ -104,5 +106,51 @@ func TestLostWorker(t *testing.T) {
 		if got, why := lostWorker(name, n, known); got != want || (got && why == "") {
 			t.Errorf("lostWorker(%s) = %v %q, want %v", name, got, why, want)
 		}
+	}
+}
+
+// An unhealthy verdict's run is measured on the leader's own clock (how
+// long its health check ran, health.Result.Checked), not from the task's
+// StartTime, which the worker stamps with its wall clock: with the leader's
+// clock stepped forward (or the worker's behind) a quick failure looked an
+// hour long and skipped the back-off of a crash loop; with the leader's
+// clock stepped back a long healthy run looked negative and kept it.
+func TestUnhealthy_RunMeasuredOnTheLeadersClock(t *testing.T) {
+	cases := []struct {
+		name    string
+		start   time.Duration // the task's StartTime, from now
+		checked time.Duration
+		restart bool
+		streak  int
+	}{
+		{"a quick failure keeps the back-off though StartTime is an hour ago", -time.Hour, 500 * time.Millisecond, false, 3},
+		{"a long healthy run restarts at once though StartTime is an hour ahead", time.Hour, time.Minute, true, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, nil)
+			h.worker("w1")
+			rec := h.placed("t1", "w1", 1, api.Running, nil)
+			rec.StartTime = time.Now().UTC().Add(tc.start)
+			h.seed(fsm.ReportTask{Task: rec})
+			if got := h.task("t1").StartTime; !got.Equal(rec.StartTime) {
+				t.Fatalf("StartTime %s, want %s", got, rec.StartTime)
+			}
+			// Two failures in a row before this one.
+			h.l.restarts[h.id("t1")] = &restartState{streak: 2}
+			h.reset()
+			h.l.unhealthy(h.ctx, health.Result{TaskID: h.id("t1"), Generation: 1, Failures: 3, Reason: "GET /health returned 500", Checked: tc.checked})
+			h.settle()
+			var want []string
+			if tc.restart {
+				want = []string{"report t1 w1 gen 2 Scheduled", "restart t1 on w1 gen 2 counted"}
+			}
+			if got := h.commands(); !same(got, want) {
+				t.Errorf("commands %q, want %q", got, want)
+			}
+			if rs := h.l.restarts[h.id("t1")]; rs == nil || rs.streak != tc.streak {
+				t.Errorf("restart state %+v, want streak %d", rs, tc.streak)
+			}
+		})
 	}
 }

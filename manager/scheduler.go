@@ -45,11 +45,18 @@ func Place(s Scheduler, t api.Task, nodes []api.Node) (node api.Node, ok bool, r
 // per worker: a worker on which ports records one of them as held by another
 // task is not a candidate. A task without static host ports is placed
 // exactly as by Place.
+//
+// Both place in this order (see constraints.go): only workers whose labels
+// meet every one of t.Constraints are candidates; of the candidates with
+// room, those meeting the most of t.Prefer, then, for a task of a service,
+// those with the fewest live tasks of its service (Node.ServiceTasks) are
+// kept; the scheduler's Score and Pick choose among them.
 func PlaceFree(s Scheduler, t api.Task, nodes []api.Node, ports HostPortUse) (node api.Node, ok bool, reason string) {
-	cands := s.SelectCandidateNodes(t, portFree(t, nodes, ports))
+	cands := s.SelectCandidateNodes(t, portFree(t, meeting(parseRules(t.Constraints), nodes), ports))
 	if len(cands) == 0 {
-		return api.Node{}, false, noFitReason(t, nodes, ports)
+		return api.Node{}, false, whyNotPlaced(t, nodes, ports)
 	}
+	cands = rank(t, parseRules(t.Prefer), cands)
 	return s.Pick(s.Score(t, cands), cands), true, ""
 }
 
@@ -63,8 +70,9 @@ type Placement struct {
 }
 
 // PlaceAll places tasks one after the other, counting each decision's
-// allocation and static host ports against its node before the next one, so
-// that a burst of submissions is spread and never over-commits a worker nor
+// allocation, service and static host ports against its node before the
+// next one, so that a burst of submissions is spread (the tasks of one
+// service over different workers) and never over-commits a worker nor
 // binds one host port twice, although the decisions are committed together.
 // ports holds the host ports already taken (nil: none); neither nodes nor
 // ports is modified.
@@ -89,31 +97,39 @@ func allocate(nodes []api.Node, name string, t api.Task) {
 	for i := range nodes {
 		if nodes[i].Name == name {
 			nodes[i].AllocatedCpu += t.Cpu
-			nodes[i].AllocatedMemory += t.Memory
-			nodes[i].AllocatedDisk += t.Disk
+			nodes[i].AllocatedMemory = api.AddBytes(nodes[i].AllocatedMemory, t.Memory)
+			nodes[i].AllocatedDisk = api.AddBytes(nodes[i].AllocatedDisk, t.Disk)
 			nodes[i].TaskCount++
+			countService(&nodes[i], t.Service, 1)
 		}
 	}
 }
 
 // fits reports whether the node is alive, can run containers, is not being
-// drained and has room.
+// drained, allows what the task asks (see allowed) and has room.
 // A capacity of 0 means "unknown" and does not constrain (a worker that did
 // not advertise it).
 func fits(t api.Task, n api.Node) bool {
-	if n.State != api.NodeAlive || !n.RuntimeAvailable || n.Drain {
+	if n.State != api.NodeAlive || !n.RuntimeAvailable || n.Drain || !allowed(t, n) {
 		return false
 	}
-	if n.Memory > 0 && n.AllocatedMemory+t.Memory > n.Memory {
+	if n.Memory > 0 && !roomFor(n.AllocatedMemory, t.Memory, n.Memory) {
 		return false
 	}
-	if n.Disk > 0 && n.AllocatedDisk+t.Disk > n.Disk {
+	if n.Disk > 0 && !roomFor(n.AllocatedDisk, t.Disk, n.Disk) {
 		return false
 	}
 	if n.Cpu > 0 && n.AllocatedCpu+t.Cpu > n.Cpu+1e-9 {
 		return false
 	}
 	return true
+}
+
+// roomFor reports whether want more bytes fit beside allocated within
+// capacity, without computing allocated+want, which could overflow int64
+// and wrap to a negative number that fits anywhere.
+func roomFor(allocated, want, capacity int64) bool {
+	return want <= capacity-allocated
 }
 
 func selectFitting(t api.Task, nodes []api.Node) []api.Node {
@@ -141,9 +157,9 @@ func noFitReason(t api.Task, nodes []api.Node, ports HostPortUse) string {
 			why = append(why, n.Name+": container runtime unavailable")
 		case n.Drain:
 			why = append(why, n.Name+": draining")
-		case n.Memory > 0 && n.AllocatedMemory+t.Memory > n.Memory:
+		case n.Memory > 0 && !roomFor(n.AllocatedMemory, t.Memory, n.Memory):
 			why = append(why, fmt.Sprintf("%s: %d bytes of memory free", n.Name, n.Memory-n.AllocatedMemory))
-		case n.Disk > 0 && n.AllocatedDisk+t.Disk > n.Disk:
+		case n.Disk > 0 && !roomFor(n.AllocatedDisk, t.Disk, n.Disk):
 			why = append(why, fmt.Sprintf("%s: %d bytes of disk free", n.Name, n.Disk-n.AllocatedDisk))
 		case n.Cpu > 0 && n.AllocatedCpu+t.Cpu > n.Cpu:
 			why = append(why, fmt.Sprintf("%s: %.2f cores free", n.Name, n.Cpu-n.AllocatedCpu))

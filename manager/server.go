@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -16,7 +17,9 @@ import (
 	"github.com/cube-orch/cube/api"
 	"github.com/cube-orch/cube/cluster"
 	"github.com/cube-orch/cube/fsm"
+	"github.com/cube-orch/cube/security"
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 )
 
 // ServerConfig configures a Server: one manager node.
@@ -59,6 +62,20 @@ type ServerConfig struct {
 	// SourceIP, if set, is the local address every outgoing connection
 	// (raft, gossip, calls to workers, forwarded requests) leaves from.
 	SourceIP string
+	// TLS names the CA, this manager's certificate (role manager) and key.
+	// Set, it turns on mutual TLS for the manager API, raft and calls to
+	// workers; empty, everything runs in clear text and open (cube dev, unit
+	// tests). cube manager refuses to start without it unless --insecure.
+	TLS security.Files
+	// GossipKeys are base64 gossip encryption keys, the first one used to
+	// encrypt (the others only accepted: a rotation in progress). A keyring
+	// persisted in DataDir by an earlier rotation takes precedence. Empty:
+	// gossip in clear text.
+	GossipKeys []string
+	// BootstrapTokenHash, if set, is security.HashToken of the operator
+	// token the cluster starts with: the first leader stores it when the
+	// replicated state holds no token yet (later starts ignore it).
+	BootstrapTokenHash string
 	// Raft, Gossip, Manager and Join are the profiles of each part (their
 	// Default or Fast constructors); the server fills in the identities,
 	// addresses, data dir and logger from the fields above.
@@ -94,6 +111,12 @@ func FastServerConfig() ServerConfig {
 func (c ServerConfig) Validate() error {
 	if c.ID == "" || c.DataDir == "" || c.HTTPAddr == "" || c.RaftAddr == "" || c.GossipAddr == "" {
 		return errors.New("a manager needs an ID, a data dir, and HTTP, raft and gossip addresses")
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return err
+	}
+	if c.BootstrapTokenHash != "" && !isTokenHash(c.BootstrapTokenHash) {
+		return errors.New("BootstrapTokenHash must be the 64 lowercase hex digits of security.HashToken(secret), not the secret itself")
 	}
 	for _, a := range c.addrs() {
 		if _, err := a.Advertised(c.Advertise); err != nil {
@@ -173,11 +196,15 @@ type Server struct {
 	raft *cluster.Raft
 	pool *cluster.Pool
 	mgr  *Manager
+	tls  *security.Bundle // nil when TLS is off
 	srv  *http.Server
 	addr string // where the API listens
 	api  string // the API address advertised (X-Cube-Leader, gossip)
 	errc chan error
 	log  hclog.Logger
+	// managerTLS is the TLS config of calls to the other managers (nil
+	// with TLS off): forwarding to the leader, the joiner's requests.
+	managerTLS *tls.Config
 
 	stopJoin  context.CancelFunc
 	wg        sync.WaitGroup
@@ -198,7 +225,20 @@ func NewServer(cfg ServerConfig) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, fsm: fsm.New(), errc: make(chan error, 1), log: cfg.Logger}
+	s := &Server{cfg: cfg, fsm: fsm.NewWith(fsm.Options{Logger: cfg.Logger.Named("fsm")}), errc: make(chan error, 1), log: cfg.Logger}
+	// The TLS material is read once, before any port is opened, so that
+	// wrong files fail the start at once, naming them; raft, the API and
+	// the calls to other nodes all use it.
+	if cfg.TLS.Enabled() {
+		if s.tls, err = loadManagerTLS(cfg.TLS); err != nil {
+			return nil, err
+		}
+		s.managerTLS = s.tls.ClientConfig(security.RoleManager)
+	}
+	gossipKeys, err := cluster.DecodeGossipKeys(cfg.GossipKeys)
+	if err != nil {
+		return nil, err
+	}
 	var undo []func()
 	defer func() {
 		if err != nil {
@@ -207,12 +247,18 @@ func NewServer(cfg ServerConfig) (_ *Server, err error) {
 			}
 		}
 	}()
+	bundle := s.tls
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
 	undo = append(undo, func() { _ = ln.Close() })
 	s.addr = ln.Addr().String()
+	if bundle != nil {
+		// A certificate is verified if given, not required: people and
+		// scripts may present a token instead (see Authenticator).
+		ln = tls.NewListener(ln, bundle.ServerConfig(false))
+	}
 	s.api = cluster.WithPort(addrs.httpAdv, ln.Addr())
 
 	rcfg := cfg.Raft
@@ -220,7 +266,8 @@ func NewServer(cfg ServerConfig) (_ *Server, err error) {
 	if addrs.raftAdv != addrs.raftBind {
 		rcfg.AdvertiseAddr = addrs.raftAdv
 	}
-	rcfg.Logger, rcfg.SourceIP = cfg.Logger, cfg.SourceIP
+	rcfg.Logger, rcfg.SourceIP, rcfg.TLS = cfg.Logger, cfg.SourceIP, s.tls
+	rcfg.RecoveryFSM = func() raft.FSM { return fsm.New() } // peers.json recovery only
 	if err := os.MkdirAll(rcfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
@@ -231,7 +278,8 @@ func NewServer(cfg ServerConfig) (_ *Server, err error) {
 
 	g := addrs.gossip
 	g.Name, g.Logger, g.SourceIP = "manager-"+cfg.ID, cfg.Logger, cfg.SourceIP
-	g.Meta = cluster.Meta{Role: cluster.RoleManager, API: s.api, RaftID: cfg.ID, RaftAddr: s.raft.Addr()}
+	g.Keys, g.KeyringFile = gossipKeys, filepath.Join(cfg.DataDir, cluster.KeyringFileName)
+	g.Meta = cluster.Meta{Role: cluster.RoleManager, API: s.api, RaftID: cfg.ID, RaftAddr: s.raft.Addr(), MaxCommand: uint8(s.fsm.MaxCommand())}
 	if s.pool, err = cluster.NewPool(g); err != nil {
 		return nil, err
 	}
@@ -239,6 +287,15 @@ func NewServer(cfg ServerConfig) (_ *Server, err error) {
 
 	mcfg := cfg.Manager
 	mcfg.ID, mcfg.API, mcfg.Logger, mcfg.SourceIP, mcfg.GossipChanges = cfg.ID, s.api, cfg.Logger, cfg.SourceIP, s.pool.Changes()
+	mcfg.BootstrapTokenHash = cfg.BootstrapTokenHash
+	hopts := api.ManagerHandlerOptions{SourceIP: cfg.SourceIP}
+	if bundle != nil {
+		mcfg.WorkerTLS = bundle.ClientConfig(security.RoleWorker)
+		hopts.ForwardTLS, hopts.Authenticator = s.managerTLS, NewAuthenticator(s.fsm)
+		// The leader asks joined managers for their progress (promotion)
+		// with this manager's certificate, over https.
+		mcfg.ManagerClient = api.ClientOptions{TLS: s.managerTLS, HTTP: api.NewHTTPClientTLS(cfg.SourceIP, s.managerTLS)}
+	}
 	if s.mgr, err = New(mcfg, s.raft, s.fsm, s.pool); err != nil {
 		return nil, err
 	}
@@ -250,8 +307,14 @@ func NewServer(cfg ServerConfig) (_ *Server, err error) {
 			return nil, err
 		}
 	}
+	if hopts.Metrics, err = cluster.MetricsHandler(s.mgr.Metrics(), cfg.Logger); err != nil {
+		return nil, err
+	}
+	hopts.Ready = s.mgr.Ready
 	s.mgr.Start()
-	s.srv = api.NewHTTPServer(api.NewManagerHandler(s.mgr, api.ManagerHandlerOptions{SourceIP: cfg.SourceIP}))
+	svc := apiService{Manager: s.mgr, keyring: newKeyring(s.pool, s.tls, cfg.SourceIP, cfg.Logger),
+		snapshots: &snapshots{raft: s.raft, mgr: s.mgr, log: cfg.Logger.Named("snapshot")}}
+	s.srv = api.NewHTTPServer(api.NewManagerHandler(svc, hopts))
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -260,15 +323,19 @@ func NewServer(cfg ServerConfig) (_ *Server, err error) {
 		}
 	}()
 	s.log.Info("manager started", "id", cfg.ID, "http", s.addr, "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr,
-		"advertise_http", s.api, "advertise_raft", s.raft.Addr(), "advertise_gossip", s.pool.LocalAddr(), "data", cfg.DataDir)
+		"advertise_http", s.api, "advertise_raft", s.raft.Addr(), "advertise_gossip", s.pool.LocalAddr(), "data", cfg.DataDir,
+		"tls", bundle != nil)
 	return s, nil
 }
 
 // startJoiner runs the joiner of a manager started without peers: it asks
 // the managers gossip knows, through their HTTP API, to add this one.
 func (s *Server) startJoiner(ctx context.Context) error {
-	hc := api.NewHTTPClient(s.cfg.SourceIP)
+	hc := api.NewHTTPClientTLS(s.cfg.SourceIP, s.managerTLS)
 	ask := func(ctx context.Context, addrs []string, id, raftAddr string) error {
+		if s.managerTLS != nil {
+			addrs = httpsAddrs(addrs)
+		}
 		c, err := api.NewClient(addrs, api.ClientOptions{Timeout: 5 * time.Second, RetryFor: 5 * time.Second, HTTP: hc})
 		if err != nil {
 			return err
@@ -287,6 +354,31 @@ func (s *Server) startJoiner(ctx context.Context) error {
 		_ = j.Run(ctx) // ends joined, or cancelled by Close
 	}()
 	return nil
+}
+
+// loadManagerTLS loads a manager's TLS material and checks that its
+// certificate is a manager's: with another, every peer would refuse it.
+func loadManagerTLS(f security.Files) (*security.Bundle, error) {
+	b, err := security.Load(f)
+	if err != nil {
+		return nil, err
+	}
+	if b.Self.Role != security.RoleManager {
+		return nil, fmt.Errorf("%s is a %s certificate (%s); a manager needs a manager certificate (cube tls cert create --manager)", f.Cert, b.Self.Role, b.Self.Name)
+	}
+	return b, nil
+}
+
+// httpsAddrs gives the addresses without a scheme the https one.
+func httpsAddrs(addrs []string) []string {
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		if !strings.Contains(a, "://") {
+			a = "https://" + a
+		}
+		out[i] = a
+	}
+	return out
 }
 
 // Addr is the address the manager API listens on.

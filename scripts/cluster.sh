@@ -18,6 +18,14 @@
 #
 # Timings are the tight ones (--fast): raft and gossip notice a dead node in
 # about a second. CUBE_CLUSTER_DIR (default ./.cluster) holds logs/ and data/.
+#
+# Security is on: the first `up` makes the cluster's identity in
+# $CUBE_CLUSTER_DIR: tls/ (a CA, a certificate per node, a client
+# certificate), gossip.key and operator.token, and writes env, the shell file
+# of CUBE_MANAGERS, CUBE_TOKEN, CUBE_CACERT, CUBE_CLIENT_CERT and
+# CUBE_CLIENT_KEY that clients source (bin/cube reads it by itself when run
+# from this directory). `down` keeps them; delete the directory to start over.
+# CUBE_INSECURE=1 runs every node with --insecure instead (no TLS, no tokens).
 # CUBE_PPROF=1 also serves each node's Go profiles on its HTTP port + 2000
 # (m1 127.0.0.1:7556/debug/pprof/, w1 :7555, ...).
 set -euo pipefail
@@ -29,6 +37,62 @@ managers=(m1 m2 m3)
 workers=(w1 w2 w3)
 peers="m1=127.0.0.1:6556,m2=127.0.0.1:6566,m3=127.0.0.1:6576"
 manager_gossip="127.0.0.1:6557,127.0.0.1:6567,127.0.0.1:6577"
+
+tlsdir=$dir/tls
+
+# credentials makes what the nodes and clients need, once.
+credentials() {
+	mkdir -p "$tlsdir"
+	chmod 700 "$dir" "$tlsdir"
+	[[ -f $tlsdir/cube-ca.pem ]] || "$bin" tls ca create --dir "$tlsdir" >/dev/null
+	local n role
+	for n in "${managers[@]}" "${workers[@]}" operator; do
+		case $n in m*) role=manager ;; w*) role=worker ;; *) role=client ;; esac
+		[[ -f $tlsdir/$role-$n.pem ]] || "$bin" tls cert create --$role --name "$n" --dir "$tlsdir" --host 127.0.0.1,localhost >/dev/null
+	done
+	[[ -f $dir/gossip.key ]] || (umask 077 && "$bin" keygen >"$dir/gossip.key")
+	[[ -f $dir/operator.token ]] || (umask 077 && "$bin" keygen --token >"$dir/operator.token")
+	local scheme=https
+	[[ -n ${CUBE_INSECURE:-} ]] && scheme=http
+	(
+		umask 077
+		cat >"$dir/env" <<ENV
+# Cube client settings for the cluster of make cluster: source this file
+# (bin/cube reads it by itself when run from $(dirname "$dir")).
+export CUBE_MANAGERS=$scheme://127.0.0.1:5556,$scheme://127.0.0.1:5566,$scheme://127.0.0.1:5576
+export CUBE_TOKEN=$(cat "$dir/operator.token")
+ENV
+		if [[ -z ${CUBE_INSECURE:-} ]]; then
+			cat >>"$dir/env" <<ENV
+export CUBE_CACERT=$tlsdir/cube-ca.pem
+export CUBE_CLIENT_CERT=$tlsdir/client-operator.pem
+export CUBE_CLIENT_KEY=$tlsdir/client-operator-key.pem
+ENV
+		fi
+	)
+}
+
+# secflags prints the security flags of node n.
+secflags() {
+	if [[ -n ${CUBE_INSECURE:-} ]]; then
+		echo --insecure
+		return
+	fi
+	local role=worker
+	[[ $1 == m* ]] && role=manager
+	echo --ca-file "$tlsdir/cube-ca.pem" --cert-file "$tlsdir/$role-$1.pem" --key-file "$tlsdir/$role-$1-key.pem" --encrypt "$(cat "$dir/gossip.key")"
+	[[ $role == manager ]] && echo --bootstrap-token-file "$dir/operator.token"
+	return 0
+}
+
+# curl_api is curl with the cluster's credentials: curl_api <path-and-host...>.
+curl_api() {
+	if [[ -n ${CUBE_INSECURE:-} ]]; then
+		curl -sf -m 2 "http://$1"
+	else
+		curl -sf -m 2 --cacert "$tlsdir/cube-ca.pem" -H "X-Cube-Token: $(cat "$dir/operator.token")" "https://$1"
+	fi
+}
 
 port() { # port <node> <kind>
 	local i=${1:1}
@@ -66,17 +130,19 @@ start() { # start <node> <args...>
 
 start_manager() { # start_manager <m>
 	local m=$1
+	# shellcheck disable=SC2046 # secflags' words are paths and a base64 key
 	start "$m" manager --id "$m" --fast \
 		--http "127.0.0.1:$(port "$m" http)" --raft "127.0.0.1:$(port "$m" raft)" \
 		--gossip "127.0.0.1:$(port "$m" gossip)" --data "$dir/data/$m" \
-		--peers "$peers" --join "$manager_gossip"
+		--peers "$peers" --join "$manager_gossip" $(secflags "$m")
 }
 
 start_worker() { # start_worker <w>
 	local w=$1
+	# shellcheck disable=SC2046
 	start "$w" worker --name "$w" --fast \
 		--http "127.0.0.1:$(port "$w" http)" --gossip "127.0.0.1:$(port "$w" gossip)" \
-		--data "$dir/data/$w" --join "$manager_gossip"
+		--data "$dir/data/$w" --join "$manager_gossip" $(secflags "$w")
 }
 
 # wait_ready waits until a leader is elected and every worker is alive.
@@ -87,9 +153,9 @@ wait_ready() {
 		for m in "${managers[@]}"; do
 			running "$m" || continue
 			local api=127.0.0.1:$(port "$m" http)
-			leader=$(curl -sf -m 2 "http://$api/cluster" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get("Leader",""))' 2>/dev/null || true)
+			leader=$(curl_api "$api/cluster" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get("Leader",""))' 2>/dev/null || true)
 			[[ -n $leader ]] || continue
-			alive=$(curl -sf -m 2 "http://$leader/nodes" 2>/dev/null | python3 -c 'import json,sys; print(sum(1 for n in json.load(sys.stdin) if n["State"]=="alive"))' 2>/dev/null || echo 0)
+			alive=$(curl_api "$leader/nodes" 2>/dev/null | python3 -c 'import json,sys; print(sum(1 for n in json.load(sys.stdin) if n["State"]=="alive"))' 2>/dev/null || echo 0)
 			break
 		done
 		if [[ -n $leader && $alive -ge ${#workers[@]} ]]; then
@@ -120,15 +186,17 @@ up() {
 		echo "no $bin: run make build" >&2
 		exit 1
 	}
+	credentials
 	for m in "${managers[@]}"; do start_manager "$m"; done
 	for w in "${workers[@]}"; do start_worker "$w"; done
 	wait_ready
 	status
 	cat <<TXT
 
-Managers: 127.0.0.1:5556, 127.0.0.1:5566, 127.0.0.1:5576 (any of them answers; writes go to the leader)
-Try:      curl -X POST localhost:5566/tasks -d @examples/task1.json
-          bin/cube status      bin/cube node      bin/cube members
+Managers: https://127.0.0.1:5556, :5566, :5576 (any of them answers; writes go to the leader)
+Secure:   mutual TLS, a gossip key and an operator token, all in $dir (env, tls/, operator.token)
+Try:      bin/cube run -f examples/task1.json      bin/cube status      bin/cube node
+curl:     source $dir/env; curl --cacert "\$CUBE_CACERT" -H "X-Cube-Token: \$CUBE_TOKEN" \$(echo \$CUBE_MANAGERS | cut -d, -f1)/tasks
 Stop:     make cluster-down
 TXT
 }

@@ -5,10 +5,13 @@ package test
 // The benchmark beside a real peer (issue 6, DESIGN §4). `make bench` runs it:
 //
 //  1. Cube on a cluster of real binaries (3 managers, 3 workers, --fast
-//     timings, as `make cluster`; the binary is bin/cube without the race
-//     detector): recovery times of every failure of DESIGN §4, submit latency
-//     and committed writes per second at 1, 16 and 64 clients, and placement
-//     throughput (100 tasks at once → all Running);
+//     timings, security on, as `make cluster`; the binary is bin/cube
+//     without the race detector): recovery times of every failure of DESIGN
+//     §4, submit latency and committed writes per second at 1, 16 and 64
+//     clients, and placement throughput (100 tasks at once → all Running);
+//     then, for what security costs (issue 12), the recovery times and the
+//     submit latency again on a cluster run with --insecure (system
+//     "cube-insecure"), shown beside the secure ones;
 //  2. Docker Swarm mode on the same engine with the same echo image: a
 //     service task's container killed → its replacement running and
 //     answering, with Swarm's restart delay as shipped (5 s) and at its
@@ -22,8 +25,8 @@ package test
 // the nodes' log lines split each trial into phases, which RESULTS.md
 // summarises. The benchmark fails only when recovery does not happen at all.
 // Environment: BENCH_TRIALS (20), BENCH_PLACE_TRIALS (BENCH_TRIALS),
-// BENCH_WRITE_SECONDS (10), BENCH_SWARM and BENCH_CUBE (0 skips that part,
-// for development), BENCH_ONLY (measure keys, comma-separated: only those),
+// BENCH_WRITE_SECONDS (10), BENCH_SWARM, BENCH_CUBE and BENCH_INSECURE (0
+// skips that part, for development), BENCH_ONLY (measure keys, comma-separated: only those),
 // BENCH_SWARM_IMAGE (id, the default, or tag),
 // BENCH_CUBE_BIN (a cube binary; default: one built here without -race),
 // BENCH_DIR (../bench), BENCH_LOGS (where node logs are copied). The test
@@ -43,7 +46,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -91,9 +96,12 @@ const (
 	benchGenEnd      = "<!-- END GENERATED -->"
 )
 
-// The systems measured.
+// The systems measured. sysCubeInsecure is Cube with every node run
+// --insecure (no TLS, no tokens, no gossip encryption): measured for the
+// recovery rows and submit latency only, to show what security costs.
 const (
 	sysCube         = "cube"
+	sysCubeInsecure = "cube-insecure"
 	sysSwarmDefault = "swarm-default"
 	sysSwarmMin     = "swarm-min-delay"
 )
@@ -107,6 +115,10 @@ type benchMeasure struct {
 	Goal   string
 	GoalMs float64 // p99 bound in ms; 0: none (or a comparison, see placement)
 	Note   string  // the chart's footnote: the peer where it could not run here
+	// VsSwarm: the goal is a Cube median at or below Swarm's; MinHealthy, if
+	// set, a floor for the fewest healthy copies seen (the service rows).
+	VsSwarm    bool
+	MinHealthy int
 }
 
 var benchMeasures = []benchMeasure{
@@ -157,6 +169,10 @@ type benchTrial struct {
 	// CPU is CPU time spent during the trial, in seconds: "machine" (every
 	// process) and "cube" (the cluster's managers and workers).
 	CPU map[string]float64 `json:"cpu_s,omitempty"`
+	// MinHealthy is the fewest healthy copies of a service seen in Samples
+	// samples during the trial (the service update rows).
+	MinHealthy *int `json:"min_healthy,omitempty"`
+	Samples    int  `json:"health_samples,omitempty"`
 }
 
 func (tr benchTrial) disturbed() bool { return tr.ForeignStarts > 0 || tr.ForeignTests }
@@ -283,6 +299,15 @@ type bench struct {
 
 	// foreign watches the machine for others' load during the trials.
 	foreign *benchForeign
+	// sys is the Cube system being measured (sysCube or sysCubeInsecure):
+	// the measures record their trials under it.
+	sys string
+
+	// sources are the results files (under dir) the rendered table and
+	// chart come from, the first the base run; parts are the later runs
+	// merged into it, each with the rows it brought (see merged).
+	sources []string
+	parts   []benchPart
 
 	// onSignal runs, in reverse order, when SIGINT or SIGTERM arrives: what
 	// must not stay behind (the swarm, node processes, containers).
@@ -397,9 +422,10 @@ func benchKillCluster(c *ProcCluster) {
 	_ = os.RemoveAll(filepath.Dir(c.Dir))
 }
 
-// newCluster starts a ProcCluster and registers its signal-time cleanup.
+// newCluster starts a ProcCluster of the system measured (b.sys) and
+// registers its signal-time cleanup.
 func (b *bench) newCluster() *ProcCluster {
-	c := NewProcCluster(b.t, 3, 3)
+	c := NewProcClusterWith(b.t, 3, 3, ProcOptions{Insecure: b.sys == sysCubeInsecure})
 	b.atExit(func() { benchKillCluster(c) })
 	if b.foreign != nil {
 		b.foreign.ours(c.Prefix)
@@ -450,7 +476,7 @@ func TestBench(t *testing.T) {
 		b.n, b.placeN, b.writeDur, b.run.Machine.CPUs, b.run.Machine.LoadStart)
 
 	if os.Getenv("BENCH_CUBE") != "0" {
-		b.cube()
+		b.cube(os.Getenv("BENCH_INSECURE") != "0")
 	}
 	if os.Getenv("BENCH_SWARM") != "0" {
 		b.swarm()
@@ -600,6 +626,8 @@ func (b *bench) facts() {
 		"swarm_poll_ms":              benchSwarmPoll.Milliseconds(),
 		"percentiles":                "nearest rank: p95 = the ⌈0.95·n⌉-th smallest; with 20 trials p99 is the maximum",
 		"leader_write_probe":         "one POST /tasks every 10 ms to the surviving managers (one attempt per call), same task ID, until 201",
+		"security":                   "cube: mutual TLS on the manager and worker APIs and raft, gossip encryption, clients with the operator's client certificate and token (as make cluster); cube-insecure: every node --insecure",
+		"insecure_comparison":        os.Getenv("BENCH_INSECURE") != "0",
 	}
 }
 
@@ -869,12 +897,8 @@ type benchSeen struct {
 	task             api.Task
 }
 
-func benchClient(t *testing.T, ps []*Proc, timeout, retryFor time.Duration) *api.Client {
-	cl, err := api.NewClient(addrsOf(ps), api.ClientOptions{Timeout: timeout, RetryFor: retryFor})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cl
+func benchClient(c *ProcCluster, ps []*Proc, timeout, retryFor time.Duration) *api.Client {
+	return c.ClientOf(api.ClientOptions{Timeout: timeout, RetryFor: retryFor}, ps...)
 }
 
 // waitRunning polls the API until task id runs at a generation above gen
@@ -929,10 +953,45 @@ func benchContainerPhases(ev *benchEvents, p map[string]float64, t0 time.Time, t
 // benchTaskLabel is the worker's container label holding the task ID.
 const benchTaskLabel = "cube.task"
 
-func (b *bench) cube() {
-	c := b.newCluster()
+// cube measures Cube with security on and, with insecure, the recovery
+// rows and submit latency again with every node --insecure. The submit
+// levels alternate the two systems, so that a drift of the machine's load
+// touches both alike.
+func (b *bench) cube(insecure bool) {
+	systems := []string{sysCube}
+	if insecure {
+		systems = append(systems, sysCubeInsecure)
+	}
 	ev := b.watchEvents(benchTaskLabel)
-	cl := benchClient(b.t, c.Managers, 2*time.Second, 20*time.Second)
+	for _, sys := range systems {
+		b.sys = sys
+		b.cubeRecovery(ev, sys == sysCube)
+	}
+	for _, n := range b.levels {
+		if !b.want(fmt.Sprintf("submit-%d", n)) {
+			continue
+		}
+		for _, sys := range systems {
+			b.sys = sys
+			b.cubeWrites(n)
+		}
+	}
+	b.sys = sysCube
+	b.cubeOps()        // bench_ops_test.go
+	b.cubeGC()         // bench_gc_test.go
+	b.cubeServices(ev) // bench_services_test.go
+	b.run.Machine.EngineStartMs = b.engineStartMedian()
+}
+
+// cubeRecovery measures the recovery rows (and, with placement, the
+// placement burst) on one cluster of the system b.sys.
+func (b *bench) cubeRecovery(ev *benchEvents, placement bool) {
+	placement = placement && b.want("placement")
+	if !b.want("crash", "crash-exit", "unhealthy", "worker", "leader-write", "leader-health", "both") && !placement {
+		return
+	}
+	c := b.newCluster()
+	cl := benchClient(c, c.Managers, 2*time.Second, 20*time.Second)
 	// Each measure starts from an empty cluster: what one measure started
 	// (including a flapping unhealthy task) is stopped before the next.
 	for _, m := range []struct {
@@ -952,18 +1011,11 @@ func (b *bench) cube() {
 		m.measure(&all)
 		b.stopAll(c, cl, all)
 	}
-	if b.want("placement") {
+	if placement {
 		b.cubePlacement(c, cl, ev)
 	}
-	b.copyLogs(c, "recovery")
+	b.copyLogs(c, "recovery-"+b.sys)
 	c.Close()
-
-	for _, n := range b.levels {
-		if b.want(fmt.Sprintf("submit-%d", n)) {
-			b.cubeWrites(n)
-		}
-	}
-	b.run.Machine.EngineStartMs = b.engineStartMedian()
 }
 
 // engineStartMedian is the median create→start time of the engine over the
@@ -1008,7 +1060,7 @@ func (b *bench) cubeCrash(c *ProcCluster, cl *api.Client, ev *benchEvents, all *
 		{"crash-exit", benchCrash},
 	}
 	for _, f := range faults {
-		s := b.series(f.key, sysCube)
+		s := b.series(f.key, b.sys)
 		for i := 0; i < b.n; i++ {
 			time.Sleep(time.Until(cur.StartTime.Add(benchHealthyRun)))
 			t0 := time.Now()
@@ -1040,7 +1092,7 @@ func benchCrash(task api.Task) {
 }
 
 func (b *bench) cubeUnhealthy(c *ProcCluster, cl *api.Client, ev *benchEvents, all *[]uuid.UUID) {
-	s := b.series("unhealthy", sysCube)
+	s := b.series("unhealthy", b.sys)
 	task := submitTask(b.t, c, healthyTask("bench-unhealthy", "ECHO_UNHEALTHY_AFTER="+benchUnhealthyAfter.String()))
 	*all = append(*all, task.ID)
 	cur := b.waitRunning(cl, task.ID, 0).task
@@ -1078,7 +1130,7 @@ func (b *bench) spread(c *ProcCluster, cl *api.Client, prefix string, all *[]uui
 }
 
 func (b *bench) cubeWorkerLoss(c *ProcCluster, cl *api.Client, ev *benchEvents, all *[]uuid.UUID) {
-	s := b.series("worker", sysCube)
+	s := b.series("worker", b.sys)
 	ids := b.spread(c, cl, "bench-spread", all)
 	for i := 0; i < b.n; i++ {
 		victim, on := victimOf(b.t, c, ids, i)
@@ -1142,8 +1194,8 @@ func benchOthers(c *ProcCluster, p *Proc) []*Proc {
 // probeWrite submits one Pending task (it fits nowhere) to the given
 // managers, one attempt at a time every 10 ms, until it is accepted (201 or
 // 200 on a retry that had committed); it returns the time of acceptance.
-func (b *bench) probeWrite(ms []*Proc, all *[]uuid.UUID) time.Time {
-	cl := benchClient(b.t, ms, 500*time.Millisecond, time.Millisecond)
+func (b *bench) probeWrite(c *ProcCluster, ms []*Proc, all *[]uuid.UUID) time.Time {
+	cl := benchClient(c, ms, 500*time.Millisecond, time.Millisecond)
 	ev := api.TaskEvent{ID: uuid.New(), State: api.Running, Task: api.Task{ID: uuid.New(), Name: "bench-probe-write", Image: "cube-echo:latest", Memory: benchPending}}
 	*all = append(*all, ev.Task.ID)
 	deadline := time.Now().Add(benchWait)
@@ -1161,11 +1213,11 @@ func (b *bench) probeWrite(ms []*Proc, all *[]uuid.UUID) time.Time {
 }
 
 func (b *bench) cubeLeader(c *ProcCluster, all *[]uuid.UUID) {
-	sw := b.series("leader-write", sysCube)
-	sh := b.series("leader-health", sysCube)
+	sw := b.series("leader-write", b.sys)
+	sh := b.series("leader-health", b.sys)
 	task := submitTask(b.t, c, healthyTask("bench-under-failover"))
 	*all = append(*all, task.ID)
-	cl := benchClient(b.t, c.Managers, 2*time.Second, 20*time.Second)
+	cl := benchClient(c, c.Managers, 2*time.Second, 20*time.Second)
 	cur := b.waitRunning(cl, task.ID, 0).task
 	for i := 0; i < b.n; i++ {
 		time.Sleep(time.Until(cur.StartTime.Add(benchHealthyRun)))
@@ -1174,7 +1226,7 @@ func (b *bench) cubeLeader(c *ProcCluster, all *[]uuid.UUID) {
 		t0 := time.Now()
 		c.Kill(leader)
 		benchCrash(cur)
-		wrote := b.probeWrite(rest, all)
+		wrote := b.probeWrite(c, rest, all)
 		pw := map[string]float64{}
 		at, ok := benchLogLine(rest, t0, "entering leader state")
 		benchPhase(pw, "elected", t0, at, ok)
@@ -1182,7 +1234,7 @@ func (b *bench) cubeLeader(c *ProcCluster, all *[]uuid.UUID) {
 		benchPhase(pw, "leading", t0, at, ok)
 		b.add(sw, b.n, t0, wrote, pw, "")
 
-		seen := b.waitRunning(benchClient(b.t, rest, 2*time.Second, 20*time.Second), task.ID, cur.Generation)
+		seen := b.waitRunning(benchClient(c, rest, 2*time.Second, 20*time.Second), task.ID, cur.Generation)
 		ph := map[string]float64{}
 		for k, v := range pw {
 			ph[k] = v
@@ -1202,8 +1254,8 @@ func (b *bench) cubeLeader(c *ProcCluster, all *[]uuid.UUID) {
 }
 
 func (b *bench) cubeLeaderAndWorker(c *ProcCluster, ev *benchEvents, all *[]uuid.UUID) {
-	s := b.series("both", sysCube)
-	cl := benchClient(b.t, c.Managers, 2*time.Second, 20*time.Second)
+	s := b.series("both", b.sys)
+	cl := benchClient(c, c.Managers, 2*time.Second, 20*time.Second)
 	ids := b.spread(c, cl, "bench-both", all)
 	for i := 0; i < b.n; i++ {
 		victim, on := victimOf(b.t, c, ids, i)
@@ -1212,7 +1264,7 @@ func (b *bench) cubeLeaderAndWorker(c *ProcCluster, ev *benchEvents, all *[]uuid
 		t0 := time.Now()
 		c.Kill(leader)
 		machineCrash(b.t, c, victim)
-		running, healthy, _ := b.waitAll(benchClient(b.t, rest, 2*time.Second, 20*time.Second), on)
+		running, healthy, _ := b.waitAll(benchClient(c, rest, 2*time.Second, 20*time.Second), on)
 		p := map[string]float64{}
 		benchPhase(p, "running", t0, running, true)
 		benchPhase(p, "healthy", t0, healthy, true)
@@ -1280,27 +1332,32 @@ func benchContainerCount(c *ProcCluster) int {
 	return n
 }
 
-// benchTaskStream follows a manager's /events and records, per task, when it was
-// first seen Running.
+// benchTaskStream follows a manager's /events and records, per task, when a
+// change first showed it as seen asks (Running, placed on a worker, …).
 type benchTaskStream struct {
-	mu      sync.Mutex
-	running map[uuid.UUID]time.Time
-	cancel  context.CancelFunc
-	done    chan struct{}
+	mu     sync.Mutex
+	first  map[uuid.UUID]time.Time
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
-func (b *bench) streamTasks(m *Proc) *benchTaskStream {
+// benchRunning and benchPlaced are what streamTasks watches for.
+func benchRunning(t api.Task) bool { return t.State == api.Running }
+func benchPlaced(t api.Task) bool  { return t.Worker != "" }
+
+func (b *bench) streamTasks(c *ProcCluster, m *Proc, seen func(api.Task) bool) *benchTaskStream {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &benchTaskStream{running: map[uuid.UUID]time.Time{}, cancel: cancel, done: make(chan struct{})}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.HTTPAddr+"/events", nil)
+	s := &benchTaskStream{first: map[uuid.UUID]time.Time{}, cancel: cancel, done: make(chan struct{})}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL(m, "/events"), nil)
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.HTTPClient().Do(req)
 	if err != nil {
 		b.t.Fatalf("events of %s: %v", m.Name, err)
 	}
 	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
 		b.t.Fatalf("events of %s: %s", m.Name, resp.Status)
 	}
 	go func() {
@@ -1309,13 +1366,13 @@ func (b *bench) streamTasks(m *Proc) *benchTaskStream {
 		dec := json.NewDecoder(resp.Body)
 		for {
 			var ch api.Change
-			if err := dec.Decode(&ch); err != nil {
+			if err := dec.Decode(&ch); err != nil || ch.Error != "" {
 				return
 			}
-			if ch.Task.State == api.Running {
+			if seen(ch.Task) {
 				s.mu.Lock()
-				if _, ok := s.running[ch.Task.ID]; !ok {
-					s.running[ch.Task.ID] = time.Now()
+				if _, ok := s.first[ch.Task.ID]; !ok {
+					s.first[ch.Task.ID] = time.Now()
 				}
 				s.mu.Unlock()
 			}
@@ -1324,13 +1381,28 @@ func (b *bench) streamTasks(m *Proc) *benchTaskStream {
 	return s
 }
 
+// wait returns when task id was first seen, waiting up to within.
+func (s *benchTaskStream) wait(id uuid.UUID, within time.Duration) (time.Time, bool) {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		at, ok := s.first[id]
+		s.mu.Unlock()
+		if ok {
+			return at, true
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return time.Time{}, false
+}
+
 func (s *benchTaskStream) close() { s.cancel(); <-s.done }
 
 func (b *bench) cubePlacement(c *ProcCluster, cl *api.Client, ev *benchEvents) {
-	s := b.series("placement", sysCube)
+	s := b.series("placement", b.sys)
 	nodes := append(append([]*Proc{}, c.Managers...), c.Workers...)
 	for i := 0; i < b.placeN; i++ {
-		stream := b.streamTasks(c.Managers[0])
+		stream := b.streamTasks(c, c.Managers[0], benchRunning)
 		tasks := make([]api.Task, benchPlaceTasks)
 		ids := map[string]bool{}
 		for j := range tasks {
@@ -1370,7 +1442,7 @@ func (b *bench) cubePlacement(c *ProcCluster, cl *api.Client, ev *benchEvents) {
 			n := 0
 			var latest time.Time
 			for _, tk := range tasks {
-				if at, ok := stream.running[tk.ID]; ok {
+				if at, ok := stream.first[tk.ID]; ok {
 					n++
 					latest = maxTime(latest, at)
 				}
@@ -1387,7 +1459,7 @@ func (b *bench) cubePlacement(c *ProcCluster, cl *api.Client, ev *benchEvents) {
 			if time.Since(t0) > 20*time.Second {
 				for _, tk := range tasks {
 					stream.mu.Lock()
-					_, ok := stream.running[tk.ID]
+					_, ok := stream.first[tk.ID]
 					stream.mu.Unlock()
 					if ok {
 						continue
@@ -1397,7 +1469,7 @@ func (b *bench) cubePlacement(c *ProcCluster, cl *api.Client, ev *benchEvents) {
 					cancel()
 					if err == nil && got.State == api.Running {
 						stream.mu.Lock()
-						stream.running[tk.ID] = time.Now()
+						stream.first[tk.ID] = time.Now()
 						stream.mu.Unlock()
 					}
 				}
@@ -1521,10 +1593,10 @@ func (b *bench) cubeWrites(n int) {
 	c := b.newCluster()
 	defer c.Close()
 	key := fmt.Sprintf("submit-%d", n)
-	s := b.series(key, sysCube)
+	s := b.series(key, b.sys)
 	clients := make([]*api.Client, n)
 	for i := range clients {
-		clients[i] = benchClient(b.t, c.Managers, 5*time.Second, 20*time.Second)
+		clients[i] = benchClient(c, c.Managers, 5*time.Second, 20*time.Second)
 	}
 	submit := func(cl *api.Client) (time.Time, time.Duration, bool, error) {
 		ev := api.TaskEvent{State: api.Running, Task: api.Task{ID: uuid.New(), Name: "bench-write", Image: "cube-echo:latest", Memory: benchPending}}
@@ -1594,16 +1666,16 @@ func (b *bench) cubeWrites(n int) {
 		"seconds":         math.Round(elapsed.Seconds()*100) / 100,
 	}
 	fmt.Printf("bench %-13s %-15s %d clients: %d writes in %.1f s = %.0f writes/s; latency median %.2f ms, p95 %.2f, p99 %.2f, max %.2f; %d errors\n",
-		key, sysCube, n, len(lat), elapsed.Seconds(), s.Extra["writes_per_s"], st.Median, st.P95, st.P99, st.Max, errs)
+		key, b.sys, n, len(lat), elapsed.Seconds(), s.Extra["writes_per_s"], st.Median, st.P95, st.P99, st.Max, errs)
 	if errs > 0 {
 		s.Notes = append(s.Notes, fmt.Sprintf("%d submissions failed", errs))
 	}
 	if fs, ft := b.foreign.during(start, start.Add(elapsed)); b.foreign != nil && (fs > 0 || ft) {
 		s.Extra["foreign_container_starts"] = float64(fs)
 		s.Notes = append(s.Notes, fmt.Sprintf("disturbed: %d foreign container starts, other tests running: %v", fs, ft))
-		fmt.Printf("bench %-13s %-15s [disturbed: %d foreign container starts, other tests running: %v]\n", key, sysCube, fs, ft)
+		fmt.Printf("bench %-13s %-15s [disturbed: %d foreign container starts, other tests running: %v]\n", key, b.sys, fs, ft)
 	}
-	b.copyLogs(c, key)
+	b.copyLogs(c, key+"-"+b.sys)
 }
 
 // copyLogs keeps the node logs of a cluster (outside the repository) for the
@@ -1733,6 +1805,7 @@ func (b *bench) swarm() {
 	if b.want("placement") {
 		b.swarmScale(ss, ev, image)
 	}
+	b.swarmServices(ss, ev, image) // bench_services_test.go
 	sw.Ran = true
 }
 
@@ -2024,17 +2097,195 @@ func (b *bench) write() {
 	if err := os.WriteFile(filepath.Join(b.dir, "results", name), data, 0o644); err != nil {
 		b.t.Fatal(err)
 	}
-	table := b.table("results/" + name)
+	// A partial run (BENCH_ONLY, or a system left out) renders its rows
+	// into the table of the runs RESULTS.md shows, instead of a table of
+	// its rows alone; BENCH_MERGE=0 renders it alone.
+	view := b
+	view.sources = []string{"results/" + name}
+	if b.partial() && os.Getenv("BENCH_MERGE") != "0" {
+		if srcs := b.resultSources(); len(srcs) > 0 {
+			m, err := b.merged(append(srcs, "results/"+name))
+			if err != nil {
+				b.t.Fatalf("merge with the runs RESULTS.md shows (%v): %v (BENCH_MERGE=0 renders this run alone)", srcs, err)
+			}
+			view = m
+			fmt.Printf("bench: a partial run; its rows are rendered into the table of %v\n", srcs)
+		}
+	}
+	table := view.table(view.sources[0])
 	fmt.Println()
 	fmt.Println(table)
 	if err := b.writeResults(table); err != nil {
 		b.t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(b.dir, "chart.svg"), []byte(b.chart()), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(b.dir, "chart.svg"), []byte(view.chart()), 0o644); err != nil {
 		b.t.Fatal(err)
 	}
 	fmt.Printf("bench: wrote %s, %s, %s; node logs in %s; %.0f s in all\n",
 		filepath.Join(b.dir, "results", name), filepath.Join(b.dir, "RESULTS.md"), filepath.Join(b.dir, "chart.svg"), b.logs, b.run.DurationS)
+}
+
+// benchPart is a later run merged into the rendered table: its file and
+// the measure keys whose rows it gives.
+type benchPart struct {
+	file string
+	run  benchRun
+	keys []string
+}
+
+// partial reports whether this run measured less than a full make bench.
+func (b *bench) partial() bool {
+	return strings.TrimSpace(os.Getenv("BENCH_ONLY")) != "" || os.Getenv("BENCH_SWARM") == "0" || os.Getenv("BENCH_CUBE") == "0" || os.Getenv("BENCH_INSECURE") == "0"
+}
+
+var (
+	benchSourcesRe = regexp.MustCompile(`<!-- sources: ([^>]*) -->`)
+	benchEveryRe   = regexp.MustCompile("Every trial: \\[`(results/[^`]+)`\\]")
+)
+
+// resultSources returns the results files the generated part of
+// RESULTS.md was rendered from (its sources comment, or, for a table
+// written before there was one, the file its header links); nil if there
+// is none or a file is missing.
+func (b *bench) resultSources() []string {
+	data, err := os.ReadFile(filepath.Join(b.dir, "RESULTS.md"))
+	if err != nil {
+		return nil
+	}
+	s := string(data)
+	i, j := strings.Index(s, benchGenBegin), strings.Index(s, benchGenEnd)
+	if i < 0 || j < i {
+		return nil
+	}
+	gen := s[i:j]
+	var srcs []string
+	if m := benchSourcesRe.FindStringSubmatch(gen); m != nil {
+		srcs = strings.Fields(m[1])
+	} else if m := benchEveryRe.FindStringSubmatch(gen); m != nil {
+		srcs = []string{m[1]}
+	}
+	for _, f := range srcs {
+		if _, err := os.Stat(filepath.Join(b.dir, f)); err != nil {
+			fmt.Printf("bench: RESULTS.md names %s, which is missing: this run's table stands alone\n", f)
+			return nil
+		}
+	}
+	return srcs
+}
+
+// merged returns a bench whose run is files[0]'s with the rows of each
+// later file put in: a later run's rows replace every series of the same
+// measure (all systems), so that each row comes from one run. The later
+// runs that still give rows are listed under the table.
+func (b *bench) merged(files []string) (*bench, error) {
+	m := &bench{t: b.t, dir: b.dir, logs: b.logs}
+	for i, f := range files {
+		data, err := os.ReadFile(filepath.Join(b.dir, f))
+		if err != nil {
+			return nil, err
+		}
+		var r benchRun
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		if i == 0 {
+			m.run = r
+			if n, ok := r.Params["trials"].(float64); ok {
+				m.n = int(n)
+			}
+			if l, ok := r.Params["write_levels"].([]any); ok {
+				for _, v := range l {
+					if x, ok := v.(float64); ok {
+						m.levels = append(m.levels, int(x))
+					}
+				}
+			}
+			continue
+		}
+		keys := map[string]bool{}
+		var order []string
+		for _, s := range r.Series {
+			if !keys[s.Key] {
+				keys[s.Key] = true
+				order = append(order, s.Key)
+			}
+		}
+		var kept []*benchSeries
+		for _, s := range m.run.Series {
+			if !keys[s.Key] {
+				kept = append(kept, s)
+			}
+		}
+		m.run.Series = append(kept, r.Series...)
+		var parts []benchPart
+		for _, p := range m.parts {
+			p.keys = slices.DeleteFunc(p.keys, func(k string) bool { return keys[k] })
+			if len(p.keys) > 0 {
+				parts = append(parts, p)
+			}
+		}
+		m.parts = append(parts, benchPart{file: f, run: r, keys: order})
+		m.run.Swarm.Ran = m.run.Swarm.Ran || r.Swarm.Ran
+		for _, c := range r.Swarm.Services {
+			if !slices.Contains(m.run.Swarm.Services, c) {
+				m.run.Swarm.Services = append(m.run.Swarm.Services, c)
+			}
+		}
+		for _, n := range r.Swarm.Notes {
+			if !slices.Contains(m.run.Swarm.Notes, n) {
+				m.run.Swarm.Notes = append(m.run.Swarm.Notes, n)
+			}
+		}
+	}
+	for _, s := range m.run.Series {
+		s.Stats = benchSummarize(s.values())
+	}
+	m.sources = []string{files[0]}
+	for _, p := range m.parts {
+		m.sources = append(m.sources, p.file)
+	}
+	return m, nil
+}
+
+// partsNote is the chart's mention of later runs.
+func (b *bench) partsNote() string {
+	if len(b.parts) == 0 {
+		return ""
+	}
+	var l []string
+	for _, p := range b.parts {
+		l = append(l, p.run.Started.Format("2006-01-02"))
+	}
+	return " · some rows from later runs (" + strings.Join(l, ", ") + "; see RESULTS.md)"
+}
+
+// partsText says which rows of the table come from later runs.
+func (b *bench) partsText() string {
+	if len(b.parts) == 0 {
+		return ""
+	}
+	var w strings.Builder
+	w.WriteString("Rows from later runs (each row comes from one run; the header above describes the rest):\n")
+	for _, p := range b.parts {
+		var names []string
+		for _, k := range p.keys {
+			name := k
+			for _, ms := range benchMeasures {
+				if ms.Key == k {
+					name = ms.Short
+				}
+			}
+			names = append(names, name)
+		}
+		fmt.Fprintf(&w, "- %s: run of %s (UTC), %.0f s, commit `%.12s`", strings.Join(names, "; "), p.run.Started.Format("2006-01-02 15:04"), p.run.DurationS, p.run.Git.Commit)
+		if len(p.run.Git.Dirty) > 0 {
+			fmt.Fprintf(&w, " plus %d uncommitted file(s)", len(p.run.Git.Dirty))
+		}
+		fmt.Fprintf(&w, ", %d CPUs (%s), Docker %s, load average %s at start, %s at end: [`%s`](%s).\n",
+			p.run.Machine.CPUs, p.run.Machine.CPUModel, p.run.Machine.Docker, p.run.Machine.LoadStart, p.run.Machine.LoadEnd, p.file, p.file)
+	}
+	w.WriteString("\n")
+	return w.String()
 }
 
 // marshal renders the run as indented JSON, except that each series is on
@@ -2095,29 +2346,39 @@ func (b *bench) table(jsonName string) string {
 	var w strings.Builder
 	r := b.run
 	m := r.Machine
+	fmt.Fprintf(&w, "<!-- sources: %s -->\n", strings.Join(b.sources, " "))
 	fmt.Fprintf(&w, "Run of %s (UTC), %.0f s in all, commit `%.12s`", r.Started.Format("2006-01-02 15:04"), r.DurationS, r.Git.Commit)
 	if len(r.Git.Dirty) > 0 {
 		fmt.Fprintf(&w, " plus %d uncommitted file(s)", len(r.Git.Dirty))
 	}
 	fmt.Fprintf(&w, ". Machine: %d CPUs (%s), %.1f GiB, Linux %s, Docker %s (%s, cgroup %s, %d containers on the engine at start), %s; load average %s at start, %s at end. Every trial: [`%s`](%s).\n\n",
 		m.CPUs, m.CPUModel, float64(m.MemoryBytes)/(1<<30), m.Kernel, m.Docker, m.StorageDriver, m.CgroupDriver, m.EngineCtrs, m.Go, m.LoadStart, m.LoadEnd, jsonName, jsonName)
-	fmt.Fprintf(&w, "Cube: 3 managers + 3 workers as real processes (`--fast`), %d trials per recovery measure. Swarm: single-node `docker swarm init`, same engine, same image", b.n)
+	fmt.Fprintf(&w, "Cube: 3 managers + 3 workers as real processes (`--fast`)")
+	if _, ok := r.Params["security"]; ok { // runs before issue 12 had none
+		w.WriteString(", security on as `make cluster` runs them (mutual TLS on both APIs and raft, gossip encryption, the clients with a client certificate and a token)")
+	}
+	fmt.Fprintf(&w, ", %d trials per recovery measure", b.n)
+	if b.ranInsecure() {
+		w.WriteString("; \"Cube insecure\" is the same cluster with every node `--insecure`, measured in the same run for the recovery rows and submit latency: the difference of the medians is what security costs")
+	}
+	fmt.Fprintf(&w, ". Swarm: single-node `docker swarm init`, same engine, same image")
 	if r.Swarm.Ran {
 		fmt.Fprintf(&w, "; \"default\" = restart delay as shipped (5 s), \"min delay\" = `--restart-delay 0s`.")
 	} else {
 		fmt.Fprintf(&w, " — not run: %s.", r.Swarm.Why)
 	}
 	fmt.Fprintf(&w, " Percentiles are nearest-rank (with 20 trials p99 = max).\n\n")
+	w.WriteString(b.partsText())
 
 	var footnotes []string
-	w.WriteString("| measure | n | Cube median | p95 | p99 | max | Swarm default median (p99) | Swarm min delay median (p99) | Swarm ÷ Cube (median) | published anchors (DESIGN §4) | our goal | met |\n")
-	w.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	w.WriteString("| measure | n | Cube median | p95 | p99 | max | Cube insecure median (p99); security's cost | Swarm default median (p99) | Swarm min delay median (p99) | Swarm ÷ Cube (median) | published anchors (DESIGN §4) | our goal | met |\n")
+	w.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, ms := range benchMeasures {
 		c := b.find(ms.Key, sysCube)
 		if c == nil {
 			continue
 		}
-		sd, sm := b.find(ms.Key, sysSwarmDefault), b.find(ms.Key, sysSwarmMin)
+		sd, sm, ci := b.find(ms.Key, sysSwarmDefault), b.find(ms.Key, sysSwarmMin), b.find(ms.Key, sysCubeInsecure)
 		cell := func(s *benchSeries) string {
 			if s == nil {
 				switch {
@@ -2125,6 +2386,8 @@ func (b *bench) table(jsonName string) string {
 					return "not run"
 				case ms.Key == "placement" && sd != nil:
 					return "same as default (the delay applies to restarts only)"
+				case strings.HasPrefix(ms.Key, "svc-") && sd != nil:
+					return "not run: the service rows run Swarm as shipped"
 				case ms.Key == "crash-exit":
 					return "see the row above (same path in Swarm)"
 				case ms.Key == "unhealthy":
@@ -2140,6 +2403,7 @@ func (b *bench) table(jsonName string) string {
 			if ms.Key == "placement" && s.Extra != nil {
 				txt += fmt.Sprintf(", %.1f tasks/s", s.Extra["tasks_per_s_at_median"])
 			}
+			txt += benchMinHealthy(s)
 			return txt
 		}
 		ratio := "—"
@@ -2170,15 +2434,22 @@ func (b *bench) table(jsonName string) string {
 				med += fmt.Sprintf(" (%.1f tasks/s)", v)
 			}
 		}
+		med += benchMinHealthy(c)
 		met := "—"
 		switch {
+		case ms.VsSwarm && sd != nil:
+			ok := c.Stats.Median <= sd.Stats.Median
+			if v, has := c.Extra["min_healthy"]; ms.MinHealthy > 0 && (!has || v < float64(ms.MinHealthy)) {
+				ok = false
+			}
+			met = map[bool]string{true: "yes", false: "**no**"}[ok]
 		case ms.GoalMs > 0:
 			met = map[bool]string{true: "yes", false: "**no**"}[c.Stats.P99 < ms.GoalMs || ms.Key == "unhealthy" && c.Stats.P99 <= ms.GoalMs]
 		case ms.Key == "placement" && sd != nil:
 			met = map[bool]string{true: "yes", false: "**no**"}[c.Stats.Median <= sd.Stats.Median]
 		}
 		nCell := strconv.Itoa(c.Stats.N)
-		for _, s := range []*benchSeries{c, sd, sm} {
+		for _, s := range []*benchSeries{c, ci, sd, sm} {
 			if s == nil {
 				continue
 			}
@@ -2195,7 +2466,10 @@ func (b *bench) table(jsonName string) string {
 			if s == c && k > 0 {
 				nCell += fmt.Sprintf(" (%d disturbed)", k)
 			}
-			if k > 0 {
+			if k > 0 && len(clean) == 0 {
+				footnotes = append(footnotes, fmt.Sprintf("%s, %s: all %d trials disturbed by others' load (foreign container starts or test processes during the trial; marked in the JSON): no undisturbed figure.",
+					ms.Short, s.System, k))
+			} else if k > 0 {
 				cs := benchSummarize(clean)
 				footnotes = append(footnotes, fmt.Sprintf("%s, %s: %d of %d trials disturbed by others' load (foreign container starts or test processes during the trial; marked in the JSON). Without them: median %s, p95 %s, p99 %s, max %s (n = %d).",
 					ms.Short, s.System, k, len(s.Trials), benchFmtMs(cs.Median), benchFmtMs(cs.P95), benchFmtMs(cs.P99), benchFmtMs(cs.Max), cs.N))
@@ -2204,8 +2478,8 @@ func (b *bench) table(jsonName string) string {
 				footnotes = append(footnotes, fmt.Sprintf("%s, %s: %s.", ms.Short, s.System, n))
 			}
 		}
-		fmt.Fprintf(&w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-			name, nCell, med, benchFmtMs(c.Stats.P95), benchFmtMs(c.Stats.P99), benchFmtMs(c.Stats.Max), cell(sd), cell(sm), ratio, ms.Anchor, ms.Goal, met)
+		fmt.Fprintf(&w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			name, nCell, med, benchFmtMs(c.Stats.P95), benchFmtMs(c.Stats.P99), benchFmtMs(c.Stats.Max), b.insecureCell(ms.Key, c, ci), cell(sd), cell(sm), ratio, ms.Anchor, ms.Goal, met)
 	}
 
 	if len(footnotes) > 0 {
@@ -2217,7 +2491,7 @@ func (b *bench) table(jsonName string) string {
 	w.WriteString("\nWhere the time goes: median of each phase, in ms after the fault (engine events: `die`, `create`, `start`; node log lines: the rest; `running` = the API/Swarm says Running, `healthy` = it also answers `/health`).\n\n")
 	w.WriteString("| measure | system | phases (median ms after the fault, in order) |\n| --- | --- | --- |\n")
 	for _, ms := range benchMeasures {
-		for _, sys := range []string{sysCube, sysSwarmDefault, sysSwarmMin} {
+		for _, sys := range []string{sysCube, sysCubeInsecure, sysSwarmDefault, sysSwarmMin} {
 			s := b.find(ms.Key, sys)
 			if s == nil || len(s.Trials) == 0 || len(s.Trials[0].Phases) == 0 {
 				continue
@@ -2275,6 +2549,54 @@ func (b *bench) table(jsonName string) string {
 	return w.String()
 }
 
+// benchMinHealthy renders a service series' fewest healthy copies, if it
+// has them.
+func benchMinHealthy(s *benchSeries) string {
+	v, ok := s.Extra["min_healthy"]
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("; min healthy %.0f of %.0f", v, s.Extra["count"])
+}
+
+// ranInsecure reports whether the run measured Cube insecure.
+func (b *bench) ranInsecure() bool {
+	for _, s := range b.run.Series {
+		if s.System == sysCubeInsecure {
+			return true
+		}
+	}
+	return false
+}
+
+// insecureCell renders the insecure Cube's median (p99) of a measure and
+// what security costs: the secure median minus the insecure one.
+func (b *bench) insecureCell(key string, c, ci *benchSeries) string {
+	if ci == nil {
+		switch {
+		case key == "placement" || strings.HasPrefix(key, "svc-"):
+			return "not measured"
+		case !b.ranInsecure():
+			return "not run"
+		}
+		return "—"
+	}
+	txt := fmt.Sprintf("%s (%s)", benchFmtMs(ci.Stats.Median), benchFmtMs(ci.Stats.P99))
+	if v, ok := ci.Extra["writes_per_s"]; ok {
+		txt += fmt.Sprintf(", %.0f writes/s", v)
+	}
+	d := c.Stats.Median - ci.Stats.Median
+	sign := "+"
+	if d < 0 {
+		sign = "−"
+	}
+	txt += fmt.Sprintf("; %s%s", sign, benchFmtMs(math.Abs(d)))
+	if ci.Stats.Median > 0 {
+		txt += fmt.Sprintf(" (%s%.0f %%)", sign, math.Abs(d)/ci.Stats.Median*100)
+	}
+	return txt
+}
+
 // writeResults puts the table between the markers of RESULTS.md, keeping
 // the text around them.
 func (b *bench) writeResults(table string) error {
@@ -2311,8 +2633,8 @@ func (b *bench) chart() string {
 		goal                  float64
 		bars                  []bar
 	}
-	colors := map[string]string{sysCube: "#2b6cb0", sysSwarmDefault: "#dd6b20", sysSwarmMin: "#ecc94b"}
-	labels := map[string]string{sysCube: "Cube", sysSwarmDefault: "Swarm (5 s)", sysSwarmMin: "Swarm (0 s)"}
+	colors := map[string]string{sysCube: "#2b6cb0", sysCubeInsecure: "#90cdf4", sysSwarmDefault: "#dd6b20", sysSwarmMin: "#ecc94b"}
+	labels := map[string]string{sysCube: "Cube", sysCubeInsecure: "insecure", sysSwarmDefault: "Swarm (5 s)", sysSwarmMin: "Swarm (0 s)"}
 	var panels []panel
 	for _, ms := range benchMeasures {
 		if strings.HasPrefix(ms.Key, "submit-") {
@@ -2326,12 +2648,19 @@ func (b *bench) chart() string {
 			p.goalText = "goal p99 < " + benchAxis(ms.GoalMs, "ms")
 		case ms.Key == "placement":
 			p.goalText = "goal: beat Swarm"
+		case ms.VsSwarm && ms.MinHealthy > 0:
+			p.goalText = fmt.Sprintf("goal: beat Swarm, ≥ %d healthy", ms.MinHealthy)
+		case ms.VsSwarm:
+			p.goalText = "goal: beat Swarm"
 		}
-		for _, sys := range []string{sysCube, sysSwarmDefault, sysSwarmMin} {
+		for _, sys := range []string{sysCube, sysCubeInsecure, sysSwarmDefault, sysSwarmMin} {
 			if s := b.find(ms.Key, sys); s != nil {
 				br := bar{label: labels[sys], s: s, color: colors[sys]}
 				if v, ok := s.Extra["tasks_per_s_at_median"]; ok {
 					br.sub = fmt.Sprintf("%.1f tasks/s", v)
+				}
+				if v, ok := s.Extra["min_healthy"]; ok {
+					br.sub = fmt.Sprintf("min %.0f/%.0f healthy", v, s.Extra["count"])
 				}
 				p.bars = append(p.bars, br)
 			}
@@ -2341,10 +2670,15 @@ func (b *bench) chart() string {
 		}
 	}
 	lat := panel{title: "submit latency, committed", goal: 10, goalText: "goal p99 < 10 ms (1 client)", note: "etcd, published: < 1 ms at light load"}
+	// Beside each level's bar, the insecure Cube's (pale, labelled
+	// "insecure"); writes/s shortened to w/s to fit six bars.
 	for _, n := range b.levels {
 		if s := b.find(fmt.Sprintf("submit-%d", n), sysCube); s != nil {
 			lat.bars = append(lat.bars, bar{label: fmt.Sprintf("%d client%s", n, map[bool]string{true: "", false: "s"}[n == 1]),
-				sub: fmt.Sprintf("%.0f writes/s", s.Extra["writes_per_s"]), s: s, color: colors[sysCube]})
+				sub: fmt.Sprintf("%.0f w/s", s.Extra["writes_per_s"]), s: s, color: colors[sysCube]})
+		}
+		if s := b.find(fmt.Sprintf("submit-%d", n), sysCubeInsecure); s != nil {
+			lat.bars = append(lat.bars, bar{label: "insecure", sub: fmt.Sprintf("%.0f w/s", s.Extra["writes_per_s"]), s: s, color: colors[sysCubeInsecure]})
 		}
 	}
 	if len(lat.bars) > 0 {
@@ -2362,8 +2696,8 @@ func (b *bench) chart() string {
 	fmt.Fprintf(&w, `<rect width="%d" height="%d" fill="white"/>`+"\n", W, H)
 	fmt.Fprintf(&w, `<text x="10" y="20" font-size="15" font-weight="bold">Cube vs Docker Swarm on one engine: median (bar) and p95 (whisker), lower is better</text>`+"\n")
 	fmt.Fprintf(&w, `<text x="10" y="38" fill="#555">%s</text>`+"\n", esc(fmt.Sprintf("%s · %d CPUs · Docker %s (%s) · %d trials per recovery measure · commit %.12s",
-		b.run.Started.Format("2006-01-02 15:04 UTC"), b.run.Machine.CPUs, b.run.Machine.Docker, b.run.Machine.StorageDriver, b.n, b.run.Git.Commit)))
-	fmt.Fprintf(&w, `<text x="10" y="54" fill="#555">Swarm (5 s): restart delay as shipped · Swarm (0 s): --restart-delay 0s · dashed red: our goal · details in RESULTS.md</text>`+"\n")
+		b.run.Started.Format("2006-01-02 15:04 UTC"), b.run.Machine.CPUs, b.run.Machine.Docker, b.run.Machine.StorageDriver, b.n, b.run.Git.Commit)+b.partsNote()))
+	fmt.Fprintf(&w, `<text x="10" y="54" fill="#555">Cube: security on · Cube insecure (pale): every node --insecure · Swarm (5 s): restart delay as shipped · Swarm (0 s): --restart-delay 0s · dashed red: our goal</text>`+"\n")
 	for i, p := range panels {
 		x0, y0 := 5+(i%cols)*pw, 66+(i/cols)*ph
 		fmt.Fprintf(&w, `<g transform="translate(%d,%d)">`+"\n", x0, y0)
@@ -2389,6 +2723,12 @@ func (b *bench) chart() string {
 		}
 		slot := pwid / float64(len(p.bars))
 		bw := math.Min(56, slot*0.55)
+		// Six bars (submit latency, secure and insecure) leave 43 px a
+		// label: a smaller font keeps "16 clients" clear of "insecure".
+		labelSize := 11
+		if len(p.bars) > 4 {
+			labelSize = 10
+		}
 		for j, br := range p.bars {
 			m, w95 := br.s.Stats.Median, br.s.Stats.P95
 			cx := px + slot*(float64(j)+0.5)
@@ -2399,7 +2739,7 @@ func (b *bench) chart() string {
 			}
 			// The median's value sits above the bar and its whisker.
 			fmt.Fprintf(&w, `<text x="%.1f" y="%.1f" text-anchor="middle" font-weight="bold">%s</text>`+"\n", cx, y(math.Max(m, w95))-4, esc(benchFmtMs(m)))
-			fmt.Fprintf(&w, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", cx, py+phgt+14, esc(br.label))
+			fmt.Fprintf(&w, `<text x="%.1f" y="%.1f" text-anchor="middle" font-size="%d">%s</text>`+"\n", cx, py+phgt+14, labelSize, esc(br.label))
 			if br.sub != "" {
 				fmt.Fprintf(&w, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#555" font-size="10">%s</text>`+"\n", cx, py+phgt+27, esc(br.sub))
 			}

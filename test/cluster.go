@@ -7,6 +7,8 @@ package test
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -15,12 +17,15 @@ import (
 	"github.com/cube-orch/cube/cluster"
 	"github.com/cube-orch/cube/fsm"
 	"github.com/cube-orch/cube/manager"
+	"github.com/cube-orch/cube/security"
 	"github.com/cube-orch/cube/test/testkit"
 )
 
 // Cluster is an in-process cluster of managers, modelled on hashicorp/raft's
 // MakeCluster and rqlite's system tests. Everything is torn down by
-// t.Cleanup.
+// t.Cleanup. Security is on, as in a real cluster: mutual TLS on the API and
+// raft, gossip encryption and the operator token as bootstrap token, from
+// the cluster's own identity (Sec).
 type Cluster struct {
 	t     *testing.T
 	mu    sync.Mutex
@@ -28,6 +33,9 @@ type Cluster struct {
 	order []string
 	peers []cluster.Peer
 	seeds []string
+	// Sec is the cluster's identity: every manager's certificate, the
+	// operator's client certificate and token.
+	Sec *Identity
 }
 
 // Manager is one in-process manager.
@@ -51,7 +59,7 @@ type Manager struct {
 // NewCluster starts n managers that bootstrap together, and waits for a leader.
 func NewCluster(t *testing.T, n int) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, nodes: make(map[string]*Manager)}
+	c := &Cluster{t: t, nodes: make(map[string]*Manager), Sec: NewIdentity(t, t.TempDir())}
 	var ms []*Manager
 	for i := 1; i <= n; i++ {
 		m := &Manager{
@@ -72,7 +80,19 @@ func NewCluster(t *testing.T, n int) *Cluster {
 		c.start(m, c.peers)
 	}
 	c.Leader()
+	c.waitToken()
 	return c
+}
+
+// waitToken waits until every running manager accepts the operator token
+// (see waitToken).
+func (c *Cluster) waitToken() {
+	c.t.Helper()
+	var addrs []string
+	for _, m := range c.Running() {
+		addrs = append(addrs, m.HTTPAddr)
+	}
+	waitToken(c.t, c.Sec, addrs)
 }
 
 func (c *Cluster) start(m *Manager, peers []cluster.Peer) {
@@ -81,6 +101,10 @@ func (c *Cluster) start(m *Manager, peers []cluster.Peer) {
 	cfg := manager.FastServerConfig()
 	cfg.ID, cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr, cfg.DataDir = m.ID, m.HTTPAddr, m.RaftAddr, m.GossipAddr, m.Dir
 	cfg.Peers, cfg.Seeds, cfg.Logger = peers, c.seeds, testkit.Logger(t, m.ID)
+	host, _, _ := net.SplitHostPort(m.HTTPAddr)
+	cfg.TLS = c.Sec.Node(security.RoleManager, m.ID, host)
+	cfg.GossipKeys = []string{c.Sec.GossipKey}
+	cfg.BootstrapTokenHash = security.HashToken(c.Sec.Token)
 	// Keep almost no log behind a snapshot, so that a manager joining after
 	// one can only catch up through InstallSnapshot.
 	cfg.Raft.TrailingLogs = 2
@@ -200,7 +224,8 @@ func (c *Cluster) Followers() []*Manager {
 	return out
 }
 
-// Client returns an API client of the given managers (all running ones if none).
+// Client returns an API client of the given managers (all running ones if
+// none), with the operator's credentials.
 func (c *Cluster) Client(ms ...*Manager) *api.Client {
 	c.t.Helper()
 	if len(ms) == 0 {
@@ -210,12 +235,19 @@ func (c *Cluster) Client(ms ...*Manager) *api.Client {
 	for _, m := range ms {
 		addrs = append(addrs, m.HTTPAddr)
 	}
-	cl, err := api.NewClient(addrs, api.ClientOptions{RetryFor: 20 * time.Second})
+	cl, err := api.NewClient(addrs, c.Sec.ClientOptions(api.ClientOptions{RetryFor: 20 * time.Second}))
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	return cl
 }
+
+// HTTPClient returns a client for raw requests to the managers' API (see
+// URL), over TLS with the operator token.
+func (c *Cluster) HTTPClient() *http.Client { return c.Sec.HTTPClient() }
+
+// URL returns the https URL of path on manager m's API.
+func (m *Manager) URL(path string) string { return "https://" + m.HTTPAddr + path }
 
 // Close stops every running manager.
 func (c *Cluster) Close() {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/security"
 	"github.com/cube-orch/cube/test/testkit"
 	"github.com/google/uuid"
 )
@@ -74,7 +75,7 @@ func TestCluster_OneLeaderAndWritesThroughAFollower(t *testing.T) {
 
 	// A raw POST to a follower: forwarded, committed, 201 with the leader named.
 	body, _ := json.Marshal(api.TaskEvent{State: api.Running, Task: api.Task{ID: uuid.New(), Name: "via-follower", Image: "cube-echo:latest"}})
-	resp, err := http.Post("http://"+follower.HTTPAddr+"/tasks", "application/json", bytes.NewReader(body))
+	resp, err := c.HTTPClient().Post(follower.URL("/tasks"), "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,6 +191,10 @@ func TestCluster_BadInputStoresNothing(t *testing.T) {
 	kept := submit(t, c.Client(), "kept")
 	converged(t, c, []api.Task{kept})
 	valid := `{"State":2,"Task":{"ID":"bb1d59ef-9fc1-4e4b-a44d-db571eeed203","Image":"cube-echo:latest"`
+	// A report comes from a worker certificate (any other caller gets 403
+	// before its body is read); the cluster has no worker, so the test
+	// makes a certificate for one.
+	asWorker := c.Sec.HTTPClientAs(security.RoleWorker, "w-test")
 	cases := []struct {
 		name, method, path, body string
 		status                   int
@@ -208,10 +213,15 @@ func TestCluster_BadInputStoresNothing(t *testing.T) {
 		{"health port not exposed", "POST", "/tasks", valid + `,"ExposedPorts":{"7777/tcp":{}},"HealthCheck":"tcp","HealthCheckPort":"80/tcp"}}`, 400},
 		{"bad report", "POST", "/reports", `{"ID":"` + kept.ID.String() + `"}`, 400},
 	}
+	hc := c.HTTPClient()
 	for _, m := range []*Manager{c.Leader(), c.Followers()[0]} {
 		for _, tc := range cases {
-			req, _ := http.NewRequest(tc.method, "http://"+m.HTTPAddr+tc.path, strings.NewReader(tc.body))
-			resp, err := http.DefaultClient.Do(req)
+			req, _ := http.NewRequest(tc.method, m.URL(tc.path), strings.NewReader(tc.body))
+			do := hc.Do
+			if tc.path == "/reports" {
+				do = asWorker.Do
+			}
+			resp, err := do(req)
 			if err != nil {
 				t.Fatalf("%s via %s: %v", tc.name, m.ID, err)
 			}

@@ -2,8 +2,11 @@ package test
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -14,7 +17,9 @@ import (
 )
 
 // TestE2E_DevMode runs `cube dev` (a manager and a worker in one process),
-// runs a task on it and stops it with SIGTERM.
+// runs a task on it and stops it with SIGTERM. cube dev is the one mode that
+// stays open (issue 12): it says so when it starts, and a client with no
+// credentials talks plain HTTP to it.
 func TestE2E_DevMode(t *testing.T) {
 	requireImage(t)
 	bin := CubeBinary(t)
@@ -24,7 +29,9 @@ func TestE2E_DevMode(t *testing.T) {
 	t.Cleanup(c.Close)
 	cmd := exec.Command(bin, "dev", "--data", t.TempDir(), "--http", httpAddr, "--raft", testkit.FreeAddr(t), "--gossip", testkit.FreeAddr(t),
 		"--worker-http", testkit.FreeAddr(t), "--worker-gossip", testkit.FreeAddr(t), "--worker-name", name)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	var out recBuffer
+	cmd.Stdout = io.MultiWriter(os.Stderr, &out)
+	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -38,6 +45,12 @@ func TestE2E_DevMode(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	testkit.Eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(out.String(), "cube dev is open: no TLS, no tokens, no gossip encryption") {
+			return fmt.Errorf("cube dev has not said it runs open; its output so far:\n%s", out.String())
+		}
+		return nil
+	})
 	task, _, err := client.SubmitTask(ctx, api.TaskEvent{State: api.Running, Task: echoTask("dev")})
 	if err != nil {
 		t.Fatalf("submit to cube dev: %v", err)

@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/security"
 	"github.com/cube-orch/cube/test/testkit"
 	"github.com/google/uuid"
 )
@@ -244,6 +246,31 @@ func TestE2E_PendingUntilAWorkerJoinsAndTheCLI(t *testing.T) {
 		}
 		return nil
 	})
+	// Security is on: the same CLI with no credentials is refused (401),
+	// and so is a request over TLS with no certificate and no token.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	bare := c.CubeCommand(ctx, "status", "-m", c.Managers[0].HTTPAddr)
+	bare.Env = append(bare.Env, "CUBE_TOKEN=", "CUBE_CLIENT_CERT=", "CUBE_CLIENT_KEY=") // the last value of a variable wins
+	if out, err := bare.CombinedOutput(); err == nil || !strings.Contains(string(out), "HTTP 401") {
+		t.Fatalf("cube status without credentials: %v\n%s", err, out)
+	}
+	caOnly, err := security.ClientTLS(c.Sec.CA, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.URL(c.Managers[0], "/tasks"), nil)
+	resp, err := (&http.Client{Transport: api.NewTLSTransport("", caOnly)}).Do(req)
+	if err != nil {
+		t.Fatalf("GET /tasks with no credentials: %v", err)
+	}
+	var er api.ErrResponse
+	_ = json.NewDecoder(resp.Body).Decode(&er)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || er.Message == "" {
+		t.Fatalf("GET /tasks with no credentials: %d %+v, want 401 with a message", resp.StatusCode, er)
+	}
+
 	// Bad input from the CLI: a clear error, exit status non-zero.
 	writeFile(t, file, `{"Task":{"Image":"cube-echo:latest","Memory":-1}}`)
 	if out, err := c.Cube("run", "-f", file); err == nil || !strings.Contains(out, "Memory must be") {

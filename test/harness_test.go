@@ -199,7 +199,7 @@ func TestHarness_Recovery(t *testing.T) {
 				others = append(others, m)
 			}
 		}
-		cl, err := api.NewClient(addrsOf(others), api.ClientOptions{Timeout: time.Second, RetryFor: 30 * time.Second})
+		cl, err := api.NewClient(addrsOf(others), c.ClientOptions(api.ClientOptions{Timeout: time.Second, RetryFor: 30 * time.Second}))
 		if err != nil {
 			t.Fatal(err)
 		}

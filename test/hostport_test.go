@@ -36,7 +36,8 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func submitTask(t *testing.T, c *ProcCluster, task api.Task) uuid.UUID {
+// submitTaskID submits task through any manager and returns its ID.
+func submitTaskID(t *testing.T, c *ProcCluster, task api.Task) uuid.UUID {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -84,11 +85,11 @@ func TestHostPort_SecondCopyWaitsThenRunsWhenFree(t *testing.T) {
 	port := freePort(t)
 	key := strconv.Itoa(port) + "/tcp"
 
-	first := submitTask(t, c, portTask("port-first", port))
+	first := submitTaskID(t, c, portTask("port-first", port))
 	a := waitRunning(t, c, []uuid.UUID{first})[first]
 	echo(t, a)
 
-	second := submitTask(t, c, portTask("port-second", port))
+	second := submitTaskID(t, c, portTask("port-second", port))
 	b := waitPendingFor(t, c, second, "host port "+key+" is taken on every live worker")
 	t.Logf("second copy waits: %s", b.Reason)
 	if !strings.Contains(b.Reason, a.Worker+": task "+first.String()) {
@@ -115,7 +116,7 @@ func TestHostPort_SecondCopyWaitsThenRunsWhenFree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	third := submitTask(t, c, portTask("port-listener", other))
+	third := submitTaskID(t, c, portTask("port-listener", other))
 	w := waitPendingFor(t, c, third, "host port "+strconv.Itoa(other)+"/tcp is taken on every live worker")
 	t.Logf("task behind a listener waits: %s", w.Reason)
 	ln.Close()

@@ -5,12 +5,15 @@ import (
 	"testing"
 )
 
-// TestMain removes the cube binary CubeBinary built (a temporary directory
-// per test process; without this every run left ~40 MB in /tmp).
+// TestMain removes the cube binaries CubeBinary and ClockJumpBinary built
+// (a temporary directory per test process; without this every run left
+// ~40 MB in /tmp).
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildOnce.dir != "" {
-		_ = os.RemoveAll(buildOnce.dir)
+	for _, dir := range []string{buildOnce.dir, clockBuild.dir} {
+		if dir != "" {
+			_ = os.RemoveAll(dir)
+		}
 	}
 	os.Exit(code)
 }

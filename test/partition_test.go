@@ -45,7 +45,7 @@ func TestPartition_IsolatedLeaderStepsDown(t *testing.T) {
 
 	// The old leader steps down (it cannot reach a quorum within its lease).
 	testkit.Eventually(t, 30*time.Second, func() error {
-		info, err := clusterInfo(old)
+		info, err := clusterInfo(c, old)
 		if err != nil {
 			return err
 		}
@@ -60,7 +60,7 @@ func TestPartition_IsolatedLeaderStepsDown(t *testing.T) {
 	var newLeader string
 	testkit.Eventually(t, 30*time.Second, func() error {
 		for _, m := range majority {
-			if info, err := clusterInfo(m); err == nil && info.LeaderID == info.Self {
+			if info, err := clusterInfo(c, m); err == nil && info.LeaderID == info.Self {
 				newLeader = m.Name
 				return nil
 			}
@@ -74,7 +74,7 @@ func TestPartition_IsolatedLeaderStepsDown(t *testing.T) {
 	}
 
 	// The isolated one acknowledges nothing.
-	lone, err := api.NewClient([]string{old.HTTPAddr}, api.ClientOptions{Timeout: 2 * time.Second, RetryFor: 3 * time.Second})
+	lone, err := api.NewClient([]string{old.HTTPAddr}, c.ClientOptions(api.ClientOptions{Timeout: 2 * time.Second, RetryFor: 3 * time.Second}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,14 +92,14 @@ func TestPartition_IsolatedLeaderStepsDown(t *testing.T) {
 	testkit.Eventually(t, 30*time.Second, func() error {
 		leaders := 0
 		for _, m := range c.Managers {
-			if info, err := clusterInfo(m); err == nil && info.LeaderID == info.Self {
+			if info, err := clusterInfo(c, m); err == nil && info.LeaderID == info.Self {
 				leaders++
 			}
 		}
 		if leaders != 1 {
 			return fmt.Errorf("%d managers claim leadership", leaders)
 		}
-		cl, _ := api.NewClient([]string{old.HTTPAddr}, api.ClientOptions{RetryFor: time.Second})
+		cl, _ := api.NewClient([]string{old.HTTPAddr}, c.ClientOptions(api.ClientOptions{RetryFor: time.Second}))
 		if _, err := cl.Task(ctx, after.ID, false); err != nil {
 			return fmt.Errorf("the old leader has not caught up: %v", err)
 		}

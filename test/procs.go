@@ -3,9 +3,11 @@ package test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/security"
 	"github.com/cube-orch/cube/test/testkit"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
@@ -33,6 +36,46 @@ type ProcCluster struct {
 	peers    string
 	seeds    string
 	ips      bool
+	// Sec is the cluster's identity (its Dir holds the files); nil when the
+	// cluster runs with --insecure.
+	Sec *Identity
+	// dataDir is ProcOptions.DataDir; workerFlags ProcOptions.WorkerFlags.
+	dataDir     func(name string) string
+	workerFlags func(n int) []string
+	// added counts the managers AddManager started.
+	added int
+	// clockJump: the nodes run ClockJumpBinary and follow their clock
+	// files (ProcOptions.ClockJump, clock.go).
+	clockJump bool
+}
+
+// ProcOptions are the choices of NewProcClusterWith.
+type ProcOptions struct {
+	// IPs puts every node on its own loopback address (managers
+	// 127.0.0.11…, workers 127.0.0.21…) with its outgoing connections
+	// leaving from it (--source-ip), so that firewall rules on source and
+	// destination can partition nodes as if they were machines.
+	IPs bool
+	// Insecure runs every node with --insecure (no TLS, no tokens, no gossip
+	// encryption), as before issue 12: for the benchmark's comparison only.
+	// By default a cluster makes its own identity and runs secure.
+	Insecure bool
+	// Identity, if set, is the cluster's identity instead of a new one: a
+	// second cluster with the first one's CA, gossip key and operator
+	// token, as when a cluster is rebuilt from a backup.
+	Identity *Identity
+	// DataDir, if set, names a node's data directory (--data) from its
+	// name, before its first start; "" keeps the default, a directory named
+	// as the node in the cluster's Dir. The chaos test mounts a small tmpfs
+	// there to fill it.
+	DataDir func(name string) string
+	// WorkerFlags, if set, returns extra command-line flags for the n-th
+	// worker (1-based), for example its labels (--label zone=a).
+	WorkerFlags func(n int) []string
+	// ClockJump runs every node on the clock-jump build (ClockJumpBinary)
+	// instead of CubeBinary, following a clock file of its own, so that
+	// SetClockOffset can step its wall clock (clock.go).
+	ClockJump bool
 }
 
 // ipOf returns the loopback address of node slot n (127.0.0.n), or 127.0.0.1
@@ -51,8 +94,13 @@ type Proc struct {
 	HTTPAddr   string
 	RaftAddr   string // managers only
 	GossipAddr string
+	// Data is the node's data directory (--data).
+	Data string
 	// Env is added to the process's environment (for example DOCKER_HOST).
-	Env  []string
+	Env []string
+	// Bin, if set, is the binary this node runs instead of the cluster's
+	// (a manager one version behind, in the upgrade tests).
+	Bin  string
 	args []string
 	log  string
 	mu   sync.Mutex
@@ -91,23 +139,39 @@ func CubeBinary(t *testing.T) string {
 }
 
 // NewProcCluster starts managers and workers as real processes with --fast
-// timings, and waits until a leader is elected and every worker is alive.
+// timings and security on (see NewProcClusterWith), and waits until a
+// leader is elected and every worker is alive.
 func NewProcCluster(t *testing.T, managers, workers int) *ProcCluster {
-	return newProcCluster(t, managers, workers, false)
+	return NewProcClusterWith(t, managers, workers, ProcOptions{})
 }
 
 // NewProcClusterOnIPs is NewProcCluster with every node on its own loopback
-// address (managers 127.0.0.11…, workers 127.0.0.21…) and its outgoing
-// connections leaving from it (--source-ip), so that firewall rules on
-// source and destination can partition nodes as if they were machines.
+// address (ProcOptions.IPs).
 func NewProcClusterOnIPs(t *testing.T, managers, workers int) *ProcCluster {
-	return newProcCluster(t, managers, workers, true)
+	return NewProcClusterWith(t, managers, workers, ProcOptions{IPs: true})
 }
 
-func newProcCluster(t *testing.T, managers, workers int, ips bool) *ProcCluster {
+// NewProcClusterWith is NewProcCluster with options. Unless opts.Insecure,
+// the cluster makes its own identity in its Dir (NewIdentity: a CA, a
+// certificate per node named as the node for its address, a client
+// certificate, a gossip key, an operator token) and starts every node with
+// the security flags, as `make cluster` does; ClientOptions, HTTPClient and
+// Cube then carry the operator's credentials.
+func NewProcClusterWith(t *testing.T, managers, workers int, opts ProcOptions) *ProcCluster {
 	t.Helper()
 	requireImage(t)
-	c := &ProcCluster{t: t, Bin: CubeBinary(t), Dir: t.TempDir(), Prefix: "e2e" + uuid.NewString()[:6] + "-", ips: ips}
+	c := &ProcCluster{t: t, Dir: t.TempDir(), Prefix: "e2e" + uuid.NewString()[:6] + "-", ips: opts.IPs, dataDir: opts.DataDir, workerFlags: opts.WorkerFlags, clockJump: opts.ClockJump}
+	if opts.ClockJump {
+		c.Bin = ClockJumpBinary(t)
+	} else {
+		c.Bin = CubeBinary(t)
+	}
+	if !opts.Insecure {
+		c.Sec = opts.Identity
+		if c.Sec == nil {
+			c.Sec = NewIdentity(t, filepath.Join(c.Dir, "identity"))
+		}
+	}
 	var peers, seeds []string
 	for i := 1; i <= managers; i++ {
 		ip := c.ipOf(10 + i)
@@ -118,9 +182,11 @@ func newProcCluster(t *testing.T, managers, workers int, ips bool) *ProcCluster 
 	}
 	c.peers, c.seeds = strings.Join(peers, ","), strings.Join(seeds, ",")
 	for _, p := range c.Managers {
+		p.Data = c.dataDirOf(p.Name)
 		p.args = []string{"manager", "--id", p.Name, "--fast", "--http", p.HTTPAddr, "--raft", p.RaftAddr,
-			"--gossip", p.GossipAddr, "--data", filepath.Join(c.Dir, p.Name), "--peers", c.peers, "--join", c.seeds}
-		if ips {
+			"--gossip", p.GossipAddr, "--data", p.Data, "--peers", c.peers, "--join", c.seeds}
+		p.args = append(p.args, c.securityFlags(security.RoleManager, p)...)
+		if c.ips {
 			p.args = append(p.args, "--source-ip", p.IP)
 		}
 	}
@@ -142,15 +208,69 @@ func (c *ProcCluster) AddWorker(env ...string) *Proc {
 	i := len(c.Workers) + 1
 	ip := c.ipOf(20 + i)
 	p := &Proc{Name: fmt.Sprintf("%sw%d", c.Prefix, i), IP: ip, HTTPAddr: testkit.FreeAddrOn(c.t, ip), GossipAddr: testkit.FreeAddrOn(c.t, ip)}
+	p.Data = c.dataDirOf(p.Name)
 	p.args = []string{"worker", "--name", p.Name, "--fast", "--http", p.HTTPAddr, "--gossip", p.GossipAddr,
-		"--data", filepath.Join(c.Dir, p.Name), "--join", c.seeds, "--stop-grace", "2s"}
+		"--data", p.Data, "--join", c.seeds, "--stop-grace", "2s"}
+	p.args = append(p.args, c.securityFlags(security.RoleWorker, p)...)
 	if c.ips {
 		p.args = append(p.args, "--source-ip", p.IP)
+	}
+	if c.workerFlags != nil {
+		p.args = append(p.args, c.workerFlags(i)...)
 	}
 	p.Env = env
 	c.Workers = append(c.Workers, p)
 	c.Start(p)
 	return p
+}
+
+// AddManager starts one more manager, as an operator adds one to a running
+// cluster: `cube manager` without --peers, joining through the gossip
+// seeds; its joiner asks the cluster to add it as a non-voter, and the
+// leader promotes it once it has caught up (cluster/autopilot.go). It is
+// appended to Managers and returned at once, not waited for. Its name is
+// "a1", "a2" … and its address 127.0.0.(100+n) on a cluster with IPs.
+func (c *ProcCluster) AddManager() *Proc {
+	c.t.Helper()
+	c.added++
+	ip := c.ipOf(100 + c.added)
+	p := &Proc{Name: fmt.Sprintf("a%d", c.added), IP: ip, HTTPAddr: testkit.FreeAddrOn(c.t, ip), RaftAddr: testkit.FreeAddrOn(c.t, ip), GossipAddr: testkit.FreeAddrOn(c.t, ip)}
+	p.Data = c.dataDirOf(p.Name)
+	p.args = []string{"manager", "--id", p.Name, "--fast", "--http", p.HTTPAddr, "--raft", p.RaftAddr,
+		"--gossip", p.GossipAddr, "--data", p.Data, "--join", c.seeds}
+	p.args = append(p.args, c.securityFlags(security.RoleManager, p)...)
+	if c.ips {
+		p.args = append(p.args, "--source-ip", p.IP)
+	}
+	c.Managers = append(c.Managers, p)
+	c.Start(p)
+	return p
+}
+
+// dataDirOf returns the data directory of the node of the given name.
+func (c *ProcCluster) dataDirOf(name string) string {
+	if c.dataDir != nil {
+		if d := c.dataDir(name); d != "" {
+			return d
+		}
+	}
+	return filepath.Join(c.Dir, name)
+}
+
+// securityFlags returns the security flags of node p of role r: its
+// certificate (made on first use), the gossip key and, for a manager, the
+// bootstrap token file; --insecure when the cluster runs open.
+func (c *ProcCluster) securityFlags(r security.Role, p *Proc) []string {
+	c.t.Helper()
+	if c.Sec == nil {
+		return []string{"--insecure"}
+	}
+	f := c.Sec.Node(r, p.Name, p.IP)
+	flags := []string{"--ca-file", f.CA, "--cert-file", f.Cert, "--key-file", f.Key, "--encrypt", c.Sec.GossipKey}
+	if r == security.RoleManager {
+		flags = append(flags, "--bootstrap-token-file", c.Sec.TokenFile)
+	}
+	return flags
 }
 
 // Cube runs the cube CLI with -m set to every manager and returns its output.
@@ -161,8 +281,82 @@ func (c *ProcCluster) Cube(args ...string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, c.Bin, append(args, "-m", strings.Join(addrs, ","))...).CombinedOutput()
+	out, err := c.CubeCommand(ctx, append(args, "-m", strings.Join(addrs, ","))...).CombinedOutput()
 	return string(out), err
+}
+
+// CubeCommand returns the command running the cube CLI with args (no -m
+// added) and the operator's credentials in its environment.
+func (c *ProcCluster) CubeCommand(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, c.Bin, args...)
+	cmd.Env = append(os.Environ(), c.CubeEnv()...)
+	return cmd
+}
+
+// CubeEnv returns the environment that gives the CLI the operator's
+// credentials (CUBE_TOKEN, CUBE_CACERT, CUBE_CLIENT_CERT, CUBE_CLIENT_KEY;
+// all empty for an insecure cluster, overriding any the test process was
+// started with). CUBE_ENV_FILE names a file that does not exist, so that
+// the CLI never reads a developer's .cluster/env.
+func (c *ProcCluster) CubeEnv() []string {
+	var token, ca, cert, key string
+	if c.Sec != nil {
+		token, ca, cert, key = c.Sec.Token, c.Sec.Client.CA, c.Sec.Client.Cert, c.Sec.Client.Key
+	}
+	return []string{
+		"CUBE_ENV_FILE=" + filepath.Join(c.Dir, "no-such-env-file"),
+		"CUBE_MANAGERS=",
+		"CUBE_TOKEN=" + token,
+		"CUBE_CACERT=" + ca,
+		"CUBE_CLIENT_CERT=" + cert,
+		"CUBE_CLIENT_KEY=" + key,
+	}
+}
+
+// ClientOptions returns opts with the operator's credentials (token and
+// client certificate over TLS) filled in; opts unchanged for an insecure
+// cluster. Every API client of a test against this cluster is built with it.
+func (c *ProcCluster) ClientOptions(opts api.ClientOptions) api.ClientOptions {
+	if c.Sec == nil {
+		return opts
+	}
+	return c.Sec.ClientOptions(opts)
+}
+
+// HTTPClient returns a client for raw requests to the managers' API (see
+// URL): over TLS with the operator token for a secure cluster, plain HTTP
+// for an insecure one. It has no timeout of its own: requests carry their
+// context.
+func (c *ProcCluster) HTTPClient() *http.Client {
+	if c.Sec == nil {
+		return &http.Client{Transport: api.NewTLSTransport("", nil)}
+	}
+	return c.Sec.HTTPClient()
+}
+
+// WorkerClient returns a client of the workers' API, as a manager calls it:
+// a worker admits only managers, so over TLS it presents a manager
+// certificate made for the harness ("harness", not a raft member) and
+// verifies the worker's; plain HTTP for an insecure cluster.
+func (c *ProcCluster) WorkerClient(timeout time.Duration) *api.WorkerClient {
+	c.t.Helper()
+	if c.Sec == nil {
+		return api.NewWorkerClient(timeout)
+	}
+	b, err := security.Load(c.Sec.Node(security.RoleManager, "harness"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return api.NewWorkerClientTLS(timeout, "", b.ClientConfig(security.RoleWorker))
+}
+
+// URL returns the URL of path on node p's API: https unless the cluster
+// runs insecure.
+func (c *ProcCluster) URL(p *Proc, path string) string {
+	if c.Sec == nil {
+		return "http://" + p.HTTPAddr + path
+	}
+	return "https://" + p.HTTPAddr + path
 }
 
 // Start starts (or restarts) a node process, appending to its log.
@@ -175,10 +369,18 @@ func (c *ProcCluster) Start(p *Proc) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	cmd := exec.Command(c.Bin, p.args...)
+	bin := c.Bin
+	if p.Bin != "" {
+		bin = p.Bin
+	}
+	cmd := exec.Command(bin, p.args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	if len(p.Env) > 0 {
-		cmd.Env = append(os.Environ(), p.Env...)
+	env := p.Env
+	if c.clockJump {
+		env = append(slices.Clip(env), "CUBE_TEST_CLOCK_FILE="+c.clockFile(p))
+	}
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
 	}
 	if err := cmd.Start(); err != nil {
 		f.Close()
@@ -232,8 +434,16 @@ func (p *Proc) Running() bool {
 	}
 }
 
-// Client returns an API client of the given managers (all if none).
+// Client returns an API client of the given managers (all if none), with
+// the operator's credentials.
 func (c *ProcCluster) Client(ps ...*Proc) *api.Client {
+	c.t.Helper()
+	return c.ClientOf(api.ClientOptions{RetryFor: 20 * time.Second}, ps...)
+}
+
+// ClientOf returns an API client of the given managers (all if none) with
+// opts and the operator's credentials added.
+func (c *ProcCluster) ClientOf(opts api.ClientOptions, ps ...*Proc) *api.Client {
 	c.t.Helper()
 	if len(ps) == 0 {
 		ps = c.Managers
@@ -242,7 +452,7 @@ func (c *ProcCluster) Client(ps ...*Proc) *api.Client {
 	for _, p := range ps {
 		addrs = append(addrs, p.HTTPAddr)
 	}
-	cl, err := api.NewClient(addrs, api.ClientOptions{RetryFor: 20 * time.Second})
+	cl, err := api.NewClient(addrs, c.ClientOptions(opts))
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -271,10 +481,21 @@ func (c *ProcCluster) LeaderProc() *Proc {
 	return leader
 }
 
-// WaitReady waits until a leader is elected and n workers are alive.
+// WaitReady waits until a leader is elected, every running manager takes
+// the operator token (the bootstrap token the first leader stored), and n
+// workers are alive.
 func (c *ProcCluster) WaitReady(n int) {
 	c.t.Helper()
 	c.LeaderProc()
+	if c.Sec != nil {
+		var running []string
+		for _, p := range c.Managers {
+			if p.Running() {
+				running = append(running, p.HTTPAddr)
+			}
+		}
+		waitToken(c.t, c.Sec, running)
+	}
 	// Generous: after every manager restarted at once (faster than gossip
 	// notices a death), a worker still sees the managers alive and learns of
 	// the new pool only through a push/pull sync (every 15 s with --fast, to

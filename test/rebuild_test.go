@@ -20,56 +20,103 @@ import (
 // each ending with the task running exactly once (manager/DESIGN.md: "a
 // worker without a record" and "a worker that outlived its cluster").
 
-// A worker that comes back with an empty data directory has no record of the
-// tasks the cluster placed on it (and removes their containers, which carry
-// its label but no record). A task without a health check would stay Running
-// for ever with no container anywhere; the leader's poll requeues it and it
-// runs again, once, at a higher generation, not counted as a restart.
+// Workers that come back with empty data directories (lost, or new machines
+// started under the old names) hold no record of the containers that carry
+// their label. They do not remove the running ones blindly: each is recorded
+// from its labels and reported, and the leader decides. The task's current
+// placement (this worker, this generation) is adopted as it runs: the same
+// container, the same generation, never requeued, not counted. Every other
+// copy is stopped: one of a task the cluster placed on another worker, and
+// one of a task the cluster never heard of. A task without a health check is
+// used, so nothing but the workers' records tells the leader it runs.
 func TestRebuild_WorkerBackWithEmptyDataDir(t *testing.T) {
-	r := newRecRT(t, 1)
+	r := newRecRT(t, 2)
 	ev := r.watch()
 	time.Sleep(500 * time.Millisecond) // let the event stream connect
 	task := echoTask("no-health-check")
-	task.HealthCheck = "" // nothing but the worker's records tells the leader it runs
+	task.HealthCheck = ""
 	id := r.submit(task)
 	before := r.waitRunning(id)[id]
-	w := r.c.Workers[0]
-
-	r.c.Kill(w)
-	if err := os.RemoveAll(filepath.Join(r.c.Dir, w.Name)); err != nil {
-		t.Fatal(err)
-	}
-	wiped := time.Now()
-	r.c.Start(w)
-	t.Logf("worker %s killed, its data directory removed, started again", w.Name)
-
-	after, took := r.waitTask(id, 2*recDeadline, func(x api.Task) error {
-		if err := recIsRunning(x); err != nil {
-			return err
+	var home, other *Proc
+	for _, w := range r.c.Workers {
+		if w.Name == before.Worker {
+			home = w
+		} else {
+			other = w
 		}
-		if x.Generation <= before.Generation {
-			return fmt.Errorf("still at generation %d, container %.12s", x.Generation, x.ContainerID)
+	}
+	if home == nil || other == nil {
+		t.Fatalf("task on %q, workers %s and %s", before.Worker, r.c.Workers[0].Name, r.c.Workers[1].Name)
+	}
+
+	for _, w := range r.c.Workers {
+		r.c.Kill(w)
+		if err := os.RemoveAll(filepath.Join(r.c.Dir, w.Name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Behind the dead workers' backs, on the other worker's name: a copy of
+	// the task (the cluster has it on home) and a container of a task the
+	// cluster never heard of, both running.
+	copyID := startLabelled(t, other.Name, id, before.Generation)
+	stranger := uuid.New()
+	strangerID := startLabelled(t, other.Name, stranger, 3)
+	wiped := time.Now()
+	for _, w := range r.c.Workers {
+		r.c.Start(w)
+	}
+	t.Logf("workers killed, their data directories removed, started again; on %s a copy of the task (%.12s) and an unknown task's container (%.12s) run",
+		other.Name, copyID, strangerID)
+
+	testkit.Eventually(t, 2*recDeadline, func() error {
+		cts := r.c.Containers()
+		if n := len(cts[stranger.String()]); n != 0 {
+			return fmt.Errorf("the unknown task's container still runs")
+		}
+		if list := cts[id.String()]; len(list) != 1 || list[0] != before.ContainerID {
+			return fmt.Errorf("running containers of the task %v, want only %.12s", list, before.ContainerID)
 		}
 		return nil
 	})
-	t.Logf("task Running again at generation %d (was %d) on %s in %s", after.Generation, before.Generation, after.Worker, took)
-	// Normally the poll finds the worker without a record; if gossip held
-	// the worker dead long enough for an orphan probe to find the container
-	// gone, the lost-worker path requeues it instead. Either way once.
-	requeued, ok := ev.waitFor(id, 30*time.Second, func(x api.Task) bool { return x.State == api.Pending && x.Generation == before.Generation })
-	if !ok {
-		t.Fatalf("no requeue of generation %d was streamed: %v", before.Generation, ev)
+	t.Logf("the unknown task's container and the copy on %s stopped by the leader in %s", other.Name, recSince(wiped))
+	after := r.task(id)
+	if after.State != api.Running || after.Worker != home.Name || after.Generation != before.Generation || after.ContainerID != before.ContainerID {
+		t.Fatalf("task after its worker lost its data: %s on %s gen %d container %.12s (%s); want Running on %s gen %d in %.12s, adopted as it ran",
+			after.State, after.Worker, after.Generation, after.ContainerID, after.Reason, home.Name, before.Generation, before.ContainerID)
 	}
-	t.Logf("requeued: %q", requeued.ch.Task.Reason)
 	if after.RestartCount != before.RestartCount {
-		t.Errorf("RestartCount %d → %d: a worker losing its data is not the task's failure", before.RestartCount, after.RestartCount)
+		t.Errorf("RestartCount %d → %d: the task was not restarted", before.RestartCount, after.RestartCount)
+	}
+	for _, c := range ev.of(id) {
+		if c.at.After(wiped) && c.ch.Task.State != api.Running {
+			t.Errorf("the task went %s after the wipe (%q): it should have been adopted as it ran", c.ch.Task.State, c.ch.Task.Reason)
+		}
 	}
 	r.converged()
-	gens := runningGenerations(t, r.c, id)
-	if len(gens) != 1 || gens[0] != after.Generation {
-		t.Fatalf("running containers of the task at generations %v, want exactly one at %d", gens, after.Generation)
+	if holds := r.workerHolds(home); holds[id].Generation != before.Generation || holds[id].State != api.Running {
+		t.Errorf("%s's record of the task: %+v, want Running at generation %d", home.Name, holds[id], before.Generation)
 	}
-	t.Logf("empty data dir → running once again in %s", recSince(wiped))
+	t.Logf("empty data dirs → the task adopted where it ran, the other copies stopped, in %s", recSince(wiped))
+}
+
+// startLabelled starts an echo container carrying a worker's labels for a
+// task at a generation, named as the worker names its containers.
+func startLabelled(t *testing.T, worker string, id uuid.UUID, gen uint64) string {
+	t.Helper()
+	cli := dockerClient(t)
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	labels := map[string]string{"cube.task": id.String(), "cube.worker": worker, "cube.generation": strconv.FormatUint(gen, 10)}
+	name := fmt.Sprintf("cube-%s-%s-g%d", worker, id, gen)
+	created, err := cli.ContainerCreate(ctx, &container.Config{Image: "cube-echo:latest", Labels: labels}, &container.HostConfig{}, nil, nil, name)
+	if err != nil {
+		t.Fatalf("create container %s: %v", name, err)
+	}
+	if err := cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		t.Fatalf("start container %s: %v", name, err)
+	}
+	return created.ID
 }
 
 // A rebuilt cluster (every manager's data wiped) faces workers that still run

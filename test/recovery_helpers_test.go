@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
 	"sort"
 	"strings"
 	"sync"
@@ -163,9 +162,28 @@ func recHostPort(t *testing.T, task api.Task) string {
 	return ""
 }
 
-// recCrash asks the echo service of the task to exit with code 1.
+// recCrash asks the echo service of the task to exit with code 1. It first
+// waits for the service to answer /health: a task is Running once its
+// container has started, which can be a moment before the process listens,
+// and Docker's port proxy meanwhile accepts a connection and closes it (EOF).
+// Retrying the POST itself instead could crash the task twice.
 func recCrash(t *testing.T, task api.Task) time.Time {
 	t.Helper()
+	deadline := time.Now().Add(recDeadline)
+	health := &http.Client{Timeout: time.Second}
+	for {
+		resp, err := health.Get("http://127.0.0.1:" + recHostPort(t, task) + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s (generation %d) does not answer /health within %s", task.ID, task.Generation, recDeadline)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	hc := &http.Client{Timeout: 5 * time.Second}
 	resp, err := hc.Post("http://127.0.0.1:"+recHostPort(t, task)+"/crash", "text/plain", nil)
 	at := time.Now()
@@ -313,7 +331,7 @@ func (r *recRT) newLeaderAmong(ms []*Proc, t0 time.Time) (*Proc, time.Duration) 
 
 // clusterInfo asks one manager (and only it) what it knows of the cluster.
 func (r *recRT) clusterInfo(m *Proc) (api.ClusterInfo, error) {
-	cl, err := api.NewClient([]string{m.HTTPAddr}, api.ClientOptions{RetryFor: time.Second, Timeout: 3 * time.Second})
+	cl, err := api.NewClient([]string{m.HTTPAddr}, r.c.ClientOptions(api.ClientOptions{RetryFor: time.Second, Timeout: 3 * time.Second}))
 	if err != nil {
 		return api.ClusterInfo{}, err
 	}
@@ -474,7 +492,7 @@ func (s *recBuffer) String() string {
 func (r *recRT) cubeVia(m *Proc, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, r.c.Bin, append(args, "-m", m.HTTPAddr)...).CombinedOutput()
+	out, err := r.c.CubeCommand(ctx, append(args, "-m", m.HTTPAddr)...).CombinedOutput()
 	return string(out), err
 }
 
@@ -509,7 +527,7 @@ func (r *recRT) workerHolds(w *Proc) map[uuid.UUID]api.Task {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	list, err := api.NewWorkerClient(5*time.Second).Tasks(ctx, w.HTTPAddr)
+	list, err := r.c.WorkerClient(5*time.Second).Tasks(ctx, w.HTTPAddr)
 	if err != nil {
 		r.t.Fatalf("tasks of worker %s: %v", w.Name, err)
 	}
@@ -556,7 +574,7 @@ func (r *recRT) streamDiag(ms []*Proc, id uuid.UUID) {
 	r.t.Helper()
 	for _, m := range ms {
 		info, err := r.clusterInfo(m)
-		cl, _ := api.NewClient([]string{m.HTTPAddr}, api.ClientOptions{RetryFor: time.Second})
+		cl, _ := api.NewClient([]string{m.HTTPAddr}, r.c.ClientOptions(api.ClientOptions{RetryFor: time.Second}))
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		x, xerr := cl.Task(ctx, id, false)
 		cancel()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -699,7 +698,7 @@ func TestRecovery_LogsAndEventsCLI(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out recBuffer
-	cmd := exec.CommandContext(ctx, r.c.Bin, "events", "-m", r.c.Managers[1].HTTPAddr)
+	cmd := r.c.CubeCommand(ctx, "events", "-m", r.c.Managers[1].HTTPAddr)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

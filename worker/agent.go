@@ -2,12 +2,16 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/cube-orch/cube/security"
 	"net"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cube-orch/cube/api"
@@ -52,12 +56,26 @@ type AgentConfig struct {
 	// SourceIP, if set, is the local address outgoing connections (gossip,
 	// reports) leave from.
 	SourceIP string
+	// TLS names the CA, this worker's certificate (role worker, named as
+	// the worker) and key. Set, the worker API takes calls from managers
+	// only and reports go to the managers over mutual TLS; empty, the API
+	// is open and in clear text.
+	TLS security.Files
+	// GossipKeys are base64 gossip encryption keys, the first one used to
+	// encrypt; a keyring persisted in the data dir by an earlier rotation
+	// takes precedence. Empty: gossip in clear text.
+	GossipKeys []string
 	// Cpu, Memory and Disk are the capacity advertised to the scheduler;
 	// zero means the machine's (all cores, total memory, the data dir's file
 	// system).
 	Cpu    float64
 	Memory int64
 	Disk   int64
+	// Labels describe the worker ("zone": "a", "disk": "ssd"); they are
+	// gossiped with its capacity, and the leader places a task only on a
+	// worker whose labels meet the task's Constraints (api.Task). Bounded
+	// by api.ValidateLabels, as the gossip metadata holds 512 bytes.
+	Labels map[string]string
 	// RuntimeCheckInterval is how often the agent pings the container engine
 	// and advertises through gossip whether it answers.
 	RuntimeCheckInterval time.Duration
@@ -104,6 +122,9 @@ func (c AgentConfig) Validate() error {
 	case c.ReportTimeout <= 0:
 		return fmt.Errorf("ReportTimeout (%s) must be positive", c.ReportTimeout)
 	}
+	if err := api.ValidateLabels(c.Labels); err != nil {
+		return fmt.Errorf("Labels: %w", err)
+	}
 	// Alone, the worker advertises nothing: any bind will do.
 	if c.GossipAddr != "" {
 		for _, e := range c.endpoints() {
@@ -133,18 +154,25 @@ type Agent struct {
 	rt       Runtime
 	ownsRT   bool // the agent created rt (Docker) and closes it
 	w        *Worker
-	pool     *cluster.Pool // nil when alone
-	reporter *Reporter     // nil when alone
-	routes   *reportRoutes // nil when alone
+	pool     *cluster.Pool    // nil when alone
+	reporter *Reporter        // nil when alone
+	routes   *reportRoutes    // nil when alone
+	tls      *security.Bundle // nil when security is off
 	srv      *http.Server
 	addr     string
 	errc     chan error
 	log      hclog.Logger
 
-	meta      cluster.Meta // owned by the monitor goroutine after start
-	stop      chan struct{}
-	wg        sync.WaitGroup
-	closeOnce sync.Once
+	meta    cluster.Meta // owned by the monitor goroutine after start
+	metrics *agentMetrics
+	timed   *timedRuntime // rt, timed: what the worker and the monitor call
+	// runtimeErr says why the worker cannot run containers (its engine
+	// does not answer, or its store refuses writes) at the last check; nil
+	// when it can. For readiness and cube_worker_runtime_up.
+	runtimeErr atomic.Pointer[error]
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
 }
 
 // NewAgent starts a worker node: the worker (adopting the containers it
@@ -158,6 +186,14 @@ func NewAgent(cfg AgentConfig) (_ *Agent, err error) {
 		return nil, fmt.Errorf("worker agent config: %w", err)
 	}
 	a := &Agent{cfg: cfg, rt: cfg.Runtime, errc: make(chan error, 1), log: cfg.Logger, stop: make(chan struct{})}
+	if cfg.TLS.Enabled() {
+		if a.tls, err = security.Load(cfg.TLS); err != nil {
+			return nil, err
+		}
+		if a.tls.Self.Role != security.RoleWorker {
+			return nil, fmt.Errorf("%s is a %s certificate; a worker needs one made with cube tls cert create --worker", cfg.TLS.Cert, a.tls.Self.Role)
+		}
+	}
 	var undo []func()
 	defer func() {
 		if err != nil {
@@ -176,9 +212,19 @@ func NewAgent(cfg AgentConfig) (_ *Agent, err error) {
 		a.rt, a.ownsRT = docker, true
 		undo = append(undo, func() { _ = docker.Close() })
 	}
+	// The worker's records are read at each scrape, once a.w exists.
+	a.metrics = newAgentMetrics(func() []api.Task {
+		if a.w == nil {
+			return nil
+		}
+		return a.w.Tasks()
+	}, func() bool { return a.runtimeErr.Load() == nil })
+	a.timed = &timedRuntime{rt: a.rt, calls: a.metrics.calls}
 	pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	if err := a.rt.Ping(pctx); err != nil {
+	if err := a.timed.Ping(pctx); err != nil {
 		a.log.Warn("container engine does not answer; tasks will fail until it does", "error", err)
+		why := fmt.Errorf("the container engine does not answer: %w", err)
+		a.runtimeErr.Store(&why)
 	}
 	cancel()
 
@@ -188,10 +234,19 @@ func NewAgent(cfg AgentConfig) (_ *Agent, err error) {
 		a.reporter = NewReporter(a.sendReport, cfg.Logger)
 		wcfg.OnChange = a.reporter.Enqueue
 	}
-	if a.w, err = New(wcfg, a.rt); err != nil {
+	if a.w, err = New(wcfg, a.timed); err != nil {
 		return nil, err
 	}
 	undo = append(undo, func() { _ = a.w.Shutdown() })
+	if a.tls != nil && a.tls.Self.Name != a.w.Name() {
+		// The managers accept this worker's reports only about tasks of the
+		// worker its certificate names.
+		return nil, fmt.Errorf("%s names worker %q, but this worker is %q; make its certificate with cube tls cert create --worker --name %s", cfg.TLS.Cert, a.tls.Self.Name, a.w.Name(), a.w.Name())
+	}
+	hopts := api.WorkerHandlerOptions{Logger: cfg.Logger.Named("api"), Ready: a.Ready}
+	if hopts.Metrics, err = cluster.MetricsHandler(a.metrics.reg, cfg.Logger); err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
@@ -204,7 +259,17 @@ func NewAgent(cfg AgentConfig) (_ *Agent, err error) {
 		}
 	}
 	a.w.Start()
-	a.srv = api.NewHTTPServer(api.NewWorkerHandler(a.w))
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.monitorRuntime() }()
+	if a.tls != nil {
+		// Only managers may call a worker: the handshake asks every caller
+		// for a certificate of the cluster's CA, and the handler lets only
+		// a manager's through (a worker's or client's gets 403), but for
+		// the probes and, to a client certificate, /metrics.
+		ln = tls.NewListener(ln, a.tls.ServerConfig(true))
+		hopts.Authenticator = certAuthenticator{}
+	}
+	a.srv = api.NewHTTPServer(api.NewWorkerHandlerWith(a.apiService(), hopts))
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -213,6 +278,10 @@ func NewAgent(cfg AgentConfig) (_ *Agent, err error) {
 		}
 	}()
 	a.log.Info("worker started", "name", a.w.Name(), "http", a.addr, "gossip", cfg.GossipAddr, "data", wcfg.DataDir)
+	if allows := wcfg.AllowTokens(); len(allows) > 0 {
+		// Each of these lets a task reach past its container: say so once.
+		a.log.Warn("tasks on this worker may ask for more than an ordinary container", "allows", allows)
+	}
 	return a, nil
 }
 
@@ -243,15 +312,21 @@ func (a *Agent) joinPool(httpBound net.Addr) error {
 		return err
 	}
 	g.Name, g.Logger, g.SourceIP = a.w.Name(), a.cfg.Logger, a.cfg.SourceIP
-	g.Meta = cluster.Meta{Role: cluster.RoleWorker, API: cluster.WithPort(httpAdv, httpBound), Cpu: cpu, Memory: mem, Disk: disk}
+	if g.Keys, err = cluster.DecodeGossipKeys(a.cfg.GossipKeys); err != nil {
+		return err
+	}
+	g.KeyringFile = filepath.Join(a.cfg.Worker.DataDir, cluster.KeyringFileName)
+	g.Meta = cluster.Meta{Role: cluster.RoleWorker, API: cluster.WithPort(httpAdv, httpBound), Cpu: cpu, Memory: mem, Disk: disk,
+		Allows: a.cfg.Worker.AllowTokens(), Labels: a.cfg.Labels}
 	if a.pool, err = cluster.NewPool(g); err != nil {
+		if errors.Is(err, cluster.ErrMetaTooLarge) {
+			return fmt.Errorf("%w (the worker's address, capacity, %d allowance(s) and %d label(s) do not fit: use fewer --allow-mount/--allow-cap or --label)", err, len(g.Meta.Allows), len(g.Meta.Labels))
+		}
 		return err
 	}
 	a.meta = g.Meta
-	a.routes = newReportRoutes(a.cfg.Managers, a.pool, a.cfg.SourceIP, a.cfg.ReportTimeout)
+	a.routes = newReportRoutes(a.cfg.Managers, a.pool, a.cfg.SourceIP, a.cfg.ReportTimeout, a.tls)
 	a.reporter.Start()
-	a.wg.Add(1)
-	go func() { defer a.wg.Done(); a.monitorRuntime() }()
 	return nil
 }
 
@@ -304,10 +379,13 @@ func (a *Agent) Close() error {
 	return nil
 }
 
-// monitorRuntime pings the container engine every RuntimeCheckInterval and
-// advertises a change (Meta.RuntimeDown) through gossip, so the leader places
-// nothing new on a worker that cannot run containers, and knows its tasks
-// are at risk.
+// monitorRuntime pings the container engine every RuntimeCheckInterval,
+// keeps the result for readiness, and in a cluster advertises a change
+// (Meta.RuntimeDown) through gossip, so the leader places nothing new on a
+// worker that cannot run containers, and knows its tasks are at risk. A
+// worker whose store refuses writes (Worker.CheckStore) is advertised the
+// same way: it could start containers but not record them, and an
+// unrecorded container is one nobody accounts for.
 func (a *Agent) monitorRuntime() {
 	t := time.NewTicker(a.cfg.RuntimeCheckInterval)
 	defer t.Stop()
@@ -318,17 +396,37 @@ func (a *Agent) monitorRuntime() {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.RuntimeCheckInterval)
-		err := a.rt.Ping(ctx)
+		err := a.timed.Ping(ctx)
 		cancel()
+		engineDown := err != nil
+		if err == nil {
+			err = a.w.CheckStore()
+		}
+		switch {
+		case engineDown:
+			why := fmt.Errorf("the container engine does not answer: %w", err)
+			a.runtimeErr.Store(&why)
+		case err != nil:
+			why := fmt.Errorf("task records cannot be written: %w", err)
+			a.runtimeErr.Store(&why)
+		default:
+			a.runtimeErr.Store(nil)
+		}
 		down := err != nil
 		if down == a.meta.RuntimeDown {
 			continue
 		}
 		a.meta.RuntimeDown = down
-		if down {
+		switch {
+		case engineDown:
 			a.log.Error("container engine does not answer; telling the managers", "error", err)
-		} else {
-			a.log.Info("container engine answers again; telling the managers")
+		case down:
+			a.log.Error("task records cannot be written; telling the managers this worker cannot run containers", "error", err)
+		default:
+			a.log.Info("worker can run containers again; telling the managers")
+		}
+		if a.pool == nil {
+			continue
 		}
 		if err := a.pool.UpdateMeta(a.meta); err != nil {
 			a.log.Warn("update gossip metadata", "error", err)
@@ -339,10 +437,33 @@ func (a *Agent) monitorRuntime() {
 // sendReport delivers one task record to the managers.
 func (a *Agent) sendReport(ctx context.Context, t api.Task) error {
 	c, err := a.routes.client()
-	if err != nil {
+	if err == nil {
+		err = c.ReportTask(ctx, t)
+	}
+	a.metrics.report(err)
+	return err
+}
+
+// Ready reports whether the worker can run tasks (GET /health/ready): its
+// container engine answered the last ping, its task records could be
+// written at the last check and, in a cluster, gossip sees a manager alive (the managers see this worker, and its reports have
+// somewhere to go).
+func (a *Agent) Ready(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return c.ReportTask(ctx, t)
+	if p := a.runtimeErr.Load(); p != nil {
+		return *p
+	}
+	if a.pool == nil {
+		return nil
+	}
+	for _, m := range a.pool.Members() {
+		if m.Meta.Role == cluster.RoleManager && m.State == cluster.StateAlive {
+			return nil
+		}
+	}
+	return errors.New("no manager alive in the gossip pool: not registered with the cluster")
 }
 
 // reportRoutes picks the managers reports go to: the fixed list, else the
@@ -360,9 +481,16 @@ type reportRoutes struct {
 	cur   *api.Client
 }
 
-func newReportRoutes(managers []string, members cluster.MemberSource, sourceIP string, timeout time.Duration) *reportRoutes {
+func newReportRoutes(managers []string, members cluster.MemberSource, sourceIP string, timeout time.Duration, b *security.Bundle) *reportRoutes {
 	r := &reportRoutes{members: members, hc: api.NewHTTPClient(sourceIP)}
 	r.opts = api.ClientOptions{Timeout: timeout, RetryFor: 3 * time.Second, HTTP: r.hc}
+	if b != nil {
+		// Reports go to the managers over mutual TLS: the worker's
+		// certificate is how a manager knows which worker reports.
+		r.opts.TLS = b.ClientConfig(security.RoleManager)
+		r.hc = &http.Client{Transport: api.NewTLSTransport(sourceIP, r.opts.TLS)}
+		r.opts.HTTP = r.hc
+	}
 	if len(managers) > 0 {
 		r.fixed, _ = api.NewClient(managers, r.opts) // nil on bad addresses: fall back to gossip
 	}

@@ -110,7 +110,8 @@ func TestAgent_AloneServesTheWorkerAPI(t *testing.T) {
 
 // In a cluster the agent owns its gossip membership (address, capacity,
 // engine state), its reporter (through one pooled HTTP client to the
-// managers gossip names) and its engine monitor; Close leaves the pool.
+// managers gossip names) and its engine monitor, which also tells of a
+// store that refuses writes; Close leaves the pool.
 func TestAgent_ClusterMembershipReportsAndEngineMonitor(t *testing.T) {
 	mgrAPI := newFakeReports(t)
 	g := cluster.FastGossipConfig()
@@ -169,6 +170,27 @@ func TestAgent_ClusterMembershipReportsAndEngineMonitor(t *testing.T) {
 		})
 	}
 
+	// A store that refuses writes is advertised the same way once a write
+	// failed and a probe write fails too; when it takes writes again, the
+	// worker is back.
+	refuse := func(api.Task) error { return errors.New("write worker.db: input/output error (test)") }
+	a.w.store.failPut.Store(&refuse)
+	if err := a.w.save(api.Task{ID: uuid.New(), Worker: a.Name(), Generation: 1, State: api.Scheduled}); err == nil {
+		t.Fatal("a write the store refused succeeded")
+	}
+	for _, down := range []bool{true, false} {
+		if !down {
+			a.w.store.failPut.Store(nil)
+		}
+		testkit.Eventually(t, 30*time.Second, func() error {
+			m, err := member()
+			if err != nil || m.Meta.RuntimeDown != down {
+				return fmt.Errorf("worker seen as %+v (%v), want RuntimeDown %v with its store refusing writes: %v", m, err, down, down)
+			}
+			return nil
+		})
+	}
+
 	// 300 reports reach the manager gossip names, over a handful of pooled
 	// connections (a client per report used to open one each).
 	const reports = 300
@@ -183,6 +205,10 @@ func TestAgent_ClusterMembershipReportsAndEngineMonitor(t *testing.T) {
 	})
 	if n := mgrAPI.conns.Load(); n > 4 {
 		t.Fatalf("%d reports came on %d connections, want them pooled (at most 4)", reports, n)
+	}
+	_, text := get(t, a.Addr(), "/metrics")
+	if v, ok := series(text, `cube_worker_reports_total{result="ok"}`); !ok || v < reports {
+		t.Fatalf("cube_worker_reports_total{result=\"ok\"} = %v (present %v) after %d reports delivered", v, ok, reports)
 	}
 
 	if err := a.Close(); err != nil {
@@ -209,6 +235,14 @@ func TestAgentConfig_Validate(t *testing.T) {
 		{"negative cpu", func(c *AgentConfig) { c.Cpu = -1 }, "Cpu"},
 		{"zero check period", func(c *AgentConfig) { c.RuntimeCheckInterval = 0 }, "RuntimeCheckInterval"},
 		{"zero report bound", func(c *AgentConfig) { c.ReportTimeout = 0 }, "ReportTimeout"},
+		{"labels", func(c *AgentConfig) { c.Labels = map[string]string{"zone": "a", "disk": "ssd"} }, ""},
+		{"bad label value", func(c *AgentConfig) { c.Labels = map[string]string{"zone": "a!"} }, "Labels: label zone=a!: value \"a!\" must not contain"},
+		{"too many labels", func(c *AgentConfig) {
+			c.Labels = map[string]string{}
+			for i := range 17 {
+				c.Labels[fmt.Sprintf("k%d", i)] = "v"
+			}
+		}, "Labels: 17 labels, at most 16"},
 		{"no data dir", func(c *AgentConfig) { c.Worker.DataDir = "" }, "DataDir"},
 		{"cluster on loopback", func(c *AgentConfig) { c.GossipAddr = "127.0.0.1:6555" }, ""},
 		{"cluster, wildcard HTTP alone", func(c *AgentConfig) { c.HTTPAddr, c.GossipAddr = "[::]:5555", "127.0.0.1:6555" },

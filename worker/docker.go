@@ -285,8 +285,18 @@ func (d *Docker) Create(ctx context.Context, spec Spec) (string, error) {
 		Labels:       spec.Labels,
 		ExposedPorts: exposed,
 	}
+	if container.NetworkMode(spec.NetworkMode).IsHost() {
+		// On the host's network the container binds host ports itself;
+		// there is nothing to publish (the engine would discard it with a
+		// warning).
+		bindings = nil
+	}
 	hostCfg := &container.HostConfig{
 		PortBindings: bindings,
+		Privileged:   spec.Privileged,
+		NetworkMode:  container.NetworkMode(spec.NetworkMode),
+		Binds:        spec.Binds,
+		CapAdd:       spec.CapAdd,
 		Resources: container.Resources{
 			Memory:   spec.Memory,
 			NanoCPUs: int64(math.Round(spec.Cpu * 1e9)),
@@ -452,6 +462,9 @@ func statusFromInspect(resp container.InspectResponse) ContainerStatus {
 			st.StartedAt = parseDockerTime(s.StartedAt)
 			st.FinishedAt = parseDockerTime(s.FinishedAt)
 		}
+	}
+	if resp.Config != nil {
+		st.Image = resp.Config.Image
 	}
 	if resp.Config != nil && len(resp.Config.Labels) > 0 {
 		st.Labels = make(map[string]string, len(resp.Config.Labels))

@@ -47,6 +47,13 @@ type Spec struct {
 	// Memory limit in bytes and CPU limit in cores; 0 means no limit.
 	Memory int64
 	Cpu    float64
+	// Privileged, NetworkMode ("" or "host"), Binds (Docker bind syntax,
+	// "/host:/container[:ro]") and CapAdd are the task's escalations; the
+	// worker passes them only once its configuration allowed them.
+	Privileged  bool
+	NetworkMode string
+	Binds       []string
+	CapAdd      []string
 }
 
 // Container statuses, as Docker names them, plus StatusGone for a container
@@ -64,8 +71,10 @@ const (
 
 // ContainerStatus is what the runtime knows about one container.
 type ContainerStatus struct {
-	ID     string
-	Name   string
+	ID   string
+	Name string
+	// Image is the image the container was created from, as the spec named it.
+	Image  string
 	Status string // one of the Status constants
 	// Running is true for running, paused and restarting containers: a process
 	// exists. ExitCode, OOMKilled and Error describe the last exit.

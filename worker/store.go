@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/cluster"
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
 )
@@ -19,22 +21,42 @@ var (
 	// the generation it had: the fence against an old placement coming back.
 	bucketForgotten = []byte("forgotten")
 	keyName         = []byte("name")
+	keyProbe        = []byte("probe") // written by Probe only
 )
 
 // Store keeps the worker's task records in a bbolt file, so that a restarted
 // worker knows which containers are its own and at which generation.
 type Store struct {
 	db *bolt.DB
+	// failPut, set only by this package's tests, is called before every
+	// Put (and Probe, with a zero Task); an error it returns fails the
+	// write as a failed disk write would.
+	failPut atomic.Pointer[func(api.Task) error]
 }
 
 // OpenStore opens (creating if needed) the bolt file at path. bbolt takes an
 // exclusive file lock; timeout bounds the wait for it, so a second worker on
 // the same data dir fails with a clear error instead of hanging forever.
+//
+// The file is checked first (cluster.CheckBolt): a damaged one is an error
+// wrapping cluster.ErrStoreDamaged that says what is wrong and what to do,
+// where bbolt would panic.
 func OpenStore(path string, timeout time.Duration) (*Store, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	var db *bolt.DB
+	err := cluster.CheckBolt(path, timeout)
+	if err == nil {
+		err = cluster.OpenBolt(path, func() (oerr error) {
+			db, oerr = bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+			return oerr
+		})
+	}
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		switch {
+		case errors.Is(err, bolt.ErrTimeout):
 			return nil, fmt.Errorf("open %s: still locked after %s; is another worker using this data dir?", path, timeout)
+		case errors.Is(err, cluster.ErrStoreDamaged):
+			return nil, fmt.Errorf("worker store: %w; this worker cannot start on it. To recover: stop the worker, move %s aside (or remove it) "+
+				"and start the worker again: it registers under its name again, and the leader places once more the tasks it no longer holds a record of", err, path)
 		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -72,12 +94,30 @@ func (s *Store) SetName(name string) error {
 
 // Put writes one task record (fsync'd before it returns).
 func (s *Store) Put(t api.Task) error {
+	if fail := s.failPut.Load(); fail != nil {
+		if err := (*fail)(t); err != nil {
+			return err
+		}
+	}
 	data, err := json.Marshal(t)
 	if err != nil {
 		return fmt.Errorf("encode task %s: %w", t.ID, err)
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketTasks).Put([]byte(t.ID.String()), data)
+	})
+}
+
+// Probe writes (and fsyncs) a small marker, to tell whether the store can
+// be written to at all.
+func (s *Store) Probe() error {
+	if fail := s.failPut.Load(); fail != nil {
+		if err := (*fail)(api.Task{}); err != nil {
+			return err
+		}
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyProbe, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cube-orch/cube/api"
@@ -40,6 +41,11 @@ type Config struct {
 	// are noticed through the Docker event stream at once; polling only covers
 	// what events might miss.
 	PollInterval time.Duration
+	// SweepInterval is how often the worker lists the containers under its
+	// label and settles those no record accounts for (see sweep): what a
+	// lost write, a failed adoption or a race left behind, which no
+	// record-driven check can see.
+	SweepInterval time.Duration
 	// KeepEnded is how long the record of an ended task (Completed or Failed)
 	// and its exited container (for logs) are kept; then both are removed and
 	// only the task's last generation is remembered, as a fence. 0 keeps them
@@ -47,6 +53,23 @@ type Config struct {
 	KeepEnded time.Duration
 	// CPUSampleInterval is the period over which Stats.CpuUsage is measured.
 	CPUSampleInterval time.Duration
+	// AllowPrivileged, AllowHostNetwork, AllowMounts and AllowCaps are what
+	// tasks may ask for beyond an ordinary container (api.Task's
+	// Privileged, NetworkMode "host", Mounts, CapAdd). The zero values
+	// allow nothing: a task asking for more fails before any container is
+	// created, with a Reason naming the flag that would allow it. The
+	// worker gossips them, so the leader places such tasks only here.
+	//
+	// AllowPrivileged lets tasks run in Docker's privileged mode.
+	AllowPrivileged bool
+	// AllowHostNetwork lets tasks use the host's network stack.
+	AllowHostNetwork bool
+	// AllowMounts are the host path prefixes tasks may bind ("/srv/data"
+	// allows "/srv/data" and what lies beneath it, not "/srv/data2").
+	AllowMounts []string
+	// AllowCaps are the capabilities tasks may add ("NET_ADMIN"); "ALL"
+	// allows any. Docker's default capabilities need no allowance.
+	AllowCaps []string
 	// OnChange, if set, is called with a task record after every change of its
 	// state. It must not block (the manager reporter queues what it gets).
 	OnChange func(api.Task)
@@ -62,6 +85,7 @@ func DefaultConfig() Config {
 		StartTimeout:      5 * time.Minute,
 		StartupWindow:     250 * time.Millisecond,
 		PollInterval:      10 * time.Second,
+		SweepInterval:     30 * time.Second,
 		KeepEnded:         time.Hour,
 		CPUSampleInterval: 5 * time.Second,
 	}
@@ -88,10 +112,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("KeepEnded (%s) must not be negative (0 keeps ended tasks forever)", c.KeepEnded)
 	case c.PollInterval <= 0:
 		return fmt.Errorf("PollInterval (%s) must be positive", c.PollInterval)
+	case c.SweepInterval <= 0:
+		return fmt.Errorf("SweepInterval (%s) must be positive", c.SweepInterval)
 	case c.CPUSampleInterval <= 0:
 		return fmt.Errorf("CPUSampleInterval (%s) must be positive", c.CPUSampleInterval)
 	}
-	return nil
+	return c.validateAllows()
 }
 
 // Worker is the agent on one machine: it runs tasks as containers through a
@@ -115,6 +141,10 @@ type Worker struct {
 	gone   map[uuid.UUID]uint64    // tasks whose ended record was removed: last generation
 	ended  map[uuid.UUID]time.Time // ended records without a finish time: when first seen ended
 	closed bool
+
+	// storeFailed is set when a write of a record failed, and cleared by
+	// the next one that succeeds (see CheckStore).
+	storeFailed atomic.Bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -210,7 +240,134 @@ func (w *Worker) Start() {
 	go func() { defer w.wg.Done(); w.pollLoop() }()
 	go func() { defer w.wg.Done(); w.cpu.run(w.ctx, w.cfg.CPUSampleInterval) }()
 	go func() { defer w.wg.Done(); w.cleanLoop() }()
-	w.adopt()
+	if err := w.adopt(); err != nil {
+		// Until adoption has listed the containers, the records of the
+		// tasks that ran before the restart are unsettled and found
+		// containers unreported: try again, and only then sweep.
+		w.wg.Add(1)
+		go func() { defer w.wg.Done(); w.retryAdopt(); w.sweepLoop() }()
+		return
+	}
+	w.wg.Add(1)
+	go func() { defer w.wg.Done(); w.sweepLoop() }()
+}
+
+// retryAdopt runs adopt until it lists the containers, with a back-off from
+// one second to thirty, or until the worker shuts down.
+func (w *Worker) retryAdopt() {
+	wait := time.Second
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if err := w.adopt(); err == nil || w.ctx.Err() != nil {
+			return
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+// sweepLoop sweeps every SweepInterval until the worker shuts down.
+func (w *Worker) sweepLoop() { w.every(w.cfg.SweepInterval, w.sweep) }
+
+// sweep lists the containers under this worker's label and settles each
+// that no record accounts for (a record of its task naming that container).
+// Adoption does this once at start; a sweep does it for the rest of the
+// worker's life, because some paths leave a container no record names: a
+// failed adoption, a removal that failed after its record moved on, an
+// engine that started a container after the call to start it gave up. Such
+// a container is invisible to the records, to the reports and so to the
+// leader, and would run for ever (a task running twice, or one that ended
+// still running). A container of a task without a record is handled as
+// adoption handles it (adoptFound: the running one of the highest
+// generation is recorded and reported for the leader to decide, the rest
+// removed); one beside a record that names another container is removed,
+// since the record is what the worker reports and a placement has one
+// container. A running container that an ended record names is stopped
+// (stopEnded). A task being acted on (its lock held), or whose record has no
+// container yet (a start to come), is left to the next sweep.
+func (w *Worker) sweep() {
+	ctx, cancel := context.WithTimeout(w.ctx, time.Minute)
+	defer cancel()
+	containers, err := w.rt.List(ctx, map[string]string{LabelWorker: w.name})
+	if err != nil {
+		if w.ctx.Err() == nil {
+			w.log.Warn("sweep: list containers; trying again at the next sweep", "error", err)
+		}
+		return
+	}
+	byTask := make(map[uuid.UUID][]ContainerStatus)
+	for _, c := range containers {
+		id, err := uuid.Parse(c.Labels[LabelTask])
+		if err != nil {
+			continue
+		}
+		if rec, ok := w.get(id); ok && rec.ContainerID == c.ID {
+			if rec.State.Terminal() && c.Running {
+				w.stopEnded(ctx, id, c.ID)
+			}
+			continue
+		}
+		byTask[id] = append(byTask[id], c)
+	}
+	for id, cs := range byTask {
+		if w.ctx.Err() != nil {
+			return
+		}
+		if _, ok := w.get(id); !ok {
+			w.adoptFound(ctx, id, cs)
+			continue
+		}
+		w.sweepTask(ctx, id, cs)
+	}
+}
+
+// stopEnded stops the running container cid that task id's ended record
+// names: the record was reported, the leader has acted on it (restarted the
+// task elsewhere, or let it end), and this copy running on would be a
+// second one nobody counts. The container is kept, stopped, for its logs.
+func (w *Worker) stopEnded(ctx context.Context, id uuid.UUID, cid string) {
+	lk := w.taskLock(id)
+	if !lk.TryLock() {
+		return
+	}
+	defer lk.Unlock()
+	rec, ok := w.get(id)
+	if !ok || rec.ContainerID != cid || !rec.State.Terminal() {
+		return
+	}
+	w.log.Warn("sweep: stopping the running container of an ended task", "task_id", id, "container_id", short(cid),
+		"generation", rec.Generation, "record_state", rec.State, "reason", rec.Reason)
+	if err := w.rt.Stop(ctx, cid, w.cfg.StopGrace); err != nil && !errors.Is(err, ErrContainerNotFound) {
+		w.log.Error("sweep: stop container", "task_id", id, "container_id", short(cid), "error", err)
+	}
+}
+
+// sweepTask removes the containers cs of task id that its record does not
+// name, unless the task is busy or its record awaits its container.
+func (w *Worker) sweepTask(ctx context.Context, id uuid.UUID, cs []ContainerStatus) {
+	lk := w.taskLock(id)
+	if !lk.TryLock() {
+		return
+	}
+	defer lk.Unlock()
+	rec, ok := w.get(id)
+	if !ok || (!rec.State.Terminal() && rec.ContainerID == "") {
+		return
+	}
+	for _, c := range cs {
+		if c.ID == rec.ContainerID {
+			continue
+		}
+		w.log.Warn("sweep: removing a container no record accounts for", "task_id", id, "container_id", short(c.ID),
+			"container_generation", c.Labels[LabelGeneration], "status", c.Status,
+			"record_generation", rec.Generation, "record_container", short(rec.ContainerID), "record_state", rec.State)
+		if err := w.stopAndRemove(ctx, c.ID); err != nil {
+			w.log.Error("sweep: remove container", "task_id", id, "container_id", short(c.ID), "error", err)
+		}
+	}
 }
 
 // Shutdown stops every goroutine of the worker, waits for them, and closes the
@@ -263,9 +420,18 @@ func (w *Worker) get(id uuid.UUID) (api.Task, bool) {
 // A record whose state changed is reported through OnChange.
 func (w *Worker) save(t api.Task) error {
 	if err := w.store.Put(t); err != nil {
+		w.storeFailed.Store(true)
 		w.log.Error("persist task record", "task_id", t.ID, "error", err)
 		return fmt.Errorf("persist task %s: %w", t.ID, err)
 	}
+	w.storeFailed.Store(false)
+	w.publish(t)
+	return nil
+}
+
+// publish makes a record the worker's current one and reports a change of
+// its state; the caller holds the task lock.
+func (w *Worker) publish(t api.Task) {
 	w.mu.Lock()
 	old, had := w.tasks[t.ID]
 	w.tasks[t.ID] = t
@@ -273,6 +439,65 @@ func (w *Worker) save(t api.Task) error {
 	if (!had || old.State != t.State || old.ContainerID != t.ContainerID) && w.cfg.OnChange != nil {
 		w.cfg.OnChange(t)
 	}
+}
+
+// saveRetryAttempts and saveRetryFirst bound saveRetry: attempts doubling
+// from 50 ms, about 1.5 s in all, long enough to ride out a passing
+// write error (a log rotated, space freed), short enough that the leader
+// hears of the failure at once.
+const (
+	saveRetryAttempts = 5
+	saveRetryFirst    = 50 * time.Millisecond
+)
+
+// saveRetry saves a record, retrying a failed write a few times; the caller
+// holds the task lock.
+func (w *Worker) saveRetry(ctx context.Context, t api.Task) error {
+	wait := saveRetryFirst
+	var err error
+	for n := 1; ; n++ {
+		if err = w.save(t); err == nil || n == saveRetryAttempts {
+			return err
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return err
+		case <-timer.C:
+		}
+		wait *= 2
+	}
+}
+
+// saveOrPublish saves a record whose state the engine decided (the
+// container ran, ended, or was removed); if the store refuses it, the record
+// is still published (kept in memory and reported), so the leader learns at
+// once what happened rather than through its Scheduled timeout. What must be
+// on disk before the worker acts is the placement and its container
+// (Submit, and the save after create): a restarted worker reads the state
+// of its containers again from the engine. The caller holds the task lock.
+func (w *Worker) saveOrPublish(t api.Task) {
+	if err := w.save(t); err != nil {
+		w.publish(t)
+	}
+}
+
+// CheckStore says whether the worker can record tasks. After a failed write
+// it writes a probe (one fsync'd write per call, and none while writes
+// succeed), so a passing error clears at once and only a store that still
+// refuses writes is reported. A worker that cannot record its containers
+// must not be given new ones: the agent advertises it like an engine that
+// does not answer.
+func (w *Worker) CheckStore() error {
+	if !w.storeFailed.Load() {
+		return nil
+	}
+	if err := w.store.Probe(); err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Join(w.cfg.DataDir, "worker.db"), err)
+	}
+	w.storeFailed.Store(false)
+	w.log.Info("task records can be written again")
 	return nil
 }
 
@@ -395,8 +620,14 @@ func (w *Worker) start(id uuid.UUID, gen uint64) {
 		rec.State = api.Failed
 		rec.Reason = reason
 		rec.FinishTime = time.Now().UTC()
-		_ = w.save(rec)
+		w.saveOrPublish(rec)
 		w.log.Warn("task failed to start", "task_id", id, "generation", gen, "reason", reason)
+	}
+	// Before anything reaches the engine (not even a pull): a task asking
+	// for more than this worker allows never gets a container.
+	if reason := w.refusal(rec); reason != "" {
+		fail(reason)
+		return
 	}
 	if err := w.rt.EnsureImage(ctx, rec.Image); err != nil {
 		fail(err.Error())
@@ -423,7 +654,23 @@ func (w *Worker) start(id uuid.UUID, gen uint64) {
 		return
 	}
 	rec.ContainerID = cid
-	if err := w.save(rec); err != nil {
+	if err := w.saveRetry(ctx, rec); err != nil {
+		// A container no record knows of: neither a restarted worker nor
+		// the leader would ever account for it, and the task would stay
+		// Scheduled for ever. Remove it (it never started), then fail the
+		// task, so the leader places it again; never leave it running
+		// unrecorded, never start a second one.
+		rec.ContainerID = ""
+		rctx, rcancel := context.WithTimeout(context.Background(), w.cfg.StopGrace+30*time.Second)
+		rerr := w.rt.Remove(rctx, cid)
+		rcancel()
+		if rerr != nil && !errors.Is(rerr, ErrContainerNotFound) {
+			// Named after this placement, it is found again and
+			// replaced by the next start of the same generation, and
+			// removed by the adoption of a restarted worker.
+			w.log.Error("remove a container the worker could not record", "task_id", id, "container_id", short(cid), "error", rerr)
+		}
+		fail(fmt.Sprintf("worker %s could not record its container (removed): %v", w.name, err))
 		return
 	}
 	if err := w.rt.Start(ctx, cid); err != nil {
@@ -468,6 +715,10 @@ func (w *Worker) spec(t api.Task) Spec {
 		PortBindings: t.PortBindings,
 		Memory:       t.Memory,
 		Cpu:          t.Cpu,
+		Privileged:   t.Privileged,
+		NetworkMode:  t.NetworkMode,
+		Binds:        binds(t.Mounts),
+		CapAdd:       t.CapAdd,
 	}
 }
 
@@ -502,9 +753,7 @@ func (w *Worker) apply(rec api.Task, st ContainerStatus) {
 		w.log.Warn("ignoring impossible state change", "task_id", rec.ID, "from", rec.State, "to", next.State)
 		return
 	}
-	if err := w.save(next); err != nil {
-		return
-	}
+	w.saveOrPublish(next)
 	if next.State != rec.State {
 		w.log.Info("task state changed", "task_id", rec.ID, "generation", rec.Generation, "from", rec.State, "to", next.State, "reason", next.Reason)
 	}
@@ -562,9 +811,7 @@ func (w *Worker) Stop(ctx context.Context, id uuid.UUID, upTo *uint64) (api.Task
 		rec.State = api.Completed
 		rec.Reason = "stopped on request"
 		rec.FinishTime = time.Now().UTC()
-		if err := w.save(rec); err != nil {
-			return rec, err
-		}
+		w.saveOrPublish(rec) // the container is gone: the stop happened
 		w.log.Info("task stopped", "task_id", id, "generation", rec.Generation)
 	}
 	return rec, nil
@@ -746,15 +993,18 @@ func (w *Worker) refresh(id uuid.UUID, cid string, wait bool) {
 // adopt reconciles the records with the containers that carry this worker's
 // label, after a worker restart: a running container of the current generation
 // is kept as it is (same container, not restarted); a record whose container
-// vanished is Failed with the reason; containers of superseded generations or
-// unknown tasks are removed.
-func (w *Worker) adopt() {
+// vanished is Failed with the reason; containers of superseded generations
+// are removed. A running container of a task the worker has no record of is
+// not removed: it is recorded as found and reported (see adoptFound).
+func (w *Worker) adopt() error {
 	ctx, cancel := context.WithTimeout(w.ctx, time.Minute)
 	defer cancel()
 	containers, err := w.rt.List(ctx, map[string]string{LabelWorker: w.name})
 	if err != nil {
-		w.log.Error("list containers for adoption; records stay as they are until the next poll", "error", err)
-		return
+		if w.ctx.Err() == nil {
+			w.log.Error("list containers for adoption; trying again", "error", err)
+		}
+		return err
 	}
 	byTask := make(map[uuid.UUID][]ContainerStatus)
 	for _, c := range containers {
@@ -769,13 +1019,68 @@ func (w *Worker) adopt() {
 		delete(byTask, rec.ID)
 	}
 	for id, cs := range byTask {
-		for _, c := range cs {
-			w.log.Warn("removing container of a task this worker has no record of", "task_id", id, "container_id", short(c.ID))
-			if err := w.stopAndRemove(ctx, c.ID); err != nil {
-				w.log.Error("remove unknown container", "container_id", short(c.ID), "error", err)
-			}
+		w.adoptFound(ctx, id, cs)
+	}
+	return nil
+}
+
+// adoptFound handles the containers of a task this worker holds no record
+// of: its data directory was lost, or a new worker was started under an old
+// name. The worker cannot tell whether the cluster still wants them, and
+// removing them blindly would stop tasks that were running fine. So the
+// running container of the task's highest generation here is recorded (task
+// ID and generation from its labels, its state from the engine) and reported
+// like any record; the leader then decides, as for every record its poll
+// finds: the task's current placement (this worker, this generation) is
+// adopted as it runs, anything else is stopped through the worker's API,
+// fenced by generation. What the worker can judge alone it does: a lower
+// generation beside a higher one of the same task here is superseded, a
+// container that is not running holds nothing worth keeping, a generation
+// at or below one this worker cleaned up has ended, and one without a
+// readable generation label is not Cube's doing; those are removed. Until
+// the leader decides, a found container runs as it did.
+func (w *Worker) adoptFound(ctx context.Context, id uuid.UUID, cs []ContainerStatus) {
+	lk := w.taskLock(id)
+	lk.Lock()
+	defer lk.Unlock()
+	if _, ok := w.get(id); ok {
+		return // submitted meanwhile: the record's own start handles its containers
+	}
+	var keep *ContainerStatus
+	var keepGen, topGen uint64
+	for i, c := range cs {
+		gen, err := strconv.ParseUint(c.Labels[LabelGeneration], 10, 64)
+		if err != nil {
+			continue
+		}
+		topGen = max(topGen, gen)
+		if c.Running && (keep == nil || gen > keepGen) {
+			keep, keepGen = &cs[i], gen
 		}
 	}
+	if keep != nil && keepGen < topGen {
+		keep = nil // a newer placement of the task was made here after it
+	}
+	if gone, ok := w.forgotten(id); ok && keep != nil && keepGen <= gone {
+		keep = nil
+	}
+	for _, c := range cs {
+		if keep != nil && c.ID == keep.ID {
+			continue
+		}
+		w.log.Warn("removing a container of a task this worker has no record of: not running, or superseded here",
+			"task_id", id, "container_id", short(c.ID), "container_generation", c.Labels[LabelGeneration], "status", c.Status)
+		if err := w.stopAndRemove(ctx, c.ID); err != nil {
+			w.log.Error("remove container", "task_id", id, "container_id", short(c.ID), "error", err)
+		}
+	}
+	if keep == nil {
+		return
+	}
+	rec := api.Task{ID: id, Image: keep.Image, Worker: w.name, Generation: keepGen, ContainerID: keep.ID, State: api.Scheduled}
+	w.log.Warn("found a running container of a task this worker has no record of; keeping it and reporting it for the leader to decide",
+		"task_id", id, "container_id", short(keep.ID), "generation", keepGen)
+	w.apply(rec, *keep)
 }
 
 func (w *Worker) adoptTask(ctx context.Context, id uuid.UUID, cs []ContainerStatus) {
@@ -821,9 +1126,8 @@ func (w *Worker) adoptTask(ctx context.Context, id uuid.UUID, cs []ContainerStat
 		rec.State = api.Failed
 		rec.Reason = fmt.Sprintf("container %s vanished while worker %s was down", short(rec.ContainerID), w.name)
 		rec.FinishTime = time.Now().UTC()
-		if err := w.save(rec); err == nil {
-			w.log.Warn("task container vanished", "task_id", id, "container_id", short(rec.ContainerID))
-		}
+		w.saveOrPublish(rec)
+		w.log.Warn("task container vanished", "task_id", id, "container_id", short(rec.ContainerID))
 	}
 }
 

@@ -2,18 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net"
 	"os"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/cube-orch/cube/api"
-	"github.com/google/uuid"
+	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
 )
 
@@ -28,23 +27,48 @@ const defaultManagers = "127.0.0.1:5556,127.0.0.1:5566,127.0.0.1:5576"
 type clientFlags struct {
 	managers string
 	timeout  time.Duration
+	creds    credentials
 }
 
 // register adds -m/--manager and --timeout to cmd and to its subcommands
 // (cube node drain, cube members remove). Only client commands take them.
 func (f *clientFlags) register(cmd *cobra.Command) {
+	env := clusterEnv(os.LookupEnv)
 	def := defaultManagers
-	if env := os.Getenv("CUBE_MANAGERS"); env != "" {
-		def = env
+	if v := env("CUBE_MANAGERS"); v != "" {
+		def = v
 	}
-	cmd.PersistentFlags().StringVarP(&f.managers, "manager", "m", def, "comma-separated manager addresses; the client finds the leader itself (env CUBE_MANAGERS)")
-	cmd.PersistentFlags().DurationVar(&f.timeout, "timeout", 20*time.Second, "give up after this long (retries while no leader is elected included)")
+	pf := cmd.PersistentFlags()
+	pf.StringVarP(&f.managers, "manager", "m", def, "comma-separated manager addresses; the client finds the leader itself (env CUBE_MANAGERS)")
+	pf.DurationVar(&f.timeout, "timeout", 20*time.Second, "give up after this long (retries while no leader is elected included)")
+	f.creds.register(pf, env)
 }
 
 // newClient returns a client of the --manager addresses that retries for
 // retryFor while no leader answers.
 func (f *clientFlags) newClient(retryFor time.Duration) (*api.Client, error) {
-	return api.NewClient(splitList(f.managers), api.ClientOptions{RetryFor: retryFor})
+	tlsCfg, err := f.creds.tls()
+	if err != nil {
+		return nil, err
+	}
+	return api.NewClient(splitList(f.managers), api.ClientOptions{RetryFor: retryFor, Token: f.creds.token, TLS: tlsCfg, GiveUpUnreachable: giveUpUnreachable})
+}
+
+// giveUpUnreachable is how long a client command keeps trying while no
+// manager accepts a connection at all: a cluster that is not running
+// fails in about this long, with the addresses tried, instead of after
+// --timeout. Leader elections (503s) are retried for --timeout as before.
+const giveUpUnreachable = time.Second
+
+// explainUnreachable adds to an *api.UnreachableError how to start a
+// cluster or name another one; other errors are returned as they are.
+func explainUnreachable(err error) error {
+	var ue *api.UnreachableError
+	if !errors.As(err, &ue) {
+		return err
+	}
+	return fmt.Errorf("%w\nIs a cluster running? Start one with `make cluster` (three managers on %s), "+
+		"or try Cube in one process with `cube dev`; or point -m/--manager (env CUBE_MANAGERS) at a running manager", err, defaultManagers)
 }
 
 // call runs fn with a client of the managers and a context bounded by
@@ -56,33 +80,16 @@ func (f *clientFlags) call(cmd *cobra.Command, fn func(ctx context.Context, c *a
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 	defer cancel()
-	return fn(ctx, c)
-}
-
-// oneTaskID is the Args of the commands on one task (cube stop ID, cube
-// logs ID): exactly one argument, a task ID. Their RunE parses it with
-// uuid.MustParse.
-func oneTaskID(cmd *cobra.Command, args []string) error {
-	if err := cobra.ExactArgs(1)(cmd, args); err != nil {
-		return err
-	}
-	if _, err := uuid.Parse(args[0]); err != nil {
-		return fmt.Errorf("task ID %q is not a UUID", args[0])
-	}
-	return nil
-}
-
-// newTable returns the writer of the client commands' tables: columns
-// aligned, two spaces apart. Flush it at the end.
-func newTable(out io.Writer) *tabwriter.Writer {
-	return tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	return explainUnreachable(fn(ctx, c))
 }
 
 func ago(t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	return time.Since(t).Round(time.Second).String() + " ago"
+	// As docker ps: "5 seconds ago", "about an hour ago", "3 days ago".
+	d := units.HumanDuration(time.Since(t))
+	return strings.ToLower(d[:1]) + d[1:] + " ago"
 }
 
 // portsText shows where a task's ports are published on its worker's host,

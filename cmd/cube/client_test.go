@@ -1,7 +1,11 @@
 package main
 
 import (
+	"net"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/cube-orch/cube/api"
 )
@@ -24,6 +28,38 @@ func TestPortsText(t *testing.T) {
 	for _, c := range cases {
 		if got := portsText(c.pm); got != c.want {
 			t.Errorf("portsText(%v) = %q, want %q", c.pm, got, c.want)
+		}
+	}
+}
+
+// With no manager listening, a client command fails in about a second (not
+// --timeout), naming the addresses it tried and the connect error, and says
+// how to start a cluster.
+func TestClientCommands_NoManagerFailsFast(t *testing.T) {
+	var addrs []string
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, ln.Addr().String())
+		ln.Close()
+	}
+	m := strings.Join(addrs, ",")
+	for _, args := range [][]string{{"status"}, {"node"}, {"stop", "bb1d59ef-9fc1-4e4b-a44d-db571eeed203"}, {"events"}, {"service", "ls"}} {
+		start := time.Now()
+		_, err := cube(t, m, args...)
+		took := time.Since(start)
+		if err == nil {
+			t.Fatalf("cube %s with no manager: no error", strings.Join(args, " "))
+		}
+		if took > 2500*time.Millisecond {
+			t.Errorf("cube %s with no manager: failed after %s, want about 1s", strings.Join(args, " "), took)
+		}
+		for _, w := range append(slices.Clone(addrs), "connection refused", "make cluster", "cube dev") {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("cube %s: error %q does not mention %q", strings.Join(args, " "), err, w)
+			}
 		}
 	}
 }

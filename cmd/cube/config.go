@@ -56,14 +56,25 @@ var (
 			{"join", "join", strList},
 			{"fast", "fast", cty.Bool},
 			{"scheduler", "scheduler", cty.String},
+			{"gc_interval", "gc-interval", cty.String},
+			{"task_gc_threshold", "task-gc-threshold", cty.String},
+			{"worker_gc_threshold", "worker-gc-threshold", cty.String},
+			{"max_tasks", "max-tasks", cty.Number},
+			{"max_event_streams", "max-event-streams", cty.Number},
+			{"scheduled_timeout", "scheduled-timeout", cty.String},
 			{"source_ip", "source-ip", cty.String},
 			{"log_level", "log-level", cty.String},
+			{"log_format", "log-format", cty.String},
 			{"pprof_addr", "pprof", cty.String},
+			{"encrypt", "encrypt", cty.String},
+			{"insecure", "insecure", cty.Bool},
+			{"bootstrap_token_file", "bootstrap-token-file", cty.String},
 		},
 		listens:   []string{"http", "raft", "gossip"},
 		advertise: []string{"http", "raft", "gossip"},
 		env: []string{"id", "data", "http", "raft", "gossip", "advertise", "advertise-http",
-			"advertise-raft", "advertise-gossip", "peers", "join", "log-level"},
+			"advertise-raft", "advertise-gossip", "peers", "join", "log-level", "log-format",
+			"ca-file", "cert-file", "key-file", "encrypt", "bootstrap-token-file"},
 	}
 
 	// workerFile is the file of cube worker (examples/worker.hcl).
@@ -82,16 +93,28 @@ var (
 			{"poll_interval", "poll-interval", cty.String},
 			{"keep_ended", "keep-ended", cty.String},
 			{"start_timeout", "start-timeout", cty.String},
+			{"allow_privileged", "allow-privileged", cty.Bool},
+			{"allow_host_network", "allow-host-network", cty.Bool},
+			{"allow_mounts", "allow-mount", strList},
+			{"allow_caps", "allow-cap", strList},
+			{"labels", "label", strList},
 			{"source_ip", "source-ip", cty.String},
 			{"log_level", "log-level", cty.String},
+			{"log_format", "log-format", cty.String},
 			{"pprof_addr", "pprof", cty.String},
+			{"encrypt", "encrypt", cty.String},
+			{"insecure", "insecure", cty.Bool},
 		},
 		listens:   []string{"http", "gossip"},
 		advertise: []string{"http", "gossip"},
 		env: []string{"name", "data", "http", "gossip", "advertise", "advertise-http",
-			"advertise-gossip", "join", "log-level"},
+			"advertise-gossip", "join", "log-level", "log-format", "ca-file", "cert-file", "key-file", "encrypt"},
 	}
 )
+
+// tlsKeys are the keys of the tls { } block, as Nomad's: each sets the flag
+// of the same name with '-' for '_' (ca_file sets --ca-file).
+var tlsKeys = []string{"ca_file", "cert_file", "key_file"}
 
 // envName is the environment variable that sets flag: CUBE_LOG_LEVEL for
 // log-level.
@@ -161,7 +184,7 @@ func loadFile(path string, s fileSchema, fs *pflag.FlagSet) ([]setting, error) {
 	}
 	schema := &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{{Name: "bind_addr"}},
-		Blocks:     []hcl.BlockHeaderSchema{{Type: "ports"}, {Type: "advertise"}},
+		Blocks:     []hcl.BlockHeaderSchema{{Type: "ports"}, {Type: "advertise"}, {Type: "tls"}},
 	}
 	for _, k := range s.keys {
 		schema.Attributes = append(schema.Attributes, hcl.AttributeSchema{Name: k.key})
@@ -188,8 +211,11 @@ func loadFile(path string, s fileSchema, fs *pflag.FlagSet) ([]setting, error) {
 			return nil, fmt.Errorf("%s: %s: only one %s block is allowed", b.DefRange, b.Type, b.Type)
 		}
 		names := s.listens
-		if b.Type == "advertise" {
+		switch b.Type {
+		case "advertise":
 			names = s.advertise
+		case "tls":
+			names = tlsKeys
 		}
 		var bs hcl.BodySchema
 		for _, n := range names {
@@ -208,6 +234,15 @@ func loadFile(path string, s fileSchema, fs *pflag.FlagSet) ([]setting, error) {
 				return nil, diags
 			}
 			out = append(out, setting{flag: "advertise-" + n, value: v, key: "advertise." + n, rng: a.Range})
+		}
+	}
+	for _, n := range tlsKeys {
+		if a, ok := blocks["tls"][n]; ok {
+			v, diags := attrString(a, cty.String)
+			if diags.HasErrors() {
+				return nil, diags
+			}
+			out = append(out, setting{flag: strings.ReplaceAll(n, "_", "-"), value: v, key: "tls." + n, rng: a.Range})
 		}
 	}
 	bind, hasBind := content.Attributes["bind_addr"]

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -61,7 +62,7 @@ func workerConfig(t *testing.T, args ...string) (worker.AgentConfig, error) {
 	if err := parseOnly(cmd, args); err != nil {
 		return worker.AgentConfig{}, err
 	}
-	return w.config(), nil
+	return w.config()
 }
 
 // Without a file the flags keep their defaults (scripts/cluster.sh and
@@ -105,6 +106,12 @@ peers     = ["m1=10.0.0.11:6556", "m2=10.0.0.12:5001"]
 join      = ["10.0.0.11:6557"]
 fast      = true
 scheduler = "roundrobin"
+gc_interval         = "1m"
+task_gc_threshold   = "2h"
+worker_gc_threshold = "3h"
+max_tasks           = 500
+max_event_streams   = 7
+scheduled_timeout = "15m"
 `)
 	cfg, err := managerConfig(t, "--config", path)
 	if err != nil {
@@ -121,6 +128,12 @@ scheduler = "roundrobin"
 		{"GossipAdvertise", cfg.GossipAdvertise, "gossip.example:7000"},
 		{"Seeds", strings.Join(cfg.Seeds, ","), "10.0.0.11:6557"},
 		{"Scheduler", cfg.Manager.Scheduler, "roundrobin"},
+		{"GCInterval", cfg.Manager.GCInterval.String(), "1m0s"},
+		{"TaskGCThreshold", cfg.Manager.TaskGCThreshold.String(), "2h0m0s"},
+		{"WorkerGCThreshold", cfg.Manager.WorkerGCThreshold.String(), "3h0m0s"},
+		{"MaxTasks", strconv.Itoa(cfg.Manager.MaxTasks), "500"},
+		{"MaxEventStreams", strconv.Itoa(cfg.Manager.MaxEventStreams), "7"},
+		{"ScheduledTimeout", cfg.Manager.ScheduledTimeout.String(), "15m0s"},
 		{"fast (heartbeat)", cfg.Raft.HeartbeatTimeout.String(), want.String()},
 	} {
 		if c.got != c.want {

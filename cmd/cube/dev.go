@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 
@@ -11,20 +13,34 @@ import (
 )
 
 func newDevCmd() *cobra.Command {
-	var pprofAddr, dataDir, logLevel, httpAddr, raftAddr, gossipAddr, workerHTTP, workerGossip, workerName string
+	var log logFlags
+	var pprofAddr, dataDir, httpAddr, raftAddr, gossipAddr, workerHTTP, workerGossip, workerName string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a manager and a worker in one process, for a first try",
 		Long: `Run a one-process development cluster: a single-manager raft cluster and
 one worker, like 'nomad agent -dev'. The manager API is on 127.0.0.1:5556
 (the default of every client command), the worker on 127.0.0.1:5555.
-State is kept in --data, so a restarted dev cluster remembers its tasks.`,
+State is kept in --data, so a restarted dev cluster remembers its tasks.
+
+cube dev is open: no TLS, no tokens, no gossip encryption, so it listens on
+loopback addresses only (anyone on this machine can use it). For anything
+else, run managers and workers with their certificates (make cluster).`,
 		Example: `  cube dev &
   cube run -f task1.json
   cube status`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			logger := newLogger(logLevel)
+			for _, a := range []string{httpAddr, raftAddr, gossipAddr, workerHTTP, workerGossip} {
+				if err := loopbackOnly(a); err != nil {
+					return err
+				}
+			}
+			logger, err := log.logger()
+			if err != nil {
+				return err
+			}
+			logger.Warn("cube dev is open: no TLS, no tokens, no gossip encryption; it listens on loopback only, for a first try")
 			m := manager.FastServerConfig()
 			m.ID, m.HTTPAddr, m.RaftAddr, m.GossipAddr = "dev", httpAddr, raftAddr, gossipAddr
 			m.DataDir, m.Peers, m.Logger = filepath.Join(dataDir, "manager"), []cluster.Peer{{ID: "dev", Addr: raftAddr}}, logger
@@ -44,7 +60,20 @@ State is kept in --data, so a restarted dev cluster remembers its tasks.`,
 	f.StringVar(&workerGossip, "worker-gossip", "127.0.0.1:6555", "worker gossip address")
 	f.StringVar(&workerName, "worker-name", "dev-worker", "worker name")
 	f.StringVar(&dataDir, "data", filepath.Join(os.TempDir(), "cube-dev"), "data directory")
-	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")
+	log.register(f)
 	f.StringVar(&pprofAddr, "pprof", "", "serve Go profiles (/debug/pprof/) on this address; default: off")
 	return cmd
+}
+
+// loopbackOnly refuses an address cube dev would serve, open, beyond this
+// machine.
+func loopbackOnly(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("address %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return nil
+	}
+	return fmt.Errorf("cube dev runs open (no TLS, no tokens) and listens on loopback addresses only, not %s; run cube manager and cube worker with certificates (make cluster) to serve beyond this machine", addr)
 }

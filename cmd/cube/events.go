@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
@@ -13,10 +14,17 @@ import (
 // newEventsCmd is cube events. It streams until interrupted: --timeout bounds
 // neither the stream nor its client's retries (the client's default).
 func newEventsCmd(cf *clientFlags) *cobra.Command {
+	var output *outputFormat
 	cmd := &cobra.Command{
 		Use:   "events",
 		Short: "Stream task state changes as they commit (until Ctrl-C)",
-		Args:  cobra.NoArgs,
+		Long: `Stream the tasks' state changes as they commit, until Ctrl-C: one line per
+change, with the raft index it committed at. A stream has no end to close an
+array at, so -o json prints one JSON object per line (JSON Lines), each a
+change as GET /events sends it ({"Index":..,"Task":{..}}):
+
+  cube events -o json | jq -c 'select(.Task.State == 4) | .Task.Reason'`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := cf.newClient(0) // 0: api.DefaultRetryFor
 			if err != nil {
@@ -25,6 +33,14 @@ func newEventsCmd(cf *clientFlags) *cobra.Command {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			out := cmd.OutOrStdout()
+			if *output == outputJSON {
+				enc := json.NewEncoder(out) // one object a line
+				err = c.Events(ctx, func(ch api.Change) error { return enc.Encode(ch) })
+				if ctx.Err() != nil {
+					return nil
+				}
+				return explainUnreachable(err)
+			}
 			fmt.Fprintln(out, "INDEX\tTASK\tNAME\tSTATE\tWORKER\tGEN\tRESTARTS\tREASON")
 			err = c.Events(ctx, func(ch api.Change) error {
 				t := ch.Task
@@ -34,9 +50,10 @@ func newEventsCmd(cf *clientFlags) *cobra.Command {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return err
+			return explainUnreachable(err)
 		},
 	}
+	output = addOutputFlag(cmd)
 	cf.register(cmd)
 	return cmd
 }

@@ -4,19 +4,21 @@ import (
 	"context"
 
 	"github.com/cube-orch/cube/api"
-	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 )
 
 func newLogsCmd(cf *clientFlags) *cobra.Command {
 	var tail int
 	cmd := &cobra.Command{
-		Use:   "logs ID",
+		Use:   "logs ID|PREFIX|NAME",
 		Short: "Show a task's container output (read through its worker)",
-		Args:  oneTaskID,
+		Args:  oneTaskRef,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id := uuid.MustParse(args[0]) // checked by oneTaskID
 			return cf.call(cmd, func(ctx context.Context, c *api.Client) error {
+				id, err := resolveTaskID(ctx, c, args[0])
+				if err != nil {
+					return err
+				}
 				out, err := c.Logs(ctx, id, tail)
 				if err != nil {
 					return err

@@ -5,12 +5,16 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 )
 
 func main() {
-	if err := newRootCmd().Execute(); err != nil {
+	stopClock := startTestClock()
+	err := newRootCmd().Execute()
+	stopClock()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "cube:", err)
 		os.Exit(1)
 	}
@@ -25,14 +29,23 @@ managers replicate the task database through Raft; the leader places tasks on
 workers and follows them; any manager answers the API.
 
 Start:   cube manager ...   cube worker ...   (or 'cube dev' for one process)
-Use:     cube run -f task.json   cube status   cube stop ID   cube node   cube members`,
+Use:     cube run -f task.json   cube status   cube stop ID   cube node   cube members
+Serve:   cube service create|ls|inspect|scale|update|rollback|rm   cube apply -f FILE
+Access:  cube token create --name NAME --role read|submit|operator
+Operate: cube operator snapshot save|restore|inspect   cube operator raft list-peers
+
+Listings take -o json (the API's objects, for scripts) or -o table (the default).`,
+		Version:       buildVersion(version, commit, debug.ReadBuildInfo).String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newManagerCmd(), newWorkerCmd(), newDevCmd())
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.AddCommand(newManagerCmd(), newWorkerCmd(), newDevCmd(), newTLSCmd(), newKeygenCmd(), newVersionCmd())
 	// The client commands; each takes -m/--manager and --timeout (client.go).
 	cf := &clientFlags{}
 	root.AddCommand(newRunCmd(cf), newStopCmd(cf), newStatusCmd(cf), newNodeCmd(cf),
 		newMembersCmd(cf), newEventsCmd(cf), newLogsCmd(cf))
+	root.AddCommand(newServiceCmd(cf), newApplyCmd(cf))
+	root.AddCommand(newTokenCmd(cf), newGossipCmd(cf), newOperatorCmd(cf), newSystemCmd(cf))
 	return root
 }

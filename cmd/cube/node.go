@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 
 	"github.com/cube-orch/cube/api"
 	"github.com/spf13/cobra"
@@ -10,9 +11,10 @@ import (
 
 // newNodeCmd is cube node (the workers) with its subcommands drain and undrain.
 func newNodeCmd(cf *clientFlags) *cobra.Command {
+	var output *outputFormat
 	cmd := &cobra.Command{
 		Use:   "node",
-		Short: "List workers: liveness, capacity and what is allocated",
+		Short: "List workers: liveness, capacity, what is allocated and their labels",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return cf.call(cmd, func(ctx context.Context, c *api.Client) error {
@@ -20,26 +22,31 @@ func newNodeCmd(cf *clientFlags) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				w := newTable(cmd.OutOrStdout())
-				fmt.Fprintln(w, "NAME\tSTATE\tSCHEDULING\tAPI\tCPU\tMEMORY\tDISK\tTASKS\tRUNTIME")
-				for _, n := range nodes {
-					rt := "up"
-					if !n.RuntimeAvailable {
-						rt = "down"
+				return printList(cmd.OutOrStdout(), *output, nodes, func(w io.Writer) {
+					fmt.Fprintln(w, "NAME\tSTATE\tSCHEDULING\tAPI\tCPU\tMEMORY\tDISK\tTASKS\tRUNTIME\tLABELS")
+					for _, n := range nodes {
+						rt := "up"
+						if !n.RuntimeAvailable {
+							rt = "down"
+						}
+						sched := "eligible"
+						if n.Drain {
+							sched = "draining"
+						}
+						labels := api.FormatLabels(n.Labels)
+						if labels == "" {
+							labels = "-"
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.2f/%.0f\t%s/%s\t%s/%s\t%d\t%s\t%s\n", n.Name, n.State, sched, n.API,
+							n.AllocatedCpu, n.Cpu, bytesHuman(n.AllocatedMemory), bytesHuman(n.Memory),
+							bytesHuman(n.AllocatedDisk), bytesHuman(n.Disk), n.TaskCount, rt, labels)
 					}
-					sched := "eligible"
-					if n.Drain {
-						sched = "draining"
-					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.2f/%.0f\t%s/%s\t%s/%s\t%d\t%s\n", n.Name, n.State, sched, n.API,
-						n.AllocatedCpu, n.Cpu, bytesHuman(n.AllocatedMemory), bytesHuman(n.Memory),
-						bytesHuman(n.AllocatedDisk), bytesHuman(n.Disk), n.TaskCount, rt)
-				}
-				return w.Flush()
+				})
 			})
 		},
 	}
-	cf.register(cmd) // drain and undrain inherit the flags
+	output = addOutputFlag(cmd) // cube node's own: not inherited by drain
+	cf.register(cmd)            // drain and undrain inherit the flags
 	cmd.AddCommand(
 		newDrainCmd(cf, "drain", "Drain a worker: place nothing new on it and move its tasks elsewhere",
 			`Drain a worker before maintenance or retirement.

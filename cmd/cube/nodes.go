@@ -26,14 +26,6 @@ type node interface {
 	Close() error
 }
 
-func newLogger(level string) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{
-		Name:   "cube",
-		Level:  hclog.LevelFromString(level),
-		Output: os.Stderr,
-	})
-}
-
 // runUntilSignal starts the nodes in order and runs them until SIGINT or
 // SIGTERM, or until one's API server fails, then closes them in reverse
 // order. pprofAddr, if set, serves Go's profiles there for as long as the

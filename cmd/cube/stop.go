@@ -5,18 +5,20 @@ import (
 	"fmt"
 
 	"github.com/cube-orch/cube/api"
-	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 )
 
 func newStopCmd(cf *clientFlags) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "stop ID",
-		Short: "Stop a task (from any state that has not ended)",
-		Args:  oneTaskID,
+		Use:   "stop ID|PREFIX|NAME",
+		Short: "Stop a task (from any state that has not ended): by ID, a unique ID prefix, or a unique name",
+		Args:  oneTaskRef,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id := uuid.MustParse(args[0]) // checked by oneTaskID
 			return cf.call(cmd, func(ctx context.Context, c *api.Client) error {
+				id, err := resolveTaskID(ctx, c, args[0])
+				if err != nil {
+					return err
+				}
 				t, err := c.StopTask(ctx, id)
 				if err != nil {
 					return err

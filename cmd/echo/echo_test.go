@@ -387,3 +387,41 @@ func (p *proc) waitHealthy(t *testing.T, addr string) {
 		return fmt.Errorf("not healthy: %v; stderr:\n%s", err, p.stderr())
 	})
 }
+
+// TestCheckHealth covers the -health command: 0 when /health answers 200,
+// 1 on 500, on nothing listening and on a bad ECHO_ADDR.
+func TestCheckHealth(t *testing.T) {
+	healthy := true
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/health" || !healthy {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	_, port, _ := strings.Cut(strings.TrimPrefix(srv.URL, "http://"), ":")
+	env := func(addr string) func(string) string {
+		return func(k string) string {
+			if k == envAddr {
+				return addr
+			}
+			return ""
+		}
+	}
+	hc := &http.Client{Timeout: time.Second}
+	if got := checkHealth(env(":"+port), hc); got != 0 {
+		t.Fatalf("healthy: exit %d, want 0", got)
+	}
+	healthy = false
+	if got := checkHealth(env(":"+port), hc); got != 1 {
+		t.Fatalf("unhealthy: exit %d, want 1", got)
+	}
+	srv.Close()
+	if got := checkHealth(env(":"+port), hc); got != 1 {
+		t.Fatalf("nothing listening: exit %d, want 1", got)
+	}
+	if got := checkHealth(env("no-port"), hc); got != 1 {
+		t.Fatalf("bad %s: exit %d, want 1", envAddr, got)
+	}
+}

@@ -18,6 +18,11 @@
 //	ECHO_EXIT_AT_START=N  exit with code N before listening
 //	ECHO_UNHEALTHY_AFTER  Go duration after which /health answers 500
 //
+// Run as "/echo -health" it is its own health-check command instead (the
+// image has no shell and no HTTP client; Docker's exec-form HEALTHCHECK,
+// as a Swarm service's health check, can run it): it GETs /health on the
+// port of ECHO_ADDR at 127.0.0.1 and exits 0 on 200, 1 otherwise.
+//
 // Invalid settings make the process exit with code 2. SIGTERM and SIGINT shut
 // the server down gracefully and the process exits with code 0.
 package main
@@ -47,6 +52,9 @@ func main() {
 	log.SetOutput(os.Stderr)
 	log.SetPrefix("echo: ")
 	log.SetFlags(log.LstdFlags | log.LUTC)
+	if len(os.Args) == 2 && os.Args[1] == "-health" {
+		os.Exit(checkHealth(os.Getenv, &http.Client{Timeout: healthCheckTimeout}))
+	}
 	os.Exit(run())
 }
 
@@ -121,6 +129,36 @@ func run() int {
 		return 1
 	}
 	log.Print("stopped")
+	return 0
+}
+
+// healthCheckTimeout bounds the -health probe; Docker's own timeout of
+// the command is the health check's.
+const healthCheckTimeout = 2 * time.Second
+
+// checkHealth is the -health command: 0 if /health of the service on this
+// host answers 200, 1 otherwise.
+func checkHealth(getenv func(string) string, hc *http.Client) int {
+	cfg, err := parseConfig(getenv)
+	if err != nil {
+		log.Print(err)
+		return 1
+	}
+	_, port, err := net.SplitHostPort(cfg.addr)
+	if err != nil {
+		log.Printf("%s: %v", envAddr, err)
+		return 1
+	}
+	resp, err := hc.Get("http://" + net.JoinHostPort("127.0.0.1", port) + "/health")
+	if err != nil {
+		log.Printf("health: %v", err)
+		return 1
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		log.Printf("health: %s", resp.Status)
+		return 1
+	}
 	return 0
 }
 

@@ -51,6 +51,30 @@ for tar in "$src"/images/*.tar; do
 	docker load -q -i "$tar"
 done
 
+# The machine's identity (scripts/machine-credentials.sh made it): its own
+# certificate and key, the CA certificate, the gossip key and, on a manager,
+# the operator token the cluster starts with. Never the CA's key.
+# Readable by root and the group cube only: the manager's unit runs as a
+# dynamic user in that group (SupplementaryGroups=cube).
+getent group cube >/dev/null || groupadd --system cube
+install -d -m 0750 -g cube /etc/cube/tls
+for f in cube-ca.pem "$role-$name.pem" "$role-$name-key.pem"; do
+	if ! cmp -s "$src/tls/$f" "/etc/cube/tls/$f"; then
+		install -m 0640 -g cube "$src/tls/$f" "/etc/cube/tls/$f"
+		changed=1
+	fi
+done
+gossip_key=$(cat "$src/gossip.key")
+if [[ $role == manager ]] && ! cmp -s "$src/operator.token" /etc/cube/operator.token; then
+	install -m 0640 -g cube "$src/operator.token" /etc/cube/operator.token
+fi
+tls_block="tls {
+  ca_file   = \"/etc/cube/tls/cube-ca.pem\"
+  cert_file = \"/etc/cube/tls/$role-$name.pem\"
+  key_file  = \"/etc/cube/tls/$role-$name-key.pem\"
+}
+encrypt = \"$gossip_key\""
+
 peers=() joins=()
 for m in $managers; do
 	peers+=("\"${m%%=*}=${m#*=}:6556\"")
@@ -75,6 +99,8 @@ peers     = [$(IFS=,; echo "${peers[*]}")]
 join      = [$join_list]
 fast      = $fast
 log_level = "info"
+$tls_block
+bootstrap_token_file = "/etc/cube/operator.token"
 HCL
 	;;
 worker)
@@ -91,11 +117,15 @@ ports {
 join      = [$join_list]
 fast      = $fast
 log_level = "info"
+$tls_block
 HCL
 	;;
 *) log "CUBE_MACHINE_ROLE must be manager or worker, not $role"; exit 1 ;;
 esac
 
+# The file holds the gossip key: root and the group cube only.
+chgrp cube /etc/cube/$role.hcl.new
+chmod 0640 /etc/cube/$role.hcl.new
 if ! cmp -s /etc/cube/$role.hcl.new /etc/cube/$role.hcl; then
 	mv /etc/cube/$role.hcl.new /etc/cube/$role.hcl
 	changed=1

@@ -33,6 +33,14 @@ type Input struct {
 	Logs map[string]string
 	// Timeout bounds the linearizability check; 0 means no bound.
 	Timeout time.Duration
+	// Events are the connections of the /events subscribers (CheckEvents);
+	// EventViews the caller's findings on their final views (a
+	// subscriber's folded view that differs from its manager's state).
+	Events     []EventConn
+	EventViews []string
+	// Services are the services from the same read as Final (after
+	// convergence); nil when the run made none.
+	Services []api.Service
 }
 
 // Check runs every check on in and returns the report, and the porcupine
@@ -45,6 +53,11 @@ func Check(in Input) (Report, porcupine.LinearizationInfo) {
 	r.Divergent = CheckSameState(in.States)
 	r.LeaderTerms = CheckOneLeaderPerTerm(in.Leaders)
 	r.Panics = ScanPanics(in.Logs)
+	r.Events = append(CheckEvents(in.Events), in.EventViews...)
+	r.EventStats = SumEvents(in.Events)
+	r.ServiceState = CheckServiceState(in.Services, in.Final, in.Running)
+	r.LostServices = CheckServicesAcknowledged(in.Ops, in.Services)
+	r.ServiceStats = SumServices(in.Ops, in.Services, in.Final)
 	acked := make(map[uuid.UUID]bool)
 	for _, op := range in.Ops {
 		c := r.Ops[op.Kind]

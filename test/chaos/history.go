@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,7 +23,27 @@ const (
 	Stop Kind = "stop"
 	// Read is a consistent GET /tasks/{id}?consistent=1.
 	Read Kind = "read"
+
+	// The service operations (Op.Service names the service); they are
+	// checked against the final services (CheckServicesAcknowledged), not
+	// by the linearizability check of the task registry.
+
+	// SvcCreate is POST /services.
+	SvcCreate Kind = "service-create"
+	// SvcScale is POST /services/{name}/scale.
+	SvcScale Kind = "service-scale"
+	// SvcUpdate is PUT /services/{name} with a changed template (a new
+	// version, a rolling update).
+	SvcUpdate Kind = "service-update"
+	// SvcDelete is DELETE /services/{name}.
+	SvcDelete Kind = "service-delete"
 )
+
+// ServiceKinds are the service operations, in the report's order.
+var ServiceKinds = []Kind{SvcCreate, SvcScale, SvcUpdate, SvcDelete}
+
+// IsService reports whether k is a service operation.
+func (k Kind) IsService() bool { return slices.Contains(ServiceKinds, k) }
 
 // Outcome is what the client learned about an operation's effect.
 type Outcome string
@@ -83,6 +104,13 @@ type Op struct {
 	State TaskState `json:",omitempty"`
 	// Err is the error the operation ended with, if any.
 	Err string `json:",omitempty"`
+
+	// Service names the service of a service operation; Count is the Count
+	// it asked for (create, scale, update), Version the service's version
+	// in an OK answer.
+	Service string `json:",omitempty"`
+	Count   int    `json:",omitempty"`
+	Version uint64 `json:",omitempty"`
 }
 
 // Recorder records the operations of concurrent clients on one monotonic
@@ -136,6 +164,18 @@ func (r *Recorder) Ops() []Op {
 	return ops
 }
 
+// BeginService records the call of a service operation on the named
+// service; count is the Count it asks for (0 for a delete). End it with
+// EndService.
+func (r *Recorder) BeginService(client int, kind Kind, name string, count int) *Pending {
+	call := r.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ops = append(r.ops, Op{Client: client, Kind: kind, Service: name, Count: count, Call: call, Outcome: Unknown})
+	r.done = append(r.done, false)
+	return &Pending{r: r, i: len(r.ops) - 1}
+}
+
 // Pending is an operation that was called and has not returned yet. Its End
 // methods are meant to be called once; later calls are ignored.
 type Pending struct {
@@ -178,6 +218,22 @@ func (p *Pending) EndRead(t api.Task, err error) {
 			op.Outcome, op.State = OK, Absent
 		default:
 			op.Outcome = Fail
+		}
+	}, err)
+}
+
+// EndService records the answer of a service operation: st is the
+// service's status in the answer (its Version is kept on success). The
+// outcome is ClassifyWrite's, as for a task: a 503 or a timeout is
+// Unknown; a 404 is Fail with State Absent.
+func (p *Pending) EndService(st api.ServiceStatus, err error) {
+	p.end(func(op *Op) {
+		op.Outcome = ClassifyWrite(err)
+		switch {
+		case op.Outcome == OK:
+			op.Version = st.Version
+		case errors.Is(err, api.ErrNotFound):
+			op.State = Absent
 		}
 	}, err)
 }

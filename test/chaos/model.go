@@ -181,6 +181,9 @@ func partitionByTask(history []porcupine.Operation) [][]porcupine.Operation {
 func operations(ops []Op) []porcupine.Operation {
 	var hist []porcupine.Operation
 	for _, op := range ops {
+		if op.Kind.IsService() {
+			continue // checked against the final services, not the registry
+		}
 		ret := op.Return
 		switch {
 		case op.Outcome == OK:

@@ -44,6 +44,20 @@ type Report struct {
 	LeaderTerms map[uint64][]string
 	// Panics are the log lines that report a crash, prefixed by node.
 	Panics []string
+	// Events are the violations found in what the /events subscribers
+	// received (CheckEvents) and in their final views; EventStats counts
+	// what they received.
+	Events     []string
+	EventStats EventStats
+	// ServiceState are the violations of the services' converged state
+	// (CheckServiceState): a service not running exactly Count tasks of
+	// its version, each in one container, or a deleted service's task
+	// still running. LostServices are acknowledged service changes the
+	// final state lacks (CheckServicesAcknowledged). ServiceStats counts
+	// the services.
+	ServiceState []string
+	LostServices []string
+	ServiceStats ServiceStats
 
 	// Ops counts the recorded operations by kind and outcome.
 	Ops map[Kind]Counts
@@ -76,6 +90,9 @@ func (r Report) Failed() []string {
 	add(len(r.Divergent), "divergent managers")
 	add(len(r.LeaderTerms), "terms with several leaders")
 	add(len(r.Panics), "panics")
+	add(len(r.Events), "event stream violations")
+	add(len(r.ServiceState), "service state violations")
+	add(len(r.LostServices), "lost service changes")
 	return f
 }
 
@@ -101,16 +118,26 @@ func (r Report) Table(faults map[string]int, converge time.Duration) string {
 		c := r.Ops[kind]
 		add("operations: "+string(kind), fmt.Sprintf("%d (ok %d, fail %d, unknown %d)", c.OK+c.Fail+c.Unknown, c.OK, c.Fail, c.Unknown))
 	}
+	for _, kind := range ServiceKinds {
+		c := r.Ops[kind]
+		add("operations: "+string(kind), fmt.Sprintf("%d (ok %d, fail %d, unknown %d)", c.OK+c.Fail+c.Unknown, c.OK, c.Fail, c.Unknown))
+	}
 	add("acknowledged submissions", strconv.Itoa(r.Acknowledged))
+	add("acknowledged service creates", strconv.Itoa(r.ServiceStats.Acknowledged))
 	add("lost (must be 0)", strconv.Itoa(len(r.Lost)))
 	add("ineffective stops (must be 0)", strconv.Itoa(len(r.IneffectiveStops)))
 	add("duplicates after convergence (must be 0)", strconv.Itoa(len(r.Duplicates)))
 	add("orphans after convergence (must be 0)", strconv.Itoa(len(r.Orphans)))
+	add("services at end: services, tasks, rolled back", fmt.Sprintf("%d, %d, %d", r.ServiceStats.Services, r.ServiceStats.Tasks, r.ServiceStats.RolledBack))
+	add("service state violations after convergence (must be 0)", strconv.Itoa(len(r.ServiceState)))
+	add("lost service changes (must be 0)", strconv.Itoa(len(r.LostServices)))
 	add("time to converge after last fault", converge.Round(time.Millisecond).String())
 	add("linearizable (porcupine)", string(r.Linearizable))
 	add("divergent managers (must be 0)", strconv.Itoa(len(r.Divergent)))
 	add("terms with >1 leader (must be 0)", strconv.Itoa(len(r.LeaderTerms)))
 	add("panics in logs (must be 0)", strconv.Itoa(len(r.Panics)))
+	add("event streams: connections, changes, dropped", fmt.Sprintf("%d, %d, %d", r.EventStats.Conns, r.EventStats.Changes, r.EventStats.Dropped))
+	add("event stream violations (must be 0)", strconv.Itoa(len(r.Events)))
 	verdict := "PASS"
 	if f := r.Failed(); len(f) > 0 {
 		verdict = "FAIL: " + strings.Join(f, "; ")

@@ -1,0 +1,274 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/cluster"
+	"github.com/cube-orch/cube/fsm"
+)
+
+// TestGC_Periodic: the periodic collection removes the finished tasks older
+// than TaskGCThreshold and the workers departed longer than
+// WorkerGCThreshold, and nothing that could still run.
+func TestGC_Periodic(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.TaskGCThreshold, c.WorkerGCThreshold = time.Hour, 2*time.Hour })
+	h.worker("w1")
+	now := time.Now().UTC()
+	old := h.placed("old", "w1", 1, api.Running, nil)
+	h.seed(fsm.ReportTask{Task: finished(old, now.Add(-90*time.Minute))})
+	recent := h.placed("recent", "w1", 1, api.Running, nil)
+	h.seed(fsm.ReportTask{Task: finished(recent, now.Add(-30*time.Minute))})
+	h.placed("running", "w1", 1, api.Running, nil)
+	stopping := h.placed("stopping", "w1", 1, api.Running, nil)
+	h.seed(fsm.StopTask{ID: stopping.ID, Time: now.Add(-3 * time.Hour)})
+	h.seed(fsm.UpsertWorker{Node: api.Node{Name: "gone", State: api.NodeDead, Since: now.Add(-3 * time.Hour)}})
+	h.seed(fsm.UpsertWorker{Node: api.Node{Name: "just-gone", State: api.NodeDead, Since: now.Add(-time.Hour)}})
+
+	h.m.collectDue(h.ctx, now)
+	for name, want := range map[string]bool{"old": false, "recent": true, "running": true, "stopping": true} {
+		if _, err := h.f.Task(h.id(name)); (err == nil) != want {
+			t.Errorf("task %s stored = %v after the periodic collection, want %v (%v)", name, err == nil, want, err)
+		}
+	}
+	for name, want := range map[string]bool{"gone": false, "just-gone": true, "w1": true} {
+		if _, ok := h.f.Worker(name); ok != want {
+			t.Errorf("worker %s stored = %v after the periodic collection, want %v", name, ok, want)
+		}
+	}
+}
+
+// finished is a worker's report that t's container completed at end.
+func finished(t api.Task, end time.Time) api.Task {
+	t.State, t.FinishTime, t.ExitCode = api.Completed, end, 0
+	return t
+}
+
+// TestGC_ForcedWaitsForAConfirmedStop: a task given up on while its
+// container runs is kept by every collection, forced ones included, until
+// the worker's record shows the container ended: the leader's poll stops the
+// copy, the next poll commits the worker's word, and then it goes.
+func TestGC_ForcedWaitsForAConfirmedStop(t *testing.T) {
+	h := newHarness(t, nil)
+	h.worker("w1")
+	h.placed("t1", "w1", 1, api.Running, nil)
+	h.seed(fsm.GiveUpTask{ID: h.id("t1"), Reason: "gave up after 3 restarts: unhealthy", Time: time.Now().UTC()})
+
+	gc := func() api.GCResult {
+		t.Helper()
+		res, err := h.m.CollectGarbage(h.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if res := gc(); res.Tasks != 0 {
+		t.Fatalf("forced collection removed %d tasks while the container may run", res.Tasks)
+	}
+	h.reset()
+	h.poll()
+	if calls := h.calls(); !same(calls, []string{"w1 list", "w1 stop t1 upto 1"}) {
+		t.Fatalf("first poll: calls %q; want the copy stopped", calls)
+	}
+	if res := gc(); res.Tasks != 0 {
+		t.Fatal("collected before the worker's record was read again")
+	}
+	h.reset()
+	h.poll()
+	if cmds := h.commands(); !same(cmds, []string{"report t1 w1 gen 1 Completed"}) {
+		t.Fatalf("second poll: commands %q; want the worker's word committed", cmds)
+	}
+	if res := gc(); res.Tasks != 1 {
+		t.Fatalf("forced collection after the confirmed stop: %+v, want 1 task", res)
+	}
+	if _, err := h.f.Task(h.id("t1")); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("t1 still stored: %v", err)
+	}
+}
+
+// TestGC_DepartedWorkerNotRecordedAgain: gossip remembers a dead member
+// for a while; once collected (or never known), the leader does not record
+// it again, while a known worker's death is still recorded.
+func TestGC_DepartedWorkerNotRecordedAgain(t *testing.T) {
+	h := newHarness(t, nil)
+	h.worker("w1")
+	h.worker("w2")
+	h.gossipState("w2", cluster.StateDead)
+	h.pass()
+	if n, _ := h.f.Worker("w2"); n.State != api.NodeDead {
+		t.Fatalf("w2 recorded as %q, want dead", n.State)
+	}
+	if res, err := h.m.CollectGarbage(h.ctx); err != nil || res.Workers != 1 {
+		t.Fatalf("CollectGarbage = %+v, %v; want w2 removed", res, err)
+	}
+	h.reset()
+	h.pass()
+	if _, ok := h.f.Worker("w2"); ok {
+		t.Fatalf("the collected worker was recorded again: %q", h.commands())
+	}
+	h.gossipState("w2", cluster.StateAlive) // back: recorded again
+	h.pass()
+	if n, ok := h.f.Worker("w2"); !ok || n.State != api.NodeAlive {
+		t.Fatalf("w2 back alive: recorded %v %q", ok, n.State)
+	}
+}
+
+// TestGC_NotLeader: only the leader collects.
+func TestGC_NotLeader(t *testing.T) {
+	h := newHarness(t, nil)
+	h.raft.mu.Lock()
+	h.raft.leader = false
+	h.raft.mu.Unlock()
+	if _, err := h.m.CollectGarbage(h.ctx); !errors.Is(err, api.ErrNotLeader) {
+		t.Fatalf("CollectGarbage on a follower: %v, want ErrNotLeader", err)
+	}
+}
+
+// TestSubmitTask_Quota: the MaxTasks-th task is the last accepted; the next
+// is refused with ErrLimit (429) naming the setting, and nothing is stored.
+func TestSubmitTask_Quota(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxTasks = 2 })
+	for i := range 2 {
+		if _, _, err := h.m.SubmitTask(h.ctx, api.TaskEvent{Task: api.Task{Image: "cube-echo:latest"}}); err != nil {
+			t.Fatalf("submit %d: %v", i, err)
+		}
+	}
+	_, _, err := h.m.SubmitTask(h.ctx, api.TaskEvent{Task: api.Task{Image: "cube-echo:latest"}})
+	if !errors.Is(err, api.ErrLimit) || api.StatusOf(err) != 429 || !strings.Contains(err.Error(), "max_tasks") {
+		t.Fatalf("submit over the quota: %v; want ErrLimit (429) naming max_tasks", err)
+	}
+	if n := len(h.f.Tasks()); n != 2 {
+		t.Fatalf("%d tasks stored, want 2", n)
+	}
+}
+
+// TestReportTask_Bounded: a report with an oversized field is refused
+// before it reaches the log.
+func TestReportTask_Bounded(t *testing.T) {
+	h := newHarness(t, nil)
+	h.worker("w1")
+	rec := h.placed("t1", "w1", 1, api.Running, nil)
+	h.reset()
+	rec.Reason = strings.Repeat("x", 1<<20)
+	var verr *api.ValidationError
+	if err := h.m.ReportTask(h.ctx, rec); !errors.As(err, &verr) {
+		t.Fatalf("report with a 1 MiB Reason: %v, want a ValidationError", err)
+	}
+	if cmds := h.commands(); len(cmds) != 0 {
+		t.Fatalf("commands %q, want none", cmds)
+	}
+}
+
+// TestChanges_StreamCap: at most MaxEventStreams at once; one more gets
+// ErrLimit (429); a closed stream frees its place.
+func TestChanges_StreamCap(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxEventStreams = 2 })
+	t.Cleanup(h.m.Shutdown)
+	ctx1, cancel1 := context.WithCancel(h.ctx)
+	ch1, err := h.m.Changes(ctx1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.m.Changes(h.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.m.Changes(h.ctx); !errors.Is(err, api.ErrLimit) || api.StatusOf(err) != 429 {
+		t.Fatalf("third stream: %v, want ErrLimit (429)", err)
+	}
+	cancel1()
+	for range ch1 {
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ch, err := h.m.Changes(h.ctx)
+		if err == nil {
+			_ = ch
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a closed stream did not free its place: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestChanges_SlowReaderDroppedAndTold: a stream whose reader stops reading
+// never holds up Apply; once it is further behind than the feed keeps, its
+// last change says why and the channel closes.
+func TestChanges_SlowReaderDroppedAndTold(t *testing.T) {
+	h := newHarness(t, nil)
+	t.Cleanup(h.m.Shutdown)
+	ch, err := h.m.Changes(h.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range fsm.DefaultFeedSize + 10 {
+		if _, err := h.m.apply(h.ctx, fsm.SubmitTask{Task: api.Task{ID: h.id(time.Now().String()), Image: "x"}, Time: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var last api.Change
+	n := 0
+	timeout := time.After(30 * time.Second)
+	for done := false; !done; {
+		select {
+		case c, ok := <-ch:
+			if !ok {
+				done = true
+				break
+			}
+			last = c
+			n++
+		case <-timeout:
+			t.Fatalf("stream neither dropped nor closed after %d changes", n)
+		}
+	}
+	if !strings.Contains(last.Error, "fell behind") || n > 2 {
+		t.Fatalf("after %d changes the last was %+v; want at most one change, then a drop that says it fell behind", n, last)
+	}
+}
+
+// TestFits_NoOverflow: sizes near 2^63 never wrap around into room.
+func TestFits_NoOverflow(t *testing.T) {
+	n := api.Node{Name: "w1", State: api.NodeAlive, RuntimeAvailable: true, Memory: 1 << 30, Disk: 1 << 30,
+		AllocatedMemory: math.MaxInt64 - 10, AllocatedDisk: 0}
+	if fits(api.Task{Memory: 100}, n) {
+		t.Fatal("a task fits a worker whose allocation is near 2^63")
+	}
+	n.AllocatedMemory, n.AllocatedDisk = 0, 10
+	if fits(api.Task{Disk: math.MaxInt64 - 5}, n) {
+		t.Fatal("a task of disk near 2^63 fits")
+	}
+	nodes := []api.Node{n}
+	allocate(nodes, "w1", api.Task{Memory: math.MaxInt64})
+	allocate(nodes, "w1", api.Task{Memory: math.MaxInt64})
+	if nodes[0].AllocatedMemory != math.MaxInt64 {
+		t.Fatalf("allocation %d, want saturated at MaxInt64", nodes[0].AllocatedMemory)
+	}
+}
+
+// TestGC_PollIgnoresEndedRecordsOfCollectedTasks: a worker keeps the record
+// of an ended task a while (KeepEnded); once the task is collected, the
+// poll neither stops anything nor pays a consistent read for it.
+func TestGC_PollIgnoresEndedRecordsOfCollectedTasks(t *testing.T) {
+	h := newHarness(t, nil)
+	h.worker("w1")
+	h.placed("t1", "w1", 1, api.Failed, func(t *api.Task) { t.RestartPolicy = "no" })
+	h.seed(fsm.GiveUpTask{ID: h.id("t1"), Reason: "policy no", Time: time.Now().UTC()})
+	if res, err := h.m.CollectGarbage(h.ctx); err != nil || res.Tasks != 1 {
+		t.Fatalf("CollectGarbage = %+v, %v; want t1 collected", res, err)
+	}
+	h.reset()
+	h.poll()
+	if calls, cmds := h.calls(), h.commands(); !same(calls, []string{"w1 list"}) || len(cmds) != 0 {
+		t.Fatalf("poll: calls %q, commands %q; want the listing only", calls, cmds)
+	}
+	if err := wantReads(0)(h); err != nil {
+		t.Fatal(err)
+	}
+}
