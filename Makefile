@@ -10,8 +10,12 @@ ECHO_IMG  := cube-echo:latest
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDVERSION := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
-# How long CI fuzzes each decoder; `make fuzz FUZZTIME=5m` for a longer run.
-FUZZTIME  ?= 10s
+# How much CI fuzzes each decoder, in executions (`make fuzz FUZZTIME=2000000x`
+# for a longer run). A count, not a duration: Go 1.26's fuzz coordinator can fail
+# a run with "context deadline exceeded" when a duration runs out while a worker
+# is mid-call on a loaded machine (golang/go#75804, fixed in Go 1.27); a count
+# has no deadline to race.
+FUZZTIME  ?= 20000x
 
 .PHONY: help build images test unit fuzz lint clean cluster cluster-down harness chaos machine-image machine-files drill drill-down
 
