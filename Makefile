@@ -41,6 +41,7 @@ fuzz: ## fuzz the input decoders briefly (FUZZTIME=$(FUZZTIME))
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTaskEvent$$' -fuzztime $(FUZZTIME) ./api
 	$(GO) test -run '^$$' -fuzz '^FuzzManagerHandler$$' -fuzztime $(FUZZTIME) ./api
 	$(GO) test -run '^$$' -fuzz '^FuzzCallerHeader$$' -fuzztime $(FUZZTIME) ./api
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePosition$$' -fuzztime $(FUZZTIME) ./api
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./fsm
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSnapshotFile$$' -fuzztime $(FUZZTIME) ./fsm
 

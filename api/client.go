@@ -181,53 +181,6 @@ func NewClient(managers []string, opts ClientOptions) (*Client, error) {
 	return c, nil
 }
 
-// Events streams task changes from one manager (the first that answers) and
-// calls fn for each until ctx ends, fn returns an error, or the stream ends.
-func (c *Client) Events(ctx context.Context, fn func(Change) error) error {
-	var lastErr error
-	unreachable := &UnreachableError{}
-	for _, base := range c.managers {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/events", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := c.hc.Do(req)
-		if err != nil {
-			lastErr = err
-			if _, ok := dialError(err); ok && ctx.Err() == nil {
-				unreachable.Addrs = append(unreachable.Addrs, base)
-				unreachable.Errs = append(unreachable.Errs, err)
-			}
-			continue
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-			return responseError(resp.StatusCode, body)
-		}
-		dec := json.NewDecoder(resp.Body)
-		for {
-			var ch Change
-			if err := dec.Decode(&ch); err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				return fmt.Errorf("event stream from %s ended: %w", base, err)
-			}
-			if ch.Error != "" {
-				return fmt.Errorf("event stream from %s was dropped: %s", base, ch.Error)
-			}
-			if err := fn(ch); err != nil {
-				return err
-			}
-		}
-	}
-	if len(unreachable.Addrs) == len(c.managers) {
-		return unreachable
-	}
-	return fmt.Errorf("%w: no manager answered: %v", ErrUnavailable, lastErr)
-}
-
 // Logs returns the output of a task's container, read through any manager.
 func (c *Client) Logs(ctx context.Context, id uuid.UUID, tail int) ([]byte, error) {
 	var out []byte

@@ -54,6 +54,8 @@ func StatusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, ErrLimit):
 		return http.StatusTooManyRequests
+	case errors.Is(err, ErrEventsGap):
+		return http.StatusGone
 	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrNotLeader), errors.Is(err, ErrUnknownOutcome):
 		return http.StatusServiceUnavailable
 	}

@@ -128,11 +128,18 @@ type ClusterInfo struct {
 type Change struct {
 	// Index is the raft log index that made the change.
 	Index uint64
+	// Seq is the change's place among the changes of that entry, from 0
+	// (omitted when 0: most entries change one task). Index and Seq are
+	// its Position, the same on every manager; GET /events?after=POS
+	// resumes after it.
+	Seq int `json:",omitempty"`
 	// Task is the task after the change.
 	Task Task
 	// Error, on the last line of a stream only, says why the manager ended
-	// it (the subscriber fell too far behind): changes were missed, so the
-	// subscriber re-reads GET /tasks and subscribes again.
+	// it (the subscriber fell too far behind, or the manager's state was
+	// replaced by a snapshot): the subscriber resumes after the last change
+	// it read (?after=), on this manager or another, or re-reads GET /tasks
+	// if none holds the changes since.
 	Error string `json:",omitempty"`
 }
 
@@ -156,7 +163,11 @@ type ManagerService interface {
 	Cluster(ctx context.Context) (ClusterInfo, error)
 	// Changes streams task changes as this manager applies them, until ctx
 	// ends; the channel is closed when the stream ends (or falls behind).
-	Changes(ctx context.Context) (<-chan Change, error)
+	// With after set it streams the changes after that position (waiting
+	// for this manager to apply them if it is behind), or fails with a
+	// *GapError when it no longer holds them all; with after nil it starts
+	// with the next change. start is the position the stream begins after.
+	Changes(ctx context.Context, after *Position) (ch <-chan Change, start Position, err error)
 	// DrainNode sets or clears a worker's Drain flag and returns the worker;
 	// ErrNotFound for a worker the cluster has never seen. Leader only.
 	DrainNode(ctx context.Context, name string, drain bool) (Node, error)

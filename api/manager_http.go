@@ -84,7 +84,9 @@ type managerHandler struct {
 //	GET    /nodes        workers with liveness, capacity and allocations
 //	GET    /cluster      raft servers and gossip members
 //	POST   /reports      internal: a worker reports one of its task records; 204
-//	GET    /events       task changes as they commit, one JSON Change per line
+//	GET    /events       task changes as they commit, one JSON Change per line;
+//	                     ?after=INDEX[.SEQ] resumes after a change seen (410 if
+//	                     this manager no longer holds every change since)
 //	GET    /tasks/{id}/logs      the task's container output (?tail=N), through its worker
 //	POST   /cluster/servers       add a manager as a raft non-voter ({"ID","Addr"}), promoted
 //	                              to voter once caught up and stable; 204, 409 if unsafe
@@ -698,15 +700,29 @@ func (h *managerHandler) removeServer(w http.ResponseWriter, r *http.Request) {
 
 // events streams task changes as this manager applies them, one JSON object
 // per line, flushed as each arrives. Every manager applies every committed
-// change, so any manager can serve it; it is not forwarded.
+// change, so any manager can serve it; it is not forwarded. ?after=POS
+// resumes after a change seen (on any manager): 410 with an EventsGap when
+// this manager no longer holds every change since. HeaderEventsAfter says
+// where the stream starts.
 func (h *managerHandler) events(w http.ResponseWriter, r *http.Request) {
-	ch, err := h.svc.Changes(r.Context())
+	after, err := QueryPosition(r, "after")
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	ch, start, err := h.svc.Changes(r.Context(), after)
+	var gap *GapError
+	if errors.As(err, &gap) {
+		writeGap(w, gap)
+		return
+	}
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
 	flusher, _ := w.(http.Flusher)
 	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set(HeaderEventsAfter, start.String())
 	w.WriteHeader(http.StatusOK)
 	if flusher != nil {
 		flusher.Flush()

@@ -681,6 +681,8 @@ func FuzzManagerHandler(f *testing.F) {
 	f.Add(uint8(3), "/tasks/../nodes", []byte(`{}`))
 	f.Add(uint8(4), "/", []byte(nil))
 	f.Add(uint8(1), "/system/gc", []byte(nil))
+	f.Add(uint8(0), "/events?after=12.3", []byte(nil))
+	f.Add(uint8(0), "/events?after=1.x", []byte(nil))
 	methods := []string{"GET", "POST", "DELETE", "PUT", "HEAD", "PATCH", "OPTIONS"}
 	f.Fuzz(func(t *testing.T, m uint8, path string, body []byte) {
 		if !strings.HasPrefix(path, "/") {

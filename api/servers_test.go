@@ -122,17 +122,25 @@ func TestManagerHandler_ServersForwardedToLeader(t *testing.T) {
 	}
 }
 
-// Changes streams three changes of a fixed task, then ends.
-func (f *fakeManager) Changes(ctx context.Context) (<-chan Change, error) {
+// Changes streams the changes of a fixed task at 1.0, 2.0 and 3.0 that
+// come after after, then ends, as a manager does when it shuts down.
+func (f *fakeManager) Changes(ctx context.Context, after *Position) (<-chan Change, Position, error) {
 	f.mu.Lock()
 	f.calls["Changes"]++
 	f.mu.Unlock()
+	var start Position // before the first
+	if after != nil {
+		start = *after
+	}
 	ch := make(chan Change, 3)
 	for i := 1; i <= 3; i++ {
-		ch <- Change{Index: uint64(i), Task: Task{Name: "t", State: State(i - 1), Env: []string{"SECRET=hunter2"}}}
+		c := Change{Index: uint64(i), Task: Task{Name: "t", State: State(i - 1), Env: []string{"SECRET=hunter2"}}}
+		if after == nil || after.Less(c.Position()) {
+			ch <- c
+		}
 	}
 	close(ch)
-	return ch, nil
+	return ch, start, nil
 }
 
 // Logs returns a fixed text for any task.
@@ -145,14 +153,19 @@ func (f *fakeManager) Logs(_ context.Context, id uuid.UUID, tail int) (io.ReadCl
 
 func TestManagerHandler_EventsAndLogs(t *testing.T) {
 	c := newTestCluster(t, 3, 0, ManagerHandlerOptions{})
-	cl, err := NewClient(c.addrs[1:2], ClientOptions{})
+	cl, err := NewClient(c.addrs[1:2], ClientOptions{RetryFor: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The fake ends every stream: the client resumes after the last change
+	// (getting none twice), and gives up once none stays open for RetryFor.
 	var got []Change
 	err = cl.Events(context.Background(), func(ch Change) error { got = append(got, ch); return nil })
-	if len(got) != 3 || got[2].Index != 3 || got[2].Task.State != Running || err == nil || !strings.Contains(err.Error(), "ended") {
+	if len(got) != 3 || got[2].Index != 3 || got[2].Task.State != Running || !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "ended") {
 		t.Fatalf("events: %+v, %v", got, err)
+	}
+	if n := c.fakes[1].count("Changes"); n < 2 {
+		t.Fatalf("the client opened %d streams, want it to resume after the first ended", n)
 	}
 	id := uuid.New()
 	out, err := cl.Logs(context.Background(), id, 5)

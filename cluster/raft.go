@@ -215,7 +215,11 @@ func NewRaft(cfg RaftConfig, fsm raft.FSM) (_ *Raft, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("check raft state: %w", err)
 	}
-	r.raft, err = raft.NewRaft(rc, fsm, logs, r.store, snaps, r.transport)
+	var raftSnaps raft.SnapshotStore = snaps
+	if n, ok := fsm.(SnapshotNoter); ok {
+		raftSnaps = notingSnapshots{SnapshotStore: snaps, note: n.RestoringSnapshot}
+	}
+	r.raft, err = raft.NewRaft(rc, fsm, logs, r.store, raftSnaps, r.transport)
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}

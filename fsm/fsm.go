@@ -85,8 +85,10 @@ type Options struct {
 
 // ErrStateReplaced ends the event subscriptions when Restore replaces the
 // whole state (a snapshot installed from the leader, or a backup restored):
-// a subscriber re-reads the state and subscribes again.
-var ErrStateReplaced = errors.New("the state was replaced by a snapshot (restored or installed from the leader); re-read GET /tasks and subscribe again")
+// a subscriber resumes after the last change it read (SubscribeAfter),
+// which succeeds if the snapshot holds no change it lacks, or re-reads the
+// state and subscribes again.
+var ErrStateReplaced = errors.New("the state was replaced by a snapshot (restored or installed from the leader); resume after the last change read (?after=), or re-read GET /tasks and subscribe again")
 
 // ErrStalled is wrapped by the error of an FSM that stopped applying the
 // log (a *StallError): every Result from then on, Snapshot and Stalled.
@@ -173,12 +175,31 @@ func (f *FSM) deleteLocked(id uuid.UUID) {
 }
 
 // Subscribe returns a subscription to every task change applied from now
-// on, in log order. Apply never waits for a subscriber: changes go into a
-// bounded ring shared by all subscribers (feed.go), which each reads at its
-// own pace; one that falls more than the ring's size behind is told so by
-// Next (ErrFellBehind) and resubscribes, re-reading the state, if it wants
-// to go on. Close the subscription when done.
-func (f *FSM) Subscribe() *Subscription { return f.feed.subscribe() }
+// on, in log order, and the position it starts after. Apply never waits
+// for a subscriber: changes go into a bounded ring shared by all
+// subscribers (feed.go), which each reads at its own pace; one that falls
+// more than the ring's size behind is told so by Next (ErrFellBehind) and
+// resumes (SubscribeAfter) or re-reads the state, if it wants to go on.
+// Close the subscription when done. Right after a Restore whose index was
+// not noted (RestoringSnapshot) it fails with api.ErrUnavailable until the
+// next entry applies.
+func (f *FSM) Subscribe() (*Subscription, api.Position, error) { return f.feed.subscribe() }
+
+// SubscribeAfter returns a subscription to the task changes after position
+// p, in log order: those the feed still holds, then the next ones. It
+// fails with an *api.GapError when some change after p is unknown to this
+// FSM: evicted from the feed (it keeps the last DefaultFeedSize), or folded
+// into a snapshot it restored. When p is ahead of what this FSM applied
+// (its manager lags the one the subscriber read p from), the subscription
+// waits and skips what the subscriber had.
+func (f *FSM) SubscribeAfter(p api.Position) (*Subscription, error) { return f.feed.subscribeAfter(p) }
+
+// RestoringSnapshot tells the FSM the raft index of the snapshot about to
+// be restored (cluster calls it when raft opens a snapshot from its store),
+// so that after Restore its change feed knows it holds every change after
+// that index. Without the note the feed learns it at the next entry
+// applied, and refuses subscriptions until then.
+func (f *FSM) RestoringSnapshot(index uint64) { f.feed.restoringAt(index) }
 
 // Changed signals (capacity 1, never blocking Apply) that the state changed;
 // the leader loop wakes on it instead of polling.
@@ -206,31 +227,48 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.mu.Unlock()
 		return &Result{Err: f.stall}
 	}
-	if errors.Is(err, ErrUnknownCommand) {
-		res := f.unknownLocked(l.Index, CmdType(l.Data[0]))
-		f.mu.Unlock()
-		return res
+	var res *Result
+	switch {
+	case errors.Is(err, ErrUnknownCommand):
+		res = f.unknownLocked(l.Index, CmdType(l.Data[0]))
+	case err != nil:
+		f.applied = l.Index
+		res = &Result{Err: err}
+	default:
+		f.applied = l.Index
+		res = c.apply(f, cmd)
 	}
-	f.applied = l.Index
-	if err != nil {
-		f.mu.Unlock()
-		return &Result{Err: err}
-	}
-	res := c.apply(f, cmd)
+	stalled := f.stall != nil // this entry stalled it
 	f.mu.Unlock()
 	if res.Changed {
 		f.notify()
-		if res.Task.ID != uuid.Nil {
-			// After the FSM's lock is released: raft calls Apply from one
-			// goroutine, so changes still enter the feed in log order, and
-			// the feed never blocks (subscribers read it on their own).
-			f.feed.publish(api.Change{Index: l.Index, Task: res.Task})
-		}
-		for _, t := range res.Tasks {
-			f.feed.publish(api.Change{Index: l.Index, Task: t})
-		}
+	}
+	if !stalled {
+		// After the FSM's lock is released: raft calls Apply from one
+		// goroutine, so changes still enter the feed in log order, and
+		// the feed never blocks (subscribers read it on their own).
+		f.publish(l.Index, res)
 	}
 	return res
+}
+
+// publish hands the task changes of the entry at index to the feed, the
+// command's task first, then the others it changed (in ID order): the
+// same changes in the same order on every manager, so that a change's
+// position (index, place in the entry) names it everywhere. An entry that
+// changed no task is published too, with none: the feed learns from it
+// how far this FSM has applied.
+func (f *FSM) publish(index uint64, res *Result) {
+	switch {
+	case !res.Changed:
+		f.feed.publish(index)
+	case res.Task.ID == uuid.Nil:
+		f.feed.publish(index, res.Tasks...)
+	case len(res.Tasks) == 0:
+		f.feed.publish(index, res.Task)
+	default:
+		f.feed.publish(index, append([]api.Task{res.Task}, res.Tasks...)...)
+	}
 }
 
 // unknownLocked handles an entry of a type this version does not know. With
@@ -776,8 +814,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.tasks, f.live, f.unconfirmed, f.workers, f.tokens, f.services = tasks, live, unconfirmed, workers, tokens, services
 	f.stall = nil
 	f.mu.Unlock()
-	// The changes a subscriber read no longer lead to this state.
-	f.feed.cut(ErrStateReplaced)
+	// The changes a subscriber read no longer lead to this state; the feed
+	// vouches only for the changes after the snapshot from now on.
+	f.feed.restored()
 	f.notify()
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -158,7 +159,7 @@ func TestFSM_DeleteService_StopsItsTasks(t *testing.T) {
 		idx += 2
 	}
 	applyLog(t, f, idx, ReportTask{Task: api.Task{ID: ended.ID, Worker: "w1", Generation: 1, State: api.Failed, ExitCode: 1, StartTime: t0, FinishTime: t0}})
-	sub := f.Subscribe()
+	sub := subscribe(t, f)
 	defer sub.Close()
 	res := applyLog(t, f, 100, DeleteService{Name: "web", Time: t0})
 	if res.Err != nil || !res.Changed || len(res.Tasks) != 3 {
@@ -182,10 +183,14 @@ func TestFSM_DeleteService_StopsItsTasks(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for range 3 {
+	// One change per task stopped, numbered within the entry, in ID
+	// order: the same positions on every manager.
+	stopped := []uuid.UUID{pending.ID, running.ID, ended.ID}
+	slices.SortFunc(stopped, func(a, b uuid.UUID) int { return strings.Compare(a.String(), b.String()) })
+	for i, id := range stopped {
 		c, err := sub.Next(ctx)
-		if err != nil || c.Index != 100 || c.Task.Service != "web" || c.Task.DesiredState != api.Completed {
-			t.Fatalf("feed after delete: %+v, %v", c, err)
+		if err != nil || c.Index != 100 || c.Seq != i || c.Task.ID != id || c.Task.Service != "web" || c.Task.DesiredState != api.Completed {
+			t.Fatalf("feed after delete, change %d: %+v, %v; want 100.%d of task %s", i, c, err, i, id)
 		}
 	}
 	if res := applyLog(t, f, 101, SubmitTask{Task: mk(4), Time: t0}); !errors.Is(res.Err, api.ErrConflict) {

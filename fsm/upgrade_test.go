@@ -55,7 +55,7 @@ func TestFSM_UnknownCommand_Stalls(t *testing.T) {
 	if old.MaxCommand() != 11 {
 		t.Fatalf("MaxCommand() = %d, want 11", old.MaxCommand())
 	}
-	events := old.Subscribe()
+	events := subscribe(t, old)
 	defer events.Close()
 	results := replay(old, entries)
 

@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/cube-orch/cube/api"
 	"github.com/cube-orch/cube/cluster"
 	"github.com/cube-orch/cube/fsm"
+	"github.com/google/uuid"
 )
 
 // TestGC_Periodic: the periodic collection removes the finished tasks older
@@ -170,14 +172,14 @@ func TestChanges_StreamCap(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.MaxEventStreams = 2 })
 	t.Cleanup(h.m.Shutdown)
 	ctx1, cancel1 := context.WithCancel(h.ctx)
-	ch1, err := h.m.Changes(ctx1)
+	ch1, _, err := h.m.Changes(ctx1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.m.Changes(h.ctx); err != nil {
+	if _, _, err := h.m.Changes(h.ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.m.Changes(h.ctx); !errors.Is(err, api.ErrLimit) || api.StatusOf(err) != 429 {
+	if _, _, err := h.m.Changes(h.ctx, nil); !errors.Is(err, api.ErrLimit) || api.StatusOf(err) != 429 {
 		t.Fatalf("third stream: %v, want ErrLimit (429)", err)
 	}
 	cancel1()
@@ -185,7 +187,7 @@ func TestChanges_StreamCap(t *testing.T) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		ch, err := h.m.Changes(h.ctx)
+		ch, _, err := h.m.Changes(h.ctx, nil)
 		if err == nil {
 			_ = ch
 			break
@@ -197,13 +199,51 @@ func TestChanges_StreamCap(t *testing.T) {
 	}
 }
 
+// TestChanges_ResumeAfter: a stream from a position starts after it (and
+// says so); one from a position the feed no longer holds is refused with a
+// *api.GapError (410) and takes no place among the streams.
+func TestChanges_ResumeAfter(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxEventStreams = 1 })
+	t.Cleanup(h.m.Shutdown)
+	var ids []uuid.UUID
+	for i := range fsm.DefaultFeedSize + 3 {
+		id := h.id(fmt.Sprint("resume-", i))
+		ids = append(ids, id)
+		if _, err := h.m.apply(h.ctx, fsm.SubmitTask{Task: api.Task{ID: id, Image: "x"}, Time: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, _, err := h.m.Changes(h.ctx, &api.Position{Index: 1, Seq: 0})
+	var gap *api.GapError
+	if !errors.As(err, &gap) || api.StatusOf(err) != 410 {
+		t.Fatalf("after 1.0, long evicted: %v, want a GapError (410)", err)
+	}
+	// The refusal freed its place: the one stream allowed still opens.
+	last := h.m.fsm.AppliedIndex()
+	after := api.Position{Index: last - 1, Seq: 0}
+	ctx, cancel := context.WithCancel(h.ctx)
+	defer cancel()
+	ch, start, err := h.m.Changes(ctx, &after)
+	if err != nil || start != after {
+		t.Fatalf("after %s: start %s, %v", after, start, err)
+	}
+	select {
+	case c := <-ch:
+		if c.Position() != (api.Position{Index: last}) || c.Task.ID != ids[len(ids)-1] {
+			t.Fatalf("first change after %s: %+v, want the last submission at %d.0", after, c, last)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no change streamed")
+	}
+}
+
 // TestChanges_SlowReaderDroppedAndTold: a stream whose reader stops reading
 // never holds up Apply; once it is further behind than the feed keeps, its
 // last change says why and the channel closes.
 func TestChanges_SlowReaderDroppedAndTold(t *testing.T) {
 	h := newHarness(t, nil)
 	t.Cleanup(h.m.Shutdown)
-	ch, err := h.m.Changes(h.ctx)
+	ch, _, err := h.m.Changes(h.ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -446,17 +446,34 @@ func (m *Manager) Leader() (string, bool) {
 	return "", false
 }
 
-// Changes streams task changes as this manager applies them. At most
-// MaxEventStreams run at once; one more is refused with api.ErrLimit. Each
-// reads the FSM's shared change feed at its own pace through an unbuffered
-// channel; one that falls further behind than the feed keeps gets a last
-// Change whose Error says so, and its channel is closed.
-func (m *Manager) Changes(ctx context.Context) (<-chan api.Change, error) {
+// Changes streams task changes as this manager applies them: from the next
+// one, or after position after (a client resuming, perhaps from another
+// manager; *api.GapError when the FSM's feed no longer holds every change
+// since). At most MaxEventStreams run at once; one more is refused with
+// api.ErrLimit. Each reads the FSM's shared change feed at its own pace
+// through an unbuffered channel; one that falls further behind than the
+// feed keeps, or whose state is replaced by a snapshot, gets a last Change
+// whose Error says so, and its channel is closed.
+func (m *Manager) Changes(ctx context.Context, after *api.Position) (<-chan api.Change, api.Position, error) {
 	if n := m.streams.Add(1); n > int64(m.cfg.MaxEventStreams) {
 		m.streams.Add(-1)
-		return nil, fmt.Errorf("%w: this manager already serves %d event streams, its limit (max_event_streams); close one, or use another manager", api.ErrLimit, m.cfg.MaxEventStreams)
+		return nil, api.Position{}, fmt.Errorf("%w: this manager already serves %d event streams, its limit (max_event_streams); close one, or use another manager", api.ErrLimit, m.cfg.MaxEventStreams)
 	}
-	sub := m.fsm.Subscribe()
+	var (
+		sub   *fsm.Subscription
+		start api.Position
+		err   error
+	)
+	if after != nil {
+		start = *after
+		sub, err = m.fsm.SubscribeAfter(start)
+	} else {
+		sub, start, err = m.fsm.Subscribe()
+	}
+	if err != nil {
+		m.streams.Add(-1)
+		return nil, api.Position{}, err
+	}
 	out := make(chan api.Change)
 	m.wg.Add(1)
 	go func() {
@@ -473,7 +490,7 @@ func (m *Manager) Changes(ctx context.Context) (<-chan api.Change, error) {
 			switch {
 			case errors.Is(err, fsm.ErrFellBehind):
 				m.log.Warn("event stream dropped: its reader fell behind", "error", err)
-				c = api.Change{Error: err.Error() + "; re-read GET /tasks and subscribe again"}
+				c = api.Change{Error: err.Error() + "; resume after the last change read (?after=), or re-read GET /tasks and subscribe again"}
 			case errors.Is(err, fsm.ErrStateReplaced), errors.Is(err, fsm.ErrStalled):
 				m.log.Info("event stream ended: the state it followed was replaced or stopped", "error", err)
 				c = api.Change{Error: err.Error()}
@@ -490,7 +507,7 @@ func (m *Manager) Changes(ctx context.Context) (<-chan api.Change, error) {
 			}
 		}
 	}()
-	return out, nil
+	return out, start, nil
 }
 
 // Logs reads the task's container output through the worker it is placed on.

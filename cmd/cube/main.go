@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime/debug"
@@ -16,6 +17,12 @@ func main() {
 	stopClock()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cube:", err)
+		// A command may name its own status (cube events: 3 when changes
+		// were lost); any other failure is 1.
+		var ee *exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.ExitCode())
+		}
 		os.Exit(1)
 	}
 }

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/test/testkit"
+)
+
+// syncBuffer is a bytes.Buffer safe for a command writing and a test reading.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// cubeUntil runs cube with args until ctx ends, its stdout and stderr apart.
+func cubeUntil(ctx context.Context, args ...string) (stdout, stderr *syncBuffer, done <-chan error) {
+	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+	root := newRootCmd()
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetArgs(args)
+	errc := make(chan error, 1)
+	go func() { errc <- root.ExecuteContext(ctx) }()
+	return stdout, stderr, errc
+}
+
+// eventsServer is a manager's GET /events: it checks the after= it gets,
+// confirms it, writes the changes, then ends the stream (a manager
+// shutting down) or holds it open until the client leaves.
+func eventsServer(t *testing.T, wantAfter, start string, hold bool, changes ...api.Change) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if got := r.URL.Query().Get("after"); r.URL.Path != "/events" || got != wantAfter {
+			t.Errorf("%s %s: after=%q, want %q", r.Method, r.URL, got, wantAfter)
+			http.Error(w, `{"HTTPStatusCode":400,"Message":"unexpected"}`, http.StatusBadRequest)
+			return
+		}
+		w.Header().Set(api.HeaderEventsAfter, start)
+		enc := json.NewEncoder(w)
+		for _, c := range changes {
+			_ = enc.Encode(c)
+		}
+		w.(http.Flusher).Flush()
+		if hold {
+			<-r.Context().Done()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// When the manager's stream ends, cube events resumes on the next manager
+// after the last change it printed, says so on stderr, and prints every
+// change once.
+func TestEvents_ResumesOnTheNextManager(t *testing.T) {
+	ch := func(i uint64, seq int, name string) api.Change {
+		return api.Change{Index: i, Seq: seq, Task: api.Task{Name: name, State: api.Running}}
+	}
+	m1 := eventsServer(t, "", "6.0", false, ch(7, 0, "a"), ch(7, 1, "b"))
+	m2 := eventsServer(t, "7.1", "7.1", true, ch(8, 0, "c"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addrs := strings.TrimPrefix(m1.URL, "http://") + "," + strings.TrimPrefix(m2.URL, "http://")
+	stdout, stderr, done := cubeUntil(ctx, "events", "-o", "json", "-m", addrs)
+	testkit.Eventually(t, 30*time.Second, func() error {
+		if n := strings.Count(stdout.String(), "\n"); n < 3 {
+			return errors.New("waiting for 3 lines")
+		}
+		return nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("cube events ended with %v after Ctrl-C", err)
+	}
+	var names []string
+	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		var c api.Change
+		if err := json.Unmarshal([]byte(line), &c); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		names = append(names, c.Position().String()+" "+c.Task.Name)
+	}
+	if got := strings.Join(names, ", "); got != "7.0 a, 7.1 b, 8.0 c" {
+		t.Errorf("printed %s; want 7.0 a, 7.1 b, 8.0 c", got)
+	}
+	note := stderr.String()
+	for _, want := range []string{"manager " + strings.TrimPrefix(m1.URL, "http://") + " stopped answering", "resumed after 7.1 on " + strings.TrimPrefix(m2.URL, "http://")} {
+		if !strings.Contains(note, want) {
+			t.Errorf("stderr %q does not say %q", note, want)
+		}
+	}
+}
+
+// When no manager holds the changes since the last one printed, cube
+// events says which are unknown and how to go on, and exits with status 3.
+func TestEvents_GapExits3(t *testing.T) {
+	gone := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		oldest := api.Position{Index: 4200, Seq: 0}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusGone)
+		_ = json.NewEncoder(w).Encode(api.EventsGap{HTTPStatusCode: 410, Message: "gone", After: api.Position{Index: 57, Seq: 0}, Oldest: &oldest, Reason: "it keeps the last 4096 changes"})
+	}))
+	defer gone.Close()
+	addr := strings.TrimPrefix(gone.URL, "http://")
+	_, err := cube(t, addr, "events", "--after", "57.0")
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 || !errors.Is(err, api.ErrEventsGap) {
+		t.Fatalf("cube events across a gap: %v, want exit status 3 and ErrEventsGap", err)
+	}
+	for _, want := range []string{"after 57.0 up to and including 4200.0 are unknown", addr, "keeps the last 4096", "cube status", "cube events --after 4200.0"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+
+	// A malformed --after is refused before any manager is asked.
+	if _, err := cube(t, addr, "events", "--after", "12.x"); err == nil || !strings.Contains(err.Error(), "--after") || !strings.Contains(err.Error(), "INDEX.SEQ") {
+		t.Fatalf("cube events --after 12.x: %v", err)
+	}
+}
