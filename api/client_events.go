@@ -106,7 +106,7 @@ func (f *follower) run(ctx context.Context) error {
 		cur     int       // index of the manager to try next
 		failing time.Time // when the current run of failures began
 		backoff = minBackoff
-		tries   int                  // attempts since the last served stream
+		tries   int                   // attempts since the last served stream
 		gaps    = map[int]*GapError{} // managers that lack changes after pos
 		refused = map[string]error{}  // managers that refused the connection
 		lastErr error
