@@ -24,9 +24,30 @@ type listFSM struct {
 	mu       sync.Mutex
 	items    []string
 	restores int
+	// noted is the index RestoringSnapshot gave since the last Restore;
+	// restoredAt the noted index of each Restore (0: none).
+	noted      uint64
+	restoredAt []uint64
 }
 
-var _ raft.FSM = (*listFSM)(nil)
+var (
+	_ raft.FSM      = (*listFSM)(nil)
+	_ SnapshotNoter = (*listFSM)(nil)
+)
+
+// RestoringSnapshot records the index of the snapshot raft opens.
+func (f *listFSM) RestoringSnapshot(index uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.noted = index
+}
+
+// RestoredAt returns the index noted before each Restore.
+func (f *listFSM) RestoredAt() []uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.restoredAt)
+}
 
 // Apply appends the command and returns the new length.
 func (f *listFSM) Apply(l *raft.Log) any {
@@ -54,6 +75,8 @@ func (f *listFSM) Restore(rc io.ReadCloser) error {
 	defer f.mu.Unlock()
 	f.items = items
 	f.restores++
+	f.restoredAt = append(f.restoredAt, f.noted)
+	f.noted = 0
 	return nil
 }
 

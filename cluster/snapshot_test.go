@@ -48,7 +48,9 @@ func TestRaft_SaveRestoreSnapshot(t *testing.T) {
 	})
 
 	c.apply(items("b", 0, 5)...)
+	var before uint64 // the index of the last entry applied before the restore
 	c.onLeader("restore", func(l *testNode) error {
+		before = l.r.AppliedIndex()
 		for _, f := range c.followers(l) {
 			if err := f.r.RestoreSnapshot(ctx, state); !errors.Is(err, ErrNotLeader) {
 				t.Errorf("RestoreSnapshot on follower %s: err = %v, want ErrNotLeader", f.cfg.ID, err)
@@ -57,6 +59,16 @@ func TestRaft_SaveRestoreSnapshot(t *testing.T) {
 		return l.r.RestoreSnapshot(ctx, state)
 	})
 	c.waitItems(saved, c.running()...)
+	// Every server's FSM was told the index of the snapshot it restored
+	// (SnapshotNoter): the same one, past the log of before.
+	var restoredAt uint64
+	for _, n := range c.running() {
+		at := n.fsm.RestoredAt()
+		if len(at) == 0 || at[len(at)-1] <= before || restoredAt != 0 && at[len(at)-1] != restoredAt {
+			t.Fatalf("%s restored at noted indexes %v; want the restore's index, past %d, the same everywhere", n.cfg.ID, at, before)
+		}
+		restoredAt = at[len(at)-1]
+	}
 	c.apply("after")
 	c.waitItems(append(slices.Clone(saved), "after"), c.running()...)
 
@@ -65,4 +77,7 @@ func TestRaft_SaveRestoreSnapshot(t *testing.T) {
 	c.stop(n)
 	c.start(n)
 	c.waitItems(append(slices.Clone(saved), "after"), n)
+	if at := n.fsm.RestoredAt(); len(at) != 1 || at[0] < restoredAt {
+		t.Fatalf("%s restarted and restored at noted indexes %v; want its latest snapshot's, at least %d", n.cfg.ID, at, restoredAt)
+	}
 }
