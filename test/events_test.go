@@ -1,11 +1,15 @@
 package test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -149,5 +153,243 @@ func TestEvents_FollowerCatchingUpFromASnapshot(t *testing.T) {
 	}
 	if missed > 0 {
 		t.Fatalf("the stream on %s is still open and never said it was dropped, yet %d of the %d tasks %s holds never arrived on it: the snapshot's changes were skipped silently", follower.Name, missed, len(state), follower.Name)
+	}
+}
+
+// `cube events` follows the cluster, not one manager (issue 15; the
+// README's demo died with the manager it read from): connected to the
+// leader, it goes on after the leader is killed, on another manager, from
+// the last change it printed. What it printed must be exactly a stretch of
+// the cluster's changes, as a surviving manager serves them from its
+// memory (GET /events?after=0): none lost, none twice, in order. Before
+// this, cube events exited when its manager died.
+func TestEvents_CLIFollowsAcrossALeaderKill(t *testing.T) {
+	c := NewProcCluster(t, 3, 1)
+	leader := c.LeaderProc()
+	addrs := []string{leader.HTTPAddr} // the leader first: cube events streams from it
+	var survivors []*Proc
+	for _, m := range c.Managers {
+		if m != leader {
+			addrs = append(addrs, m.HTTPAddr)
+			survivors = append(survivors, m)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	ev := startCubeEvents(t, ctx, c, "events", "-o", "json", "-m", strings.Join(addrs, ","))
+	cl := c.Client()
+	submit := func(name string) uuid.UUID {
+		t.Helper()
+		id := uuid.New()
+		sctx, scancel := context.WithTimeout(ctx, 60*time.Second)
+		defer scancel()
+		if _, _, err := cl.SubmitTask(sctx, api.TaskEvent{State: api.Running, Task: api.Task{ID: id, Name: name, Image: "cube-echo:latest"}}); err != nil {
+			t.Fatalf("submit %s: %v", name, err)
+		}
+		return id
+	}
+	// The stream is open once it shows a task submitted after it started.
+	var ids []uuid.UUID
+	ids = append(ids, submit("warm-up"))
+	ev.waitRunning(t, ids...)
+	for i := range 3 {
+		ids = append(ids, submit(fmt.Sprint("before-", i)))
+	}
+	ev.waitSeen(t, ids[1]) // mid-stream: the others' changes still to come
+	c.Kill(leader)
+	t.Logf("killed the leader %s while cube events streamed from it", leader.Name)
+	for i := range 3 {
+		ids = append(ids, submit(fmt.Sprint("after-", i)))
+	}
+	ev.waitRunning(t, ids...)
+	got, stderr := ev.stop(t)
+	if !strings.Contains(stderr, "manager "+leader.HTTPAddr+" stopped answering") || !strings.Contains(stderr, "resumed after") {
+		t.Errorf("cube events did not say it resumed; stderr:\n%s", stderr)
+	}
+
+	// The reference: every change since the cluster began, from a
+	// survivor's memory, up to the last one cube events printed.
+	last := got[len(got)-1].Position()
+	ref := readEventsAfter(t, c, survivors[0], "0", last)
+	first := slices.IndexFunc(ref, func(ch api.Change) bool { return ch.Position() == got[0].Position() })
+	if first < 0 {
+		t.Fatalf("the first change cube events printed (%s) is not among %s's changes", got[0].Position(), survivors[0].Name)
+	}
+	want := ref[first:]
+	for i := range max(len(got), len(want)) {
+		switch {
+		case i >= len(got):
+			t.Fatalf("cube events missed %d changes from %s on (%d printed, %d committed in that stretch)", len(want)-i, want[i].Position(), len(got), len(want))
+		case i >= len(want):
+			t.Fatalf("cube events printed %d changes more than committed, from %s on", len(got)-i, got[i].Position())
+		case got[i].Position() != want[i].Position() || got[i].Task.ID != want[i].Task.ID || got[i].Task.State != want[i].Task.State || got[i].Task.Generation != want[i].Task.Generation:
+			t.Fatalf("change %d: cube events printed %s %s %s, the cluster committed %s %s %s (a change lost, repeated or out of order)",
+				i, got[i].Position(), got[i].Task.ID, got[i].Task.State, want[i].Position(), want[i].Task.ID, want[i].Task.State)
+		}
+	}
+	t.Logf("cube events printed %d changes, %s to %s: exactly the cluster's", len(got), got[0].Position(), last)
+}
+
+// cubeEvents is a running `cube events -o json`, its lines parsed.
+type cubeEvents struct {
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	lines  []api.Change
+	bad    []string
+	stderr bytes.Buffer
+	done   chan struct{}
+}
+
+func startCubeEvents(t *testing.T, ctx context.Context, c *ProcCluster, args ...string) *cubeEvents {
+	t.Helper()
+	ev := &cubeEvents{cmd: c.CubeCommand(ctx, args...), done: make(chan struct{})}
+	out, err := ev.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.cmd.Stderr = &lockedWriter{mu: &ev.mu, w: &ev.stderr}
+	if err := ev.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(ev.done)
+		sc := bufio.NewScanner(out)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			var ch api.Change
+			err := json.Unmarshal(sc.Bytes(), &ch)
+			ev.mu.Lock()
+			if err != nil {
+				ev.bad = append(ev.bad, sc.Text())
+			} else {
+				ev.lines = append(ev.lines, ch)
+			}
+			ev.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ev.cmd.Process.Kill()
+		<-ev.done
+		_ = ev.cmd.Wait()
+	})
+	return ev
+}
+
+// lockedWriter writes to w under mu.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// waitFor waits until every task has a printed change that satisfies ok,
+// failing early if cube events exited.
+func (ev *cubeEvents) waitFor(t *testing.T, what string, ok func(api.Task) bool, ids ...uuid.UUID) {
+	t.Helper()
+	testkit.Eventually(t, 120*time.Second, func() error {
+		select {
+		case <-ev.done:
+			t.Fatalf("cube events exited; stderr:\n%s", ev.errText())
+		default:
+		}
+		ev.mu.Lock()
+		defer ev.mu.Unlock()
+		for _, id := range ids {
+			if !slices.ContainsFunc(ev.lines, func(ch api.Change) bool { return ch.Task.ID == id && ok(ch.Task) }) {
+				return fmt.Errorf("cube events printed no change of task %s that is %s (%d changes printed)", id, what, len(ev.lines))
+			}
+		}
+		return nil
+	})
+}
+
+func (ev *cubeEvents) waitSeen(t *testing.T, ids ...uuid.UUID) {
+	t.Helper()
+	ev.waitFor(t, "any", func(api.Task) bool { return true }, ids...)
+}
+
+func (ev *cubeEvents) waitRunning(t *testing.T, ids ...uuid.UUID) {
+	t.Helper()
+	ev.waitFor(t, "Running", func(task api.Task) bool { return task.State == api.Running }, ids...)
+}
+
+func (ev *cubeEvents) errText() string {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	return ev.stderr.String()
+}
+
+// stop interrupts cube events as Ctrl-C does (it must still run, and exit
+// 0), and returns what it printed and its stderr.
+func (ev *cubeEvents) stop(t *testing.T) ([]api.Change, string) {
+	t.Helper()
+	select {
+	case <-ev.done:
+		t.Fatalf("cube events exited on its own; stderr:\n%s", ev.errText())
+	default:
+	}
+	if err := ev.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ev.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("cube events did not exit within 30 s of SIGINT")
+	}
+	if err := ev.cmd.Wait(); err != nil {
+		t.Fatalf("cube events after SIGINT: %v; stderr:\n%s", err, ev.errText())
+	}
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	if len(ev.bad) > 0 {
+		t.Fatalf("cube events -o json printed lines that are not changes: %q", ev.bad)
+	}
+	return slices.Clone(ev.lines), ev.stderr.String()
+}
+
+// readEventsAfter reads GET /events?after=after on manager m until a
+// change at or past last arrives, and returns the changes up to last.
+func readEventsAfter(t *testing.T, c *ProcCluster, m *Proc, after string, last api.Position) []api.Change {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL(m, "/events?after="+after), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(api.HeaderEventsAfter) != after {
+		t.Fatalf("GET /events?after=%s on %s: %d, %s %q", after, m.Name, resp.StatusCode, api.HeaderEventsAfter, resp.Header.Get(api.HeaderEventsAfter))
+	}
+	var out []api.Change
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ch api.Change
+		if err := dec.Decode(&ch); err != nil {
+			t.Fatalf("GET /events?after=%s on %s ended after %d changes, before %s: %v", after, m.Name, len(out), last, err)
+		}
+		if ch.Error != "" {
+			t.Fatalf("GET /events?after=%s on %s dropped: %s", after, m.Name, ch.Error)
+		}
+		if n := len(out); n > 0 && !out[n-1].Position().Less(ch.Position()) {
+			t.Fatalf("%s streamed %s after %s", m.Name, ch.Position(), out[n-1].Position())
+		}
+		if last.Less(ch.Position()) {
+			return out
+		}
+		out = append(out, ch)
+		if ch.Position() == last {
+			return out
+		}
 	}
 }
