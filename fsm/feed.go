@@ -77,7 +77,7 @@ func newFeed(size int) *feed {
 	if size < 1 {
 		size = 1
 	}
-	return &feed{size: size, wake: make(chan struct{}), why: "it has applied no change yet"}
+	return &feed{size: size, wake: make(chan struct{})}
 }
 
 // publish records that the log entry at index was applied and appends the
@@ -91,7 +91,7 @@ func (fd *feed) publish(index uint64, tasks ...api.Task) {
 	if fd.pending {
 		// Every entry after the snapshot is applied here in order, so
 		// nothing before this one is missing since the restore.
-		fd.floor, fd.pending = api.Position{Index: index - 1, Seq: api.SeqAll}, false
+		fd.floor, fd.pending = api.Position{Index: max(index, 1) - 1, Seq: api.SeqAll}, false
 		fd.why = fmt.Sprintf("it restored a snapshot of the state before index %d: a restart, catching up from the leader, or a restored backup", index)
 	}
 	for seq, t := range tasks {

@@ -31,7 +31,10 @@ import (
 // stream must end (dropped), or else have delivered every task the
 // follower now holds. Found while writing the chaos run's /events check
 // (issue 13); it fails until fsm.Restore ends every subscription (see
-// fsm/restore_subscribers_test.go).
+// fsm/restore_subscribers_test.go). Since issue 15 a dropped reader
+// resumes after the last change it read: the follower refuses (410, naming
+// the index of the snapshot it installed, which raft's snapshot store told
+// its FSM), and the leader, which kept every change, resumes it.
 func TestEvents_FollowerCatchingUpFromASnapshot(t *testing.T) {
 	c := NewProcClusterOnIPs(t, 3, 0)
 	fw := NewFirewall(t)
@@ -61,11 +64,17 @@ func TestEvents_FollowerCatchingUpFromASnapshot(t *testing.T) {
 	}
 	var mu sync.Mutex
 	received := map[uuid.UUID]bool{}
+	// seen is the position of the last change received (or where the
+	// stream started): where a reader would resume.
+	seen, err := api.ParsePosition(resp.Header.Get(api.HeaderEventsAfter))
+	if err != nil {
+		t.Fatalf("GET /events on %s: %s: %v", follower.Name, api.HeaderEventsAfter, err)
+	}
 	end := make(chan string, 1)
 	go func() {
 		dec := json.NewDecoder(resp.Body)
 		for {
-			var l eventLine
+			var l api.Change
 			if err := dec.Decode(&l); err != nil {
 				end <- "ended: " + err.Error()
 				return
@@ -76,6 +85,7 @@ func TestEvents_FollowerCatchingUpFromASnapshot(t *testing.T) {
 			}
 			mu.Lock()
 			received[l.Task.ID] = true
+			seen = l.Position()
 			mu.Unlock()
 		}
 	}()
@@ -140,6 +150,10 @@ func TestEvents_FollowerCatchingUpFromASnapshot(t *testing.T) {
 	select {
 	case how := <-end:
 		t.Logf("the stream on %s %s: the subscriber knows to re-read the state", follower.Name, how)
+		mu.Lock()
+		after := seen
+		mu.Unlock()
+		checkResume(t, c, follower, leader, after)
 		return
 	case <-time.After(5 * time.Second):
 	}
@@ -153,6 +167,40 @@ func TestEvents_FollowerCatchingUpFromASnapshot(t *testing.T) {
 	}
 	if missed > 0 {
 		t.Fatalf("the stream on %s is still open and never said it was dropped, yet %d of the %d tasks %s holds never arrived on it: the snapshot's changes were skipped silently", follower.Name, missed, len(state), follower.Name)
+	}
+}
+
+// checkResume: a reader that read up to after on a follower that then
+// installed a snapshot (raft noted its index) cannot resume there: 410,
+// naming the snapshot's index and why. The leader, which kept every change,
+// resumes it.
+func checkResume(t *testing.T, c *ProcCluster, follower, leader *Proc, after api.Position) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	get := func(m *Proc) *http.Response {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL(m, "/events?after="+after.String()), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.HTTPClient().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	resp := get(follower)
+	var gap api.EventsGap
+	err := json.NewDecoder(resp.Body).Decode(&gap)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGone || err != nil || gap.After != after || gap.Oldest == nil || !after.Less(*gap.Oldest) || !strings.Contains(gap.Reason, "snapshot of the state at index") {
+		t.Fatalf("resume after %s on %s, which installed a snapshot since: %d %+v (%v); want 410 naming the snapshot's index", after, follower.Name, resp.StatusCode, gap, err)
+	}
+	t.Logf("resume after %s on %s: 410, %s", after, follower.Name, gap.Message)
+	resp = get(leader)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(api.HeaderEventsAfter) != after.String() {
+		t.Fatalf("resume after %s on the leader %s: %d, %s %q; want 200", after, leader.Name, resp.StatusCode, api.HeaderEventsAfter, resp.Header.Get(api.HeaderEventsAfter))
 	}
 }
 
