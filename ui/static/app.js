@@ -43,6 +43,7 @@
   const armed = new Map(); // "stop:<id>" or "drain:<name>" → when the arming ends (ms)
   const busy = new Set(); // the same keys, while their request runs
   const shown = new Map(); // tbody id → signature of the rows it shows
+  const lastLine = new Map(); // task ID → what the feed last showed of it
 
   // APIError is an answer of the manager other than 2xx.
   class APIError extends Error {
@@ -234,13 +235,13 @@
     } else {
       b.append('Open one of: ');
       for (const s of others) {
-        const a = h('a', { href: pageURL(s.API), dataset: { manager: s.ID } }, `${s.ID} (${s.API})`);
-        b.append(a);
-        if (gossipState(s.API) && gossipState(s.API) !== 'alive') {
-          b.append(`(last seen ${gossipState(s.API)}) `);
+        b.append(h('a', { href: pageURL(s.API), dataset: { manager: s.ID } }, `${s.ID} (${s.API})`));
+        const state = gossipState(s.API);
+        if (state && state !== 'alive') {
+          b.append(`, last seen ${state}`);
         }
       }
-      b.append(' The token is kept per address: give it again there.');
+      b.append('. The token is kept per address: give it again there.');
     }
     show(b);
   }
@@ -315,6 +316,20 @@
 
   function onChange(c) {
     const list = $('events');
+    if (!c.Error) {
+      // A change the feed would show as the line before it for the same
+      // task (a new container ID, the ports it was published on) is left
+      // out: the tables show the rest.
+      const t = c.Task || {};
+      const line = `${t.State}|${t.Worker}|${t.Reason}`;
+      if (lastLine.get(t.ID) === line) {
+        return;
+      }
+      if (lastLine.size > 10000) {
+        lastLine.clear();
+      }
+      lastLine.set(t.ID, line);
+    }
     if (c.Error) {
       list.prepend(h('li', { class: 'notice' }, h('time', {}, clock(new Date())),
         `The manager ended the stream: ${c.Error}. Changes may have been missed; the tables are read again every second.`));
