@@ -275,7 +275,8 @@ func uiTask(t *testing.T, c *ProcCluster, id uuid.UUID) (api.Task, error) {
 
 // TestUI_Browser opens the page of a follower of a real cluster (3
 // managers, 3 workers, security on) in Chromium and uses it as a person
-// would: the token form (none, a wrong one, the right one), the servers
+// would: the token form (none, a wrong one; a read token, with which a
+// drain is refused and said so; Forget token; the operator's), the servers
 // with their leader and the workers, submitted tasks turning Running with
 // their changes in the event feed, the Stop and Drain buttons (checked
 // through the API), a leader killed (the page shows the new one and still
@@ -309,6 +310,38 @@ func TestUI_Browser(t *testing.T) {
 		b.click("Use token", `#token-form button[type=submit]`)
 		b.waitFor("the wrong token refused", uiWait, `document.querySelector('#auth-message').textContent.includes('refused this token (401)') &&
 			document.querySelector('#main').hidden`)
+
+		// A read token shows the cluster; draining with it is refused,
+		// and the page says so.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		viewer, err := c.Client().CreateToken(ctx, api.TokenRequest{Name: "viewer", Role: api.RoleRead})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The page asks its own manager, which may apply the token a moment
+		// after the leader committed it.
+		waitToken(t, &Identity{t: t, Token: viewer.Secret, CA: c.Sec.CA}, []string{serving.HTTPAddr})
+		b.do("type a read token", chromedp.SendKeys(chromedp.ID("token-input"), viewer.Secret))
+		b.click("Use token", `#token-form button[type=submit]`)
+		w1 := c.Workers[0].Name
+		b.waitFor("the workers to a read token", uiWait, fmt.Sprintf(`!!document.querySelector(%q)`, uiWorkerRow(w1)))
+		b.confirmClick("Drain "+w1+" with a read token", uiWorkerRow(w1)+` button[data-action="drain"]`, "Confirm drain")
+		b.waitFor("the drain refused (403)", uiWait, `(m => !m.hidden && m.classList.contains('error') &&
+			m.textContent.includes('Not allowed with this token (403)'))(document.querySelector('#message'))`)
+		nodes, err := c.Client().Nodes(ctx, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range nodes {
+			if n.Drain {
+				t.Fatalf("worker %s drains after a drain the page was refused", n.Name)
+			}
+		}
+		b.click("Forget token", `#forget-token`)
+		b.waitFor("the token form again", uiWait, `!document.querySelector('#login').hidden && document.querySelector('#main').hidden &&
+			sessionStorage.getItem('cube-token') === null`)
+
 		b.do("type the operator token", chromedp.SendKeys(chromedp.ID("token-input"), c.Sec.Token))
 		b.click("Use token", `#token-form button[type=submit]`)
 		b.waitFor("3 servers with leader "+leader.Name, uiWait, fmt.Sprintf(`document.querySelectorAll('#servers tr').length === 3 &&

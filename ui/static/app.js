@@ -234,13 +234,16 @@
       b.append('No other manager is known to this page: open the page of another manager at https://<its address>/ui/.');
     } else {
       b.append('Open one of: ');
-      for (const s of others) {
-        b.append(h('a', { href: pageURL(s.API), dataset: { manager: s.ID } }, `${s.ID} (${s.API})`));
+      others.forEach((s, i) => {
+        if (i > 0) {
+          b.append(', ');
+        }
+        b.append(h('a', { href: pageURL(s.API), dataset: { manager: s.ID } }, `${s.ID} at ${s.API}`));
         const state = gossipState(s.API);
         if (state && state !== 'alive') {
-          b.append(`, last seen ${state}`);
+          b.append(` (last seen ${state})`);
         }
-      }
+      });
       b.append('. The token is kept per address: give it again there.');
     }
     show(b);
