@@ -28,7 +28,8 @@ const (
 	// report names that worker.
 	accessWorker
 	// accessOpen: everyone, without credentials: the probes, which say
-	// only ready or not (probes.go).
+	// only ready or not (probes.go), and the web page's static files,
+	// which hold no data (ui.go).
 	accessOpen
 )
 
@@ -89,7 +90,10 @@ var managerRoutes = map[string]access{
 	patternLive:                                 accessOpen,
 	patternReady:                                accessOpen,
 	patternMetrics:                              accessRead,
-	"/":                                         accessAuthenticated,
+	// The web page: static files, no data (ui.go).
+	patternUI:   accessOpen,
+	patternRoot: accessOpen,
+	"/":         accessAuthenticated,
 }
 
 // gossipKeyringPath roots the gossip keyring routes: every method on it and

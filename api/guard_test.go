@@ -407,6 +407,8 @@ func TestRouteAccess(t *testing.T) {
 		{"POST /gossip/keyring/{op}", accessOperator},
 		{"PUT /gossip/keyring/use", accessOperator},
 		{"GET /gossip/keyringx", accessNone},
+		{"GET /ui/", accessOpen},
+		{"GET /{$}", accessOpen},
 		{"GET /secrets", accessNone},
 		{"", accessNone},
 	} {

@@ -61,6 +61,9 @@ type ManagerHandlerOptions struct {
 	// Metrics, if set, serves GET /metrics (Prometheus' text format); nil:
 	// no such route.
 	Metrics http.Handler
+	// UI, if set, serves the web page of the cluster under UIPath (package
+	// ui), open to everyone, and / redirects to it; nil: no such routes.
+	UI http.Handler
 }
 
 // managerHandler serves the manager API for one ManagerService.
@@ -107,6 +110,8 @@ type managerHandler struct {
 //	GET    /health/live   200 while the process serves; open to everyone
 //	GET    /health/ready  200 ready, or 503 with the reason (opts.Ready); open
 //	GET    /metrics       Prometheus' text format (opts.Metrics); role read
+//	GET    /ui/           the web page of the cluster (opts.UI); open, it holds no data
+//	GET    /              redirects to /ui/ (with opts.UI)
 //
 // The probes are open, with security on too, so that a load balancer or a
 // supervisor can ask without credentials: they say ready or not and why in
@@ -175,6 +180,7 @@ func NewManagerHandler(svc ManagerService, opts ManagerHandlerOptions) http.Hand
 	h.registerGC(mux, svc)                        // gc.go
 	h.registerServices(mux)                       // service_http.go
 	registerProbes(mux, opts.Ready, opts.Metrics) // probes.go
+	registerUI(mux, opts.UI)                      // ui.go
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, ErrResponse{
 			HTTPStatusCode: http.StatusNotFound,
@@ -221,10 +227,12 @@ type Staller interface {
 }
 
 // stalled returns the service's stall, unless r asks for a probe or the
-// metrics, which report it their own way.
+// metrics, which report it their own way, or for the web page, whose static
+// files hold no state and whose data calls get the stall as any call does.
 func (h *managerHandler) stalled(r *http.Request) error {
 	st, ok := h.svc.(Staller)
-	if !ok || strings.HasPrefix(r.URL.Path, "/health/") || r.URL.Path == "/metrics" {
+	if !ok || strings.HasPrefix(r.URL.Path, "/health/") || r.URL.Path == "/metrics" ||
+		strings.HasPrefix(r.URL.Path, UIPath) || r.URL.Path == "/" {
 		return nil
 	}
 	return st.Stalled()

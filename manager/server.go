@@ -18,6 +18,7 @@ import (
 	"github.com/cube-orch/cube/cluster"
 	"github.com/cube-orch/cube/fsm"
 	"github.com/cube-orch/cube/security"
+	"github.com/cube-orch/cube/ui"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
@@ -311,6 +312,9 @@ func NewServer(cfg ServerConfig) (_ *Server, err error) {
 		return nil, err
 	}
 	hopts.Ready = s.mgr.Ready
+	// Every manager serves the web page, so that it can be opened on any
+	// of them and keeps working through a leader change.
+	hopts.UI = ui.Handler()
 	s.mgr.Start()
 	svc := apiService{Manager: s.mgr, keyring: newKeyring(s.pool, s.tls, cfg.SourceIP, cfg.Logger),
 		snapshots: &snapshots{raft: s.raft, mgr: s.mgr, log: cfg.Logger.Named("snapshot")}}

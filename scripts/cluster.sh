@@ -194,6 +194,7 @@ up() {
 	cat <<TXT
 
 Managers: https://127.0.0.1:5556, :5566, :5576 (any of them answers; writes go to the leader)
+Page:     https://127.0.0.1:5556/ui/ (token: $dir/operator.token; CA: $tlsdir/cube-ca.pem)
 Secure:   mutual TLS, a gossip key and an operator token, all in $dir (env, tls/, operator.token)
 Try:      bin/cube run -f examples/task1.json      bin/cube status      bin/cube node
 curl:     source $dir/env; curl --cacert "\$CUBE_CACERT" -H "X-Cube-Token: \$CUBE_TOKEN" \$(echo \$CUBE_MANAGERS | cut -d, -f1)/tasks
