@@ -49,7 +49,7 @@ func TestHandler_ServesTheEmbeddedFiles(t *testing.T) {
 	}{
 		{"/ui/", "text/html; charset=utf-8", `<script src="app.js" defer></script>`},
 		{"/ui/index.html", "text/html; charset=utf-8", `<link rel="stylesheet" href="style.css">`},
-		{"/ui/app.js", "text/javascript; charset=utf-8", `fetch('/events'`},
+		{"/ui/app.js", "text/javascript; charset=utf-8", `/events?after=`},
 		{"/ui/style.css", "text/css; charset=utf-8", `.banner`},
 	} {
 		t.Run(tc.path, func(t *testing.T) {

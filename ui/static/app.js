@@ -39,6 +39,7 @@
   let polling = false;
   let pollTimer = 0;
   let feed = null; // the AbortController of the open event stream
+  let lastPos = null; // INDEX.SEQ of the last change shown, to resume after
   let messageTimer = 0;
   const armed = new Map(); // "stop:<id>" or "drain:<name>" → when the arming ends (ms)
   const busy = new Set(); // the same keys, while their request runs
@@ -264,8 +265,19 @@
     setFeedStatus('connecting…');
     const connect = setTimeout(() => ctl.abort(), EVENTS_CONNECT_MS);
     try {
-      const resp = await fetch('/events', { headers: authHeaders(), cache: 'no-store', signal: ctl.signal });
+      // After a stream ends, the next one resumes after the last change
+      // shown (GET /events?after=INDEX.SEQ), so a reconnect neither misses
+      // nor repeats a change; a manager that cannot vouch for every change
+      // since answers 410, and the feed says so and starts afresh.
+      const path = lastPos ? `/events?after=${lastPos}` : '/events';
+      const resp = await fetch(path, { headers: authHeaders(), cache: 'no-store', signal: ctl.signal });
       clearTimeout(connect);
+      if (resp.status === 410) {
+        lastPos = null;
+        $('events').prepend(h('li', { class: 'notice' }, h('time', {}, clock(new Date())),
+          'Changes were missed while the feed was away (the manager no longer holds them); the tables are read again every second.'));
+        throw new Error('410 Gone');
+      }
       if (!resp.ok) {
         throw new Error(`${resp.status} ${resp.statusText}`);
       }
@@ -284,7 +296,11 @@
           const line = buf.slice(0, nl).trim();
           buf = buf.slice(nl + 1);
           if (line) {
-            onChange(JSON.parse(line));
+            const c = JSON.parse(line);
+            if (!c.Error && c.Task) {
+              lastPos = `${c.Index}.${c.Seq || 0}`;
+            }
+            onChange(c);
           }
         }
       }
