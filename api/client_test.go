@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -638,5 +639,29 @@ func TestClient_GiveUpUnreachable_NotWhileAManagerAnswers(t *testing.T) {
 	}
 	if took := time.Since(start); took < 900*time.Millisecond {
 		t.Errorf("gave up after %s; want RetryFor (1s)", took)
+	}
+}
+
+// A placement sent to a worker carries neither Healthy nor History: the
+// worker needs neither, and a worker of the version before them refuses a
+// body with fields it does not know.
+func TestWorkerClient_SubmitLeavesHistoryOut(t *testing.T) {
+	var body []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ = io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusCreated)
+		_, _ = w.Write([]byte(`{}`))
+	}))
+	t.Cleanup(srv.Close)
+	task := Task{ID: uuid.New(), Image: "cube-echo:latest", Generation: 1, Healthy: true,
+		History: []TaskTransition{{State: Running, Reason: "passed its health check"}}}
+	if _, _, err := NewWorkerClient(5*time.Second).Submit(testCtx(t), srv.Listener.Addr().String(), TaskEvent{State: Running, Task: task}); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(body, []byte(`"History"`)) || bytes.Contains(body, []byte(`"Healthy"`)) {
+		t.Fatalf("the worker was sent %s", body)
+	}
+	if !bytes.Contains(body, []byte(task.ID.String())) {
+		t.Fatalf("the worker was sent %s, without the task", body)
 	}
 }

@@ -66,6 +66,9 @@ func (c *WorkerClient) Submit(ctx context.Context, addr string, ev TaskEvent) (T
 	if ev.Timestamp.IsZero() {
 		ev.Timestamp = time.Now().UTC()
 	}
+	// A worker needs neither, and one of an earlier version refuses a
+	// body with fields it does not know (DecodeTaskEvent): never sent.
+	ev.Task.Healthy, ev.Task.History = false, nil
 	var t Task
 	status, err := c.do(ctx, addr, http.MethodPost, "/tasks", EncodeJSON(ev), &t)
 	if err != nil {

@@ -517,6 +517,11 @@ func (h *harness) describe(cmd any) string {
 		return "submit " + h.nameOf(c.Task.ID)
 	case fsm.UpsertWorker:
 		return fmt.Sprintf("upsert %s %s", c.Node.Name, c.Node.State)
+	case fsm.SetHealth:
+		if c.Healthy {
+			return fmt.Sprintf("healthy %s gen %d", h.nameOf(c.ID), c.Generation)
+		}
+		return fmt.Sprintf("unhealthy %s gen %d: %s", h.nameOf(c.ID), c.Generation, c.Reason)
 	}
 	return fmt.Sprintf("%T %+v", cmd, cmd)
 }

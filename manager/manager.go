@@ -276,6 +276,10 @@ func (m *Manager) SubmitTask(ctx context.Context, ev api.TaskEvent) (api.Task, b
 	if err := health.ValidateTask(t); err != nil {
 		return api.Task{}, false, err
 	}
+	// Health and history are the cluster's (a task copied from GET /tasks
+	// carries them): the stored task starts its own, and the log entry
+	// stays as small as the task the user wrote.
+	t.Healthy, t.History = false, nil
 	res, err := m.apply(ctx, fsm.SubmitTask{Task: t, Time: time.Now().UTC(), MaxTasks: m.cfg.MaxTasks})
 	if err != nil {
 		return api.Task{}, false, err
@@ -315,7 +319,9 @@ func (m *Manager) ReportTask(ctx context.Context, t api.Task) error {
 		return err
 	}
 	prev, _ := m.fsm.Task(t.ID) // for the report lag: did this report change the state?
-	res, err := m.apply(ctx, fsm.ReportTask{Task: t})
+	// The FSM stores neither from a report: they stay out of the log.
+	t.Healthy, t.History = false, nil
+	res, err := m.apply(ctx, fsm.ReportTask{Task: t, Time: time.Now().UTC()})
 	if err == nil && res.Changed {
 		m.metrics.reported(prev.State, res.Task, time.Now())
 	}
