@@ -255,7 +255,7 @@ func (ws *fakeWorkers) Task(_ context.Context, addr string, id uuid.UUID) (api.T
 	return rec, nil
 }
 
-func (ws *fakeWorkers) Logs(context.Context, string, uuid.UUID, int) (io.ReadCloser, error) {
+func (ws *fakeWorkers) Logs(context.Context, string, uuid.UUID, api.LogOptions) (io.ReadCloser, error) {
 	return nil, errors.New("no logs in the harness")
 }
 

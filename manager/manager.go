@@ -52,7 +52,7 @@ type Workers interface {
 	StopUpTo(ctx context.Context, addr string, id uuid.UUID, gen uint64) error
 	Tasks(ctx context.Context, addr string) ([]api.Task, error)
 	Task(ctx context.Context, addr string, id uuid.UUID) (api.Task, error)
-	Logs(ctx context.Context, addr string, id uuid.UUID, tail int) (io.ReadCloser, error)
+	Logs(ctx context.Context, addr string, id uuid.UUID, opts api.LogOptions) (io.ReadCloser, error)
 }
 
 var _ Workers = (*api.WorkerClient)(nil)
@@ -500,7 +500,7 @@ func (m *Manager) Changes(ctx context.Context) (<-chan api.Change, error) {
 }
 
 // Logs reads the task's container output through the worker it is placed on.
-func (m *Manager) Logs(ctx context.Context, id uuid.UUID, tail int) (io.ReadCloser, error) {
+func (m *Manager) Logs(ctx context.Context, id uuid.UUID, opts api.LogOptions) (io.ReadCloser, error) {
 	t, err := m.fsm.Task(id)
 	if err != nil {
 		return nil, err
@@ -512,7 +512,7 @@ func (m *Manager) Logs(ctx context.Context, id uuid.UUID, tail int) (io.ReadClos
 	if !ok {
 		return nil, fmt.Errorf("worker %s of task %s: %w", t.Worker, id, api.ErrNotFound)
 	}
-	rc, err := m.workers.Logs(ctx, n.API, id, tail)
+	rc, err := m.workers.Logs(ctx, n.API, id, opts)
 	if err != nil && !errors.Is(err, api.ErrNotFound) {
 		return nil, fmt.Errorf("%w: read logs from worker %s: %w", api.ErrUnavailable, t.Worker, err)
 	}
