@@ -64,29 +64,34 @@ func queryFlag(r *http.Request, name string) bool {
 // container writes anything, and then after every write, so that each
 // line reaches the caller as the container writes it; the copy ends with
 // the stream (the container ended) or when the caller goes away (the
-// request's context ends the stream).
+// request's context ends the stream). A stream that fails part way (the
+// worker went away under a manager's relay, the engine under a worker's)
+// aborts the answer instead of ending it, so that the caller sees a break
+// and never takes it for the container's end (net/http's ErrAbortHandler,
+// as httputil.ReverseProxy does).
 func serveLogs(w http.ResponseWriter, rc io.Reader, follow bool) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if !follow {
-		_, _ = io.Copy(w, rc)
-		return
-	}
 	ctl := http.NewResponseController(w)
-	w.WriteHeader(http.StatusOK)
-	_ = ctl.Flush()
+	if follow {
+		w.WriteHeader(http.StatusOK)
+		_ = ctl.Flush()
+	}
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := rc.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return
+				return // the caller went away
 			}
-			if ctl.Flush() != nil {
+			if follow && ctl.Flush() != nil {
 				return
 			}
 		}
-		if err != nil {
+		switch {
+		case err == io.EOF:
 			return
+		case err != nil:
+			panic(http.ErrAbortHandler)
 		}
 	}
 }
