@@ -46,7 +46,7 @@ types it applies. -o json prints GET /cluster's object as the API returns it.`,
 		},
 	}
 	output = addListOutputFlag(cmd) // cube members' own: not inherited by remove
-	cf.register(cmd)            // remove inherits the flags
+	cf.register(cmd)                // remove inherits the flags
 	cmd.AddCommand(newMembersRemoveCmd(cf))
 	return cmd
 }
