@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/cube-orch/cube/test/testkit"
@@ -774,5 +775,25 @@ func TestClient_FollowLogs(t *testing.T) {
 	// A task the cluster does not know: the 404, at once.
 	if err := c.FollowLogs(testCtx(t), uuid.New(), 0, io.Discard); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("FollowLogs of an unknown task: %v, want ErrNotFound", err)
+	}
+}
+
+// A log stream that breaks part way (the worker went away under a
+// manager's relay) is an error for the caller, never the stream's end:
+// the relay aborts its answer (serveLogs), and FollowLogs says it broke.
+func TestClient_FollowLogs_BreakIsAnError(t *testing.T) {
+	id := uuid.New()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		serveLogs(w, io.MultiReader(strings.NewReader("a\n"), iotest.ErrReader(errors.New("worker gone"))), true)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := NewClient([]string{srv.Listener.Addr().String()}, ClientOptions{RetryFor: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	err = c.FollowLogs(testCtx(t), id, 0, &out)
+	if err == nil || !strings.Contains(err.Error(), "broke off") || out.String() != "a\n" {
+		t.Fatalf("FollowLogs of a broken stream: %v, got %q; want an error after %q", err, out.String(), "a\n")
 	}
 }
