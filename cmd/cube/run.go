@@ -41,8 +41,11 @@ these come first. Both are repeatable.
 --wait follows the task after the submission, printing each change of its
 state, worker, restarts or health as the cluster commits it (one line each),
 until it runs: Running, and passing its health check once if it has one (a
-task that completes by itself with exit code 0 counts too). It waits up to
---timeout (5m unless given) and rides out leader elections on the way.
+task that completes by itself with exit code 0 counts too). Without a health
+check, Running is all Cube knows of a task: --wait is done at the first
+Running, even if the task exits right after; give it a HealthCheck to wait
+until it answers. It waits up to --timeout (5m unless given) and rides out
+leader elections on the way.
 
 Exit status:
   0  submitted (with --wait: running, healthy if it has a health check)
