@@ -18,7 +18,7 @@ import (
 func newRunCmd(cf *clientFlags) *cobra.Command {
 	var file string
 	var constraints, prefer []string
-	var wait bool
+	var wait, quiet bool
 	cmd := &cobra.Command{
 		Use:   "run -f task.json [--wait]",
 		Short: "Submit a task (the seed's TaskEvent JSON, or a bare Task); --wait follows it until it runs",
@@ -42,10 +42,11 @@ these come first. Both are repeatable.
 state, worker, restarts or health as the cluster commits it (one line each),
 until it runs: Running, and passing its health check once if it has one (a
 task that completes by itself with exit code 0 counts too). Without a health
-check, Running is all Cube knows of a task: --wait is done at the first
-Running, even if the task exits right after; give it a HealthCheck to wait
-until it answers. It waits up to --timeout (5m unless given) and rides out
-leader elections on the way.
+check, Running is all Cube knows of a task: --wait then wants it Running for
+2 s in a row, at the same placement, so that a task that exits at start-up
+is not taken for one that runs; give it a HealthCheck to wait until it
+answers. It waits up to --timeout (5m unless given) and rides out leader
+elections on the way.
 
 Exit status:
   0  submitted (with --wait: running, healthy if it has a health check)
@@ -60,6 +61,7 @@ Exit status:
      state and why (for example Pending: no worker meets zone==c)`,
 		Example: `  cube run -f task.json
   cube run -f task.json --wait --timeout 2m
+  id=$(cube run -f task.json --wait -q) || echo "not running: exit status $?"
   cube run -f task.json --constraint zone==a --constraint disk!=hdd --prefer rack==r1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -89,20 +91,29 @@ Exit status:
 				if !created {
 					verb = "already known, nothing new created:"
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "task %s %s (%s)\n", verb, t.ID, t.State)
+				if quiet {
+					fmt.Fprintln(cmd.OutOrStdout(), t.ID)
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "task %s %s (%s)\n", verb, t.ID, t.State)
+				}
 				c = cl
 				return nil
 			})
 			if err != nil || !wait {
 				return err
 			}
-			return waitRunning(cmd, c, t, cf.waitTimeout(cmd))
+			out := cmd.OutOrStdout()
+			if quiet {
+				out = io.Discard // the ID only; the verdict is the exit status (and stderr)
+			}
+			return waitRunning(cmd.Context(), out, c, t, cf.waitTimeout(cmd))
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "task file (required)")
 	cmd.Flags().StringArrayVar(&constraints, "constraint", nil, "KEY==VALUE or KEY!=VALUE a worker's labels must meet (added to the task's Constraints); repeatable")
 	cmd.Flags().StringArrayVar(&prefer, "prefer", nil, "KEY==VALUE or KEY!=VALUE ranking the workers that meet the constraints (added to the task's Prefer); repeatable")
 	cmd.Flags().BoolVar(&wait, "wait", false, "follow the task until it runs (and passes its health check), printing each change; see the exit statuses above")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print the task's ID only (with --wait: nothing more; the exit status says how it went)")
 	_ = cmd.MarkFlagRequired("file")
 	cf.register(cmd)
 	return cmd
@@ -124,12 +135,13 @@ func refusedOr(err error) error {
 // GET /tasks/ID through the leader (?consistent), so that what it prints
 // is what the cluster committed, and a manager that has not applied the
 // submission yet never answers "no such task".
-func waitRunning(cmd *cobra.Command, c *api.Client, t api.Task, timeout time.Duration) error {
-	out := cmd.OutOrStdout()
+func waitRunning(ctx context.Context, out io.Writer, c *api.Client, t api.Task, timeout time.Duration) error {
 	hp := &historyPrinter{w: out}
 	hp.print(t.History)
-	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	var running time.Time // when this wait first saw the placement Running, for a task without a health check
+	var runningGen uint64
 	err := pollUntil(ctx, func(ctx context.Context) (bool, error) {
 		cur, err := c.Task(ctx, t.ID, true)
 		if err != nil {
@@ -137,6 +149,15 @@ func waitRunning(cmd *cobra.Command, c *api.Client, t api.Task, timeout time.Dur
 		}
 		t = cur
 		hp.print(t.History)
+		if t.State == api.Running && t.DesiredState == api.Running && t.HealthCheck == "" {
+			// Measured on this process's clock: a worker's StartTime is
+			// its own wall clock's.
+			if running.IsZero() || runningGen != t.Generation {
+				running, runningGen = time.Now(), t.Generation
+			}
+			return time.Since(running) >= runSettle, nil
+		}
+		running = time.Time{}
 		done, _ := runVerdict(t)
 		return done, nil
 	})
@@ -160,6 +181,12 @@ func waitRunning(cmd *cobra.Command, c *api.Client, t api.Task, timeout time.Dur
 	}
 	return nil
 }
+
+// runSettle is how long --wait wants a task without a health check Running
+// at one placement before it takes it for running: a task that exits at
+// start-up runs for well under it (the echo image's: about 0.1 s), and a
+// person waits little more.
+const runSettle = 2 * time.Second
 
 // runVerdict says whether a wait for t to run is over, and if so whether
 // it failed: running (and healthy, for a task with a health check), or

@@ -115,6 +115,8 @@ func TestRunWait(t *testing.T) {
 			code: exitTimedOut, lines: []string{"Running on w1"}, errHas: "is not running healthy after 1s: Running on w1, starting (health check GET /health)"},
 		{name: "failed and given up on", check: "/health", life: []api.TaskTransition{submitted, scheduled, running, failed, gaveUp}, code: exitEnded,
 			lines: []string{"Running on w1", "Failed on w1: exited with code 1"}, errHas: "ended before it ran: Failed (exited with code 1; restart policy is \"no\")"},
+		{name: "exits at start-up, no health check", life: []api.TaskTransition{submitted, scheduled, running, failed, gaveUp}, code: exitEnded,
+			lines: []string{"Running on w1", "Failed on w1: exited with code 1"}, errHas: "ended before it ran: Failed"},
 		{name: "pending for good", life: []api.TaskTransition{submitted, {State: api.Pending, Reason: "no worker meets zone==c"}}, args: []string{"--timeout", "1s"},
 			code: exitTimedOut, lines: []string{"Pending: no worker meets zone==c"}, errHas: "is not running after 1s: Pending: no worker meets zone==c"},
 	} {
@@ -140,6 +142,12 @@ func TestRunWait(t *testing.T) {
 				t.Fatalf("an entry printed %d times:\n%s", n, out)
 			}
 		})
+	}
+
+	// -q: the ID alone, for id=$(cube run -f t.json --wait -q).
+	out, err := cube(t, taskCluster(t, lifeOf(id, "/health", submitted, scheduled, running, healthy)), "run", "-f", file, "--wait", "-q")
+	if err != nil || out != id.String()+"\n" {
+		t.Fatalf("cube run --wait -q: %v, printed %q; want the ID alone", err, out)
 	}
 
 	// Refused by the cluster (400) or by cube itself: exit status 2.
