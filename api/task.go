@@ -210,6 +210,13 @@ type Task struct {
 	History []TaskTransition `json:",omitempty"`
 }
 
+// The reasons of the History entries of health verdicts (SetHealth); a
+// failed one is followed by ": " and what the check saw.
+const (
+	ReasonHealthPassed = "passed its health check"
+	ReasonHealthFailed = "health check failed"
+)
+
 // MaxTaskHistory is how many entries a task's History keeps.
 const MaxTaskHistory = 20
 

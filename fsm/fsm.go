@@ -449,9 +449,9 @@ func (f *FSM) setHealthLocked(c SetHealth) *Result {
 		return &Result{Task: t} // another placement's, or nothing new
 	}
 	t.Healthy = c.Healthy
-	why := "passed its health check"
+	why := api.ReasonHealthPassed
 	if !c.Healthy {
-		why = "health check failed"
+		why = api.ReasonHealthFailed
 		if c.Reason != "" {
 			why += ": " + c.Reason
 		}

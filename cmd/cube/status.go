@@ -120,7 +120,7 @@ func healthState(t api.Task) string {
 		return "healthy"
 	}
 	for i := len(t.History) - 1; i >= 0 && t.History[i].Generation == t.Generation; i-- {
-		if strings.HasPrefix(t.History[i].Reason, "health check failed") {
+		if strings.HasPrefix(t.History[i].Reason, api.ReasonHealthFailed) {
 			return "unhealthy"
 		}
 	}
