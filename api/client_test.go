@@ -1,6 +1,8 @@
 package api
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/cube-orch/cube/test/testkit"
@@ -325,6 +328,9 @@ type fakeWorker struct {
 	tasks map[uuid.UUID]Task
 	err   error // returned once by the next Submit, when set
 	calls int   // every call of any method
+	// follow, if set, is what a followed log stream sends after the lines
+	// of every stream, until it ends.
+	follow io.Reader
 }
 
 // callCount returns how many calls the fake has served.
@@ -403,15 +409,28 @@ func (f *fakeWorker) Stats(context.Context) Stats {
 	return Stats{Worker: "w1", Cpus: 2, RuntimeAvailable: true}
 }
 
-func (f *fakeWorker) Logs(_ context.Context, id uuid.UUID, tail int) (io.ReadCloser, error) {
+func (f *fakeWorker) Logs(_ context.Context, id uuid.UUID, opts LogOptions) (io.ReadCloser, error) {
 	if _, err := f.Task(id); err != nil {
 		return nil, err
 	}
 	lines := []string{"one", "two", "three"}
-	if tail > 0 && tail < len(lines) {
-		lines = lines[len(lines)-tail:]
+	if opts.Tail > 0 && opts.Tail < len(lines) {
+		lines = lines[len(lines)-opts.Tail:]
 	}
-	return io.NopCloser(strings.NewReader(strings.Join(lines, "\n") + "\n")), nil
+	text := strings.Join(lines, "\n") + "\n"
+	if f.follow != nil && opts.Follow {
+		// What the container wrote so far, then what the test writes.
+		pr, pw := io.Pipe()
+		go func() {
+			if _, err := pw.Write([]byte(text)); err != nil {
+				return
+			}
+			_, err := io.Copy(pw, f.follow)
+			pw.CloseWithError(err)
+		}()
+		return pr, nil
+	}
+	return io.NopCloser(strings.NewReader(text)), nil
 }
 
 func TestWorkerClient(t *testing.T) {
@@ -485,7 +504,7 @@ func TestWorkerClient(t *testing.T) {
 			tail int
 			want string
 		}{{0, "one\ntwo\nthree\n"}, {2, "two\nthree\n"}} {
-			rc, err := wc.Logs(ctx, addr, id, tc.tail)
+			rc, err := wc.Logs(ctx, addr, id, LogOptions{Tail: tc.tail})
 			if err != nil {
 				t.Fatalf("Logs(tail %d): %v", tc.tail, err)
 			}
@@ -495,7 +514,7 @@ func TestWorkerClient(t *testing.T) {
 				t.Fatalf("Logs(tail %d) = %q, %v; want %q", tc.tail, b, err, tc.want)
 			}
 		}
-		if _, err := wc.Logs(ctx, addr, uuid.New(), 0); !errors.Is(err, ErrNotFound) {
+		if _, err := wc.Logs(ctx, addr, uuid.New(), LogOptions{}); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("Logs(unknown): %v, want ErrNotFound", err)
 		}
 	})
@@ -528,8 +547,48 @@ func TestWorkerClient_Timeout(t *testing.T) {
 	if took := time.Since(start); took > 2*time.Second {
 		t.Fatalf("took %s, want about the 150ms timeout", took)
 	}
-	if _, err := wc.Logs(testCtx(t), silent.Addr().String(), uuid.New(), 0); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Logs against a silent worker: %v, want a timeout", err)
+	for _, follow := range []bool{false, true} {
+		if _, err := wc.Logs(testCtx(t), silent.Addr().String(), uuid.New(), LogOptions{Follow: follow}); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Logs (follow %v) against a silent worker: %v, want a timeout", follow, err)
+		}
+	}
+}
+
+// A followed log stream reaches the caller as the container writes it, and
+// lasts past the client's timeout, which bounds only the wait for the
+// answer: the test reads a line written three timeouts after the stream
+// opened, then the stream's end when the container's output ends.
+func TestWorkerClient_FollowLogs(t *testing.T) {
+	pr, pw := io.Pipe()
+	fw := &fakeWorker{tasks: map[uuid.UUID]Task{}, follow: pr}
+	srv := httptest.NewServer(NewWorkerHandler(fw))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { pw.Close() })
+	id := uuid.New()
+	fw.tasks[id] = Task{ID: id}
+	const timeout = 200 * time.Millisecond
+	rc, err := NewWorkerClient(timeout).Logs(testCtx(t), srv.Listener.Addr().String(), id, LogOptions{Tail: 1, Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	br := bufio.NewReader(rc)
+	readLine := func(want string) {
+		t.Helper()
+		line, err := br.ReadString('\n')
+		if err != nil || line != want {
+			t.Fatalf("read %q, %v; want %q", line, err, want)
+		}
+	}
+	readLine("three\n") // the tail, before the container writes anything more
+	time.Sleep(3 * timeout)
+	if _, err := pw.Write([]byte("four\n")); err != nil {
+		t.Fatal(err)
+	}
+	readLine("four\n")
+	pw.Close() // the container ends
+	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+		t.Fatalf("after the container ended: %q, %v; want the end of the stream", rest, err)
 	}
 }
 
@@ -638,5 +697,103 @@ func TestClient_GiveUpUnreachable_NotWhileAManagerAnswers(t *testing.T) {
 	}
 	if took := time.Since(start); took < 900*time.Millisecond {
 		t.Errorf("gave up after %s; want RetryFor (1s)", took)
+	}
+}
+
+// A placement sent to a worker carries neither Healthy nor History: the
+// worker needs neither, and a worker of the version before them refuses a
+// body with fields it does not know.
+func TestWorkerClient_SubmitLeavesHistoryOut(t *testing.T) {
+	var body []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ = io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusCreated)
+		_, _ = w.Write([]byte(`{}`))
+	}))
+	t.Cleanup(srv.Close)
+	task := Task{ID: uuid.New(), Image: "cube-echo:latest", Generation: 1, Healthy: true,
+		History: []TaskTransition{{State: Running, Reason: "passed its health check"}}}
+	if _, _, err := NewWorkerClient(5*time.Second).Submit(testCtx(t), srv.Listener.Addr().String(), TaskEvent{State: Running, Task: task}); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(body, []byte(`"History"`)) || bytes.Contains(body, []byte(`"Healthy"`)) {
+		t.Fatalf("the worker was sent %s", body)
+	}
+	if !bytes.Contains(body, []byte(task.ID.String())) {
+		t.Fatalf("the worker was sent %s, without the task", body)
+	}
+}
+
+// Client.FollowLogs opens the stream on the manager that answers (after a
+// 503 elsewhere, following the leader it names), asks for the tail and a
+// follow, and copies what comes as it comes, past the request timeout,
+// until the stream ends.
+func TestClient_FollowLogs(t *testing.T) {
+	id := uuid.New()
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.Close() })
+	var query string
+	serving := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/tasks/"+id.String()+"/logs" {
+			http.Error(w, "no route", http.StatusNotFound)
+			return
+		}
+		query = r.URL.RawQuery
+		serveLogs(w, pr, queryFlag(r, "follow"))
+	}))
+	t.Cleanup(serving.Close)
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(HeaderLeader, serving.Listener.Addr().String())
+		http.Error(w, `{"HTTPStatusCode":503,"Message":"electing"}`, http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(busy.Close)
+	const timeout = 200 * time.Millisecond
+	c, err := NewClient([]string{busy.Listener.Addr().String(), serving.Listener.Addr().String()}, ClientOptions{Timeout: timeout, RetryFor: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, outW := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- c.FollowLogs(testCtx(t), id, 2, outW); outW.Close() }()
+	br := bufio.NewReader(out)
+	for _, line := range []string{"one\n", "two\n"} {
+		time.Sleep(timeout) // the stream outlives the request timeout
+		if _, err := pw.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := br.ReadString('\n'); err != nil || got != line {
+			t.Fatalf("read %q, %v; want %q", got, err, line)
+		}
+	}
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("FollowLogs after the stream ended: %v", err)
+	}
+	if query != "follow=1&tail=2" {
+		t.Fatalf("query %q, want follow=1&tail=2", query)
+	}
+	// A task the cluster does not know: the 404, at once.
+	if err := c.FollowLogs(testCtx(t), uuid.New(), 0, io.Discard); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("FollowLogs of an unknown task: %v, want ErrNotFound", err)
+	}
+}
+
+// A log stream that breaks part way (the worker went away under a
+// manager's relay) is an error for the caller, never the stream's end:
+// the relay aborts its answer (serveLogs), and FollowLogs says it broke.
+func TestClient_FollowLogs_BreakIsAnError(t *testing.T) {
+	id := uuid.New()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		serveLogs(w, io.MultiReader(strings.NewReader("a\n"), iotest.ErrReader(errors.New("worker gone"))), true)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := NewClient([]string{srv.Listener.Addr().String()}, ClientOptions{RetryFor: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	err = c.FollowLogs(testCtx(t), id, 0, &out)
+	if err == nil || !strings.Contains(err.Error(), "broke off") || out.String() != "a\n" {
+		t.Fatalf("FollowLogs of a broken stream: %v, got %q; want an error after %q", err, out.String(), "a\n")
 	}
 }

@@ -171,8 +171,10 @@ type ManagerService interface {
 	// DrainNode sets or clears a worker's Drain flag and returns the worker;
 	// ErrNotFound for a worker the cluster has never seen. Leader only.
 	DrainNode(ctx context.Context, name string, drain bool) (Node, error)
-	// Logs returns the output of the task's container, read through its worker.
-	Logs(ctx context.Context, id uuid.UUID, tail int) (io.ReadCloser, error)
+	// Logs returns the output of the task's container, read through its
+	// worker; with opts.Follow the stream goes on until the container ends
+	// or ctx does.
+	Logs(ctx context.Context, id uuid.UUID, opts LogOptions) (io.ReadCloser, error)
 	// AddManager adds a manager to the raft configuration as a non-voter,
 	// which the leader promotes to voter once it has caught up and been
 	// stable a while; the same ID and address again is a no-op. Replacing a

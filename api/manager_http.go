@@ -415,17 +415,7 @@ func (h *managerHandler) report(w http.ResponseWriter, r *http.Request) {
 // consistentRead reports whether r asks for a linearizable read: the query
 // parameter consistent is present with any value but a false one ("0",
 // "false", …), so ?consistent, ?consistent=1 and ?consistent=true all count.
-func consistentRead(r *http.Request) bool {
-	q := r.URL.Query()
-	if !q.Has("consistent") {
-		return false
-	}
-	v := q.Get("consistent")
-	if b, err := strconv.ParseBool(v); err == nil {
-		return b
-	}
-	return true
-}
+func consistentRead(r *http.Request) bool { return queryFlag(r, "consistent") }
 
 // serveHere reports whether this manager serves r itself. A request that
 // needs the leader (a write, or a read with ?consistent) is forwarded when this
@@ -765,17 +755,16 @@ func (h *managerHandler) logs(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	tail, err := QueryInt(r, "tail", 0)
+	opts, err := logOptions(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	rc, err := h.svc.Logs(r.Context(), id, tail)
+	rc, err := h.svc.Logs(r.Context(), id, opts)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
 	defer rc.Close()
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	_, _ = io.Copy(w, rc)
+	serveLogs(w, rc, opts.Follow)
 }

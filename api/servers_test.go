@@ -144,11 +144,11 @@ func (f *fakeManager) Changes(ctx context.Context, after *Position) (<-chan Chan
 }
 
 // Logs returns a fixed text for any task.
-func (f *fakeManager) Logs(_ context.Context, id uuid.UUID, tail int) (io.ReadCloser, error) {
+func (f *fakeManager) Logs(_ context.Context, id uuid.UUID, opts LogOptions) (io.ReadCloser, error) {
 	f.mu.Lock()
 	f.calls["Logs"]++
 	f.mu.Unlock()
-	return io.NopCloser(strings.NewReader(fmt.Sprintf("logs of %s tail %d\n", id, tail))), nil
+	return io.NopCloser(strings.NewReader(fmt.Sprintf("logs of %s tail %d follow %v\n", id, opts.Tail, opts.Follow))), nil
 }
 
 func TestManagerHandler_EventsAndLogs(t *testing.T) {
@@ -169,7 +169,7 @@ func TestManagerHandler_EventsAndLogs(t *testing.T) {
 	}
 	id := uuid.New()
 	out, err := cl.Logs(context.Background(), id, 5)
-	if err != nil || string(out) != fmt.Sprintf("logs of %s tail 5\n", id) {
+	if err != nil || string(out) != fmt.Sprintf("logs of %s tail 5 follow false\n", id) {
 		t.Fatalf("logs: %q, %v", out, err)
 	}
 	r := doHTTP(t, http.MethodGet, c.url(0, "/tasks/nope/logs"), nil, nil)

@@ -194,6 +194,58 @@ type Task struct {
 	DesiredState State
 	// SubmitTime is when the manager accepted the task.
 	SubmitTime time.Time
+
+	// Healthy is set once the task's current placement has passed its
+	// health check (the leader's verdict, committed like every change), and
+	// cleared when that placement fails its check, ends or is replaced.
+	// It stays false for a task without a HealthCheck: for such a task,
+	// Running is all Cube knows. Set by the cluster.
+	Healthy bool `json:",omitempty"`
+	// History is what happened to the task, oldest first: an entry for each
+	// committed change of its State, DesiredState, Worker, Generation,
+	// RestartCount or Healthy, at most MaxTaskHistory of them (the oldest
+	// drop off). Every manager holds the same History: its times come from
+	// the committed commands, never from the applying manager's clock. Set
+	// by the cluster; a submission's is ignored.
+	History []TaskTransition `json:",omitempty"`
+}
+
+// The reasons of the History entries of health verdicts (SetHealth); a
+// failed one is followed by ": " and what the check saw.
+const (
+	ReasonHealthPassed = "passed its health check"
+	ReasonHealthFailed = "health check failed"
+)
+
+// MaxTaskHistory is how many entries a task's History keeps.
+const MaxTaskHistory = 20
+
+// MaxTransitionReason bounds the Reason of a History entry, in bytes; a
+// longer one is cut (at a character boundary, ending in "…"). With
+// MaxTaskHistory it keeps a task's History within a few kilobytes, so that
+// a task restarted again and again does not bloat the replicated state.
+const MaxTransitionReason = 256
+
+// TaskTransition is one entry of a task's History: the task as a committed
+// change left it.
+type TaskTransition struct {
+	// Time is when the change happened, as the leader that committed it
+	// saw it (for an older log entry without a time of its own, the
+	// worker's time of the container's start or end; zero if neither).
+	Time time.Time
+	// State, DesiredState, Worker, Generation, RestartCount, Healthy and
+	// ExitCode are the task's after the change.
+	State        State
+	DesiredState State
+	Worker       string `json:",omitempty"`
+	Generation   uint64 `json:",omitempty"`
+	RestartCount int    `json:",omitempty"`
+	Healthy      bool   `json:",omitempty"`
+	ExitCode     int    `json:",omitempty"`
+	// Reason says why, for a person: "submitted", "stop requested", the
+	// task's Reason ("exited with code 1", "restarted after: …"), or the
+	// health check's verdict. At most MaxTransitionReason bytes.
+	Reason string `json:",omitempty"`
 }
 
 // Finished reports whether the task has ended for good: its end was

@@ -217,7 +217,7 @@ func (t *Task) Validate() error {
 }
 
 // ValidateSubmission is Validate plus bounds on the fields the cluster
-// sets (Worker, LastWorker, ContainerID, Reason): a submission may carry
+// sets (Worker, LastWorker, ContainerID, Reason, History): a submission may carry
 // them, as GET /tasks returns them, but they are reset when the task is
 // stored, so an oversized one is refused rather than silently dropped.
 // The worker's API does not apply it: a task the leader dispatches carries
@@ -238,6 +238,13 @@ func (t *Task) ValidateSubmission() error {
 		return bad("ContainerID is longer than %d characters (it is set by the worker; leave it empty)", maxContainerIDLen)
 	case len(t.Reason) > maxItemLen:
 		return bad("Reason is longer than %d characters (it is set by the cluster; leave it empty)", maxItemLen)
+	case len(t.History) > MaxTaskHistory:
+		return bad("History has %d entries, at most %d (it is set by the cluster; leave it out)", len(t.History), MaxTaskHistory)
+	}
+	for _, h := range t.History {
+		if len(h.Reason) > maxItemLen || len(h.Worker) > maxNameLen {
+			return bad("a History entry's Reason or Worker is too long (History is set by the cluster; leave it out)")
+		}
 	}
 	return nil
 }

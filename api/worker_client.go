@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -66,6 +64,9 @@ func (c *WorkerClient) Submit(ctx context.Context, addr string, ev TaskEvent) (T
 	if ev.Timestamp.IsZero() {
 		ev.Timestamp = time.Now().UTC()
 	}
+	// A worker needs neither, and one of an earlier version refuses a
+	// body with fields it does not know (DecodeTaskEvent): never sent.
+	ev.Task.Healthy, ev.Task.History = false, nil
 	var t Task
 	status, err := c.do(ctx, addr, http.MethodPost, "/tasks", EncodeJSON(ev), &t)
 	if err != nil {
@@ -123,22 +124,41 @@ func (c *WorkerClient) Stats(ctx context.Context, addr string) (Stats, error) {
 }
 
 // Logs streams the output of the task's current container on the worker at
-// addr, its last tail lines when tail > 0. The caller must Close the reader.
-// The client's timeout bounds the whole exchange, the caller's reading of the
-// stream included.
-func (c *WorkerClient) Logs(ctx context.Context, addr string, id uuid.UUID, tail int) (io.ReadCloser, error) {
+// addr, its last opts.Tail lines when set. The caller must Close the reader.
+// The client's timeout bounds the whole exchange, the caller's reading of
+// the stream included, unless opts.Follow: a followed stream lasts as long
+// as the container runs, so the timeout bounds only the wait for the
+// answer, and ctx (or Close) the rest. A worker machine that dies mid-way
+// breaks the stream through the transport's dead-peer bounds.
+func (c *WorkerClient) Logs(ctx context.Context, addr string, id uuid.UUID, opts LogOptions) (io.ReadCloser, error) {
 	base, err := normalizeAddr(withScheme(c.scheme, addr))
 	if err != nil {
 		return nil, fmt.Errorf("logs of task %s: %w", id, err)
 	}
-	u := base + "/tasks/" + id.String() + "/logs"
-	if tail > 0 {
-		u += "?" + url.Values{"tail": {strconv.Itoa(tail)}}.Encode()
-	}
+	u := base + "/tasks/" + id.String() + "/logs" + opts.query()
 	// The context outlives this call: it is cancelled when the caller closes
 	// the stream (or on error here), never before the body has been read.
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	var cancel context.CancelFunc
+	var opened func() bool
+	if opts.Follow {
+		// A timer, not a deadline: a deadline on ctx would also cut the
+		// stream off later.
+		ctx, cancel = context.WithCancel(ctx)
+		timer := time.AfterFunc(c.timeout, cancel)
+		opened = timer.Stop
+	} else {
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		opened = func() bool { return true }
+	}
 	resp, err := send(ctx, c.hc, http.MethodGet, u, nil)
+	if !opened() {
+		// The timer fired: no answer in time (or one just as it fired,
+		// whose body is cut off).
+		if err == nil {
+			resp.Body.Close()
+		}
+		err = fmt.Errorf("no answer within %s: %w", c.timeout, context.DeadlineExceeded)
+	}
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("logs of task %s on worker %s: %w", id, addr, err)

@@ -29,8 +29,9 @@ type WorkerService interface {
 	Stop(ctx context.Context, id uuid.UUID, upTo *uint64) (Task, error)
 	// Stats reports the machine and the resources allocated to tasks.
 	Stats(ctx context.Context) Stats
-	// Logs returns the output of the task's current container.
-	Logs(ctx context.Context, id uuid.UUID, tail int) (io.ReadCloser, error)
+	// Logs returns the output of the task's current container; with
+	// opts.Follow the stream goes on until the container ends or ctx does.
+	Logs(ctx context.Context, id uuid.UUID, opts LogOptions) (io.ReadCloser, error)
 }
 
 // WorkerHandlerOptions tunes NewWorkerHandlerWith. The zero value is an
@@ -60,7 +61,7 @@ type WorkerHandlerOptions struct {
 //	GET    /tasks/{id}       one record
 //	DELETE /tasks/{id}       stop and remove its container; 204 (?generation=N:
 //	                         only if the worker's record is at generation N or older)
-//	GET    /tasks/{id}/logs  container output (?tail=N lines)
+//	GET    /tasks/{id}/logs  container output (?tail=N lines, ?follow=1 until it ends)
 //	GET    /stats            machine figures and allocated resources
 //	GET|POST /gossip/keyring  the worker's gossip keys (keyring_http.go), when
 //	                         svc implements WorkerKeyring with a ring
@@ -144,19 +145,18 @@ func NewWorkerHandlerWith(svc WorkerService, opts WorkerHandlerOptions) http.Han
 			writeError(w, err)
 			return
 		}
-		tail, err := QueryInt(r, "tail", 0)
+		opts, err := logOptions(r)
 		if err != nil {
 			writeError(w, err)
 			return
 		}
-		rc, err := svc.Logs(r.Context(), id, tail)
+		rc, err := svc.Logs(r.Context(), id, opts)
 		if err != nil {
 			writeError(w, err)
 			return
 		}
 		defer rc.Close()
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = io.Copy(w, rc)
+		serveLogs(w, rc, opts.Follow)
 	})
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, svc.Stats(r.Context()))

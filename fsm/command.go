@@ -48,6 +48,10 @@ const (
 	CmdPutService    CmdType = 15 // PutService
 	CmdDeleteService CmdType = 16 // DeleteService
 	CmdSetRollout    CmdType = 17 // SetRollout
+	// SetHealth records a health check's verdict: an annotation (Healthy
+	// and an entry of History) that decides nothing, so an older manager
+	// may skip it.
+	CmdSetHealth CmdType = 18 | IgnoreIfUnknown // SetHealth
 )
 
 // command is one row of the command table: all that Encode, Decode, String
@@ -89,6 +93,8 @@ var commands = map[CmdType]command{
 	CmdPutService:    row("put-service", (*FSM).putServiceLocked),
 	CmdDeleteService: row("delete-service", (*FSM).deleteServiceLocked),
 	CmdSetRollout:    row("set-rollout", (*FSM).setRolloutLocked),
+
+	CmdSetHealth: row("set-health", (*FSM).setHealthLocked),
 }
 
 // byGoType maps each command struct to its type byte: the reverse of
@@ -200,6 +206,24 @@ type AssignTask struct {
 // stale and refused, so a late message from an old container cannot win.
 type ReportTask struct {
 	Task api.Task
+	// Time is the leader's clock when it took the report, for the task's
+	// History; entries written before it existed have none.
+	Time time.Time `json:",omitempty"`
+}
+
+// at is the time of the report's History entry: its Time, or for an
+// entry written before ReportTask had one, the worker's time of the
+// container's start (Running) or end.
+func (c ReportTask) at() time.Time {
+	switch {
+	case !c.Time.IsZero():
+		return c.Time
+	case c.Task.State == api.Running:
+		return c.Task.StartTime
+	case c.Task.State.Terminal():
+		return c.Task.FinishTime
+	}
+	return time.Time{}
 }
 
 // StopTask records a stop request. A task not yet placed ends at once; a placed
@@ -219,6 +243,21 @@ type UpsertWorker struct {
 type PendingNote struct {
 	ID     uuid.UUID
 	Reason string
+	// Time is the leader's clock, for the task's History; older entries
+	// have none.
+	Time time.Time `json:",omitempty"`
+}
+
+// SetHealth records the verdict of a task's health check on its placement
+// at Generation: Healthy once it passed, false once it failed Threshold
+// times in a row (Reason says what the check saw). A verdict about another
+// placement, or about a task that is not Running, changes nothing.
+type SetHealth struct {
+	ID         uuid.UUID
+	Generation uint64
+	Healthy    bool
+	Reason     string `json:",omitempty"`
+	Time       time.Time
 }
 
 // RestartTask places a task that failed (or, under the "always" and

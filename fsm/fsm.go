@@ -157,16 +157,6 @@ func (f *FSM) Stalled() error {
 	return f.stall
 }
 
-// putLocked stores t and keeps the live index in step.
-func (f *FSM) putLocked(t api.Task) {
-	f.tasks[t.ID] = t
-	if t.Finished() {
-		delete(f.live, t.ID)
-	} else {
-		f.live[t.ID] = struct{}{}
-	}
-}
-
 // deleteLocked removes a task from the state and its indexes.
 func (f *FSM) deleteLocked(id uuid.UUID) {
 	delete(f.tasks, id)
@@ -350,7 +340,8 @@ func (f *FSM) submitLocked(c SubmitTask) *Result {
 	t.Worker, t.Generation, t.ContainerID, t.HostPorts = "", 0, "", nil
 	t.StartTime, t.FinishTime = time.Time{}, time.Time{}
 	t.RestartCount, t.ExitCode, t.Reason, t.LastWorker = 0, 0, "", ""
-	f.putLocked(t)
+	t.Healthy, t.History = false, nil
+	t = f.putLocked(t, c.Time, "submitted")
 	return &Result{Task: t, Created: true, Changed: true}
 }
 
@@ -376,7 +367,8 @@ func (f *FSM) assignLocked(c AssignTask) *Result {
 	t.ContainerID, t.HostPorts = "", nil
 	t.StartTime, t.FinishTime = time.Time{}, time.Time{}
 	t.ExitCode, t.Reason = 0, ""
-	f.putLocked(t)
+	t.Healthy = false
+	t = f.putLocked(t, c.Time, "")
 	return &Result{Task: t, Changed: true}
 }
 
@@ -407,13 +399,15 @@ func (f *FSM) reportLocked(c ReportTask) *Result {
 	next.ExitCode = r.ExitCode
 	next.Reason = r.Reason
 	next.StartTime, next.FinishTime = r.StartTime, r.FinishTime
+	// A verdict of the health check holds for a running container only.
+	next.Healthy = t.Healthy && next.State == api.Running
 	if sameObservation(t, next) {
 		return &Result{Task: t}
 	}
 	if t.State != next.State && !api.ValidStateTransition(t.State, next.State) {
 		return &Result{Task: t, Err: fmt.Errorf("task %s cannot go from %s to %s: %w", r.ID, t.State, next.State, api.ErrConflict)}
 	}
-	f.putLocked(next)
+	next = f.putLocked(next, c.at(), "")
 	return &Result{Task: next, Changed: true}
 }
 
@@ -429,13 +423,15 @@ func (f *FSM) stopLocked(c StopTask) *Result {
 		return &Result{Task: t, Err: fmt.Errorf("task %s already ended (%s): %w", c.ID, t.State, api.ErrConflict)}
 	}
 	t.DesiredState = api.Completed
+	why := "stop requested"
 	if t.State == api.Pending {
 		// Never placed: nothing to stop on a worker.
 		t.State = api.Completed
 		t.Reason = c.Reason
 		t.FinishTime = c.Time
+		why = ""
 	}
-	f.putLocked(t)
+	t = f.putLocked(t, c.Time, why)
 	return &Result{Task: t, Changed: true}
 }
 
@@ -478,7 +474,27 @@ func (f *FSM) pendingNoteLocked(c PendingNote) *Result {
 		return &Result{Task: t}
 	}
 	t.Reason = c.Reason
-	f.putLocked(t)
+	t = f.putLocked(t, c.Time, "")
+	return &Result{Task: t, Changed: true}
+}
+
+func (f *FSM) setHealthLocked(c SetHealth) *Result {
+	t, err := f.taskLocked(c.ID)
+	if err != nil {
+		return &Result{Err: err}
+	}
+	if c.Generation != t.Generation || t.State != api.Running || t.DesiredState != api.Running || t.Healthy == c.Healthy {
+		return &Result{Task: t} // another placement's, or nothing new
+	}
+	t.Healthy = c.Healthy
+	why := api.ReasonHealthPassed
+	if !c.Healthy {
+		why = api.ReasonHealthFailed
+		if c.Reason != "" {
+			why += ": " + c.Reason
+		}
+	}
+	t = f.putLocked(t, c.Time, why)
 	return &Result{Task: t, Changed: true}
 }
 
@@ -514,7 +530,8 @@ func (f *FSM) restartLocked(c RestartTask) *Result {
 	t.StartTime, t.FinishTime = time.Time{}, time.Time{}
 	t.ExitCode = 0
 	t.Reason = c.Reason
-	f.putLocked(t)
+	t.Healthy = false
+	t = f.putLocked(t, c.Time, "")
 	return &Result{Task: t, Changed: true}
 }
 
@@ -531,7 +548,8 @@ func (f *FSM) requeueLocked(c RequeueTask) *Result {
 	t.Worker = ""
 	t.ContainerID, t.HostPorts = "", nil
 	t.Reason = c.Reason
-	f.putLocked(t)
+	t.Healthy = false
+	t = f.putLocked(t, c.Time, "")
 	return &Result{Task: t, Changed: true}
 }
 
@@ -553,7 +571,8 @@ func (f *FSM) giveUpLocked(c GiveUpTask) *Result {
 	if t.FinishTime.IsZero() {
 		t.FinishTime = c.Time
 	}
-	f.putLocked(t)
+	t.Healthy = false
+	t = f.putLocked(t, c.Time, "")
 	return &Result{Task: t, Changed: true}
 }
 

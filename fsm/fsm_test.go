@@ -57,6 +57,8 @@ func script(task api.Task) []any {
 		PendingNote{ID: other.ID, Reason: "no worker has 64 MiB free"},
 		AssignTask{ID: task.ID, Worker: "w1", Generation: 1, Time: t0},
 		ReportTask{Task: api.Task{ID: task.ID, Worker: "w1", Generation: 1, State: api.Running, ContainerID: "c1", StartTime: t0}},
+		SetHealth{ID: task.ID, Generation: 1, Healthy: true, Time: t0.Add(time.Second)},
+		SetHealth{ID: task.ID, Generation: 1, Healthy: false, Reason: "GET /health returned 500", Time: t0.Add(2 * time.Second)},
 		StopTask{ID: other.ID, Time: t0.Add(2 * time.Second), Reason: "stopped on request"},
 		RestartTask{ID: task.ID, Worker: "w2", Generation: 2, Counted: true, Reason: "restart", Time: t0},
 		ReportTask{Task: api.Task{ID: task.ID, Worker: "w2", Generation: 2, State: api.Running, ContainerID: "c2", StartTime: t0}},
@@ -476,6 +478,9 @@ func wireCases() []struct {
 		{0x10, DeleteService{Name: "web", Time: wireTime, Reason: "deleted"}},
 		{0x11, SetRollout{Name: "web", Expect: 2, Rollout: &api.Rollout{From: 1, To: 2, State: api.RolloutFailed, Reason: "x"}, Current: 1, Healthy: 1, Time: wireTime}},
 		{0x01, SubmitTask{Task: api.Task{ID: wireID, Image: "cube-echo:latest"}, Time: wireTime, MaxTasks: 100}},
+		{0x92, SetHealth{ID: wireID, Generation: 3, Healthy: true, Time: wireTime}},
+		{0x03, ReportTask{Task: api.Task{ID: wireID, Worker: "w1", Generation: 3, State: api.Running, ContainerID: "c1"}, Time: wireTime}},
+		{0x86, PendingNote{ID: wireID, Reason: "fits nowhere", Time: wireTime}},
 	}
 }
 

@@ -84,6 +84,7 @@ func ServiceTemplate(s api.Service) api.Task {
 	t.StartTime, t.FinishTime, t.SubmitTime = time.Time{}, time.Time{}, time.Time{}
 	t.RestartCount, t.Worker, t.Generation, t.ExitCode, t.Reason, t.LastWorker = 0, "", 0, 0, "", ""
 	t.DesiredState, t.Service, t.ServiceVersion = api.Pending, "", 0
+	t.Healthy, t.History = false, nil
 	if len(s.Constraints) > 0 {
 		t.Constraints = slices.Clone(s.Constraints)
 	}
@@ -234,7 +235,7 @@ func (f *FSM) deleteServiceLocked(c DeleteService) *Result {
 		}
 		// A placed one keeps its state until its worker confirms the stop;
 		// one that ended (waiting for a restart) is finished now.
-		f.putLocked(t)
+		t = f.putLocked(t, c.Time, reason)
 		res.Tasks = append(res.Tasks, t)
 	}
 	return res

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -344,6 +345,53 @@ var decisions = []decision{
 		},
 		cmds:  []string{"report t1 w1 gen 2 Scheduled", "restart t1 on w1 gen 2 counted"},
 		calls: []string{"w1 submit t1 gen 2"},
+	},
+	{
+		name: "health: a passing check is committed once, for its placement",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Running, func(t *api.Task) { t.HealthCheck = "/health" })
+		},
+		drive: func(h *harness) {
+			pass := health.Result{TaskID: h.id("t1"), Generation: 1, Healthy: true, At: time.Now()}
+			h.l.healthy(h.ctx, pass)
+			h.l.healthy(h.ctx, pass)                                                            // a new leader's checks pass again: no news
+			h.l.healthy(h.ctx, health.Result{TaskID: h.id("t1"), Generation: 0, Healthy: true}) // an older placement's
+			h.settle()
+		},
+		cmds: []string{"healthy t1 gen 1"},
+		check: func(h *harness) error {
+			if t := h.task("t1"); !t.Healthy || t.History[len(t.History)-1].Reason != "passed its health check" {
+				return fmt.Errorf("t1 after its check passed: Healthy %v, History %+v", t.Healthy, t.History)
+			}
+			return nil
+		},
+	},
+	{
+		name: "health: a healthy task that fails its check is marked so, then restarted",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Running, func(t *api.Task) { t.HealthCheck = "/health" })
+			h.seed(fsm.SetHealth{ID: h.id("t1"), Generation: 1, Healthy: true, Time: time.Now().UTC()})
+		},
+		drive: func(h *harness) {
+			h.l.unhealthy(h.ctx, health.Result{TaskID: h.id("t1"), Generation: 1, Failures: 3, Reason: "GET /health returned 500"})
+			h.settle()
+		},
+		cmds:  []string{"report t1 w1 gen 2 Scheduled", "restart t1 on w1 gen 2 counted", "unhealthy t1 gen 1: GET /health returned 500"},
+		calls: []string{"w1 submit t1 gen 2"},
+		check: func(h *harness) error {
+			t := h.task("t1")
+			var reasons []string
+			for _, e := range t.History {
+				reasons = append(reasons, e.Reason)
+			}
+			want := "health check failed: GET /health returned 500"
+			if t.Healthy || !slices.Contains(reasons, want) {
+				return fmt.Errorf("t1: Healthy %v, History reasons %q; want %q among them", t.Healthy, reasons, want)
+			}
+			return nil
+		},
 	},
 	// Lost worker and orphan probe.
 	{

@@ -166,6 +166,53 @@ func TestReportTask_Bounded(t *testing.T) {
 	}
 }
 
+// TestHistory_StaysOutOfTheLog: a submission or a report that carries
+// Healthy and a History (a task copied from GET /tasks, a worker's record)
+// reaches the log without them, so a command is no larger than before
+// History existed; the stored task keeps its own.
+func TestHistory_StaysOutOfTheLog(t *testing.T) {
+	h := newHarness(t, nil)
+	h.worker("w1")
+	full := make([]api.TaskTransition, api.MaxTaskHistory)
+	for i := range full {
+		full[i] = api.TaskTransition{State: api.Failed, Reason: strings.Repeat("x", 1000)}
+	}
+	task, _, err := h.m.SubmitTask(h.ctx, api.TaskEvent{Task: api.Task{Image: "cube-echo:latest", Healthy: true, History: full}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.seed(fsm.AssignTask{ID: task.ID, Worker: "w1", Generation: 1, Time: time.Now().UTC()})
+	rec, _ := h.f.Task(task.ID)
+	rec.State, rec.ContainerID, rec.Healthy, rec.History = api.Running, "c1", true, full
+	if err := h.m.ReportTask(h.ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	h.raft.mu.Lock()
+	applied := append([]any(nil), h.raft.applied...)
+	h.raft.mu.Unlock()
+	for _, c := range applied {
+		var in api.Task
+		switch c := c.(type) {
+		case fsm.SubmitTask:
+			in = c.Task
+		case fsm.ReportTask:
+			in = c.Task
+			if c.Time.IsZero() {
+				t.Errorf("report committed without the leader's time: %+v", c)
+			}
+		default:
+			continue
+		}
+		if in.Healthy || in.History != nil {
+			t.Errorf("%T reached the log with Healthy %v and %d History entries", c, in.Healthy, len(in.History))
+		}
+	}
+	got, _ := h.f.Task(task.ID)
+	if got.Healthy || len(got.History) != 3 || got.History[0].Reason != "submitted" || got.History[2].State != api.Running {
+		t.Fatalf("stored task: Healthy %v, History %+v; want its own three entries", got.Healthy, got.History)
+	}
+}
+
 // TestChanges_StreamCap: at most MaxEventStreams at once; one more gets
 // ErrLimit (429); a closed stream frees its place.
 func TestChanges_StreamCap(t *testing.T) {

@@ -255,7 +255,7 @@ func (ws *fakeWorkers) Task(_ context.Context, addr string, id uuid.UUID) (api.T
 	return rec, nil
 }
 
-func (ws *fakeWorkers) Logs(context.Context, string, uuid.UUID, int) (io.ReadCloser, error) {
+func (ws *fakeWorkers) Logs(context.Context, string, uuid.UUID, api.LogOptions) (io.ReadCloser, error) {
 	return nil, errors.New("no logs in the harness")
 }
 
@@ -517,6 +517,11 @@ func (h *harness) describe(cmd any) string {
 		return "submit " + h.nameOf(c.Task.ID)
 	case fsm.UpsertWorker:
 		return fmt.Sprintf("upsert %s %s", c.Node.Name, c.Node.State)
+	case fsm.SetHealth:
+		if c.Healthy {
+			return fmt.Sprintf("healthy %s gen %d", h.nameOf(c.ID), c.Generation)
+		}
+		return fmt.Sprintf("unhealthy %s gen %d: %s", h.nameOf(c.ID), c.Generation, c.Reason)
 	}
 	return fmt.Sprintf("%T %+v", cmd, cmd)
 }

@@ -148,7 +148,7 @@ func (l *loop) run(ctx context.Context) {
 			l.opFinished(ctx, o)
 		case r := <-l.healthCh:
 			if r.Healthy {
-				l.healthy(r)
+				l.healthy(ctx, r)
 			} else {
 				l.unhealthy(ctx, r)
 			}
@@ -373,7 +373,7 @@ func (l *loop) placeAll(ctx context.Context, pending []api.Task, nodes []api.Nod
 	for i, d := range decisions {
 		if !d.OK {
 			if d.Task.Reason != d.Reason {
-				if _, err := l.m.apply(ctx, fsm.PendingNote{ID: d.Task.ID, Reason: d.Reason}); err != nil {
+				if _, err := l.m.apply(ctx, fsm.PendingNote{ID: d.Task.ID, Reason: d.Reason, Time: time.Now().UTC()}); err != nil {
 					l.log.Warn("record pending reason", "task_id", d.Task.ID, "error", err)
 				}
 				l.log.Info("task waits", "task_id", d.Task.ID, "reason", d.Reason)

@@ -52,7 +52,7 @@ type Workers interface {
 	StopUpTo(ctx context.Context, addr string, id uuid.UUID, gen uint64) error
 	Tasks(ctx context.Context, addr string) ([]api.Task, error)
 	Task(ctx context.Context, addr string, id uuid.UUID) (api.Task, error)
-	Logs(ctx context.Context, addr string, id uuid.UUID, tail int) (io.ReadCloser, error)
+	Logs(ctx context.Context, addr string, id uuid.UUID, opts api.LogOptions) (io.ReadCloser, error)
 }
 
 var _ Workers = (*api.WorkerClient)(nil)
@@ -276,6 +276,10 @@ func (m *Manager) SubmitTask(ctx context.Context, ev api.TaskEvent) (api.Task, b
 	if err := health.ValidateTask(t); err != nil {
 		return api.Task{}, false, err
 	}
+	// Health and history are the cluster's (a task copied from GET /tasks
+	// carries them): the stored task starts its own, and the log entry
+	// stays as small as the task the user wrote.
+	t.Healthy, t.History = false, nil
 	res, err := m.apply(ctx, fsm.SubmitTask{Task: t, Time: time.Now().UTC(), MaxTasks: m.cfg.MaxTasks})
 	if err != nil {
 		return api.Task{}, false, err
@@ -315,7 +319,9 @@ func (m *Manager) ReportTask(ctx context.Context, t api.Task) error {
 		return err
 	}
 	prev, _ := m.fsm.Task(t.ID) // for the report lag: did this report change the state?
-	res, err := m.apply(ctx, fsm.ReportTask{Task: t})
+	// The FSM stores neither from a report: they stay out of the log.
+	t.Healthy, t.History = false, nil
+	res, err := m.apply(ctx, fsm.ReportTask{Task: t, Time: time.Now().UTC()})
 	if err == nil && res.Changed {
 		m.metrics.reported(prev.State, res.Task, time.Now())
 	}
@@ -511,7 +517,7 @@ func (m *Manager) Changes(ctx context.Context, after *api.Position) (<-chan api.
 }
 
 // Logs reads the task's container output through the worker it is placed on.
-func (m *Manager) Logs(ctx context.Context, id uuid.UUID, tail int) (io.ReadCloser, error) {
+func (m *Manager) Logs(ctx context.Context, id uuid.UUID, opts api.LogOptions) (io.ReadCloser, error) {
 	t, err := m.fsm.Task(id)
 	if err != nil {
 		return nil, err
@@ -523,7 +529,7 @@ func (m *Manager) Logs(ctx context.Context, id uuid.UUID, tail int) (io.ReadClos
 	if !ok {
 		return nil, fmt.Errorf("worker %s of task %s: %w", t.Worker, id, api.ErrNotFound)
 	}
-	rc, err := m.workers.Logs(ctx, n.API, id, tail)
+	rc, err := m.workers.Logs(ctx, n.API, id, opts)
 	if err != nil && !errors.Is(err, api.ErrNotFound) {
 		return nil, fmt.Errorf("%w: read logs from worker %s: %w", api.ErrUnavailable, t.Worker, err)
 	}

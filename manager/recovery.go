@@ -128,6 +128,7 @@ func (l *loop) unhealthy(ctx context.Context, r health.Result) {
 	}
 	l.m.health.drop(t.ID, t.Generation)
 	l.log.Warn("task unhealthy", "task_id", t.ID, "worker", t.Worker, "generation", t.Generation, "failures", r.Failures, "reason", r.Reason)
+	l.commitHealth(ctx, t, r)
 	// How long it ran is how long this leader has checked it (its own
 	// monotonic clock), not time.Since(t.StartTime): the worker stamped
 	// StartTime with its wall clock, and a leader whose clock differs (or
@@ -140,16 +141,42 @@ func (l *loop) unhealthy(ctx context.Context, r health.Result) {
 
 // healthy handles a placement passing its health check: the back-off resets,
 // so that the next failure after a healthy run is restarted at once.
-func (l *loop) healthy(r health.Result) {
+func (l *loop) healthy(ctx context.Context, r health.Result) {
 	if t, err := l.m.fsm.Task(r.TaskID); err == nil && t.Generation == r.Generation && t.State == api.Running {
 		at := r.At
 		if at.IsZero() {
 			at = time.Now()
 		}
 		l.m.health.set(r.TaskID, r.Generation, at)
+		l.commitHealth(ctx, t, r)
 	}
 	if rs := l.restarts[r.TaskID]; rs != nil && rs.gen < r.Generation {
 		rs.streak = 0
+	}
+}
+
+// commitHealth commits a verdict of t's health check (api.Task.Healthy and
+// an entry of its History), unless the state says it already: a new
+// leader's checks start over and pass again, which is no news. Only the
+// verdicts that change something are written, and the checker's verdicts
+// alternate, so a placement costs a write when it first passes and one
+// when it fails. A write that fails is logged and dropped: the verdict is
+// an annotation (the rollouts and restarts act on the leader's own view),
+// and the next change of the task's state is committed as always.
+func (l *loop) commitHealth(ctx context.Context, t api.Task, r health.Result) {
+	if t.Healthy == r.Healthy || t.DesiredState != api.Running {
+		return
+	}
+	at := r.At
+	if at.IsZero() {
+		at = time.Now()
+	}
+	cmd := fsm.SetHealth{ID: t.ID, Generation: t.Generation, Healthy: r.Healthy, Time: at.UTC()}
+	if !r.Healthy {
+		cmd.Reason = r.Reason
+	}
+	if _, err := l.m.apply(ctx, cmd); err != nil {
+		l.log.Warn("commit health verdict", "task_id", t.ID, "generation", t.Generation, "healthy", r.Healthy, "error", err)
 	}
 }
 

@@ -300,7 +300,7 @@ func TestServices_RolloutWaitsForHealthChecks(t *testing.T) {
 	h.step()
 	h.step()
 	for _, task := range h.f.LiveTasks() {
-		h.l.healthy(health.Result{TaskID: task.ID, Generation: task.Generation, Healthy: true, At: time.Now().Add(-time.Minute)})
+		h.l.healthy(h.ctx, health.Result{TaskID: task.ID, Generation: task.Generation, Healthy: true, At: time.Now().Add(-time.Minute)})
 	}
 	h.step()
 	if s := h.svc("web"); !s.History[0].Healthy {
@@ -319,7 +319,7 @@ func TestServices_RolloutWaitsForHealthChecks(t *testing.T) {
 			fresh = task
 		}
 	}
-	h.l.healthy(health.Result{TaskID: fresh.ID, Generation: fresh.Generation, Healthy: true, At: time.Now()})
+	h.l.healthy(h.ctx, health.Result{TaskID: fresh.ID, Generation: fresh.Generation, Healthy: true, At: time.Now()})
 	h.step()
 	if got := h.versions("web"); got != "v1:1 v2:1" {
 		t.Fatalf("the rollout went on before MinHealthyTime: %s", got)
@@ -500,7 +500,7 @@ func TestServices_Status(t *testing.T) {
 		t.Fatalf("status before health verdicts: %+v, %v", st, err)
 	}
 	for _, task := range h.f.LiveTasks() {
-		h.l.healthy(health.Result{TaskID: task.ID, Generation: task.Generation, Healthy: true, At: time.Now()})
+		h.l.healthy(h.ctx, health.Result{TaskID: task.ID, Generation: task.Generation, Healthy: true, At: time.Now()})
 	}
 	if st, _ := h.m.Service(h.ctx, "web", false); st.Healthy != 2 {
 		t.Fatalf("status after health verdicts: %+v", st)

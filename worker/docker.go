@@ -575,17 +575,19 @@ func (d *Docker) List(ctx context.Context, labels map[string]string) ([]Containe
 	return out, nil
 }
 
-// Logs returns the container's stdout and stderr merged into one stream.
-// Opening the stream is bounded by CallTimeout; reading it is bounded by ctx
-// only, so a slow reader is not cut off. Close releases the connection and
+// Logs returns the container's stdout and stderr merged into one stream;
+// followed (opts.Follow), the engine keeps it open until the container
+// stops. Opening the stream is bounded by CallTimeout; reading it is bounded
+// by ctx only, so a slow reader, or a followed container that writes
+// nothing for a while, is not cut off. Close releases the connection and
 // the copying goroutine.
-func (d *Docker) Logs(ctx context.Context, id string, tail int) (io.ReadCloser, error) {
+func (d *Docker) Logs(ctx context.Context, id string, opts api.LogOptions) (io.ReadCloser, error) {
 	if err := d.negotiate(ctx); err != nil {
 		return nil, fmt.Errorf("read logs of container %s: %w", id, err)
 	}
 	tailArg := "all"
-	if tail > 0 {
-		tailArg = strconv.Itoa(tail)
+	if opts.Tail > 0 {
+		tailArg = strconv.Itoa(opts.Tail)
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	// The timer, not a WithTimeout, bounds the open: a deadline on sctx would
@@ -595,6 +597,7 @@ func (d *Docker) Logs(ctx context.Context, id string, tail int) (io.ReadCloser, 
 		ShowStdout: true,
 		ShowStderr: true,
 		Tail:       tailArg,
+		Follow:     opts.Follow,
 	})
 	if !timer.Stop() && err == nil {
 		// The timer fired just as the answer came: the body is unusable.

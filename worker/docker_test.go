@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -508,7 +509,7 @@ func TestDocker_CreateMissingImage(t *testing.T) {
 // dkReadLogs reads a whole Logs stream.
 func dkReadLogs(t *testing.T, d *Docker, id string, tail int) string {
 	t.Helper()
-	rc, err := d.Logs(dkCtx(t, 30*time.Second), id, tail)
+	rc, err := d.Logs(dkCtx(t, 30*time.Second), id, api.LogOptions{Tail: tail})
 	if err != nil {
 		t.Fatalf("Logs(%d): %v", tail, err)
 	}
@@ -551,7 +552,7 @@ func TestDocker_Logs(t *testing.T) {
 	}
 
 	// Close without reading releases everything and returns promptly.
-	rc, err := d.Logs(dkCtx(t, 30*time.Second), id, 0)
+	rc, err := d.Logs(dkCtx(t, 30*time.Second), id, api.LogOptions{})
 	if err != nil {
 		t.Fatalf("Logs: %v", err)
 	}
@@ -568,7 +569,7 @@ func TestDocker_Logs(t *testing.T) {
 
 	// The caller's ctx ending unblocks a reader too.
 	ctx, cancel := context.WithCancel(context.Background())
-	rc, err = d.Logs(ctx, id, 0)
+	rc, err = d.Logs(ctx, id, api.LogOptions{})
 	if err != nil {
 		t.Fatalf("Logs: %v", err)
 	}
@@ -582,8 +583,48 @@ func TestDocker_Logs(t *testing.T) {
 	}
 	rc.Close()
 
-	if _, err := d.Logs(dkCtx(t, 30*time.Second), "cube-no-such-container", 0); !errors.Is(err, ErrContainerNotFound) {
+	if _, err := d.Logs(dkCtx(t, 30*time.Second), "cube-no-such-container", api.LogOptions{}); !errors.Is(err, ErrContainerNotFound) {
 		t.Errorf("Logs of a missing container: %v; want ErrContainerNotFound", err)
+	}
+}
+
+// A followed stream gives what the container wrote, then what it writes
+// next, and ends when the container stops: the graceful stop's last line
+// ("stopped") arrives, then the end of the stream.
+func TestDocker_LogsFollow(t *testing.T) {
+	d := newTestDocker(t)
+	id := dkCreateAndStart(t, d, echoSpec(t, dkTestLabels(t)))
+	st := dkWaitStatus(t, d, id, 15*time.Second, "running with ports", func(s ContainerStatus) bool {
+		return s.Status == StatusRunning && len(s.HostPorts[echoPort]) > 0
+	})
+	dkWaitHealthy(t, loopbackPort(t, st))
+	rc, err := d.Logs(dkCtx(t, 2*time.Minute), id, api.LogOptions{Follow: true})
+	if err != nil {
+		t.Fatalf("Logs(follow): %v", err)
+	}
+	defer rc.Close()
+	br := bufio.NewReader(rc)
+	var seen []string
+	for !strings.Contains(strings.Join(seen, ""), "listening on") {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("followed logs ended before the start line: %q, %v", seen, err)
+		}
+		seen = append(seen, line)
+	}
+	// Written while the stream is open: the stop's lines come through it.
+	stopped := make(chan error, 1)
+	go func() { stopped <- d.Stop(dkCtx(t, 60*time.Second), id, 5*time.Second) }()
+	rest, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatalf("followed logs after the stop: %v", err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(rest)), "\n")
+	if len(lines) == 0 || !strings.Contains(lines[len(lines)-1], "stopped") {
+		t.Fatalf("followed logs after the start line: %q; want them to end with the stop's last line", rest)
 	}
 }
 

@@ -167,9 +167,9 @@ func (r *timedRuntime) List(ctx context.Context, labels map[string]string) ([]Co
 	return cs, err
 }
 
-func (r *timedRuntime) Logs(ctx context.Context, containerID string, tail int) (io.ReadCloser, error) {
+func (r *timedRuntime) Logs(ctx context.Context, containerID string, opts api.LogOptions) (io.ReadCloser, error) {
 	start := time.Now()
-	rc, err := r.rt.Logs(ctx, containerID, tail)
+	rc, err := r.rt.Logs(ctx, containerID, opts)
 	r.observe("logs", start, err)
 	return rc, err
 }

@@ -127,8 +127,10 @@ type Runtime interface {
 	Inspect(ctx context.Context, containerID string) (ContainerStatus, error)
 	// List returns every container (running or not) carrying all the labels.
 	List(ctx context.Context, labels map[string]string) ([]ContainerStatus, error)
-	// Logs returns the container's stdout and stderr, the last tail lines (0: all).
-	Logs(ctx context.Context, containerID string, tail int) (io.ReadCloser, error)
+	// Logs returns the container's stdout and stderr, the last opts.Tail
+	// lines (0: all); with opts.Follow the stream goes on with what the
+	// container writes until it ends (or ctx does).
+	Logs(ctx context.Context, containerID string, opts api.LogOptions) (io.ReadCloser, error)
 	// Watch streams events of containers carrying all the labels until ctx ends,
 	// re-subscribing (and sending a Resync event) when the stream breaks. The
 	// channel is closed when Watch returns.

@@ -818,7 +818,7 @@ func (w *Worker) Stop(ctx context.Context, id uuid.UUID, upTo *uint64) (api.Task
 }
 
 // Logs returns the output of the task's container.
-func (w *Worker) Logs(ctx context.Context, id uuid.UUID, tail int) (io.ReadCloser, error) {
+func (w *Worker) Logs(ctx context.Context, id uuid.UUID, opts api.LogOptions) (io.ReadCloser, error) {
 	rec, ok := w.get(id)
 	if _, gone := w.forgotten(id); !ok && gone {
 		return nil, fmt.Errorf("task %s ended more than %s ago; worker %s removed its container and logs: %w", id, w.cfg.KeepEnded, w.name, api.ErrNotFound)
@@ -829,7 +829,7 @@ func (w *Worker) Logs(ctx context.Context, id uuid.UUID, tail int) (io.ReadClose
 	if rec.ContainerID == "" {
 		return nil, fmt.Errorf("task %s has no container yet: %w", id, api.ErrNotFound)
 	}
-	rc, err := w.rt.Logs(ctx, rec.ContainerID, tail)
+	rc, err := w.rt.Logs(ctx, rec.ContainerID, opts)
 	if errors.Is(err, ErrContainerNotFound) {
 		return nil, fmt.Errorf("container of task %s was removed: %w", id, api.ErrNotFound)
 	}

@@ -100,19 +100,15 @@ func changeIndex(ch api.Change) string {
 	return ch.Position().String()
 }
 
-// exitError is an error with its own message and the exit status main
-// should end with.
-type exitError struct {
-	code int
-	msg  string
-	err  error
+// explainedError is an error with a message of its own that still
+// unwraps to its cause (errors.As finds the *api.GapError under it).
+type explainedError struct {
+	msg string
+	err error
 }
 
-func (e *exitError) Error() string { return e.msg }
-func (e *exitError) Unwrap() error { return e.err }
-
-// ExitCode is the process's exit status.
-func (e *exitError) ExitCode() int { return e.code }
+func (e *explainedError) Error() string { return e.msg }
+func (e *explainedError) Unwrap() error { return e.err }
 
 // explainEventsEnd turns the end of a stream into what the user must know:
 // on a gap, which changes are unknown and how to go on (exit status 3).
@@ -133,5 +129,5 @@ func explainEventsEnd(err error) error {
 		msg += ": " + gap.Reason
 	}
 	msg += fmt.Sprintf("); re-read the state with `cube status`, and follow on with `%s`", next)
-	return &exitError{code: exitGap, msg: msg, err: err}
+	return &exitError{code: exitGap, err: &explainedError{msg: msg, err: err}}
 }

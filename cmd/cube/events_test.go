@@ -126,7 +126,7 @@ func TestEvents_GapExits3(t *testing.T) {
 	addr := strings.TrimPrefix(gone.URL, "http://")
 	_, err := cube(t, addr, "events", "--after", "57.0")
 	var ee *exitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 3 || !errors.Is(err, api.ErrEventsGap) {
+	if !errors.As(err, &ee) || ee.code != 3 || !errors.Is(err, api.ErrEventsGap) {
 		t.Fatalf("cube events across a gap: %v, want exit status 3 and ErrEventsGap", err)
 	}
 	for _, want := range []string{"after 57.0 up to and including 4200.0 are unknown", addr, "keeps the last 4096", "cube status", "cube events --after 4200.0"} {

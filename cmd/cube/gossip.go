@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/cube-orch/cube/api"
@@ -63,12 +64,33 @@ node's keyring as the API returns it (a JSON array).`,
 				if err != nil {
 					return err
 				}
-				return printList(cmd.OutOrStdout(), *output, nodes, func(w io.Writer) { printKeyrings(w, nodes) })
+				return printList(cmd.OutOrStdout(), *output, nodes, func(w io.Writer) {
+					printKeyrings(w, nodes)
+					if *output == outputWide {
+						fmt.Fprintln(w)
+						writeColumns(w, true, nodes, keyringColumns)
+					}
+				})
 			})
 		},
 	}
-	output = addOutputFlag(cmd)
+	output = addListOutputFlag(cmd)
 	return cmd
+}
+
+// keyringColumns are the per-node table -o wide adds to cube gossip keyring
+// list: each node's primary key and how many it holds.
+var keyringColumns = []column[api.NodeKeyring]{
+	{head: "NODE", cell: func(n api.NodeKeyring) string { return n.Node }},
+	{head: "ROLE", cell: func(n api.NodeKeyring) string { return n.Role }},
+	{head: "PRIMARY", cell: func(n api.NodeKeyring) string { return orDash(n.Primary) }},
+	{head: "KEYS", cell: func(n api.NodeKeyring) string {
+		if n.Error != "" {
+			return "-"
+		}
+		return strconv.Itoa(len(n.Keys))
+	}},
+	{head: "ERROR", cell: func(n api.NodeKeyring) string { return orDash(n.Error) }},
 }
 
 // printKeyrings shows each key with the number of nodes that use it as

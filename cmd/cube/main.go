@@ -3,7 +3,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"runtime/debug"
@@ -17,13 +16,7 @@ func main() {
 	stopClock()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cube:", err)
-		// A command may name its own status (cube events: 3 when changes
-		// were lost); any other failure is 1.
-		var ee *exitError
-		if errors.As(err, &ee) {
-			os.Exit(ee.ExitCode())
-		}
-		os.Exit(1)
+		os.Exit(exitCode(err)) // 1, or what a wait says (wait.go)
 	}
 }
 
@@ -41,7 +34,11 @@ Serve:   cube service create|ls|inspect|scale|update|rollback|rm   cube apply -f
 Access:  cube token create --name NAME --role read|submit|operator
 Operate: cube operator snapshot save|restore|inspect   cube operator raft list-peers
 
-Listings take -o json (the API's objects, for scripts) or -o table (the default).`,
+Listings take -o table (the default), -o wide (more columns) or -o json (the
+API's objects, for scripts); cube status --watch redraws. cube run --wait and
+cube node drain --wait follow what they started until it is done; cube logs -f
+follows a task's output. Shell completion: cube completion bash|zsh|fish|powershell
+(cube completion bash --help says how to load it).`,
 		Version:       buildVersion(version, commit, debug.ReadBuildInfo).String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,

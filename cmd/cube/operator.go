@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"path/filepath"
 
@@ -110,16 +109,18 @@ Leader, State}.`,
 					return err
 				}
 				peers := peersOf(info)
-				return printList(cmd.OutOrStdout(), *output, peers, func(w io.Writer) {
-					fmt.Fprintln(w, "ID\tADDRESS\tVOTER\tLEADER\tSTATE")
-					for _, p := range peers {
-						fmt.Fprintf(w, "%s\t%s\t%v\t%v\t%s\n", p.ID, p.Address, p.Voter, p.Leader, p.State)
-					}
+				return printColumns(cmd.OutOrStdout(), *output, peers, []column[peer]{
+					{head: "ID", cell: func(p peer) string { return p.ID }},
+					{head: "ADDRESS", cell: func(p peer) string { return p.Address }},
+					{head: "API", show: wideOnly, cell: func(p peer) string { return orDash(p.API) }},
+					{head: "VOTER", cell: func(p peer) string { return fmt.Sprint(p.Voter) }},
+					{head: "LEADER", cell: func(p peer) string { return fmt.Sprint(p.Leader) }},
+					{head: "STATE", cell: func(p peer) string { return p.State }},
 				})
 			})
 		},
 	}
-	output = addOutputFlag(cmd)
+	output = addListOutputFlag(cmd)
 	cf.register(cmd)
 	return cmd
 }

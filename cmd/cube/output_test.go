@@ -176,8 +176,8 @@ func TestOutput_UnknownFormatIsAUsageError(t *testing.T) {
 	for _, l := range listings() {
 		name := strings.Join(l.args, " ")
 		_, err := cube(t, f.addr(), append(l.args, "-o", "yaml")...)
-		if err == nil || !strings.Contains(err.Error(), `unknown output format "yaml"; want table or json`) {
-			t.Errorf("cube %s -o yaml: %v, want a usage error naming table and json", name, err)
+		if err == nil || !strings.Contains(err.Error(), `unknown output format "yaml"; want table, wide or json`) {
+			t.Errorf("cube %s -o yaml: %v, want a usage error naming table, wide and json", name, err)
 		}
 	}
 	if _, err := runRoot(t, "version", "-o", "wide"); err == nil || !strings.Contains(err.Error(), "want table or json") {
@@ -192,6 +192,11 @@ func TestOutput_UnknownFormatIsAUsageError(t *testing.T) {
 	}
 }
 
+// listingCommands are the commands whose -o offers wide: every listing
+// (events, a stream, keeps table and json; objects have no wider form).
+var listingCommands = map[string]bool{"status": true, "node": true, "members": true, "token ls": true,
+	"gossip keyring list": true, "operator raft list-peers": true, "service ls": true}
+
 // Every -o/--output of cube is the one shared flag (outputFormat), and
 // every listing command has it.
 func TestOutput_OneFlagEverywhere(t *testing.T) {
@@ -203,14 +208,22 @@ func TestOutput_OneFlagEverywhere(t *testing.T) {
 			continue
 		}
 		withOutput[p] = true
-		if _, ok := f.Value.(*outputFormat); !ok || f.Shorthand != "o" || f.DefValue != "table" || f.Usage != outputUsage {
-			t.Errorf("cube %s: --output is %T -%s default %q, want the shared outputFormat flag (addOutputFlag)", p, f.Value, f.Shorthand, f.DefValue)
+		if _, ok := f.Value.(*outputValue); !ok || f.Shorthand != "o" || f.DefValue != "table" || (f.Usage != outputUsage && f.Usage != listOutputUsage) {
+			t.Errorf("cube %s: --output is %T -%s default %q, want the shared outputValue flag (addOutputFlag, addListOutputFlag)", p, f.Value, f.Shorthand, f.DefValue)
+		}
+		if wide := f.Usage == listOutputUsage; wide != listingCommands[p] {
+			t.Errorf("cube %s: -o wide offered %v; want it on the listings only (%v)", p, wide, listingCommands[p])
 		}
 	}
 	for _, p := range []string{"status", "node", "token ls", "members", "events", "gossip keyring list",
 		"operator raft list-peers", "operator snapshot inspect", "version", "service ls", "service inspect"} {
 		if !withOutput[p] {
 			t.Errorf("cube %s has no -o/--output", p)
+		}
+	}
+	for p := range listingCommands {
+		if !withOutput[p] {
+			t.Errorf("listing cube %s has no -o/--output", p)
 		}
 	}
 	// Subcommands that act do not inherit their parent's -o.

@@ -148,8 +148,10 @@ func newServiceLsCmd(cf *clientFlags) *cobra.Command {
 		Short:   "List the services: version, count, running and healthy tasks, rollout",
 		Long: `List the services: the current version and its image, Count (desired),
 the tasks Running and Healthy (passing their health check, or Running when
-the template has none), and the last rollout. -o json prints GET /services'
-objects as the API returns them (a JSON array, [] when there are none).`,
+the template has none), and the last rollout. -o wide adds the template's
+cpu, memory, ports, health check and constraints and when the service was
+created. -o json prints GET /services' objects as the API returns them (a
+JSON array, [] when there are none).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return cf.call(cmd, func(ctx context.Context, c *api.Client) error {
@@ -157,18 +159,33 @@ objects as the API returns them (a JSON array, [] when there are none).`,
 				if err != nil {
 					return err
 				}
-				return printList(cmd.OutOrStdout(), *output, list, func(w io.Writer) {
-					fmt.Fprintln(w, "NAME\tVERSION\tIMAGE\tCOUNT\tRUNNING\tHEALTHY\tROLLOUT\tUPDATED")
-					for _, s := range list {
-						fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%d\t%d\t%s\t%s\n", s.Name, s.Version, s.Task.Image, s.Count,
-							s.Running, s.Healthy, rolloutShort(s.Rollout), ago(s.UpdateTime))
-					}
-				})
+				return printColumns(cmd.OutOrStdout(), *output, list, serviceColumns)
 			})
 		},
 	}
-	output = addOutputFlag(cmd)
+	output = addListOutputFlag(cmd)
 	return cmd
+}
+
+// serviceColumns are the columns of cube service ls; -o wide adds the
+// template's resources, ports, health check and constraints, and CREATED.
+var serviceColumns = []column[api.ServiceStatus]{
+	{head: "NAME", cell: func(s api.ServiceStatus) string { return s.Name }},
+	{head: "VERSION", cell: func(s api.ServiceStatus) string { return strconv.FormatUint(s.Version, 10) }},
+	{head: "IMAGE", cell: func(s api.ServiceStatus) string { return s.Task.Image }},
+	{head: "COUNT", cell: func(s api.ServiceStatus) string { return strconv.Itoa(s.Count) }},
+	{head: "RUNNING", cell: func(s api.ServiceStatus) string { return strconv.Itoa(s.Running) }},
+	{head: "HEALTHY", cell: func(s api.ServiceStatus) string { return strconv.Itoa(s.Healthy) }},
+	{head: "ROLLOUT", cell: func(s api.ServiceStatus) string { return rolloutShort(s.Rollout) }},
+	{head: "UPDATED", cell: func(s api.ServiceStatus) string { return ago(s.UpdateTime) }},
+	{head: "CPU", show: wideOnly, cell: func(s api.ServiceStatus) string { return orDash(cpuText(s.Task.Cpu)) }},
+	{head: "MEMORY", show: wideOnly, cell: func(s api.ServiceStatus) string { return sizeText(s.Task.Memory) }},
+	{head: "PORTS", show: wideOnly, cell: func(s api.ServiceStatus) string {
+		return orDash(strings.Join(slices.Sorted(maps.Keys(s.Task.ExposedPorts)), ","))
+	}},
+	{head: "HEALTH CHECK", show: wideOnly, cell: func(s api.ServiceStatus) string { return orDash(s.Task.HealthCheck) }},
+	{head: "CONSTRAINTS", show: wideOnly, cell: func(s api.ServiceStatus) string { return orDash(strings.Join(s.Constraints, ",")) }},
+	{head: "CREATED", show: wideOnly, cell: func(s api.ServiceStatus) string { return ago(s.CreateTime) }},
 }
 
 // rolloutShort is a rollout in a column: "1→2 running (1 replaced)".
@@ -186,8 +203,9 @@ func rolloutShort(r *api.Rollout) string {
 func newServiceInspectCmd(cf *clientFlags) *cobra.Command {
 	var output *outputFormat
 	cmd := &cobra.Command{
-		Use:   "inspect NAME",
-		Short: "Show a service: its template, tasks, rollout progress and version history",
+		Use:               "inspect NAME",
+		Short:             "Show a service: its template, tasks, rollout progress and version history",
+		ValidArgsFunction: cf.completeServices(),
 		Long: `Show one service: its current template and update policy, the tasks running
 by version, the progress of its last rollout (which versions, how many tasks
 replaced, why it failed or rolled back), its live tasks, and its last versions
@@ -341,8 +359,9 @@ func policyText(u api.UpdatePolicy) string {
 
 func newServiceScaleCmd(cf *clientFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "scale NAME COUNT",
-		Short: "Set how many tasks of a service run (at once, no new version)",
+		Use:               "scale NAME COUNT",
+		Short:             "Set how many tasks of a service run (at once, no new version)",
+		ValidArgsFunction: cf.completeServices(),
 		Long: fmt.Sprintf(`Set a service's Count (0 to %d). The leader starts or stops tasks of the
 current version at once; no rollout, no new version. Scaling to 0 keeps the
 service (and its history) with no task running.`, api.MaxServiceCount),
@@ -430,8 +449,9 @@ func appliedText(step planStep, st api.ServiceStatus) string {
 
 func newServiceRollbackCmd(cf *clientFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "rollback NAME",
-		Short: "Go back to the service's last healthy version before the current one",
+		Use:               "rollback NAME",
+		Short:             "Go back to the service's last healthy version before the current one",
+		ValidArgsFunction: cf.completeServices(),
 		Long: `Make the last version before the current one that was healthy (all its tasks
 healthy together once) current again, and roll the tasks back to it as an
 update does (Update.MaxParallel at a time). Refused when no earlier version
@@ -460,10 +480,11 @@ was healthy. A rollout that fails with Update.AutoRevert does this by itself.`,
 
 func newServiceRmCmd(cf *clientFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:     "rm NAME",
-		Aliases: []string{"remove", "delete"},
-		Short:   "Delete a service and stop its tasks",
-		Args:    cobra.ExactArgs(1),
+		Use:               "rm NAME",
+		Aliases:           []string{"remove", "delete"},
+		Short:             "Delete a service and stop its tasks",
+		ValidArgsFunction: cf.completeServices(),
+		Args:              cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return cf.call(cmd, func(ctx context.Context, c *api.Client) error {
 				if err := c.DeleteService(ctx, args[0]); err != nil {

@@ -13,55 +13,118 @@ import (
 )
 
 func newStatusCmd(cf *clientFlags) *cobra.Command {
-	var consistent bool
+	var consistent, watching bool
+	var interval time.Duration
 	var output *outputFormat
 	cmd := &cobra.Command{
 		Use:   "status [ID|PREFIX|NAME]",
-		Short: "List tasks (state, worker, restarts, reason), or show one task whole",
+		Short: "List tasks (state, worker, restarts, reason), or show one task whole with its history",
 		Long: `List the cluster's tasks: state, worker, published ports, restarts and the
-reason of the last failure. -o json prints the tasks as GET /tasks returns them
-(a JSON array, [] when there are none), for scripts:
+reason of the last failure. -o wide adds the desired state, health, the whole
+container ID, the worker before, generation, cpu and memory, the service and
+the submit and start times. -o json prints the tasks as GET /tasks returns
+them (a JSON array, [] when there are none), for scripts:
 
   cube status -o json | jq -r '.[] | select(.Name=="web") | .HostPorts'
 
 With an argument, shows one task whole: state and reason, worker, generation,
-restarts, ports, resources, health check and times. The argument is the task's
-ID, a prefix of it that no other task's ID begins with, or its name when no
-other task has that name; -o json prints the task object as GET /tasks/ID
-returns it:
+restarts, ports, resources, health check and times, then its history: each
+change of state, worker, restarts or health with its time and reason (the
+last 20). The argument is the task's ID, a prefix of it that no other task's
+ID begins with, or its name when no other task has that name; -o json prints
+the task object as GET /tasks/ID returns it, its History included:
 
-  cube status test-chapter-9.1 -o json | jq -r '.HostPorts["7777/tcp"][0].HostPort'`,
-		Args: cobra.MaximumNArgs(1),
+  cube status test-chapter-9.1 -o json | jq -r '.HostPorts["7777/tcp"][0].HostPort'
+  cube status test-chapter-9.1 -o json | jq -r '.History[] | "\(.Time) \(.State) \(.Reason)"'
+
+--watch redraws the listing (or the task) every --interval until Ctrl-C; on
+a terminal it clears the screen first, otherwise it prints each snapshot
+after a line with its time.`,
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: cf.completeTasks(false),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 && strings.TrimSpace(args[0]) == "" {
 				return fmt.Errorf("empty task ID; want a task ID, a prefix of one, or a task name")
 			}
-			return cf.call(cmd, func(ctx context.Context, c *api.Client) error {
+			if interval <= 0 {
+				return fmt.Errorf("--interval %s must be positive", interval)
+			}
+			draw := func(ctx context.Context, c *api.Client, out io.Writer) error {
 				if len(args) == 1 {
 					t, err := showTask(ctx, c, args[0], consistent)
 					if err != nil {
 						return err
 					}
-					return printObject(cmd.OutOrStdout(), *output, t, func(w io.Writer) { taskText(w, t) })
+					return printObject(out, *output, t, func(w io.Writer) { taskText(w, t, *output == outputWide) })
 				}
 				tasks, err := c.Tasks(ctx, consistent)
 				if err != nil {
 					return err
 				}
-				return printList(cmd.OutOrStdout(), *output, tasks, func(w io.Writer) {
-					fmt.Fprintln(w, "ID\tNAME\tCREATED\tSTATE\tCONTAINERNAME\tIMAGE\tWORKER\tPORTS\tRESTARTS\tREASON")
-					for _, t := range tasks {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", t.ID, t.Name, ago(t.SubmitTime), t.State,
-							shortID(t.ContainerID), t.Image, t.Worker, portsText(t.HostPorts), t.RestartCount, t.Reason)
-					}
-				})
-			})
+				return printColumns(out, *output, tasks, taskColumns)
+			}
+			if watching {
+				return cf.watch(cmd, interval, draw)
+			}
+			return cf.call(cmd, func(ctx context.Context, c *api.Client) error { return draw(ctx, c, cmd.OutOrStdout()) })
 		},
 	}
-	output = addOutputFlag(cmd)
+	output = addListOutputFlag(cmd)
 	cmd.Flags().BoolVar(&consistent, "consistent", false, "linearizable read through the leader")
+	cmd.Flags().BoolVarP(&watching, "watch", "w", false, "redraw every --interval until Ctrl-C")
+	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "time between two redraws of --watch")
 	cf.register(cmd)
 	return cmd
+}
+
+// taskColumns are the columns of cube status: -o table's, and -o wide's
+// (which adds the desired state, health, the whole container ID, the worker
+// before, generation, resources, service and times).
+var taskColumns = []column[api.Task]{
+	{head: "ID", cell: func(t api.Task) string { return t.ID.String() }},
+	{head: "NAME", cell: func(t api.Task) string { return t.Name }},
+	{head: "CREATED", cell: func(t api.Task) string { return ago(t.SubmitTime) }},
+	{head: "STATE", cell: func(t api.Task) string { return t.State.String() }},
+	{head: "DESIRED", show: wideOnly, cell: func(t api.Task) string { return t.DesiredState.String() }},
+	{head: "HEALTH", show: wideOnly, cell: healthState},
+	{head: "CONTAINERNAME", show: tableOnly, cell: func(t api.Task) string { return shortID(t.ContainerID) }},
+	{head: "CONTAINER", show: wideOnly, cell: func(t api.Task) string { return orDash(t.ContainerID) }},
+	{head: "IMAGE", cell: func(t api.Task) string { return t.Image }},
+	{head: "WORKER", cell: func(t api.Task) string { return t.Worker }},
+	{head: "LAST WORKER", show: wideOnly, cell: func(t api.Task) string { return orDash(t.LastWorker) }},
+	{head: "GEN", show: wideOnly, cell: func(t api.Task) string { return fmt.Sprint(t.Generation) }},
+	{head: "PORTS", cell: func(t api.Task) string { return portsText(t.HostPorts) }},
+	{head: "RESTARTS", cell: func(t api.Task) string { return fmt.Sprint(t.RestartCount) }},
+	{head: "CPU", show: wideOnly, cell: func(t api.Task) string { return orDash(cpuText(t.Cpu)) }},
+	{head: "MEMORY", show: wideOnly, cell: func(t api.Task) string { return sizeText(t.Memory) }},
+	{head: "SERVICE", show: wideOnly, cell: func(t api.Task) string {
+		if t.Service == "" {
+			return "-"
+		}
+		return fmt.Sprintf("%s v%d", t.Service, t.ServiceVersion)
+	}},
+	{head: "SUBMITTED", show: wideOnly, cell: func(t api.Task) string { return timeText(t.SubmitTime) }},
+	{head: "STARTED", show: wideOnly, cell: func(t api.Task) string { return timeText(t.StartTime) }},
+	{head: "REASON", cell: func(t api.Task) string { return t.Reason }},
+}
+
+// healthState is a task's health as docker ps words it: "-" without a
+// health check or while the task does not run, "healthy" once its
+// placement passed its check, "unhealthy" once it failed it (until it is
+// restarted), "starting" before either.
+func healthState(t api.Task) string {
+	switch {
+	case t.HealthCheck == "" || t.State != api.Running:
+		return "-"
+	case t.Healthy:
+		return "healthy"
+	}
+	for i := len(t.History) - 1; i >= 0 && t.History[i].Generation == t.Generation; i-- {
+		if strings.HasPrefix(t.History[i].Reason, api.ReasonHealthFailed) {
+			return "unhealthy"
+		}
+	}
+	return "starting"
 }
 
 // showTask fetches the task ref names (see findTask): a whole UUID with
@@ -77,8 +140,9 @@ func showTask(ctx context.Context, c *api.Client, ref string, consistent bool) (
 	return matchTask(tasks, ref)
 }
 
-// taskText writes one task whole, a field a line, for cube status ID.
-func taskText(w io.Writer, t api.Task) {
+// taskText writes one task whole, a field a line, then its history, for
+// cube status ID; wide shows the whole container ID.
+func taskText(w io.Writer, t api.Task, wide bool) {
 	line := func(k, v string) {
 		if v != "" {
 			fmt.Fprintf(w, "%s:\t%s\n", k, v)
@@ -116,13 +180,20 @@ func taskText(w io.Writer, t api.Task) {
 	if len(t.Cmd) > 0 {
 		line("Command", strings.Join(t.Cmd, " "))
 	}
-	line("Container", orDash(shortID(t.ContainerID)))
+	container := shortID(t.ContainerID)
+	if wide {
+		container = t.ContainerID
+	}
+	line("Container", orDash(container))
 	line("Ports", portsText(t.HostPorts))
 	if len(t.PortBindings) > 0 {
 		line("Port bindings", fmt.Sprint(t.PortBindings))
 	}
 	line("Resources", fmt.Sprintf("cpu %g, memory %s, disk %s", t.Cpu, sizeText(t.Memory), sizeText(t.Disk)))
 	line("Health check", healthText(t))
+	if t.HealthCheck != "" {
+		line("Health", healthState(t))
+	}
 	if len(t.Constraints) > 0 {
 		line("Constraints", strings.Join(t.Constraints, ", "))
 	}
@@ -132,6 +203,32 @@ func taskText(w io.Writer, t api.Task) {
 	line("Submitted", whenText(t.SubmitTime))
 	line("Started", whenText(t.StartTime))
 	line("Finished", whenText(t.FinishTime))
+	historyText(w, t.History)
+}
+
+// historyText writes a task's History as a table, oldest first.
+func historyText(w io.Writer, h []api.TaskTransition) {
+	if len(h) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nHistory (oldest first; the last %d changes are kept)\n", api.MaxTaskHistory)
+	fmt.Fprintln(w, "TIME\tSTATE\tWORKER\tGEN\tRESTARTS\tREASON")
+	for _, e := range h {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%s\n", timeText(e.Time), transitionState(e), orDash(e.Worker), e.Generation, e.RestartCount, orDash(e.Reason))
+	}
+}
+
+// transitionState is an entry's state with what qualifies it: "Running,
+// healthy", "Running → Completed" (a stop requested, not yet carried out).
+func transitionState(e api.TaskTransition) string {
+	s := e.State.String()
+	if e.Healthy {
+		s += ", healthy"
+	}
+	if !e.State.Terminal() && e.DesiredState != api.Running && e.DesiredState != e.State {
+		s += " → " + e.DesiredState.String()
+	}
+	return s
 }
 
 // healthText describes a task's health check, or "-" for none.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"slices"
 
 	"github.com/cube-orch/cube/api"
@@ -85,16 +84,17 @@ func newTokenLsCmd(cf *clientFlags) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return printList(cmd.OutOrStdout(), *output, toks, func(w io.Writer) {
-					fmt.Fprintln(w, "ACCESSOR\tNAME\tROLE\tCREATED")
-					for _, t := range toks {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.AccessorID, t.Name, t.Role, ago(t.CreateTime))
-					}
+				return printColumns(cmd.OutOrStdout(), *output, toks, []column[api.Token]{
+					{head: "ACCESSOR", cell: func(t api.Token) string { return t.AccessorID.String() }},
+					{head: "NAME", cell: func(t api.Token) string { return t.Name }},
+					{head: "ROLE", cell: func(t api.Token) string { return string(t.Role) }},
+					{head: "CREATED", cell: func(t api.Token) string { return ago(t.CreateTime) }},
+					{head: "CREATED AT", show: wideOnly, cell: func(t api.Token) string { return timeText(t.CreateTime) }},
 				})
 			})
 		},
 	}
-	output = addOutputFlag(cmd)
+	output = addListOutputFlag(cmd)
 	return cmd
 }
 
