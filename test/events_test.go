@@ -252,7 +252,7 @@ func TestEvents_CLIFollowsAcrossALeaderKill(t *testing.T) {
 	}
 	ev.waitRunning(t, ids...)
 	got, stderr := ev.stop(t)
-	if !strings.Contains(stderr, "manager "+leader.HTTPAddr+" stopped answering") || !strings.Contains(stderr, "resumed after") {
+	if !strings.Contains(stderr, "manager "+leader.HTTPAddr+" stopped streaming") || !strings.Contains(stderr, "resumed after") {
 		t.Errorf("cube events did not say it resumed; stderr:\n%s", stderr)
 	}
 
