@@ -88,7 +88,7 @@ func (m *Manager) checkReached(ctx context.Context, p api.Position) error {
 		return nil // in this manager's log: committed, or soon replaced
 	}
 	if m.raft.IsLeader() {
-		return beyondLog(p, last, "this manager, the leader")
+		return beyondLog(p, last, m.cfg.ID)
 	}
 	unsure := func(why string) error {
 		return fmt.Errorf("%w: this manager's log ends at index %d, before position %s, and %s, so it cannot tell whether the cluster has reached that position; retry, or ask another manager", api.ErrUnavailable, last, p, why)
@@ -107,11 +107,11 @@ func (m *Manager) checkReached(ctx context.Context, p api.Position) error {
 	case p.Index <= st.LastIndex:
 		return nil
 	}
-	return beyondLog(p, st.LastIndex, "the leader "+st.ID)
+	return beyondLog(p, st.LastIndex, st.ID)
 }
 
-// beyondLog is the error of a position past the cluster's last index, as
-// the manager named by who knows it.
-func beyondLog(p api.Position, last uint64, who string) error {
-	return &api.ValidationError{Msg: fmt.Sprintf("position %s is beyond the cluster's last index %d (as %s knows it): no change has that position yet; resume after a position a stream gave (INDEX or INDEX.SEQ, as cube events prints it), or give none to start with the next change", p, last, who)}
+// beyondLog is the error of a position past the cluster's last index: the
+// end of the log of the leader named.
+func beyondLog(p api.Position, last uint64, leader string) error {
+	return &api.ValidationError{Msg: fmt.Sprintf("position %s is beyond the cluster's last index %d (the end of the leader %s's log): no change has that position yet; resume after a position a stream gave (INDEX or INDEX.SEQ, as cube events prints it), or give none to start with the next change", p, last, leader)}
 }

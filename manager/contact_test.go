@@ -123,11 +123,11 @@ func TestChanges_PositionBeyondTheCluster(t *testing.T) {
 		says   string
 	}{
 		{name: "leader, at its last index", after: last},
-		{name: "leader, past its log", after: last + 1, want: 400, says: fmt.Sprintf("position %d is beyond the cluster's last index %d (as this manager, the leader", last+1, last)},
+		{name: "leader, past its log", after: last + 1, want: 400, says: fmt.Sprintf("position %d is beyond the cluster's last index %d (the end of the leader m1's log)", last+1, last)},
 		{name: "leader, a typo", after: 99999999, want: 400, says: fmt.Sprintf("beyond the cluster's last index %d", last)},
 		{name: "follower, in its own log", follow: "m2", after: last},
 		{name: "follower behind the leader", follow: "m2", status: leader(last+5, "leader", 1, nil), after: last + 3},
-		{name: "follower, past the leader's log", follow: "m2", status: leader(last+5, "leader", 1, nil), after: 99999999, want: 400, says: fmt.Sprintf("position 99999999 is beyond the cluster's last index %d (as the leader m2 knows it)", last+5)},
+		{name: "follower, past the leader's log", follow: "m2", status: leader(last+5, "leader", 1, nil), after: 99999999, want: 400, says: fmt.Sprintf("position 99999999 is beyond the cluster's last index %d (the end of the leader m2's log)", last+5)},
 		{name: "follower, no leader known", follow: "", status: leader(last+5, "leader", 1, nil), after: last + 3, want: 503, says: "knows no leader to ask"},
 		{name: "follower, the leader does not answer", follow: "m2", status: leader(0, "", 0, errors.New("connection refused")), after: last + 3, want: 503, says: "did not answer: connection refused"},
 		{name: "follower, a deposed leader answers", follow: "m2", status: leader(last+5, "follower", 1, nil), after: last + 3, want: 503, says: "no longer leads"},

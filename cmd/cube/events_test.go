@@ -155,7 +155,7 @@ func TestEvents_PositionBeyondTheCluster(t *testing.T) {
 		mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)
-		_ = json.NewEncoder(w).Encode(api.ErrResponse{HTTPStatusCode: 400, Message: "position 99999999 is beyond the cluster's last index 1234 (as the leader m1 knows it)"})
+		_ = json.NewEncoder(w).Encode(api.ErrResponse{HTTPStatusCode: 400, Message: "position 99999999 is beyond the cluster's last index 1234 (the end of the leader m1's log)"})
 	}))
 	defer srv.Close()
 	_, err := cube(t, strings.TrimPrefix(srv.URL, "http://"), "events", "--after", "99999999")
