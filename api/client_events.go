@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,6 +19,15 @@ import (
 // is followed through any number of manager deaths, while managers that
 // accept streams and end them at once are given up on after RetryFor.
 const steadyStream = time.Second
+
+// DefaultEventsHeartbeat is the heartbeat EventsWith asks of a manager
+// (GET /events?heartbeat=) when EventsOptions.Heartbeat is zero.
+const DefaultEventsHeartbeat = 5 * time.Second
+
+// deadBeats is how many heartbeat intervals a stream may stay silent (no
+// change, no heartbeat) before EventsWith takes it for dead: one late
+// heartbeat is a slow network, three is a manager or a path that stopped.
+const deadBeats = 3
 
 // EventsOptions are the choices of EventsWith; the zero value is Events'.
 type EventsOptions struct {
@@ -29,6 +40,15 @@ type EventsOptions struct {
 	// the stream resumes after a stream ended or its manager stopped
 	// answering.
 	OnResume func(Resume)
+	// Heartbeat is how long a stream may stay idle before its manager
+	// sends a heartbeat line (GET /events?heartbeat=, from
+	// MinEventsHeartbeat to MaxEventsHeartbeat); a stream that then stays
+	// silent for three of these (its manager hung, or the path to it
+	// black-holed, with no connection error to tell) is taken for dead
+	// and resumed on another manager. Only managers that confirm it are
+	// watched (an older one sends no heartbeat). 0: DefaultEventsHeartbeat;
+	// negative: none asked, a stream is trusted while its connection is.
+	Heartbeat time.Duration
 }
 
 // Resume describes a stream resumed after an interruption.
@@ -57,7 +77,10 @@ func (c *Client) Events(ctx context.Context, fn func(Change) error) error {
 // manager listed that answers, and when that stream ends or its manager
 // stops answering it resumes on the next manager (round-robin, with
 // back-off once every manager failed) after the last change delivered
-// (GET /events?after=). Every manager applies every change, and a manager
+// (GET /events?after=). A stream ends when its manager dies, when it
+// falls behind, when the manager is out of touch with a raft leader (it
+// says so in a last line), and when it stays silent for three heartbeat
+// intervals (opts.Heartbeat). Every manager applies every change, and a manager
 // serves a resumed stream only if it holds every change since, or it
 // answers 410. So nothing is skipped silently: when every manager said it
 // lacks some of the changes, or RetryFor passed without a stream and one
@@ -67,6 +90,12 @@ func (c *Client) Events(ctx context.Context, fn func(Change) error) error {
 // *UnreachableError after GiveUpUnreachable when no manager could even be
 // connected to from the start.
 func (c *Client) EventsWith(ctx context.Context, opts EventsOptions, fn func(Change) error) error {
+	if opts.Heartbeat == 0 {
+		opts.Heartbeat = DefaultEventsHeartbeat
+	}
+	if opts.Heartbeat > 0 && (opts.Heartbeat < MinEventsHeartbeat || opts.Heartbeat > MaxEventsHeartbeat) {
+		return fmt.Errorf("follow events: EventsOptions.Heartbeat (%s) must be from %s to %s, 0 for %s, or negative for none", opts.Heartbeat, MinEventsHeartbeat, MaxEventsHeartbeat, DefaultEventsHeartbeat)
+	}
 	f := &follower{c: c, opts: opts, fn: fn}
 	if opts.After != nil {
 		p := *opts.After
@@ -190,39 +219,56 @@ func (f *follower) run(ctx context.Context) error {
 // why it could not open or why it ended (an fnError from fn).
 func (f *follower) attempt(ctx context.Context, i int) (served bool, err error) {
 	base := f.c.managers[i]
-	body, start, err := f.open(ctx, base)
+	st, err := f.open(ctx, base)
 	if err != nil {
 		return false, err
 	}
-	defer body.Close()
+	defer st.body.Close()
 	opened := time.Now()
 	if f.pos == nil {
-		f.pos = start
+		f.pos = st.start
 	}
 	if f.ended != "" && f.opts.OnResume != nil && f.pos != nil {
 		f.opts.OnResume(Resume{From: hostOf(f.ended), To: hostOf(base), After: *f.pos, Cause: f.cause})
 	}
 	f.started, f.ended, f.cause = true, "", nil
-	delivered, err := f.read(body, base)
+	delivered, err := f.read(st, base)
 	f.ended, f.cause = base, err
 	return delivered > 0 || time.Since(opened) >= steadyStream, err
 }
 
-// open sends GET /events (after pos, once known) to base and returns the
-// body of a 200 and the position the stream starts after (nil when the
-// manager does not say). Only the wait for the answer's header is bounded
-// (the Client's Timeout); the stream runs until ctx ends or the body is
-// closed.
-func (f *follower) open(ctx context.Context, base string) (io.ReadCloser, *Position, error) {
-	path := "/events"
+// stream is an open GET /events answer.
+type stream struct {
+	body *cancelBody
+	// start is the position the stream starts after; nil when the
+	// manager does not say.
+	start *Position
+	// beat is the heartbeat interval the manager confirmed
+	// (HeaderEventsHeartbeat); 0: it sends none.
+	beat time.Duration
+}
+
+// open sends GET /events (after pos, once known; with the heartbeat asked)
+// to base and returns the stream of a 200. Only the wait for the answer's
+// header is bounded (the Client's Timeout); the stream runs until ctx ends
+// or the body is closed.
+func (f *follower) open(ctx context.Context, base string) (*stream, error) {
+	q := url.Values{}
 	if f.pos != nil {
-		path += "?after=" + f.pos.String()
+		q.Set("after", f.pos.String())
+	}
+	if f.opts.Heartbeat > 0 {
+		q.Set("heartbeat", f.opts.Heartbeat.String())
+	}
+	path := "/events"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	req, err := http.NewRequestWithContext(sctx, http.MethodGet, base+path, nil)
 	if err != nil {
 		cancel()
-		return nil, nil, err
+		return nil, err
 	}
 	timer := time.AfterFunc(f.c.timeout, cancel)
 	resp, err := f.c.hc.Do(req)
@@ -231,59 +277,90 @@ func (f *follower) open(ctx context.Context, base string) (io.ReadCloser, *Posit
 			resp.Body.Close()
 		}
 		cancel()
-		return nil, nil, fmt.Errorf("GET %s%s: no answer within %s", hostOf(base), path, f.c.timeout)
+		return nil, fmt.Errorf("GET %s%s: no answer within %s", hostOf(base), path, f.c.timeout)
 	}
 	if err != nil {
 		cancel()
-		return nil, nil, err
+		return nil, err
 	}
-	body := &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	st := &stream{body: &cancelBody{ReadCloser: resp.Body, cancel: cancel}}
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		body.Close()
+		st.body.Close()
 		if resp.StatusCode == http.StatusGone {
 			var eg EventsGap
 			if json.Unmarshal(b, &eg) == nil {
-				return nil, nil, &GapError{Manager: hostOf(base), After: eg.After, Oldest: eg.Oldest, Reason: eg.Reason}
+				return nil, &GapError{Manager: hostOf(base), After: eg.After, Oldest: eg.Oldest, Reason: eg.Reason}
 			}
 		}
-		return nil, nil, fmt.Errorf("GET %s%s: %w", hostOf(base), path, responseError(resp.StatusCode, b))
+		return nil, fmt.Errorf("GET %s%s: %w", hostOf(base), path, responseError(resp.StatusCode, b))
+	}
+	if d, err := time.ParseDuration(resp.Header.Get(HeaderEventsHeartbeat)); err == nil && d > 0 {
+		st.beat = d
 	}
 	hdr := resp.Header.Get(HeaderEventsAfter)
 	if f.pos != nil {
 		if hdr != f.pos.String() {
-			body.Close()
-			return nil, nil, &GapError{Manager: hostOf(base), After: *f.pos, Reason: "it did not confirm that it streams from that position (a manager older than this client?)"}
+			st.body.Close()
+			return nil, &GapError{Manager: hostOf(base), After: *f.pos, Reason: "it did not confirm that it streams from that position (a manager older than this client?)"}
 		}
-		return body, f.pos, nil
+		st.start = f.pos
+		return st, nil
 	}
 	if p, err := ParsePosition(hdr); err == nil {
-		return body, &p, nil
+		st.start = &p
 	}
-	return body, nil, nil
+	return st, nil
 }
 
 // read delivers the changes of one stream to fn, in order, skipping any
 // before the last one delivered, and returns how many it delivered and why
-// the stream ended.
-func (f *follower) read(body io.Reader, base string) (int, error) {
-	dec := json.NewDecoder(body)
+// the stream ended. On a stream with heartbeats, silence for deadBeats
+// intervals (fn's time aside) ends it.
+func (f *follower) read(st *stream, base string) (int, error) {
+	var silent atomic.Bool
+	watch := func(bool) {}
+	if st.beat > 0 {
+		dead := deadBeats * st.beat
+		// Cancelling the request's context, not closing the body from
+		// another goroutine, is how net/http ends a read in flight.
+		wd := time.AfterFunc(dead, func() { silent.Store(true); st.body.cancel() })
+		defer wd.Stop()
+		watch = func(on bool) {
+			if on {
+				wd.Reset(dead)
+			} else {
+				wd.Stop()
+			}
+		}
+	}
+	dec := json.NewDecoder(st.body)
 	n := 0
 	for {
 		var ch Change
 		if err := dec.Decode(&ch); err != nil {
+			if silent.Load() {
+				return n, fmt.Errorf("event stream from %s went silent: no change and no heartbeat for %s (it sends one after %s idle), so its manager or the path to it has stopped", hostOf(base), deadBeats*st.beat, st.beat)
+			}
 			return n, fmt.Errorf("event stream from %s ended: %w", hostOf(base), err)
 		}
-		if ch.Error != "" {
+		switch {
+		case ch.Error != "":
 			return n, fmt.Errorf("event stream from %s was dropped: %s", hostOf(base), ch.Error)
+		case ch.Heartbeat:
+			watch(true)
+			continue
 		}
 		p := ch.Position()
 		if f.pos != nil && p.Less(*f.pos) {
+			watch(true)
 			continue // never twice (a manager sends nothing before after=)
 		}
+		watch(false) // fn may take its time (a full pipe): not the stream's silence
 		if err := f.fn(ch); err != nil {
 			return n, fnError{err}
 		}
+		watch(true)
 		f.pos = &p
 		n++
 	}

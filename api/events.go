@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // This file holds what GET /events and its clients share: the position of
@@ -22,6 +23,35 @@ import (
 // client can resume from there even if the stream ends before its first
 // change.
 const HeaderEventsAfter = "X-Cube-Events-After"
+
+// HeaderEventsHeartbeat is on a 200 answer to GET /events?heartbeat=D: the
+// interval the manager keeps (D), confirming that it sends an
+// EventsHeartbeat line whenever the stream has been idle that long. A
+// client watches for silence only when it is there: a manager older than
+// it ignores the parameter and sends none.
+const HeaderEventsHeartbeat = "X-Cube-Events-Heartbeat"
+
+// The bounds of GET /events?heartbeat=: often enough to notice a dead
+// stream within seconds, seldom enough to cost nothing (a line of 40 bytes
+// per stream per interval, at most max_event_streams streams).
+const (
+	MinEventsHeartbeat = 100 * time.Millisecond
+	MaxEventsHeartbeat = 10 * time.Minute
+)
+
+// EventsHeartbeat is the line GET /events?heartbeat=D sends when the
+// stream has been idle for D: {"Heartbeat":true,"Index":N}. It is sent only
+// to a client that asked, because a reader that knows nothing of it would
+// decode it as a Change of a zero task. It is not a change and has no
+// position: a reader resumes after the last change, never after a
+// heartbeat.
+type EventsHeartbeat struct {
+	// Heartbeat is always true (Change.Heartbeat).
+	Heartbeat bool
+	// Index is the raft index this manager had applied when it sent the
+	// line (0 when it could not say), to show how far it is.
+	Index uint64 `json:",omitempty"`
+}
 
 // SeqAll as a Position's Seq means "every change of the entry": the
 // position after the last change log entry Index made, whatever their
@@ -157,6 +187,21 @@ func QueryPosition(r *http.Request, name string) (*Position, error) {
 		return nil, &ValidationError{Msg: fmt.Sprintf("query parameter %s: %v", name, err)}
 	}
 	return &p, nil
+}
+
+// QueryHeartbeat reads GET /events?heartbeat=D (a Go duration: 5s, 500ms):
+// 0 when absent, a *ValidationError (400) when malformed or outside
+// [MinEventsHeartbeat, MaxEventsHeartbeat].
+func QueryHeartbeat(r *http.Request) (time.Duration, error) {
+	q := r.URL.Query()
+	if !q.Has("heartbeat") {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(q.Get("heartbeat"))
+	if err != nil || d < MinEventsHeartbeat || d > MaxEventsHeartbeat {
+		return 0, &ValidationError{Msg: fmt.Sprintf("query parameter heartbeat: %q is not a duration from %s to %s (such as 5s): how long the stream may stay idle before the manager sends a heartbeat line", q.Get("heartbeat"), MinEventsHeartbeat, MaxEventsHeartbeat)}
+	}
+	return d, nil
 }
 
 // writeGap answers a *GapError with 410 and an EventsGap body.

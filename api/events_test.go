@@ -144,6 +144,8 @@ func (m *logManager) Changes(ctx context.Context, after *Position) (<-chan Chang
 	switch {
 	case after == nil:
 		start = m.log.newest()
+	case after.Index > m.log.newest().Index:
+		return nil, Position{}, &ValidationError{Msg: fmt.Sprintf("position %s is beyond the cluster's last index %d", after, m.log.newest().Index)}
 	case after.Less(floor):
 		oldest := floor
 		return nil, Position{}, &GapError{After: *after, Oldest: &oldest, Reason: "it keeps the last 2 changes"}
@@ -174,6 +176,13 @@ func (m *logManager) Changes(ctx context.Context, after *Position) (<-chan Chang
 		}
 	}()
 	return out, start, nil
+}
+
+// ServerStatus says how far the log goes: a heartbeat's Index.
+func (m *logManager) ServerStatus(ctx context.Context) (ServerStatus, error) {
+	st, err := m.fakeManager.ServerStatus(ctx)
+	st.AppliedIndex = m.log.newest().Index
+	return st, err
 }
 
 func (m *logManager) setFloor(p Position) {
@@ -414,5 +423,207 @@ func TestEvents_BadInputAndOldManagers(t *testing.T) {
 	})
 	if !errors.Is(err, ErrEventsGap) || !strings.Contains(err.Error(), "did not confirm") {
 		t.Fatalf("an old manager: %v, want a gap that says it did not confirm", err)
+	}
+}
+
+// openEvents sends GET /events+query to srv and returns the response of a
+// 200 (the test fails otherwise) and a decoder of its lines, with the
+// request ended at cleanup.
+func openEvents(t *testing.T, srv *httptest.Server, query string) (*http.Response, *json.Decoder) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/events"+query, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /events%s: %d", query, resp.StatusCode)
+	}
+	return resp, json.NewDecoder(resp.Body)
+}
+
+// lineOf decodes the next line of a stream as raw JSON, in a goroutine so
+// that the test can give up after a generous deadline.
+func lineOf(t *testing.T, dec *json.Decoder) map[string]json.RawMessage {
+	t.Helper()
+	got := make(chan map[string]json.RawMessage, 1)
+	errc := make(chan error, 1)
+	go func() {
+		var m map[string]json.RawMessage
+		if err := dec.Decode(&m); err != nil {
+			errc <- err
+			return
+		}
+		got <- m
+	}()
+	select {
+	case m := <-got:
+		return m
+	case err := <-errc:
+		t.Fatalf("the stream ended: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no line within 30 s")
+	}
+	return nil
+}
+
+// GET /events?heartbeat=D confirms D and sends {"Heartbeat":true,"Index":N}
+// whenever the stream has been idle for D, and changes as ever; without
+// the parameter (an old client, which would decode a heartbeat as a change
+// of a zero task) it sends only changes. A malformed or unbounded interval
+// is refused.
+func TestEvents_Heartbeat(t *testing.T) {
+	c := newEventCluster(t, 1)
+	c.log.add("before")
+	for _, q := range []string{"abc", "5", "1ms", "1h", "-5s", ""} {
+		r := doHTTP(t, http.MethodGet, c.srvs[0].URL+"/events?heartbeat="+q, nil, nil)
+		if er := r.errResponse(t); r.status != http.StatusBadRequest || !strings.Contains(er.Message, "heartbeat") || !strings.Contains(er.Message, "100ms to 10m0s") {
+			t.Errorf("heartbeat=%q: %d %q, want 400 naming the parameter and its bounds", q, r.status, er.Message)
+		}
+	}
+
+	old, oldLines := openEvents(t, c.srvs[0], "")
+	if h := old.Header.Get(HeaderEventsHeartbeat); h != "" {
+		t.Errorf("GET /events without ?heartbeat: %s %q, want none", HeaderEventsHeartbeat, h)
+	}
+	resp, lines := openEvents(t, c.srvs[0], "?heartbeat=100ms&after=1")
+	if h := resp.Header.Get(HeaderEventsHeartbeat); h != "100ms" {
+		t.Fatalf("GET /events?heartbeat=100ms: %s %q, want 100ms", HeaderEventsHeartbeat, h)
+	}
+	for range 3 {
+		if m := lineOf(t, lines); len(m) != 2 || string(m["Heartbeat"]) != "true" || string(m["Index"]) != "1" {
+			t.Fatalf("idle line %v, want exactly {\"Heartbeat\":true,\"Index\":1}", m)
+		}
+	}
+	ch := c.log.add("after")
+	m := lineOf(t, lines)
+	for m["Heartbeat"] != nil { // one may have been on its way
+		m = lineOf(t, lines)
+	}
+	var got Change
+	raw, _ := json.Marshal(m)
+	if err := json.Unmarshal(raw, &got); err != nil || got.Task.ID != ch.Task.ID || got.Heartbeat {
+		t.Fatalf("line %s, want the change of %s", raw, ch.Task.Name)
+	}
+	// The stream without heartbeats was idle for three intervals and more,
+	// yet its first line is the change.
+	if m := lineOf(t, oldLines); m["Heartbeat"] != nil || !strings.Contains(string(m["Task"]), ch.Task.ID.String()) {
+		t.Fatalf("first line without ?heartbeat: %v, want the change", m)
+	}
+}
+
+// A stream that goes silent (its manager hung, or the path to it
+// black-holed: no connection error, no line) is taken for dead after three
+// heartbeat intervals, and resumed on the next manager after the last
+// change delivered. A stream that heartbeats stays, however quiet; so does
+// one whose manager did not confirm heartbeats (an older one), which would
+// otherwise be left every few seconds.
+func TestEvents_SilentStreamResumedElsewhere(t *testing.T) {
+	c := newEventCluster(t, 1)
+	c.log.add("before")
+	var mu sync.Mutex
+	hungCalls := 0
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hungCalls++
+		mu.Unlock()
+		w.Header().Set(HeaderEventsAfter, "1")
+		w.Header().Set(HeaderEventsHeartbeat, r.URL.Query().Get("heartbeat"))
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // alive, connected, and silent
+	}))
+	t.Cleanup(func() { hung.CloseClientConnections(); hung.Close() })
+	addrs := []string{hung.Listener.Addr().String(), c.addrs[0]}
+	cl := newTestClient(t, addrs, ClientOptions{RetryFor: 20 * time.Second})
+	fl := startFollow(t, cl, EventsOptions{After: &Position{Index: 1, Seq: SeqAll}, Heartbeat: 100 * time.Millisecond})
+	testkit.Eventually(t, 30*time.Second, func() error {
+		fl.mu.Lock()
+		defer fl.mu.Unlock()
+		if len(fl.resumes) == 0 {
+			return errors.New("not resumed yet")
+		}
+		return nil
+	})
+	fl.mu.Lock()
+	r := fl.resumes[0]
+	fl.mu.Unlock()
+	if r.From != addrs[0] || r.To != addrs[1] || r.After != (Position{Index: 1, Seq: SeqAll}) || r.Cause == nil || !strings.Contains(r.Cause.Error(), "went silent: no change and no heartbeat for 300ms") {
+		t.Fatalf("resume %+v, want from the silent manager to the next after 1, saying it went silent", r)
+	}
+	// On the manager that heartbeats, quiet for many intervals: it stays.
+	testkit.Eventually(t, 30*time.Second, func() error {
+		if n := c.mgrs[0].count("ServerStatus"); n < 4*deadBeats {
+			return fmt.Errorf("%d heartbeats sent, want %d (four silences' worth)", n, 4*deadBeats)
+		}
+		return nil
+	})
+	c.log.add("after")
+	fl.waitFor(t, 1)
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if got := len(fl.resumes); got != 1 || len(fl.got) != 1 || fl.got[0].Task.Name != "after" {
+		t.Fatalf("%d resumes, delivered %+v; want one resume, and only the change (heartbeats are not changes)", got, fl.got)
+	}
+}
+
+// A manager that does not confirm heartbeats (older than the client) is
+// not watched for silence: its quiet stream is kept.
+func TestEvents_NoHeartbeatNoWatch(t *testing.T) {
+	var mu sync.Mutex
+	calls := 0
+	release := make(chan struct{})
+	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls++
+		mu.Unlock()
+		w.Header().Set(HeaderEventsAfter, "1")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		_ = json.NewEncoder(w).Encode(Change{Index: 2, Task: Task{Name: "late"}})
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(func() { old.CloseClientConnections(); old.Close() })
+	cl := newTestClient(t, []string{old.Listener.Addr().String()}, ClientOptions{RetryFor: 20 * time.Second})
+	fl := startFollow(t, cl, EventsOptions{After: &Position{Index: 1, Seq: SeqAll}, Heartbeat: 100 * time.Millisecond})
+	// Silent for ten times what a heartbeating stream may be.
+	time.AfterFunc(10*deadBeats*100*time.Millisecond, func() { close(release) })
+	fl.waitFor(t, 1)
+	mu.Lock()
+	defer mu.Unlock()
+	if calls != 1 {
+		t.Fatalf("%d requests, want 1: a stream without heartbeats was left for its silence", calls)
+	}
+}
+
+// A position past the cluster's log is refused (400) and not retried on
+// the other managers: it is the caller's mistake, and every manager would
+// say the same. A heartbeat out of bounds is refused before any request.
+func TestEvents_BeyondTheLogAndBadHeartbeat(t *testing.T) {
+	c := newEventCluster(t, 2)
+	c.log.add("x")
+	cl := newTestClient(t, c.addrs, ClientOptions{RetryFor: time.Minute})
+	start := time.Now()
+	err := cl.EventsWith(testCtx(t), EventsOptions{After: &Position{Index: 99999999, Seq: SeqAll}}, func(Change) error { return nil })
+	if StatusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "beyond the cluster's last index 1") {
+		t.Fatalf("after 99999999: %v, want 400 naming the last index", err)
+	}
+	if took := time.Since(start); took > 10*time.Second || c.mgrs[1].count("Changes") != 0 {
+		t.Errorf("refused after %s, %d requests to the second manager; want at once, from the first", took, c.mgrs[1].count("Changes"))
+	}
+	err = cl.EventsWith(testCtx(t), EventsOptions{Heartbeat: time.Millisecond}, func(Change) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "EventsOptions.Heartbeat (1ms)") || c.mgrs[0].count("Changes") != 1 {
+		t.Fatalf("Heartbeat 1ms: %v, want refused before any request", err)
 	}
 }

@@ -136,11 +136,16 @@ type Change struct {
 	// Task is the task after the change.
 	Task Task
 	// Error, on the last line of a stream only, says why the manager ended
-	// it (the subscriber fell too far behind, or the manager's state was
-	// replaced by a snapshot): the subscriber resumes after the last change
-	// it read (?after=), on this manager or another, or re-reads GET /tasks
-	// if none holds the changes since.
+	// it (the subscriber fell too far behind, the manager's state was
+	// replaced by a snapshot, or the manager has been out of touch with a
+	// raft leader too long to follow the cluster): the subscriber resumes
+	// after the last change it read (?after=), on this manager or another,
+	// or re-reads GET /tasks if none holds the changes since.
 	Error string `json:",omitempty"`
+	// Heartbeat marks a line that is not a change (an EventsHeartbeat,
+	// sent only on GET /events?heartbeat=): it says the stream is alive,
+	// and has no task and no position.
+	Heartbeat bool `json:",omitempty"`
 }
 
 // ManagerService is what the manager HTTP API needs from a manager. Methods

@@ -700,10 +700,18 @@ func (h *managerHandler) removeServer(w http.ResponseWriter, r *http.Request) {
 // per line, flushed as each arrives. Every manager applies every committed
 // change, so any manager can serve it; it is not forwarded. ?after=POS
 // resumes after a change seen (on any manager): 410 with an EventsGap when
-// this manager no longer holds every change since. HeaderEventsAfter says
-// where the stream starts.
+// this manager no longer holds every change since, 400 when the position
+// is past the cluster's log. HeaderEventsAfter says where the stream
+// starts. ?heartbeat=D asks for an EventsHeartbeat line whenever the
+// stream has been idle for D (HeaderEventsHeartbeat confirms it), so that
+// the client can tell a quiet stream from a dead one.
 func (h *managerHandler) events(w http.ResponseWriter, r *http.Request) {
 	after, err := QueryPosition(r, "after")
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	beat, err := QueryHeartbeat(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -721,31 +729,64 @@ func (h *managerHandler) events(w http.ResponseWriter, r *http.Request) {
 	flusher, _ := w.(http.Flusher)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set(HeaderEventsAfter, start.String())
+	if beat > 0 {
+		w.Header().Set(HeaderEventsHeartbeat, beat.String())
+	}
 	w.WriteHeader(http.StatusOK)
 	if flusher != nil {
 		flusher.Flush()
 	}
 	enc := json.NewEncoder(w)
+	send := func(v any) bool {
+		if err := enc.Encode(v); err != nil {
+			return false
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return true
+	}
+	// idle fires once the stream has sent nothing for beat; every line
+	// restarts it, so a busy stream carries no heartbeat.
+	var idle <-chan time.Time
+	if beat > 0 {
+		t := time.NewTimer(beat)
+		defer t.Stop()
+		idle = t.C
+		sent := send
+		send = func(v any) bool { t.Reset(beat); return sent(v) }
+	}
 	for {
 		select {
 		case <-r.Context().Done():
 			return
+		case <-idle:
+			if !send(EventsHeartbeat{Heartbeat: true, Index: h.appliedIndex(r.Context())}) {
+				return
+			}
 		case c, ok := <-ch:
 			if !ok {
 				return
 			}
 			c.Task = taskFor(r.Context(), c.Task)
-			if err := enc.Encode(c); err != nil {
+			if !send(c) {
 				return
-			}
-			if flusher != nil {
-				flusher.Flush()
 			}
 			if c.Error != "" {
 				return // the stream's last line: the subscriber was dropped
 			}
 		}
 	}
+}
+
+// appliedIndex is this manager's applied raft index for a heartbeat, or 0
+// when it cannot say (a stalled manager, whose streams end anyway).
+func (h *managerHandler) appliedIndex(ctx context.Context) uint64 {
+	st, err := h.svc.ServerStatus(ctx)
+	if err != nil {
+		return 0
+	}
+	return st.AppliedIndex
 }
 
 // logs relays the task's container output from its worker.

@@ -683,6 +683,8 @@ func FuzzManagerHandler(f *testing.F) {
 	f.Add(uint8(1), "/system/gc", []byte(nil))
 	f.Add(uint8(0), "/events?after=12.3", []byte(nil))
 	f.Add(uint8(0), "/events?after=1.x", []byte(nil))
+	f.Add(uint8(0), "/events?after=1&heartbeat=5s", []byte(nil))
+	f.Add(uint8(0), "/events?heartbeat=1e3h", []byte(nil))
 	methods := []string{"GET", "POST", "DELETE", "PUT", "HEAD", "PATCH", "OPTIONS"}
 	f.Fuzz(func(t *testing.T, m uint8, path string, body []byte) {
 		if !strings.HasPrefix(path, "/") {

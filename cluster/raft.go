@@ -50,6 +50,9 @@ type Raft struct {
 	snaps     raft.SnapshotStore
 	transport *raft.NetworkTransport
 	addr      string
+	// started is when NewRaft started raft: LeaderContact counts from it
+	// until a leader first makes contact.
+	started time.Time
 
 	// bootstrapped records whether this start bootstrapped the cluster
 	// (first start with Peers); tests check restarts never do.
@@ -109,6 +112,7 @@ func NewRaft(cfg RaftConfig, fsm raft.FSM) (_ *Raft, err error) {
 	}
 	r := &Raft{
 		cfg:      cfg,
+		started:  time.Now(),
 		log:      cfg.Logger.Named("cluster"),
 		notifyCh: make(chan bool, notifyBuffer),
 		leaderCh: make(chan bool),
@@ -427,6 +431,28 @@ func (r *Raft) State() string { return strings.ToLower(r.raft.State().String()) 
 
 // Term returns the current raft term.
 func (r *Raft) Term() uint64 { return r.raft.CurrentTerm() }
+
+// LeaderContact is how long this server has been out of touch with a
+// leader, and so may not learn of new commits: 0 while it leads, else the
+// time since a leader last contacted it (since NewRaft if none has).
+//
+// A leader is in touch by definition: raft steps it down once it has not
+// heard from a quorum for LeaderLeaseTimeout, and counts stepping down as
+// a contact, so a leader cut off from the others counts from then. A
+// follower or candidate counts from the last AppendEntries, heartbeat,
+// snapshot or vote it granted; a leader heartbeats every
+// HeartbeatTimeout/10, so a few HeartbeatTimeouts out of touch means the
+// server is cut off, or the cluster has no leader.
+func (r *Raft) LeaderContact() time.Duration {
+	if r.IsLeader() {
+		return 0
+	}
+	last := r.raft.LastContact()
+	if last.Before(r.started) { // zero: never contacted since it started
+		last = r.started
+	}
+	return time.Since(last)
+}
 
 // LeadershipTransfer asks raft to hand leadership to the most up-to-date
 // follower and waits (at most about an election timeout) for the result.

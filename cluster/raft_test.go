@@ -744,3 +744,41 @@ func TestRaftConfig_Validate(t *testing.T) {
 		})
 	}
 }
+
+// TestRaft_LeaderContact: a leader is in touch (0) and its followers hear
+// from it every heartbeat; a leader whose followers are gone steps down
+// and counts from then, as a server that no leader ever contacted counts
+// from its start. The manager ends its event streams on it (issue 16).
+func TestRaft_LeaderContact(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	l := c.leader(10 * time.Second)
+	testkit.WaitFor(t, 10*time.Second, "the leader in touch (0) and its followers within a second", func() bool {
+		if !l.r.IsLeader() || l.r.LeaderContact() != 0 {
+			return false
+		}
+		for _, f := range c.followers(l) {
+			if f.r.LeaderContact() >= time.Second {
+				return false
+			}
+		}
+		return true
+	})
+	before := time.Now()
+	lone := c.add("never-joined") // not bootstrapped, never joined: no leader ever calls
+	if got, most := lone.r.LeaderContact(), time.Since(before); got > most {
+		t.Fatalf("a server started %s ago says it has been out of touch for %s: it must count from its start", most, got)
+	}
+	for _, f := range c.followers(l) {
+		if f != lone {
+			c.stop(f)
+		}
+	}
+	for _, n := range []*testNode{l, lone} {
+		var got time.Duration
+		testkit.WaitFor(t, 30*time.Second, n.cfg.ID+" out of touch for more than 2 s", func() bool {
+			got = n.r.LeaderContact()
+			return !n.r.IsLeader() && got > 2*time.Second
+		})
+		t.Logf("%s: out of touch with a leader for %s", n.cfg.ID, got.Round(time.Millisecond))
+	}
+}

@@ -105,6 +105,16 @@ type Config struct {
 	// MaxEventStreams caps the GET /events streams one manager serves at
 	// once; one more is refused with 429.
 	MaxEventStreams int
+	// EventsLeaderTimeout is how long this manager serves event streams
+	// (GET /events) while out of touch with a raft leader
+	// (cluster.Raft.LeaderContact): past it, it ends them with a last line
+	// saying why, and refuses new ones (503), so that their readers resume
+	// on a manager that still follows the cluster. A manager cut off from
+	// the others (a partition, a stalled raft) learns of no new change,
+	// yet its streams would stay open, quiet and heartbeating, forever.
+	// Keep it well above an election (a few raft HeartbeatTimeouts), so
+	// that a leader change does not move every reader.
+	EventsLeaderTimeout time.Duration
 	// GossipChanges, if set, wakes the leader loop when membership changes.
 	GossipChanges <-chan struct{}
 	// Logger is the root logger; the manager logs under "manager".
@@ -138,6 +148,9 @@ func DefaultConfig() Config {
 		WorkerGCThreshold: 24 * time.Hour,
 		MaxTasks:          DefaultMaxTasks,
 		MaxEventStreams:   DefaultMaxEventStreams,
+		// Ten raft HeartbeatTimeouts of the default profile: an election
+		// settles in one to three.
+		EventsLeaderTimeout: 10 * time.Second,
 	}
 }
 
@@ -152,7 +165,8 @@ const DefaultMaxEventStreams = 64
 // tests: a quicker pass, a healthy run that counts after 2 s, orphans probed
 // twice a second, a port clash remembered for 5 s, a task Scheduled for a
 // minute sent again (placed again after two), a joined manager promoted
-// after 1 s of health. Placement and recovery decisions are the same as with
+// after 1 s of health, event streams ended after 3 s out of touch with a
+// leader (15 fast HeartbeatTimeouts). Placement and recovery decisions are the same as with
 // DefaultConfig; only how soon they are taken differs. ID and API must still
 // be set.
 func FastConfig() Config {
@@ -164,6 +178,7 @@ func FastConfig() Config {
 	c.PortClashMemory = 5 * time.Second
 	c.ScheduledTimeout = time.Minute
 	c.Autopilot = cluster.FastAutopilotConfig()
+	c.EventsLeaderTimeout = 3 * time.Second
 	return c
 }
 
@@ -202,6 +217,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("MaxTasks (%d) must not be negative (0 means no quota)", c.MaxTasks)
 	case c.MaxEventStreams < 1:
 		return fmt.Errorf("MaxEventStreams (%d) must be at least 1", c.MaxEventStreams)
+	case c.EventsLeaderTimeout <= 0:
+		return fmt.Errorf("EventsLeaderTimeout (%s) must be positive", c.EventsLeaderTimeout)
 	case c.ScheduledTimeout <= 0:
 		return fmt.Errorf("ScheduledTimeout (%s) must be positive", c.ScheduledTimeout)
 	case c.OrphanConnectTimeout < 0:

@@ -42,6 +42,10 @@ type memRaft struct {
 	onRead   func(f *fsm.FSM)    // runs inside ConsistentRead (a view catching up)
 	reads    int                 // ConsistentRead calls
 	leaderCh chan bool
+	// other is the leader's raft ID while this one does not lead ("": none
+	// known); contact is what LeaderContact answers while it does not.
+	other   string
+	contact time.Duration
 }
 
 var _ Raft = (*memRaft)(nil)
@@ -85,10 +89,32 @@ func (r *memRaft) setLeader(v bool) {
 }
 
 func (r *memRaft) Leader() (string, string) {
-	if r.IsLeader() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.leader:
 		return "m1", "m1:raft"
+	case r.other != "":
+		return r.other, r.other + ":raft"
 	}
 	return "", ""
+}
+
+// follow makes this raft a follower of leader (without telling the
+// manager: no leadership change to act on), out of touch for contact.
+func (r *memRaft) follow(leader string, contact time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.leader, r.other, r.contact = false, leader, contact
+}
+
+func (r *memRaft) LeaderContact() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.leader {
+		return 0
+	}
+	return r.contact
 }
 func (r *memRaft) LeaderChanges() <-chan bool { return r.leaderCh }
 func (r *memRaft) Barrier(context.Context) error {
@@ -116,6 +142,7 @@ func (r *memRaft) ConsistentRead(context.Context) error {
 func (r *memRaft) Servers(context.Context) ([]cluster.Server, error) { return nil, nil }
 func (r *memRaft) AppliedIndex() uint64                              { return r.f.AppliedIndex() }
 func (r *memRaft) CommitIndex() uint64                               { return r.f.AppliedIndex() }
+func (r *memRaft) LastIndex() uint64                                 { return r.f.AppliedIndex() }
 func (r *memRaft) Term() uint64                                      { return 1 }
 func (r *memRaft) Status() cluster.ServerStatus                      { return cluster.ServerStatus{ID: "m1"} }
 func (r *memRaft) Join(context.Context, string, string, cluster.Liveness) error {

@@ -30,7 +30,9 @@ type Raft interface {
 	Servers(ctx context.Context) ([]cluster.Server, error)
 	AppliedIndex() uint64
 	CommitIndex() uint64
+	LastIndex() uint64
 	Term() uint64
+	LeaderContact() time.Duration
 	Status() cluster.ServerStatus
 	Join(ctx context.Context, id, addr string, live cluster.Liveness) error
 	Remove(ctx context.Context, id string, live cluster.Liveness) error
@@ -81,6 +83,15 @@ type Manager struct {
 	leading bool // the control loop runs (for tests and /cluster)
 	// streams counts the event streams being served (Changes).
 	streams atomic.Int64
+	// leaderStatus asks a manager's API for its raft progress (GET
+	// /cluster/self): how far the leader's log goes, for Changes.
+	leaderStatus cluster.StatusFunc
+	// contact is what event streams follow (contact.go): cancelled, with
+	// the reason as its cause, while this manager is out of touch with a
+	// leader for longer than EventsLeaderTimeout.
+	contactMu     sync.Mutex
+	contact       context.Context
+	contactCancel context.CancelCauseFunc
 	// gcMu serialises garbage collections (periodic and forced).
 	gcMu sync.Mutex
 
@@ -106,7 +117,8 @@ func New(cfg Config, r Raft, f *fsm.FSM, g Gossip) (*Manager, error) {
 		return probeTask(ctx, t, workerAPI, cfg.WorkerTimeout, cfg.orphanConnectTimeout(), cfg.SourceIP)
 	}
 	m := newManager(cfg, r, f, g, api.NewWorkerClientTLS(cfg.WorkerTimeout, cfg.SourceIP, cfg.WorkerTLS), probe)
-	if err := m.startPromoter(managerStatus(cfg.ManagerClient, cfg.SourceIP, cfg.Autopilot.StatusTimeout)); err != nil {
+	m.leaderStatus = managerStatus(cfg.ManagerClient, cfg.SourceIP, cfg.Autopilot.StatusTimeout)
+	if err := m.startPromoter(m.leaderStatus); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -129,14 +141,16 @@ func newManager(cfg Config, r Raft, f *fsm.FSM, g Gossip, w Workers, probe probe
 	}
 	m.metrics = newMetrics(f, m.Leading)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.contact, m.contactCancel = context.WithCancelCause(context.Background())
 	return m
 }
 
-// Start follows leadership changes: the one consumer of raft's leadership
-// channel.
+// Start follows leadership changes (the one consumer of raft's leadership
+// channel) and watches the contact with a leader for the event streams.
 func (m *Manager) Start() {
 	m.wg.Add(1)
 	go func() { defer m.wg.Done(); m.followLeadership() }()
+	m.startContactWatch()
 }
 
 // Shutdown stops the control loop (if leading) and waits for it.
@@ -455,27 +469,20 @@ func (m *Manager) Leader() (string, bool) {
 // Changes streams task changes as this manager applies them: from the next
 // one, or after position after (a client resuming, perhaps from another
 // manager; *api.GapError when the FSM's feed no longer holds every change
-// since). At most MaxEventStreams run at once; one more is refused with
-// api.ErrLimit. Each reads the FSM's shared change feed at its own pace
+// since, a *api.ValidationError when no change has that position yet: see
+// checkReached). At most MaxEventStreams run at once; one more is refused
+// with api.ErrLimit. Each reads the FSM's shared change feed at its own pace
 // through an unbuffered channel; one that falls further behind than the
-// feed keeps, or whose state is replaced by a snapshot, gets a last Change
-// whose Error says so, and its channel is closed.
+// feed keeps, whose state is replaced by a snapshot, or whose manager is
+// out of touch with a leader for longer than EventsLeaderTimeout
+// (contact.go) gets a last Change whose Error says so, and its channel is
+// closed. An out-of-touch manager refuses new streams (api.ErrUnavailable).
 func (m *Manager) Changes(ctx context.Context, after *api.Position) (<-chan api.Change, api.Position, error) {
 	if n := m.streams.Add(1); n > int64(m.cfg.MaxEventStreams) {
 		m.streams.Add(-1)
 		return nil, api.Position{}, fmt.Errorf("%w: this manager already serves %d event streams, its limit (max_event_streams); close one, or use another manager", api.ErrLimit, m.cfg.MaxEventStreams)
 	}
-	var (
-		sub   *fsm.Subscription
-		start api.Position
-		err   error
-	)
-	if after != nil {
-		start = *after
-		sub, err = m.fsm.SubscribeAfter(start)
-	} else {
-		sub, start, err = m.fsm.Subscribe()
-	}
+	sub, start, contact, err := m.subscribe(ctx, after)
 	if err != nil {
 		m.streams.Add(-1)
 		return nil, api.Position{}, err
@@ -491,8 +498,14 @@ func (m *Manager) Changes(ctx context.Context, after *api.Position) (<-chan api.
 		defer cancel()
 		stop := context.AfterFunc(m.ctx, cancel) // Shutdown ends every stream
 		defer stop()
+		// read also ends when contact with a leader is lost; ctx (the
+		// reader gone, Shutdown) still bounds the last line's delivery.
+		read, endRead := context.WithCancelCause(ctx)
+		defer endRead(nil)
+		stopContact := context.AfterFunc(contact, func() { endRead(context.Cause(contact)) })
+		defer stopContact()
 		for {
-			c, err := sub.Next(ctx)
+			c, err := sub.Next(read)
 			switch {
 			case errors.Is(err, fsm.ErrFellBehind):
 				m.log.Warn("event stream dropped: its reader fell behind", "error", err)
@@ -500,6 +513,11 @@ func (m *Manager) Changes(ctx context.Context, after *api.Position) (<-chan api.
 			case errors.Is(err, fsm.ErrStateReplaced), errors.Is(err, fsm.ErrStalled):
 				m.log.Info("event stream ended: the state it followed was replaced or stopped", "error", err)
 				c = api.Change{Error: err.Error()}
+			case err != nil && ctx.Err() == nil && contact.Err() != nil:
+				// Next hands over what the feed holds before it
+				// reports the end: the reader resumes after it.
+				m.log.Debug("event stream ended: out of touch with a leader", "error", context.Cause(contact))
+				c = api.Change{Error: context.Cause(contact).Error()}
 			case err != nil:
 				return
 			}
@@ -514,6 +532,25 @@ func (m *Manager) Changes(ctx context.Context, after *api.Position) (<-chan api.
 		}
 	}()
 	return out, start, nil
+}
+
+// subscribe checks that this manager can serve a stream (after after, if
+// set) and subscribes to the FSM's feed. contact is the context the stream
+// ends with (contactNow).
+func (m *Manager) subscribe(ctx context.Context, after *api.Position) (sub *fsm.Subscription, start api.Position, contact context.Context, err error) {
+	contact = m.contactNow()
+	if contact.Err() != nil {
+		return nil, api.Position{}, nil, context.Cause(contact)
+	}
+	if after == nil {
+		sub, start, err = m.fsm.Subscribe()
+		return sub, start, contact, err
+	}
+	if err := m.checkReached(ctx, *after); err != nil {
+		return nil, api.Position{}, nil, err
+	}
+	sub, err = m.fsm.SubscribeAfter(*after)
+	return sub, *after, contact, err
 }
 
 // Logs reads the task's container output through the worker it is placed on.

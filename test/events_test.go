@@ -252,17 +252,27 @@ func TestEvents_CLIFollowsAcrossALeaderKill(t *testing.T) {
 	}
 	ev.waitRunning(t, ids...)
 	got, stderr := ev.stop(t)
-	if !strings.Contains(stderr, "manager "+leader.HTTPAddr+" stopped answering") || !strings.Contains(stderr, "resumed after") {
+	if !strings.Contains(stderr, "manager "+leader.HTTPAddr+" stopped streaming") || !strings.Contains(stderr, "resumed after") {
 		t.Errorf("cube events did not say it resumed; stderr:\n%s", stderr)
 	}
 
-	// The reference: every change since the cluster began, from a
-	// survivor's memory, up to the last one cube events printed.
+	checkPrintedExactly(t, c, survivors[0], got)
+}
+
+// checkPrintedExactly: what cube events printed (got) must be exactly a
+// stretch of the cluster's changes, as manager m serves them from its
+// memory (GET /events?after=0, every change since the cluster began, up
+// to the last one printed): none lost, none twice, in order.
+func checkPrintedExactly(t *testing.T, c *ProcCluster, m *Proc, got []api.Change) {
+	t.Helper()
+	if len(got) == 0 {
+		t.Fatal("cube events printed no change")
+	}
 	last := got[len(got)-1].Position()
-	ref := readEventsAfter(t, c, survivors[0], "0", last)
+	ref := readEventsAfter(t, c, m, "0", last)
 	first := slices.IndexFunc(ref, func(ch api.Change) bool { return ch.Position() == got[0].Position() })
 	if first < 0 {
-		t.Fatalf("the first change cube events printed (%s) is not among %s's changes", got[0].Position(), survivors[0].Name)
+		t.Fatalf("the first change cube events printed (%s) is not among %s's changes", got[0].Position(), m.Name)
 	}
 	want := ref[first:]
 	for i := range max(len(got), len(want)) {
@@ -277,6 +287,99 @@ func TestEvents_CLIFollowsAcrossALeaderKill(t *testing.T) {
 		}
 	}
 	t.Logf("cube events printed %d changes, %s to %s: exactly the cluster's", len(got), got[0].Position(), last)
+}
+
+// `cube events` connected to a follower that is then cut off from the
+// other managers (issue 16): the follower is alive and its connection to
+// the reader intact (the partition is between the nodes' addresses only),
+// but it learns of no new change while the majority goes on committing.
+// It must end the stream, saying it has not heard from a leader, so that
+// cube events resumes on another manager and prints every change exactly
+// once. Before, cube events sat on the follower forever, printing nothing.
+// Also: a position past the cluster's log (a typo) is refused at once,
+// naming the cluster's last index; before, it waited forever.
+func TestEvents_CLILeavesACutOffFollower(t *testing.T) {
+	c := NewProcClusterOnIPs(t, 3, 1)
+	fw := NewFirewall(t)
+	leader := c.LeaderProc()
+	var follower *Proc
+	var majority []*Proc
+	for _, m := range c.Managers {
+		if m != leader && follower == nil {
+			follower = m
+		} else {
+			majority = append(majority, m)
+		}
+	}
+	var rest []string // every other node's address
+	for _, p := range append(append([]*Proc{}, c.Managers...), c.Workers...) {
+		if p != follower {
+			rest = append(rest, p.IP)
+		}
+	}
+
+	out, err := c.Cube("events", "--after", "99999999")
+	if err == nil || !strings.Contains(out, "position 99999999 is beyond the cluster's last index") {
+		t.Fatalf("cube events --after 99999999: %v\n%s\nwant it refused, naming the cluster's last index", err, out)
+	}
+	t.Logf("cube events --after 99999999: %s", strings.TrimSpace(out))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	addrs := []string{follower.HTTPAddr} // the follower first: cube events streams from it
+	for _, m := range majority {
+		addrs = append(addrs, m.HTTPAddr)
+	}
+	ev := startCubeEvents(t, ctx, c, "events", "-o", "json", "-m", strings.Join(addrs, ","))
+	cl := c.Client(majority...)
+	submit := func(name string) uuid.UUID {
+		t.Helper()
+		id := uuid.New()
+		sctx, scancel := context.WithTimeout(ctx, 60*time.Second)
+		defer scancel()
+		if _, _, err := cl.SubmitTask(sctx, api.TaskEvent{State: api.Running, Task: api.Task{ID: id, Name: name, Image: "cube-echo:latest"}}); err != nil {
+			t.Fatalf("submit %s: %v", name, err)
+		}
+		return id
+	}
+	// The stream is open once it shows a task submitted after it started.
+	ids := []uuid.UUID{submit("warm-up")}
+	ev.waitRunning(t, ids...)
+	for i := range 3 {
+		ids = append(ids, submit(fmt.Sprint("before-", i)))
+	}
+	ev.waitSeen(t, ids[1])
+	fw.Partition([]string{follower.IP}, rest)
+	t.Logf("%s (a follower, cube events streaming from it) cut off from the other nodes", follower.Name)
+	for i := range 5 {
+		ids = append(ids, submit(fmt.Sprint("during-", i)))
+	}
+	ev.waitRunning(t, ids...)
+
+	// Cut off still, the follower refuses new streams, saying why.
+	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer rcancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, c.URL(follower, "/events"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var er api.ErrResponse
+	_ = json.NewDecoder(resp.Body).Decode(&er)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(er.Message, "has not heard from a raft leader") {
+		t.Errorf("GET /events on %s, cut off: %d %q, want 503 saying it has not heard from a leader", follower.Name, resp.StatusCode, er.Message)
+	}
+
+	got, stderr := ev.stop(t)
+	if !strings.Contains(stderr, "manager "+follower.HTTPAddr+" stopped streaming") || !strings.Contains(stderr, "has not heard from a raft leader") || !strings.Contains(stderr, "resumed after") {
+		t.Errorf("cube events did not say it left the cut-off follower; stderr:\n%s", stderr)
+	}
+	t.Logf("cube events (stderr): %s", strings.TrimSpace(stderr))
+	checkPrintedExactly(t, c, leader, got)
 }
 
 // cubeEvents is a running `cube events -o json`, its lines parsed.

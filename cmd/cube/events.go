@@ -35,11 +35,15 @@ omitted when 0):
 
   cube events -o json | jq -c 'select(.Task.State == 4) | .Task.Reason'
 
-It follows the cluster, not one manager: when its manager dies or shuts down
-it resumes on the next one given with -m after the last change it printed,
-says so on stderr, and prints every change once, in order. --after INDEX[.SEQ]
-starts after that change instead of now (INDEX alone: after every change of
-that entry), to pick up where an earlier run stopped.
+It follows the cluster, not one manager: when its manager dies or shuts down,
+is cut off from the other managers (it then ends the stream, saying it has
+not heard from a leader), or goes silent (no change and no heartbeat for 15 s:
+it hung, or the network path to it did), cube events resumes on the next
+manager given with -m after the last change it printed, says so on stderr,
+and prints every change once, in order. --after INDEX[.SEQ] starts after that
+change instead of now (INDEX alone: after every change of that entry), to
+pick up where an earlier run stopped; a position the cluster has not reached
+(a typo) is refused, naming the cluster's last index.
 
 Every manager keeps the last 4096 changes, and none from before its last
 restart. If none of the managers reachable holds every change after the last
@@ -63,7 +67,7 @@ one printed, cube events says which changes are unknown and exits with status
 			defer stop()
 			errOut := cmd.ErrOrStderr()
 			opts.OnResume = func(r api.Resume) {
-				fmt.Fprintf(errOut, "cube events: manager %s stopped answering (%v); resumed after %s on %s\n", r.From, r.Cause, r.After, r.To)
+				fmt.Fprintf(errOut, "cube events: manager %s stopped streaming (%v); resumed after %s on %s\n", r.From, r.Cause, r.After, r.To)
 			}
 			out := cmd.OutOrStdout()
 			var emit func(api.Change) error

@@ -106,7 +106,7 @@ func TestEvents_ResumesOnTheNextManager(t *testing.T) {
 		t.Errorf("printed %s; want 7.0 a, 7.1 b, 8.0 c", got)
 	}
 	note := stderr.String()
-	for _, want := range []string{"manager " + strings.TrimPrefix(m1.URL, "http://") + " stopped answering", "resumed after 7.1 on " + strings.TrimPrefix(m2.URL, "http://")} {
+	for _, want := range []string{"manager " + strings.TrimPrefix(m1.URL, "http://") + " stopped streaming", "resumed after 7.1 on " + strings.TrimPrefix(m2.URL, "http://")} {
 		if !strings.Contains(note, want) {
 			t.Errorf("stderr %q does not say %q", note, want)
 		}
@@ -138,5 +138,34 @@ func TestEvents_GapExits3(t *testing.T) {
 	// A malformed --after is refused before any manager is asked.
 	if _, err := cube(t, addr, "events", "--after", "12.x"); err == nil || !strings.Contains(err.Error(), "--after") || !strings.Contains(err.Error(), "INDEX.SEQ") {
 		t.Fatalf("cube events --after 12.x: %v", err)
+	}
+}
+
+// A position the cluster has not reached (a typo) ends cube events at once
+// with the manager's reason, naming the cluster's last index; it is not a
+// gap (exit status 1, not 3). cube events asks for heartbeats.
+func TestEvents_PositionBeyondTheCluster(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		query string
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		query = r.URL.RawQuery
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_ = json.NewEncoder(w).Encode(api.ErrResponse{HTTPStatusCode: 400, Message: "position 99999999 is beyond the cluster's last index 1234 (the end of the leader m1's log)"})
+	}))
+	defer srv.Close()
+	_, err := cube(t, strings.TrimPrefix(srv.URL, "http://"), "events", "--after", "99999999")
+	var ee *exitError
+	if err == nil || errors.As(err, &ee) || !strings.Contains(err.Error(), "beyond the cluster's last index 1234") {
+		t.Fatalf("cube events --after 99999999: %v, want the manager's reason, not a gap", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if query != "after=99999999&heartbeat=5s" {
+		t.Errorf("query %q, want after=99999999&heartbeat=5s", query)
 	}
 }
