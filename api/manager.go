@@ -107,6 +107,9 @@ type GossipMember struct {
 	// applies, as it gossips it (0: not advertised). A rolling upgrade is
 	// done when every manager shows the same.
 	MaxCommand uint8 `json:",omitempty"`
+	// Version is the build a manager runs, as it gossips it ("" from a
+	// manager from before it was gossiped, and from workers).
+	Version string `json:",omitempty"`
 }
 
 // ClusterInfo answers GET /cluster.
@@ -119,7 +122,9 @@ type ClusterInfo struct {
 	Term     uint64
 	// AppliedIndex is the answering manager's last applied raft index.
 	AppliedIndex uint64
-	Servers      []RaftServer
+	// Version is the build the answering manager runs (cube version).
+	Version string `json:",omitempty"`
+	Servers []RaftServer
 	Members      []GossipMember
 }
 

@@ -66,7 +66,14 @@ type Meta struct {
 	// can be upgraded one at a time. 0: a manager from before it was
 	// advertised.
 	MaxCommand uint8 `json:",omitempty"`
+	// Version is the build the node runs (cube version: "v1.2.0" or "dev
+	// (abc1234)"), so `cube members -o wide` shows a rolling upgrade's
+	// progress. At most MaxVersionBytes: it counts against the 512 bytes.
+	Version string `json:",omitempty"`
 }
+
+// MaxVersionBytes bounds Meta.Version.
+const MaxVersionBytes = 64
 
 // encode returns m's wire form, checking it fits memberlist's limit.
 func (m Meta) encode() ([]byte, error) {
@@ -87,6 +94,9 @@ func (m Meta) validate() error {
 	}
 	if m.Cpu < 0 || m.Memory < 0 || m.Disk < 0 {
 		return fmt.Errorf("Cpu (%g), Memory (%d) and Disk (%d) cannot be negative", m.Cpu, m.Memory, m.Disk)
+	}
+	if len(m.Version) > MaxVersionBytes {
+		return fmt.Errorf("Version %q is %d bytes; at most %d", m.Version, len(m.Version), MaxVersionBytes)
 	}
 	_, err := m.encode()
 	return err

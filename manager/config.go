@@ -17,6 +17,9 @@ type Config struct {
 	ID string
 	// API is this manager's HTTP address, advertised as X-Cube-Leader.
 	API string
+	// Version is the build this manager runs (cube version), shown in GET
+	// /cluster and gossiped to the others.
+	Version string
 	// Scheduler is "epvm" (default) or "roundrobin".
 	Scheduler string
 	// WriteTimeout bounds one replicated write (enqueue and commit).

@@ -383,7 +383,7 @@ func (m *Manager) Nodes(ctx context.Context, consistent bool) ([]api.Node, error
 
 // Cluster describes the raft servers and the gossip members.
 func (m *Manager) Cluster(ctx context.Context) (api.ClusterInfo, error) {
-	info := api.ClusterInfo{Self: m.cfg.ID, Term: m.raft.Term(), AppliedIndex: m.fsm.AppliedIndex()}
+	info := api.ClusterInfo{Self: m.cfg.ID, Term: m.raft.Term(), AppliedIndex: m.fsm.AppliedIndex(), Version: m.cfg.Version}
 	info.LeaderID, _ = m.raft.Leader()
 	info.Leader, _ = m.Leader()
 	apis := make(map[string]string)
@@ -393,7 +393,7 @@ func (m *Manager) Cluster(ctx context.Context) (api.ClusterInfo, error) {
 		}
 		info.Members = append(info.Members, api.GossipMember{
 			Name: mem.Name, Addr: mem.Addr, Role: string(mem.Meta.Role), API: mem.Meta.API, State: string(mem.State),
-			MaxCommand: mem.Meta.MaxCommand,
+			MaxCommand: mem.Meta.MaxCommand, Version: mem.Meta.Version,
 		})
 	}
 	apis[m.cfg.ID] = m.cfg.API

@@ -280,7 +280,7 @@ func NewServer(cfg ServerConfig) (_ *Server, err error) {
 	g := addrs.gossip
 	g.Name, g.Logger, g.SourceIP = "manager-"+cfg.ID, cfg.Logger, cfg.SourceIP
 	g.Keys, g.KeyringFile = gossipKeys, filepath.Join(cfg.DataDir, cluster.KeyringFileName)
-	g.Meta = cluster.Meta{Role: cluster.RoleManager, API: s.api, RaftID: cfg.ID, RaftAddr: s.raft.Addr(), MaxCommand: uint8(s.fsm.MaxCommand())}
+	g.Meta = cluster.Meta{Role: cluster.RoleManager, API: s.api, RaftID: cfg.ID, RaftAddr: s.raft.Addr(), MaxCommand: uint8(s.fsm.MaxCommand()), Version: cfg.Manager.Version}
 	if s.pool, err = cluster.NewPool(g); err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -234,5 +235,39 @@ func TestServer_WildcardBindAdvertises(t *testing.T) {
 	resp.Body.Close()
 	if got := resp.Header.Get("X-Cube-Leader"); resp.StatusCode != http.StatusOK || got != loopHTTP {
 		t.Fatalf("GET /cluster: %d, X-Cube-Leader %q; want 200 and %q", resp.StatusCode, got, loopHTTP)
+	}
+}
+
+// GET /cluster names the build the answering manager runs, and the
+// version each manager gossips (cube members -o wide shows it).
+func TestServer_ClusterShowsVersions(t *testing.T) {
+	cfg := testServerConfig(t, "m1", t.TempDir())
+	cfg.Peers = []cluster.Peer{{ID: "m1", Addr: cfg.RaftAddr}}
+	cfg.Manager.Version = "v7.7.7 0123456789ab"
+	s, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	waitLeading(t, s)
+	c, err := api.NewClient([]string{s.Addr()}, api.ClientOptions{RetryFor: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	info, err := c.Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Version != cfg.Manager.Version {
+		t.Errorf("GET /cluster Version = %q; want %q", info.Version, cfg.Manager.Version)
+	}
+	var gossiped []string
+	for _, m := range info.Members {
+		gossiped = append(gossiped, m.Name+"="+m.Version)
+	}
+	if want := "manager-m1=" + cfg.Manager.Version; !slices.Contains(gossiped, want) {
+		t.Errorf("gossip members %q; want %q among them", gossiped, want)
 	}
 }

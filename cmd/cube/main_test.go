@@ -185,7 +185,7 @@ func newFakeManager(t *testing.T) *fakeManager {
 		case "GET /cluster":
 			v = api.ClusterInfo{Self: "m1", Term: 3, AppliedIndex: 42, Servers: []api.RaftServer{{ID: "m1", Addr: "127.0.0.1:6556", Voter: true, Leader: true}},
 				Members: []api.GossipMember{
-					{Name: "manager-m1", Addr: "127.0.0.1:6557", Role: "manager", API: "127.0.0.1:5556", State: "alive", MaxCommand: 13},
+					{Name: "manager-m1", Addr: "127.0.0.1:6557", Role: "manager", API: "127.0.0.1:5556", State: "alive", MaxCommand: 13, Version: "v1.4.0 0123456789ab"},
 					{Name: "w1", Addr: "127.0.0.1:6555", Role: "worker", API: "127.0.0.1:5555", State: "alive"},
 				}}
 		case "DELETE /cluster/servers/m2":

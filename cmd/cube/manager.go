@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/cube-orch/cube/manager"
@@ -37,6 +38,7 @@ func (m *managerFlags) config() (manager.ServerConfig, error) {
 	cfg.Advertise, cfg.HTTPAdvertise, cfg.RaftAdvertise, cfg.GossipAdvertise = o.Advertise, o.HTTPAdvertise, o.RaftAdvertise, o.GossipAdvertise
 	cfg.Peers, cfg.Seeds, cfg.SourceIP = peerList, splitList(m.seeds), o.SourceIP
 	cfg.Manager.Scheduler = m.scheduler
+	cfg.Manager.Version = gossipVersion(buildVersion(version, commit, debug.ReadBuildInfo))
 	cfg.Manager.GCInterval, cfg.Manager.TaskGCThreshold, cfg.Manager.WorkerGCThreshold = m.gcInterval, m.taskGC, m.workerGC
 	cfg.Manager.MaxTasks, cfg.Manager.MaxEventStreams = m.maxTasks, m.maxStreams
 	if m.scheduledTimeout != 0 {

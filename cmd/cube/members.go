@@ -18,8 +18,8 @@ func newMembersCmd(cf *clientFlags) *cobra.Command {
 		Short: "List the raft servers (leader marked) and the gossip members with their state and, for managers, the command types they apply",
 		Long: `List the raft servers (the managers, the leader marked) and the gossip members
 (managers and workers) with their state and, for managers, the command types
-they apply. -o wide adds to each raft server its gossip state and the command
-types it applies. -o json prints GET /cluster's object as the API returns it.`,
+they apply. -o wide adds to each raft server its gossip state, the command
+types it applies and the build it runs (cube version). -o json prints GET /cluster's object as the API returns it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return cf.call(cmd, func(ctx context.Context, c *api.Client) error {
@@ -84,6 +84,12 @@ func serverColumns(info api.ClusterInfo) []column[api.RaftServer] {
 		{head: "COMMANDS", show: wideOnly, cell: func(s api.RaftServer) string {
 			if m, ok := member(s); ok && m.MaxCommand > 0 {
 				return fmt.Sprintf("up to %d", m.MaxCommand)
+			}
+			return "-"
+		}},
+		{head: "VERSION", show: wideOnly, cell: func(s api.RaftServer) string {
+			if m, ok := member(s); ok && m.Version != "" {
+				return m.Version
 			}
 			return "-"
 		}},

@@ -67,7 +67,7 @@ var (
 	outKeyring = api.NodeKeyring{Node: "w1", Role: "worker", Primary: "a2V5", Keys: []string{"a2V5"}}
 	outCluster = api.ClusterInfo{Self: "m1", Term: 3, AppliedIndex: 42,
 		Servers: []api.RaftServer{{ID: "m1", Addr: "127.0.0.1:6556", API: "127.0.0.1:5556", Voter: true, Leader: true}},
-		Members: []api.GossipMember{{Name: "manager-m1", Addr: "127.0.0.1:6557", Role: "manager", API: "127.0.0.1:5556", State: "alive", MaxCommand: 13}}}
+		Members: []api.GossipMember{{Name: "manager-m1", Addr: "127.0.0.1:6557", Role: "manager", API: "127.0.0.1:5556", State: "alive", MaxCommand: 13, Version: "v1.4.0 0123456789ab"}}}
 )
 
 // listings are the listing commands, what their -o json is decoded into,

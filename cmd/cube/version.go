@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"runtime/debug"
 
+	"github.com/cube-orch/cube/cluster"
 	"github.com/spf13/cobra"
 )
 
@@ -107,4 +108,25 @@ no manager. -o json prints {"Version","Commit","Modified","GoVersion","Platform"
 	}
 	output = addOutputFlag(cmd)
 	return cmd
+}
+
+// gossipVersion is the short form a node gossips and GET /cluster shows:
+// the version and, when known, the first 12 characters of the commit
+// ("dev abc123def456+" when built from a modified tree), at most
+// cluster.MaxVersionBytes.
+func gossipVersion(v versionInfo) string {
+	s := v.Version
+	if c := v.Commit; c != "" {
+		if len(c) > 12 {
+			c = c[:12]
+		}
+		s += " " + c
+		if v.Modified {
+			s += "+"
+		}
+	}
+	if len(s) > cluster.MaxVersionBytes {
+		s = s[:cluster.MaxVersionBytes]
+	}
+	return s
 }

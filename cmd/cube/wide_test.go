@@ -51,7 +51,7 @@ func TestOutput_WideOnEveryListing(t *testing.T) {
 		{[]string{"token", "ls"}, 0, []string{"CREATED AT"}},
 		{[]string{"operator", "raft", "list-peers"}, 0, []string{"API"}},
 		{[]string{"service", "ls"}, 0, []string{"CPU", "MEMORY", "PORTS", "HEALTH CHECK", "CONSTRAINTS", "CREATED"}},
-		{[]string{"members"}, 1, []string{"GOSSIP", "COMMANDS"}},
+		{[]string{"members"}, 1, []string{"GOSSIP", "COMMANDS", "VERSION"}},
 	} {
 		name := strings.Join(tc.args, " ")
 		table, err := cube(t, f.addr(), tc.args...)
@@ -173,6 +173,36 @@ func TestHealthState(t *testing.T) {
 	} {
 		if got := healthState(tc.t); got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// cube members -o wide shows the build each manager gossips.
+func TestOutput_MembersWideShowsVersions(t *testing.T) {
+	f := newRouteFake(t, listingRoutes(t, false))
+	out, err := cube(t, f.addr(), "members", "-o", "wide")
+	if err != nil {
+		t.Fatalf("cube members -o wide: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "v1.4.0 0123456789ab") {
+		t.Errorf("cube members -o wide does not show m1's gossiped version:\n%s", out)
+	}
+}
+
+// The version a node gossips is short and bounded: the release, the
+// commit's first 12 characters, "+" for a modified tree.
+func TestGossipVersion(t *testing.T) {
+	for _, c := range []struct {
+		in   versionInfo
+		want string
+	}{
+		{versionInfo{Version: "v1.2.0", Commit: "0123456789abcdef0123"}, "v1.2.0 0123456789ab"},
+		{versionInfo{Version: "dev", Commit: "0123456789abcdef", Modified: true}, "dev 0123456789ab+"},
+		{versionInfo{Version: "dev"}, "dev"},
+		{versionInfo{Version: strings.Repeat("v", 100)}, strings.Repeat("v", 64)},
+	} {
+		if got := gossipVersion(c.in); got != c.want {
+			t.Errorf("gossipVersion(%+v) = %q; want %q", c.in, got, c.want)
 		}
 	}
 }
