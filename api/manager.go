@@ -125,7 +125,7 @@ type ClusterInfo struct {
 	// Version is the build the answering manager runs (cube version).
 	Version string `json:",omitempty"`
 	Servers []RaftServer
-	Members      []GossipMember
+	Members []GossipMember
 }
 
 // Change is one committed change of a task (GET /events streams them, one
