@@ -47,6 +47,15 @@ type ProcCluster struct {
 	// clockJump: the nodes run ClockJumpBinary and follow their clock
 	// files (ProcOptions.ClockJump, clock.go).
 	clockJump bool
+	// Sims are the cube sim-workers processes AddSimWorkers started;
+	// simBase is their first loopback address, simData the directory of
+	// their workers' data (ProcOptions.SimDataDir).
+	Sims     []*SimProc
+	simBase  string
+	simData  string
+	simPorts simPorts
+	// managerFlags is ProcOptions.ManagerFlags.
+	managerFlags func(n int) []string
 }
 
 // ProcOptions are the choices of NewProcClusterWith.
@@ -76,6 +85,15 @@ type ProcOptions struct {
 	// instead of CubeBinary, following a clock file of its own, so that
 	// SetClockOffset can step its wall clock (clock.go).
 	ClockJump bool
+	// Simulated: the cluster's workers are simulated (AddSimWorkers), so
+	// neither the Docker engine nor the echo image is needed.
+	Simulated bool
+	// SimDataDir, if set, is where the simulated workers keep their data
+	// (a tmpfs spares the disk their fsyncs); "" is the cluster's Dir.
+	SimDataDir string
+	// ManagerFlags, if set, returns extra command-line flags for the n-th
+	// manager (1-based), for example --pprof.
+	ManagerFlags func(n int) []string
 }
 
 // ipOf returns the loopback address of node slot n (127.0.0.n), or 127.0.0.1
@@ -159,8 +177,11 @@ func NewProcClusterOnIPs(t *testing.T, managers, workers int) *ProcCluster {
 // Cube then carry the operator's credentials.
 func NewProcClusterWith(t *testing.T, managers, workers int, opts ProcOptions) *ProcCluster {
 	t.Helper()
-	requireImage(t)
-	c := &ProcCluster{t: t, Dir: t.TempDir(), Prefix: "e2e" + uuid.NewString()[:6] + "-", ips: opts.IPs, dataDir: opts.DataDir, workerFlags: opts.WorkerFlags, clockJump: opts.ClockJump}
+	if !opts.Simulated {
+		requireImage(t)
+	}
+	c := &ProcCluster{t: t, Dir: t.TempDir(), Prefix: "e2e" + uuid.NewString()[:6] + "-", ips: opts.IPs, dataDir: opts.DataDir, workerFlags: opts.WorkerFlags, clockJump: opts.ClockJump,
+		simData: opts.SimDataDir, managerFlags: opts.ManagerFlags}
 	if opts.ClockJump {
 		c.Bin = ClockJumpBinary(t)
 	} else {
@@ -181,13 +202,16 @@ func NewProcClusterWith(t *testing.T, managers, workers int, opts ProcOptions) *
 		c.Managers = append(c.Managers, p)
 	}
 	c.peers, c.seeds = strings.Join(peers, ","), strings.Join(seeds, ",")
-	for _, p := range c.Managers {
+	for i, p := range c.Managers {
 		p.Data = c.dataDirOf(p.Name)
 		p.args = []string{"manager", "--id", p.Name, "--fast", "--http", p.HTTPAddr, "--raft", p.RaftAddr,
 			"--gossip", p.GossipAddr, "--data", p.Data, "--peers", c.peers, "--join", c.seeds}
 		p.args = append(p.args, c.securityFlags(security.RoleManager, p)...)
 		if c.ips {
 			p.args = append(p.args, "--source-ip", p.IP)
+		}
+		if c.managerFlags != nil {
+			p.args = append(p.args, c.managerFlags(i+1)...)
 		}
 	}
 	t.Cleanup(c.Close)
@@ -550,13 +574,17 @@ func (c *ProcCluster) ContainersOn(workers ...*Proc) map[string][]string {
 // Close stops every process and removes the containers of its workers. Logs
 // of a failed test are printed.
 func (c *ProcCluster) Close() {
-	for _, p := range append(append([]*Proc{}, c.Workers...), c.Managers...) {
+	var sims []*Proc
+	for _, s := range c.Sims {
+		sims = append(sims, s.Proc)
+	}
+	for _, p := range append(append(append([]*Proc{}, c.Workers...), sims...), c.Managers...) {
 		if p.Running() {
 			c.Stop(p)
 		}
 	}
 	if c.t.Failed() {
-		for _, p := range append(append([]*Proc{}, c.Managers...), c.Workers...) {
+		for _, p := range append(append(append([]*Proc{}, c.Managers...), c.Workers...), sims...) {
 			data, _ := os.ReadFile(p.log)
 			lines := strings.Split(string(data), "\n")
 			if len(lines) > 60 {

@@ -41,6 +41,8 @@ Listings take -o json (the API's objects, for scripts) or -o table (the default)
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(newManagerCmd(), newWorkerCmd(), newDevCmd(), newTLSCmd(), newKeygenCmd(), newVersionCmd())
+	// Hidden: the control-plane benchmark's simulated workers (make scale).
+	root.AddCommand(newSimWorkersCmd())
 	// The client commands; each takes -m/--manager and --timeout (client.go).
 	cf := &clientFlags{}
 	root.AddCommand(newRunCmd(cf), newStopCmd(cf), newStatusCmd(cf), newNodeCmd(cf),
