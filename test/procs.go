@@ -124,6 +124,17 @@ type Proc struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
+	// exitErr is how the last run ended (cmd.Wait's error; nil: exit 0).
+	exitErr error
+}
+
+// ExitErr returns how the node's last run ended: nil for exit status 0,
+// else the *exec.ExitError (or the error waiting for it). It is nil too
+// while the node runs.
+func (p *Proc) ExitErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exitErr
 }
 
 // BuildCube builds bin/cube into a temp dir once per test binary.
@@ -154,6 +165,41 @@ func CubeBinary(t *testing.T) string {
 		t.Fatal(buildOnce.err)
 	}
 	return buildOnce.path
+}
+
+// noRaceBuild is NoRaceBinary's build, like buildOnce.
+var noRaceBuild struct {
+	sync.Once
+	path string
+	dir  string
+	err  error
+}
+
+// NoRaceBinary returns the path of a cube binary built without the race
+// detector, once per test binary. The simulated workers run on it: one
+// process stands in for many machines, and under the race detector twenty
+// agents' gossip alone kept a core busy on a loaded 2-core machine, enough
+// to miss 100 ms probe deadlines and flap the members (their code runs
+// under the race detector in the worker package and every other test here).
+func NoRaceBinary(t *testing.T) string {
+	t.Helper()
+	noRaceBuild.Do(func() {
+		dir, err := os.MkdirTemp("", "cube-bin-")
+		if err != nil {
+			noRaceBuild.err = err
+			return
+		}
+		noRaceBuild.dir = dir
+		noRaceBuild.path = filepath.Join(dir, "cube")
+		out, err := exec.Command("go", "build", "-o", noRaceBuild.path, "github.com/cube-orch/cube/cmd/cube").CombinedOutput()
+		if err != nil {
+			noRaceBuild.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if noRaceBuild.err != nil {
+		t.Fatal(noRaceBuild.err)
+	}
+	return noRaceBuild.path
 }
 
 // NewProcCluster starts managers and workers as real processes with --fast
@@ -410,8 +456,15 @@ func (c *ProcCluster) Start(p *Proc) {
 		f.Close()
 		c.t.Fatalf("start %s: %v", p.Name, err)
 	}
-	p.cmd, p.done = cmd, make(chan struct{})
-	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
+	p.cmd, p.done, p.exitErr = cmd, make(chan struct{}), nil
+	go func() {
+		err := cmd.Wait()
+		f.Close()
+		p.mu.Lock()
+		p.exitErr = err
+		p.mu.Unlock()
+		close(p.done)
+	}()
 }
 
 // Kill sends SIGKILL to a node and waits for it to exit.

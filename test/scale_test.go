@@ -304,6 +304,7 @@ func (s *scale) useBinary() {
 		s.t.Fatalf("cube binary: %v (run make build)", err)
 	}
 	buildOnce.Do(func() { buildOnce.path = abs })
+	noRaceBuild.Do(func() { noRaceBuild.path = abs })
 	s.run.Params.Binary = "bin/cube without the race detector"
 }
 

@@ -42,7 +42,8 @@ type simPorts struct {
 // processes, joined to the managers with the cluster's credentials (a
 // certificate per worker, made from the cluster's CA by the process), and
 // returns it at once; WaitReady waits for them. extra flags are added
-// (--start-delay, --fail-rate, --log-level, …).
+// (--start-delay, --fail-rate, --log-level, …). The process runs
+// NoRaceBinary whatever the cluster's binary.
 func (c *ProcCluster) AddSimWorkers(n int, extra ...string) *SimProc {
 	c.t.Helper()
 	if c.simBase == "" {
@@ -84,6 +85,7 @@ func (c *ProcCluster) AddSimWorkers(n int, extra ...string) *SimProc {
 		p.args = append(p.args, "--ca-file", c.Sec.CA, "--ca-key-file", c.Sec.caKey, "--cert-dir", certs, "--encrypt", c.Sec.GossipKey)
 	}
 	p.args = append(p.args, extra...)
+	p.Bin = NoRaceBinary(c.t)
 	c.Sims = append(c.Sims, p)
 	c.Start(p.Proc)
 	return p
