@@ -42,7 +42,8 @@ type simPorts struct {
 // processes, joined to the managers with the cluster's credentials (a
 // certificate per worker, made from the cluster's CA by the process), and
 // returns it at once; WaitReady waits for them. extra flags are added
-// (--start-delay, --fail-rate, --log-level, …). The process runs
+// (--start-delay, --fail-rate, --log-level, --fast=false for memberlist's
+// LAN timings instead of the fast ones, …). The process runs
 // NoRaceBinary whatever the cluster's binary.
 func (c *ProcCluster) AddSimWorkers(n int, extra ...string) *SimProc {
 	c.t.Helper()
