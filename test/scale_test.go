@@ -1219,7 +1219,7 @@ func renderScale(dir string) error {
 	var b strings.Builder
 	b.WriteString(scaleGenBegin + "\n")
 	b.WriteString("One row per run of `make scale`, smallest first. Times are wall-clock on the benchmark's monotonic clock; CPU is the processes' user+system time from /proc.\n\n")
-	b.WriteString("| run (UTC) | commit | managers | workers (processes) | tasks | join: all alive | burst → all Running | placements/s | leader CPU per placement | submit p50 / p99 (clients; writes/s) | leader kill → write accepted, median / max (n) | 10 % of workers killed → dead / tasks Running elsewhere | leader RSS / heap per task | fds per sim worker | every task Running once |\n")
+	b.WriteString("| run (UTC) | commit | managers | workers (processes; gossip) | tasks | idle CPU/s: managers, sims (machine) | burst → all Running | placements/s | leader CPU per placement | submit p50 / p99 (clients; writes/s) | leader kill → write accepted, median / max (n) | 10 % of workers killed → dead / tasks Running elsewhere | leader RSS / heap per task | fds per sim worker | every task Running once |\n")
 	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, i := range order {
 		r, name := runs[i], names[i]
@@ -1239,8 +1239,13 @@ func renderScale(dir string) error {
 		if r.Check.Missing > 0 || r.Check.Duplicates > 0 {
 			check = fmt.Sprintf("**no**: %d missing, %d duplicated", r.Check.Missing, r.Check.Duplicates)
 		}
-		fmt.Fprintf(&b, "| [%s](results/%s) | `%s` | %d | %d (%d) | %d | %.1f s | %.2f s | **%.0f** | %.2f ms | %.1f / **%.1f ms** (%d; %.0f/s) | %.3f / **%.3f s** (%d) | %s | %s / %s | %.1f | %s |\n",
-			r.Started.Format("2006-01-02 15:04"), name, commit, p.Managers, p.Workers, p.SimProcs, p.Tasks, r.Join.AllAliveS,
+		gossip := p.SimGossip
+		if gossip == "" {
+			gossip = "fast"
+		}
+		fmt.Fprintf(&b, "| [%s](results/%s) | `%s` | %d | %d (%d; %s) | %d | %.2f, %.2f (%.2f) | %.2f s | **%.0f** | %.2f ms | %.1f / **%.1f ms** (%d; %.0f/s) | %.3f / **%.3f s** (%d) | %s | %s / %s | %.1f | %s |\n",
+			r.Started.Format("2006-01-02 15:04"), name, commit, p.Managers, p.Workers, p.SimProcs, gossip, p.Tasks,
+			r.Join.IdleManagersCPU, r.Join.IdleSimCPU, r.Join.IdleMachineCPU,
 			r.Placement.AllRunningS, r.Placement.TasksPerS, r.Placement.CPUPerTaskMs,
 			r.Submit.P50Ms, r.Submit.P99Ms, r.Submit.Clients, r.Submit.WritesPerS,
 			r.Failover.MedianS, r.Failover.MaxS, len(r.Failover.TrialsS), loss,
@@ -1259,11 +1264,16 @@ func renderScale(dir string) error {
 		}
 	}
 	if len(order) > 0 {
-		// The largest run's leader profile: where a placement's CPU goes.
+		// The largest run's profiles: where a placement's CPU goes, and
+		// what an idle simulated worker costs.
 		r := runs[order[len(order)-1]]
 		if len(r.Profile.Top) > 0 {
-			fmt.Fprintf(&b, "\nThe leader's CPU profile during the placement burst of the largest run (%d workers, %d tasks; the first %d s of the burst; `go tool pprof -top -cum`):\n\n```\n%s\n```\n",
-				r.Params.Workers, r.Params.Tasks, r.Profile.Seconds, strings.Join(r.Profile.Top, "\n"))
+			fmt.Fprintf(&b, "\nThe leader's CPU profile from the start of the placement burst of the largest run (%d workers, %d tasks; %d s; `go tool pprof -top -cum`, the header dropped):\n\n```\n%s\n```\n",
+				r.Params.Workers, r.Params.Tasks, r.Profile.Seconds, strings.Join(profileBody(r.Profile.Top), "\n"))
+		}
+		if len(r.SimIdleProfile.Top) > 0 {
+			fmt.Fprintf(&b, "\nThe first sim process's CPU profile while idle (no task yet; %d s):\n\n```\n%s\n```\n",
+				r.SimIdleProfile.Seconds, strings.Join(profileBody(r.SimIdleProfile.Top), "\n"))
 		}
 	}
 	b.WriteString(scaleGenEnd + "\n")
@@ -1286,6 +1296,17 @@ func renderScale(dir string) error {
 		text = "# How far Cube's control plane scales\n\n`make scale` writes the part between the markers; the text around it is ours.\n\n" + b.String() + text
 	}
 	return os.WriteFile(path, []byte(text), 0o644)
+}
+
+// profileBody drops pprof's header (file, build ID, time) and keeps the
+// sample line and the table.
+func profileBody(top []string) []string {
+	for i, l := range top {
+		if strings.HasPrefix(l, "Duration:") {
+			return top[i:]
+		}
+	}
+	return top
 }
 
 func bytesStr(v float64) string {
