@@ -35,11 +35,12 @@ type simFlags struct {
 	rt         simrt.Config
 }
 
-// fdsPerSimWorker is what one simulated worker holds open, measured on 100
-// workers against 3 managers (bench/scale/SCALE.md): its API listener, its
-// gossip UDP socket and TCP listener, its worker.db, the connections its
-// reports keep to the leader and the leader's calls keep to it, and a gossip
-// stream now and then; rounded up.
+// fdsPerSimWorker is the open files budgeted per simulated worker: its API
+// listener, its gossip UDP socket and TCP listener, its worker.db, the
+// connection its reports keep to the leader and the one the leader's calls
+// keep to it, and a gossip stream now and then. make scale measured 5 to 6
+// against 3 managers (bench/scale/SCALE.md); twice that leaves room for
+// connections opened during a burst.
 const fdsPerSimWorker = 12
 
 func newSimWorkersCmd() *cobra.Command {
