@@ -768,23 +768,29 @@ func (s *scale) placement(cl *api.Client) {
 	}
 }
 
-// runningWatch counts the tasks of a set seen Running in a manager's event
-// stream (GET /events), re-subscribing when the stream ends.
+// runningWatch counts the tasks of a set seen Running (and meeting ok, if
+// set) in a manager's event stream (GET /events), re-subscribing when the
+// stream ends.
 type runningWatch struct {
 	mu      sync.Mutex
 	running map[uuid.UUID]bool
+	ok      func(api.Task) bool
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
 
 func watchRunning(t *testing.T, cl *api.Client, ids map[uuid.UUID]bool) *runningWatch {
+	return watchRunningWhere(t, cl, ids, nil)
+}
+
+func watchRunningWhere(t *testing.T, cl *api.Client, ids map[uuid.UUID]bool, ok func(api.Task) bool) *runningWatch {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &runningWatch{running: map[uuid.UUID]bool{}, cancel: cancel, done: make(chan struct{})}
+	w := &runningWatch{running: map[uuid.UUID]bool{}, ok: ok, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
 		for ctx.Err() == nil {
 			err := cl.Events(ctx, func(ch api.Change) error {
-				if ids[ch.Task.ID] && ch.Task.State == api.Running {
+				if ids[ch.Task.ID] && ch.Task.State == api.Running && (w.ok == nil || w.ok(ch.Task)) {
 					w.mu.Lock()
 					w.running[ch.Task.ID] = true
 					w.mu.Unlock()
@@ -816,7 +822,7 @@ func (w *runningWatch) fill(cl *api.Client, ids map[uuid.UUID]bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, t := range tasks {
-		if ids[t.ID] && t.State == api.Running {
+		if ids[t.ID] && t.State == api.Running && (w.ok == nil || w.ok(t)) {
 			w.running[t.ID] = true
 		}
 	}
@@ -1082,35 +1088,39 @@ func (s *scale) workerLoss(cl *api.Client) {
 	}
 	ls := &s.run.Loss
 	ls.Workers, ls.Tasks = len(victim.Workers), len(on)
+	// Followed on a follower's event stream and its /nodes, so that the
+	// leader's CPU goes to the recovery alone (a GET /tasks of the whole
+	// state every 100 ms took a sixth of it).
+	var reader *api.Client
+	for _, m := range s.c.Managers {
+		if m != s.c.LeaderProc() {
+			reader = s.c.ClientOf(api.ClientOptions{Timeout: 60 * time.Second, RetryFor: 30 * time.Second}, m)
+			break
+		}
+	}
+	watch := watchRunningWhere(s.t, reader, on, func(t api.Task) bool { return !lost[t.Worker] })
+	defer watch.close()
 	t0 := time.Now()
 	s.c.Kill(victim.Proc)
 	s.say("loss: killed %s: %d workers, %d tasks on them", victim.Name, ls.Workers, ls.Tasks)
 	var last time.Time
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		nodes, nerr := cl.Nodes(ctx, false)
-		all, terr := cl.Tasks(ctx, false)
-		cancel()
-		if nerr == nil && ls.AllDeadS == 0 {
+		if ls.AllDeadS == 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			nodes, err := reader.Nodes(ctx, false)
+			cancel()
 			dead := 0
 			for _, n := range nodes {
 				if lost[n.Name] && n.State != api.NodeAlive {
 					dead++
 				}
 			}
-			if dead == ls.Workers {
+			if err == nil && dead == ls.Workers {
 				ls.AllDeadS = round3(time.Since(t0).Seconds())
 				s.say("loss: all %d workers seen dead after %.2f s", dead, ls.AllDeadS)
 			}
 		}
-		moved := 0
-		if terr == nil {
-			for _, t := range all {
-				if on[t.ID] && t.State == api.Running && !lost[t.Worker] {
-					moved++
-				}
-			}
-		}
+		moved := watch.count()
 		if moved == ls.Tasks && ls.AllDeadS > 0 {
 			ls.MovedS = round3(time.Since(t0).Seconds())
 			break
