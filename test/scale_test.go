@@ -81,10 +81,13 @@ type scaleRun struct {
 	FDs       scaleFDs       `json:"file_descriptors"`
 	Profile   scaleProfile   `json:"leader_cpu_profile"`
 	// SimIdleProfile is the first sim process's, 5 s of the idle window.
-	SimIdleProfile scaleProfile    `json:"sim_process_idle_cpu_profile"`
-	Check          scaleCheck      `json:"check"`
-	Notes          []string        `json:"notes,omitempty"`
-	Progress       []scaleProgress `json:"progress,omitempty"`
+	SimIdleProfile scaleProfile `json:"sim_process_idle_cpu_profile"`
+	Check          scaleCheck   `json:"check"`
+	Notes          []string     `json:"notes,omitempty"`
+	// Failed says why a run did not finish (its measures after that are
+	// empty); "" for a run that did.
+	Failed   string          `json:"failed,omitempty"`
+	Progress []scaleProgress `json:"progress,omitempty"`
 }
 
 type scaleMachine struct {
@@ -273,6 +276,22 @@ func TestScale(t *testing.T) {
 		p.Managers, p.Workers, p.SimProcs, p.Tasks, s.run.Machine.CPUs, s.run.Machine.LoadStart)
 
 	s.useBinary()
+	// A run that fails (a measure that does not finish in time) still
+	// writes what it measured, with the last progress line as the reason:
+	// on a loaded machine that is a result too.
+	t.Cleanup(func() {
+		if !t.Failed() || s.run.Failed != "" {
+			return
+		}
+		s.run.Failed = "did not finish"
+		if n := len(s.run.Progress); n > 0 {
+			s.run.Failed += "; last progress: " + s.run.Progress[n-1].Line
+		}
+		s.run.Finished = time.Now().UTC()
+		s.run.DurationS = math.Round(time.Since(s.begin).Seconds())
+		s.run.Machine.LoadEnd = loadAvg()
+		s.write()
+	})
 	s.start()
 	cl := s.c.ClientOf(api.ClientOptions{Timeout: 30 * time.Second, RetryFor: 30 * time.Second})
 	s.fds()
@@ -768,9 +787,9 @@ func (s *scale) placement(cl *api.Client) {
 	}
 }
 
-// runningWatch counts the tasks of a set seen Running (and meeting ok, if
-// set) in a manager's event stream (GET /events), re-subscribing when the
-// stream ends.
+// runningWatch counts the tasks of a set Running now (and meeting ok, if
+// set), from a manager's event stream (GET /events), re-subscribing when
+// the stream ends.
 type runningWatch struct {
 	mu      sync.Mutex
 	running map[uuid.UUID]bool
@@ -790,10 +809,8 @@ func watchRunningWhere(t *testing.T, cl *api.Client, ids map[uuid.UUID]bool, ok 
 		defer close(w.done)
 		for ctx.Err() == nil {
 			err := cl.Events(ctx, func(ch api.Change) error {
-				if ids[ch.Task.ID] && ch.Task.State == api.Running && (w.ok == nil || w.ok(ch.Task)) {
-					w.mu.Lock()
-					w.running[ch.Task.ID] = true
-					w.mu.Unlock()
+				if ids[ch.Task.ID] {
+					w.set(ch.Task)
 				}
 				return nil
 			})
@@ -819,12 +836,23 @@ func (w *runningWatch) fill(cl *api.Client, ids map[uuid.UUID]bool) {
 	if err != nil {
 		return
 	}
+	for _, t := range tasks {
+		if ids[t.ID] {
+			w.set(t)
+		}
+	}
+}
+
+// set records a task's current state: counted while it is Running (and
+// meets ok), no longer once it is not (a task placed again after a false
+// death of its worker is Scheduled, not Running, until it runs again).
+func (w *runningWatch) set(t api.Task) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, t := range tasks {
-		if ids[t.ID] && t.State == api.Running && (w.ok == nil || w.ok(t)) {
-			w.running[t.ID] = true
-		}
+	if t.State == api.Running && (w.ok == nil || w.ok(t)) {
+		w.running[t.ID] = true
+	} else {
+		delete(w.running, t.ID)
 	}
 }
 
@@ -1246,7 +1274,9 @@ func renderScale(dir string) error {
 			loss = fmt.Sprintf("%d workers, %d tasks: %.2f s / %.2f s", r.Loss.Workers, r.Loss.Tasks, r.Loss.AllDeadS, r.Loss.MovedS)
 		}
 		check := fmt.Sprintf("yes (%d tasks)", r.Check.Tasks)
-		if r.Check.Missing > 0 || r.Check.Duplicates > 0 {
+		if r.Failed != "" {
+			check = "**did not finish** (below)"
+		} else if r.Check.Missing > 0 || r.Check.Duplicates > 0 {
 			check = fmt.Sprintf("**no**: %d missing, %d duplicated", r.Check.Missing, r.Check.Duplicates)
 		}
 		gossip := p.SimGossip
@@ -1269,6 +1299,9 @@ func renderScale(dir string) error {
 			r.Started.Format("2006-01-02 15:04"), m.CPUs, m.CPUModel, float64(m.MemoryB)/(1<<30), m.Kernel, m.Go, m.LoadStart, m.LoadEnd, r.DurationS,
 			r.Params.SimData, r.Placement.LeaderCPUS, r.Placement.FollowerCPUS, r.Placement.SimCPUS, r.Placement.MachineCPUS,
 			m.FileLimit, r.FDs.SimProcWorkers, r.FDs.SimProcFDs, r.FDs.ManagerFDs)
+		if r.Failed != "" {
+			fmt.Fprintf(&b, "  - **did not finish**: %s\n", r.Failed)
+		}
 		for _, n := range r.Notes {
 			fmt.Fprintf(&b, "  - note: %s\n", n)
 		}
