@@ -283,9 +283,9 @@ func TestScale(t *testing.T) {
 		if !t.Failed() || s.run.Failed != "" {
 			return
 		}
-		s.run.Failed = "did not finish"
+		s.run.Failed = "stopped by a failure"
 		if n := len(s.run.Progress); n > 0 {
-			s.run.Failed += "; last progress: " + s.run.Progress[n-1].Line
+			s.run.Failed = "last progress: " + s.run.Progress[n-1].Line
 		}
 		s.run.Finished = time.Now().UTC()
 		s.run.DurationS = math.Round(time.Since(s.begin).Seconds())
@@ -1270,7 +1270,7 @@ func renderScale(dir string) error {
 			commit += fmt.Sprintf(" +%d", len(r.Git.Dirty))
 		}
 		loss := "—"
-		if r.Loss.Workers > 0 {
+		if r.Loss.MovedS > 0 {
 			loss = fmt.Sprintf("%d workers, %d tasks: %.2f s / %.2f s", r.Loss.Workers, r.Loss.Tasks, r.Loss.AllDeadS, r.Loss.MovedS)
 		}
 		check := fmt.Sprintf("yes (%d tasks)", r.Check.Tasks)
@@ -1283,40 +1283,61 @@ func renderScale(dir string) error {
 		if gossip == "" {
 			gossip = "fast"
 		}
-		fmt.Fprintf(&b, "| [%s](results/%s) | `%s` | %d | %d (%d; %s) | %d | %.2f, %.2f (%.2f) | %.2f s | **%.0f** | %.2f ms | %.1f / **%.1f ms** (%d; %.0f/s) | %.3f / **%.3f s** (%d) | %s | %s / %s | %.1f | %s |\n",
+		// A measure a failed run did not reach is a dash, not a zero.
+		or := func(ok bool, text string) string {
+			if !ok {
+				return "—"
+			}
+			return text
+		}
+		pl, sb, fo, mem := r.Placement, r.Submit, r.Failover, r.Memory
+		fmt.Fprintf(&b, "| [%s](results/%s) | `%s` | %d | %d (%d; %s) | %d | %.2f, %.2f (%.2f) | %s | %s | %s | %s | %s | %s | %s | %.1f | %s |\n",
 			r.Started.Format("2006-01-02 15:04"), name, commit, p.Managers, p.Workers, p.SimProcs, gossip, p.Tasks,
 			r.Join.IdleManagersCPU, r.Join.IdleSimCPU, r.Join.IdleMachineCPU,
-			r.Placement.AllRunningS, r.Placement.TasksPerS, r.Placement.CPUPerTaskMs,
-			r.Submit.P50Ms, r.Submit.P99Ms, r.Submit.Clients, r.Submit.WritesPerS,
-			r.Failover.MedianS, r.Failover.MaxS, len(r.Failover.TrialsS), loss,
-			bytesStr(r.Memory.RSSPerTaskB), bytesStr(r.Memory.HeapPerTaskB), r.FDs.PerSimWorker, check)
+			or(pl.Tasks > 0, fmt.Sprintf("%.2f s", pl.AllRunningS)),
+			or(pl.Tasks > 0, fmt.Sprintf("**%.0f**", pl.TasksPerS)),
+			or(pl.Tasks > 0, fmt.Sprintf("%.2f ms", pl.CPUPerTaskMs)),
+			or(sb.N > 0, fmt.Sprintf("%.1f / **%.1f ms** (%d; %.0f/s)", sb.P50Ms, sb.P99Ms, sb.Clients, sb.WritesPerS)),
+			or(len(fo.TrialsS) > 0, fmt.Sprintf("%.3f / **%.3f s** (%d)", fo.MedianS, fo.MaxS, len(fo.TrialsS))),
+			loss,
+			or(len(mem.Managers) > 0, bytesStr(mem.RSSPerTaskB)+" / "+bytesStr(mem.HeapPerTaskB)),
+			r.FDs.PerSimWorker, check)
 	}
 	b.WriteString("\nMachine and load of each run:\n\n")
 	for _, i := range order {
 		r := runs[i]
 		m := r.Machine
-		fmt.Fprintf(&b, "- %s: %d CPUs (%s), %.1f GiB, Linux %s, %s; load average %s at start, %s at end; %.0f s in all; sim workers' data on %s; burst CPU: leader %.1f s, followers %.1f s, sim processes %.1f s, machine %.1f s; open file limit %d (a sim process of %d workers held %d, managers %v).\n",
+		burst := "the burst did not finish"
+		if r.Placement.Tasks > 0 {
+			burst = fmt.Sprintf("burst CPU: leader %.1f s, followers %.1f s, sim processes %.1f s, machine %.1f s",
+				r.Placement.LeaderCPUS, r.Placement.FollowerCPUS, r.Placement.SimCPUS, r.Placement.MachineCPUS)
+		}
+		fmt.Fprintf(&b, "- %s: %d CPUs (%s), %.1f GiB, Linux %s, %s; load average %s at start, %s at end; %.0f s in all; sim workers' data on %s; %s; open file limit %d (a sim process of %d workers held %d, managers %v).\n",
 			r.Started.Format("2006-01-02 15:04"), m.CPUs, m.CPUModel, float64(m.MemoryB)/(1<<30), m.Kernel, m.Go, m.LoadStart, m.LoadEnd, r.DurationS,
-			r.Params.SimData, r.Placement.LeaderCPUS, r.Placement.FollowerCPUS, r.Placement.SimCPUS, r.Placement.MachineCPUS,
-			m.FileLimit, r.FDs.SimProcWorkers, r.FDs.SimProcFDs, r.FDs.ManagerFDs)
+			r.Params.SimData, burst, m.FileLimit, r.FDs.SimProcWorkers, r.FDs.SimProcFDs, r.FDs.ManagerFDs)
 		if r.Failed != "" {
-			fmt.Fprintf(&b, "  - **did not finish**: %s\n", r.Failed)
+			fmt.Fprintf(&b, "  - **did not finish**: %s\n", strings.TrimPrefix(r.Failed, "did not finish; "))
 		}
 		for _, n := range r.Notes {
 			fmt.Fprintf(&b, "  - note: %s\n", n)
 		}
 	}
-	if len(order) > 0 {
-		// The largest run's profiles: where a placement's CPU goes, and
-		// what an idle simulated worker costs.
-		r := runs[order[len(order)-1]]
+	// The largest runs' profiles that were taken: where a placement's CPU
+	// goes, and what an idle simulated worker costs.
+	for k := len(order) - 1; k >= 0; k-- {
+		r := runs[order[k]]
 		if len(r.Profile.Top) > 0 {
-			fmt.Fprintf(&b, "\nThe leader's CPU profile from the start of the placement burst of the largest run (%d workers, %d tasks; %d s; `go tool pprof -top -cum`, the header dropped):\n\n```\n%s\n```\n",
+			fmt.Fprintf(&b, "\nThe leader's CPU profile from the start of the placement burst of the largest run that finished one (%d workers, %d tasks; %d s; `go tool pprof -top -cum`, the header dropped):\n\n```\n%s\n```\n",
 				r.Params.Workers, r.Params.Tasks, r.Profile.Seconds, strings.Join(profileBody(r.Profile.Top), "\n"))
+			break
 		}
+	}
+	for k := len(order) - 1; k >= 0; k-- {
+		r := runs[order[k]]
 		if len(r.SimIdleProfile.Top) > 0 {
-			fmt.Fprintf(&b, "\nThe first sim process's CPU profile while idle (no task yet; %d s):\n\n```\n%s\n```\n",
-				r.SimIdleProfile.Seconds, strings.Join(profileBody(r.SimIdleProfile.Top), "\n"))
+			fmt.Fprintf(&b, "\nThe first sim process's CPU profile while idle, in the largest run (%d workers, no task yet; %d s):\n\n```\n%s\n```\n",
+				r.Params.Workers, r.SimIdleProfile.Seconds, strings.Join(profileBody(r.SimIdleProfile.Top), "\n"))
+			break
 		}
 	}
 	b.WriteString(scaleGenEnd + "\n")
