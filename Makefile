@@ -62,6 +62,11 @@ bench: build images ## Cube (security on, and --insecure beside it) vs Docker Sw
 	left=$$(docker ps -aq --filter label=cube.bench); if [ -n "$$left" ]; then docker rm -f $$left >/dev/null; fi; \
 	exit $$rc
 
+.PHONY: scale
+scale: build ## control-plane benchmark: MANAGERS=3 real managers + WORKERS=100 simulated workers (in PROCS=2 processes, the last holding the 10 % killed), TASKS=1000 → bench/scale/results/*.json, bench/scale/SCALE.md
+	set -o pipefail; SCALE_MANAGERS=$(or $(MANAGERS),3) SCALE_WORKERS=$(or $(WORKERS),100) SCALE_TASKS=$(or $(TASKS),1000) SCALE_PROCS=$(or $(PROCS),2) \
+		SCALE_CUBE_BIN=$(CURDIR)/$(BIN)/cube $(GO) test -tags scale -run '^TestScale$$' -count=1 -timeout 60m -v ./test | grep --line-buffered -vE '^=== (RUN|PAUSE|CONT)'
+
 MACHINE_IMG := $(shell sed -n 's/.*"image": *"\([^"]*\)".*/\1/p' deploy/machine/machines.json)
 
 machine-image: ## build the machine image ($(MACHINE_IMG)) from Debian's packages with debootstrap; once, ~2 min

@@ -35,6 +35,11 @@ func NewWorkerClientFrom(timeout time.Duration, sourceIP string) *WorkerClient {
 	return NewWorkerClientTLS(timeout, sourceIP, nil)
 }
 
+// workerConnsPerHost bounds the connections a WorkerClient opens to one
+// worker: a worker serves that many calls at once, and the rest wait their
+// turn on an open connection.
+const workerConnsPerHost = 8
+
 // NewWorkerClientTLS is NewWorkerClientFrom speaking TLS with cfg: the
 // manager's certificate, and a worker's verified (see
 // security.Bundle.ClientConfig). Addresses without a scheme are then
@@ -43,8 +48,22 @@ func NewWorkerClientTLS(timeout time.Duration, sourceIP string, cfg *tls.Config)
 	if timeout <= 0 {
 		timeout = DefaultRequestTimeout
 	}
+	t := NewTLSTransport(sourceIP, cfg)
+	// A leader calls every worker, many calls at once (a dispatch per
+	// task), and the workers' API speaks HTTP/1.1. The transport's total
+	// of 100 idle connections (Go's default) then closed, past 100
+	// workers, connections to some worker after every burst, and each
+	// call paid a new TLS handshake: 43 % of a leader's CPU with 200
+	// workers (bench/scale/SCALE.md). No total cap, and at most
+	// workerConnsPerHost connections per worker, so that what stays idle is
+	// bounded by the number of workers (a few thousand descriptors for
+	// hundreds of workers) and a burst to one worker waits for a
+	// connection rather than opening one per task.
+	t.MaxIdleConns = 0
+	t.MaxConnsPerHost = workerConnsPerHost
+	t.MaxIdleConnsPerHost = workerConnsPerHost
 	c := &WorkerClient{
-		hc:      &http.Client{Transport: NewTLSTransport(sourceIP, cfg)},
+		hc:      &http.Client{Transport: t},
 		scheme:  "http",
 		timeout: timeout,
 	}

@@ -146,6 +146,7 @@ func (l *loop) run(ctx context.Context) {
 		case <-l.m.cfg.GossipChanges:
 		case o := <-l.opDone:
 			l.opFinished(ctx, o)
+			l.drainOps(ctx)
 		case r := <-l.healthCh:
 			if r.Healthy {
 				l.healthy(ctx, r)
@@ -154,6 +155,24 @@ func (l *loop) run(ctx context.Context) {
 			}
 		case res := <-l.pollDone:
 			l.pollFinished(ctx, res)
+		}
+	}
+}
+
+// drainOps takes back every other op that has finished, before the next
+// pass. A pass costs what runs (every live task), and ops finish in
+// crowds (the probes of every task of a dead worker, the dispatches of a
+// burst): one pass per finished op made 500 probes of 20 dead workers'
+// tasks wait for 500 passes over 5,000 tasks, minutes on a loaded
+// machine (bench/scale/SCALE.md). At most cap(opDone) at a time, so that a
+// steady stream of ops cannot hold off the passes.
+func (l *loop) drainOps(ctx context.Context) {
+	for range cap(l.opDone) {
+		select {
+		case o := <-l.opDone:
+			l.opFinished(ctx, o)
+		default:
+			return
 		}
 	}
 }

@@ -47,6 +47,18 @@ type ProcCluster struct {
 	// clockJump: the nodes run ClockJumpBinary and follow their clock
 	// files (ProcOptions.ClockJump, clock.go).
 	clockJump bool
+	// Sims are the cube sim-workers processes AddSimWorkers started;
+	// simBase is their first loopback address, simData the directory of
+	// their workers' data (ProcOptions.SimDataDir).
+	Sims []*SimProc
+	// SimEnv is added to the environment of the sim processes started
+	// after it is set (GOGC, for the benchmark).
+	SimEnv   []string
+	simBase  string
+	simData  string
+	simPorts simPorts
+	// managerFlags is ProcOptions.ManagerFlags.
+	managerFlags func(n int) []string
 }
 
 // ProcOptions are the choices of NewProcClusterWith.
@@ -76,6 +88,15 @@ type ProcOptions struct {
 	// instead of CubeBinary, following a clock file of its own, so that
 	// SetClockOffset can step its wall clock (clock.go).
 	ClockJump bool
+	// Simulated: the cluster's workers are simulated (AddSimWorkers), so
+	// neither the Docker engine nor the echo image is needed.
+	Simulated bool
+	// SimDataDir, if set, is where the simulated workers keep their data
+	// (a tmpfs spares the disk their fsyncs); "" is the cluster's Dir.
+	SimDataDir string
+	// ManagerFlags, if set, returns extra command-line flags for the n-th
+	// manager (1-based), for example --pprof.
+	ManagerFlags func(n int) []string
 }
 
 // ipOf returns the loopback address of node slot n (127.0.0.n), or 127.0.0.1
@@ -106,6 +127,17 @@ type Proc struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
+	// exitErr is how the last run ended (cmd.Wait's error; nil: exit 0).
+	exitErr error
+}
+
+// ExitErr returns how the node's last run ended: nil for exit status 0,
+// else the *exec.ExitError (or the error waiting for it). It is nil too
+// while the node runs.
+func (p *Proc) ExitErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exitErr
 }
 
 // BuildCube builds bin/cube into a temp dir once per test binary.
@@ -138,6 +170,41 @@ func CubeBinary(t *testing.T) string {
 	return buildOnce.path
 }
 
+// noRaceBuild is NoRaceBinary's build, like buildOnce.
+var noRaceBuild struct {
+	sync.Once
+	path string
+	dir  string
+	err  error
+}
+
+// NoRaceBinary returns the path of a cube binary built without the race
+// detector, once per test binary. The simulated workers run on it: one
+// process stands in for many machines, and under the race detector twenty
+// agents' gossip alone kept a core busy on a loaded 2-core machine, enough
+// to miss 100 ms probe deadlines and flap the members (their code runs
+// under the race detector in the worker package and every other test here).
+func NoRaceBinary(t *testing.T) string {
+	t.Helper()
+	noRaceBuild.Do(func() {
+		dir, err := os.MkdirTemp("", "cube-bin-")
+		if err != nil {
+			noRaceBuild.err = err
+			return
+		}
+		noRaceBuild.dir = dir
+		noRaceBuild.path = filepath.Join(dir, "cube")
+		out, err := exec.Command("go", "build", "-o", noRaceBuild.path, "github.com/cube-orch/cube/cmd/cube").CombinedOutput()
+		if err != nil {
+			noRaceBuild.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if noRaceBuild.err != nil {
+		t.Fatal(noRaceBuild.err)
+	}
+	return noRaceBuild.path
+}
+
 // NewProcCluster starts managers and workers as real processes with --fast
 // timings and security on (see NewProcClusterWith), and waits until a
 // leader is elected and every worker is alive.
@@ -159,8 +226,11 @@ func NewProcClusterOnIPs(t *testing.T, managers, workers int) *ProcCluster {
 // Cube then carry the operator's credentials.
 func NewProcClusterWith(t *testing.T, managers, workers int, opts ProcOptions) *ProcCluster {
 	t.Helper()
-	requireImage(t)
-	c := &ProcCluster{t: t, Dir: t.TempDir(), Prefix: "e2e" + uuid.NewString()[:6] + "-", ips: opts.IPs, dataDir: opts.DataDir, workerFlags: opts.WorkerFlags, clockJump: opts.ClockJump}
+	if !opts.Simulated {
+		requireImage(t)
+	}
+	c := &ProcCluster{t: t, Dir: t.TempDir(), Prefix: "e2e" + uuid.NewString()[:6] + "-", ips: opts.IPs, dataDir: opts.DataDir, workerFlags: opts.WorkerFlags, clockJump: opts.ClockJump,
+		simData: opts.SimDataDir, managerFlags: opts.ManagerFlags}
 	if opts.ClockJump {
 		c.Bin = ClockJumpBinary(t)
 	} else {
@@ -181,13 +251,16 @@ func NewProcClusterWith(t *testing.T, managers, workers int, opts ProcOptions) *
 		c.Managers = append(c.Managers, p)
 	}
 	c.peers, c.seeds = strings.Join(peers, ","), strings.Join(seeds, ",")
-	for _, p := range c.Managers {
+	for i, p := range c.Managers {
 		p.Data = c.dataDirOf(p.Name)
 		p.args = []string{"manager", "--id", p.Name, "--fast", "--http", p.HTTPAddr, "--raft", p.RaftAddr,
 			"--gossip", p.GossipAddr, "--data", p.Data, "--peers", c.peers, "--join", c.seeds}
 		p.args = append(p.args, c.securityFlags(security.RoleManager, p)...)
 		if c.ips {
 			p.args = append(p.args, "--source-ip", p.IP)
+		}
+		if c.managerFlags != nil {
+			p.args = append(p.args, c.managerFlags(i+1)...)
 		}
 	}
 	t.Cleanup(c.Close)
@@ -386,8 +459,15 @@ func (c *ProcCluster) Start(p *Proc) {
 		f.Close()
 		c.t.Fatalf("start %s: %v", p.Name, err)
 	}
-	p.cmd, p.done = cmd, make(chan struct{})
-	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
+	p.cmd, p.done, p.exitErr = cmd, make(chan struct{}), nil
+	go func() {
+		err := cmd.Wait()
+		f.Close()
+		p.mu.Lock()
+		p.exitErr = err
+		p.mu.Unlock()
+		close(p.done)
+	}()
 }
 
 // Kill sends SIGKILL to a node and waits for it to exit.
@@ -550,13 +630,17 @@ func (c *ProcCluster) ContainersOn(workers ...*Proc) map[string][]string {
 // Close stops every process and removes the containers of its workers. Logs
 // of a failed test are printed.
 func (c *ProcCluster) Close() {
-	for _, p := range append(append([]*Proc{}, c.Workers...), c.Managers...) {
+	var sims []*Proc
+	for _, s := range c.Sims {
+		sims = append(sims, s.Proc)
+	}
+	for _, p := range append(append(append([]*Proc{}, c.Workers...), sims...), c.Managers...) {
 		if p.Running() {
 			c.Stop(p)
 		}
 	}
 	if c.t.Failed() {
-		for _, p := range append(append([]*Proc{}, c.Managers...), c.Workers...) {
+		for _, p := range append(append(append([]*Proc{}, c.Managers...), c.Workers...), sims...) {
 			data, _ := os.ReadFile(p.log)
 			lines := strings.Split(string(data), "\n")
 			if len(lines) > 60 {

@@ -21,14 +21,21 @@ type agentSecurity struct {
 
 // register adds the flags; role is "manager" or "worker", for the help.
 func (s *agentSecurity) register(f *pflag.FlagSet, role string) {
-	f.StringVar(&s.files.CA, "ca-file", "", "CA certificate of the cluster (PEM; cube tls ca create)")
+	s.registerShared(f)
 	f.StringVar(&s.files.Cert, "cert-file", "", "this "+role+"'s certificate (PEM; cube tls cert create --"+role+")")
 	f.StringVar(&s.files.Key, "key-file", "", "key of --cert-file (PEM)")
-	f.StringVar(&s.encrypt, "encrypt", "", "gossip encryption key, base64 (cube keygen); a keyring rotated since (cube gossip keyring) and kept in --data wins over it")
-	f.BoolVar(&s.insecure, "insecure", false, "run without TLS, tokens or gossip encryption: anyone who reaches this node's ports controls it (a quick local try only)")
 	if role == "manager" {
 		f.StringVar(&s.bootstrap, "bootstrap-token-file", "", "file holding the operator token the cluster starts with (cube keygen --token); stored, hashed, by the first leader if no token exists yet")
 	}
+}
+
+// registerShared adds the flags every node of a cluster takes alike: the
+// CA, the gossip key, --insecure (cube sim-workers names its workers'
+// certificates its own way).
+func (s *agentSecurity) registerShared(f *pflag.FlagSet) {
+	f.StringVar(&s.files.CA, "ca-file", "", "CA certificate of the cluster (PEM; cube tls ca create)")
+	f.StringVar(&s.encrypt, "encrypt", "", "gossip encryption key, base64 (cube keygen); a keyring rotated since (cube gossip keyring) and kept in --data wins over it")
+	f.BoolVar(&s.insecure, "insecure", false, "run without TLS, tokens or gossip encryption: anyone who reaches this node's ports controls it (a quick local try only)")
 }
 
 // errNoCredentials is why a node refuses to start open.

@@ -45,6 +45,8 @@ follows a task's output. Shell completion: cube completion bash|zsh|fish|powersh
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(newManagerCmd(), newWorkerCmd(), newDevCmd(), newTLSCmd(), newKeygenCmd(), newVersionCmd())
+	// Hidden: the control-plane benchmark's simulated workers (make scale).
+	root.AddCommand(newSimWorkersCmd())
 	// The client commands; each takes -m/--manager and --timeout (client.go).
 	cf := &clientFlags{}
 	root.AddCommand(newRunCmd(cf), newStopCmd(cf), newStatusCmd(cf), newNodeCmd(cf),

@@ -28,7 +28,7 @@ var (
 		"operator snapshot save", "operator snapshot restore", "operator raft list-peers", "operator raft remove-peer",
 		"system", "system gc", "service", "service create", "service ls", "service inspect", "service scale",
 		"service update", "service rollback", "service rm", "apply"}
-	nodeCommands = []string{"manager", "worker", "dev"}
+	nodeCommands = []string{"manager", "worker", "dev", "sim-workers"}
 	// localCommands work on files only: no flags of either kind.
 	localCommands = []string{"tls", "tls ca", "tls ca create", "tls cert", "tls cert create", "keygen",
 		"operator", "operator snapshot", "operator snapshot inspect", "operator raft", "operator raft recover", "version"}

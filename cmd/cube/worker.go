@@ -7,6 +7,7 @@ import (
 	"github.com/cube-orch/cube/api"
 	"github.com/cube-orch/cube/worker"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // workerFlags are what the flags (and the config file and environment
@@ -131,10 +132,22 @@ environment, flags given on the command line. Environment variables:` + envHelp(
 	f.StringVar(&o.GossipAdvertise, "advertise-gossip", "", "HOST:PORT other nodes reach gossip at; default: --advertise with the --gossip port, else --gossip")
 	f.StringVar(&o.Worker.DataDir, "data", "", "data directory for the worker's task records (required)")
 	f.StringVar(&o.GossipAddr, "gossip", "", "HOST:PORT this worker's gossip (memberlist) endpoint listens on; empty runs the worker alone")
+	f.StringVar(&o.SourceIP, "source-ip", "", "local IP outgoing connections leave from (to simulate separate machines on one host's loopback addresses; default: any)")
+	w.register(f)
+	f.StringVar(&w.pprofAddr, "pprof", "", "serve Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; default: off")
+	w.sec.register(f, "worker")
+	_ = cmd.MarkFlagRequired("data")
+	return cmd, w
+}
+
+// register adds the flags of how a worker joins the cluster, what it offers
+// and how it runs tasks: those cube worker and cube sim-workers share (each
+// adds its own for its addresses, name, data directory and certificate).
+func (w *workerFlags) register(f *pflag.FlagSet) {
+	o := &w.o
 	f.StringVar(&w.seeds, "join", "", "comma-separated gossip addresses of cluster nodes to join (all are tried)")
 	f.StringVar(&w.managers, "managers", "", "comma-separated manager HTTP addresses for reports (default: the managers gossip knows)")
 	f.BoolVar(&w.fast, "fast", false, "tight gossip timings (crash noticed in about a second), as make cluster uses; default: LAN timings")
-	f.StringVar(&o.SourceIP, "source-ip", "", "local IP outgoing connections leave from (to simulate separate machines on one host's loopback addresses; default: any)")
 	f.Float64Var(&o.Cpu, "cpu", 0, "CPU cores offered to tasks (default: all of the machine's)")
 	f.Int64Var(&o.Memory, "memory", 0, "memory offered to tasks, in bytes (default: the machine's total)")
 	f.Int64Var(&o.Disk, "disk", 0, "disk offered to tasks, in bytes (default: the data dir's file system size)")
@@ -149,8 +162,4 @@ environment, flags given on the command line. Environment variables:` + envHelp(
 	f.StringSliceVar(&o.Worker.AllowCaps, "allow-cap", nil, "Linux capability tasks may add (Task.CapAdd), e.g. NET_ADMIN, or ALL for any; repeatable")
 	f.StringSliceVar(&w.labels, "label", nil, "label KEY=VALUE describing this worker, matched by tasks' Constraints and Prefer (zone==a), e.g. zone=a; repeatable")
 	w.log.register(f)
-	f.StringVar(&w.pprofAddr, "pprof", "", "serve Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; default: off")
-	w.sec.register(f, "worker")
-	_ = cmd.MarkFlagRequired("data")
-	return cmd, w
 }

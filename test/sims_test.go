@@ -1,0 +1,265 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/test/testkit"
+	"github.com/google/uuid"
+)
+
+// The short form of the control-plane benchmark (make scale, scale_test.go),
+// asserting behaviour only: real managers place a burst of tasks on
+// simulated workers, every task runs exactly once, and losing workers loses
+// no task. No timing is asserted.
+
+// simDataDir returns a directory for the simulated workers' records: on
+// /dev/shm where there is one (their bolt files fsync on every placement,
+// which on a shared disk is the slowest part of a burst), removed when the
+// test ends (after the cluster is stopped: cleanups run last first).
+func simDataDir(t *testing.T) string {
+	t.Helper()
+	base := ""
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		base = "/dev/shm"
+	}
+	dir, err := os.MkdirTemp(base, "cube-sim-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
+}
+
+// simTasks returns n tasks that ask for nothing, so that they fit any
+// simulated worker; their names start with prefix.
+func simTasks(n int, prefix string) []api.Task {
+	tasks := make([]api.Task, n)
+	for i := range tasks {
+		tasks[i] = api.Task{ID: uuid.New(), Name: fmt.Sprintf("%s-%d", prefix, i), Image: "cube-echo:latest"}
+	}
+	return tasks
+}
+
+// submitAll submits the tasks with the given number of concurrent clients
+// and returns the time the last submission was acknowledged.
+func submitAll(cl *api.Client, tasks []api.Task, clients int) (time.Time, error) {
+	var (
+		next  atomic.Int64
+		mu    sync.Mutex
+		last  time.Time
+		first error
+		wg    sync.WaitGroup
+	)
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(tasks) {
+					return
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				_, _, err := cl.SubmitTask(ctx, api.TaskEvent{State: api.Running, Task: tasks[i]})
+				cancel()
+				mu.Lock()
+				if err != nil && first == nil {
+					first = fmt.Errorf("submit task %d (%s): %w", i, tasks[i].ID, err)
+				}
+				if now := time.Now(); now.After(last) {
+					last = now
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return last, first
+}
+
+// countState reads every task from cl (one manager's local state) and
+// counts those of ids in state want.
+func countState(cl *api.Client, ids map[uuid.UUID]bool, want api.State) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tasks, err := cl.Tasks(ctx, false)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, t := range tasks {
+		if ids[t.ID] && t.State == want {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// checkRunningOnce checks the whole chain for every task of ids: the
+// managers' state has it Running on one of the live workers, that worker's
+// own record has it Running, and no other live worker runs it. It returns
+// the first problems found (nil: all is well), and the number of tasks
+// missing (not Running) and duplicated (Running on more than one worker).
+func checkRunningOnce(c *ProcCluster, ids map[uuid.UUID]bool) (missing, dupes int, err error) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tasks, err := c.Client().Tasks(ctx, true)
+	if err != nil {
+		return 0, 0, err
+	}
+	live := c.SimWorkers()
+	alive := make(map[string]bool, len(live))
+	for _, w := range live {
+		alive[w.Name] = true
+	}
+	records, err := c.SimRecords(live)
+	if err != nil {
+		return 0, 0, err
+	}
+	copies := RunningCopies(records)
+	var problems []string
+	seen := 0
+	for _, t := range tasks {
+		if !ids[t.ID] {
+			continue
+		}
+		seen++
+		on := copies[t.ID]
+		switch {
+		case t.State != api.Running || !alive[t.Worker]:
+			missing++
+			problems = append(problems, fmt.Sprintf("task %s is %s on %q (live: %v)", t.ID, t.State, t.Worker, alive[t.Worker]))
+		case len(on) > 1:
+			dupes++
+			problems = append(problems, fmt.Sprintf("task %s runs on %d workers: %v", t.ID, len(on), on))
+		case len(on) == 0 || on[0] != t.Worker:
+			missing++
+			problems = append(problems, fmt.Sprintf("task %s: managers say Running on %s, the workers' records %v", t.ID, t.Worker, on))
+		}
+	}
+	if seen != len(ids) {
+		missing += len(ids) - seen
+		problems = append(problems, fmt.Sprintf("%d of %d tasks are not in the managers' state", len(ids)-seen, len(ids)))
+	}
+	if len(problems) == 0 {
+		return 0, 0, nil
+	}
+	sort.Strings(problems)
+	if len(problems) > 5 {
+		problems = append(problems[:5], fmt.Sprintf("… and %d more", len(problems)-5))
+	}
+	return missing, dupes, fmt.Errorf("%d missing, %d duplicated: %v", missing, dupes, problems)
+}
+
+// TestSimWorkers_PlacementAndLoss: 3 managers and 20 simulated workers in
+// two processes (18 + 2). A burst of 500 tasks all run, each exactly once;
+// killing the 2-worker process (10 % of the workers, as machines dying)
+// moves their tasks, and again every task runs exactly once on the workers
+// left.
+func TestSimWorkers_PlacementAndLoss(t *testing.T) {
+	const workers, lose, tasks = 20, 2, 500
+	c := NewProcClusterWith(t, 3, 0, ProcOptions{Simulated: true, SimDataDir: simDataDir(t)})
+	keepLogsOnFailure(t, c)
+	sim := []string{"--start-delay", "20ms", "--start-jitter", "20ms", "--log-level", "warn"}
+	c.AddSimWorkers(workers-lose, sim...)
+	victim := c.AddSimWorkers(lose, sim...)
+	c.WaitReady(workers)
+
+	cl := c.Client()
+	burst := simTasks(tasks, "sim")
+	ids := make(map[uuid.UUID]bool, tasks)
+	for _, tk := range burst {
+		ids[tk.ID] = true
+	}
+	if _, err := submitAll(cl, burst, 16); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 2*time.Minute, func() error {
+		n, err := countState(cl, ids, api.Running)
+		if err == nil && n < tasks {
+			err = fmt.Errorf("%d of %d tasks Running", n, tasks)
+		}
+		return err
+	})
+	testkit.Eventually(t, time.Minute, func() error { _, _, err := checkRunningOnce(c, ids); return err })
+
+	// Every worker took some: the burst was spread.
+	records, err := c.SimRecords(c.SimWorkers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, recs := range records {
+		if len(recs) == 0 {
+			t.Errorf("worker %s got none of the %d tasks", name, tasks)
+		}
+	}
+	var onVictim int
+	for _, w := range victim.Workers {
+		onVictim += len(records[w.Name])
+	}
+
+	c.Kill(victim.Proc)
+	t.Logf("killed %s (%d workers, %d tasks on them)", victim.Name, lose, onVictim)
+	testkit.Eventually(t, 2*time.Minute, func() error { _, _, err := checkRunningOnce(c, ids); return err })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nodes, err := cl.Nodes(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		lost := slices.ContainsFunc(victim.Workers, func(w SimWorker) bool { return w.Name == n.Name })
+		if lost && n.State == api.NodeAlive {
+			t.Errorf("killed worker %s still alive in /nodes", n.Name)
+		}
+		if lost && n.TaskCount > 0 {
+			t.Errorf("killed worker %s still holds %d tasks", n.Name, n.TaskCount)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	// Stopped with SIGTERM, the other process stops every worker and exits
+	// with status 0 (Stop fails the test if it takes past 45 s; the command's
+	// own test checks that every goroutine ends).
+	c.Stop(c.Sims[0].Proc)
+	if err := c.Sims[0].ExitErr(); err != nil {
+		t.Errorf("%s after SIGTERM: %v; want exit status 0", c.Sims[0].Name, err)
+	}
+}
+
+// keepLogsOnFailure copies the nodes' logs out of the cluster's directory
+// (removed when the test ends) when the test fails, and says where.
+func keepLogsOnFailure(t *testing.T, c *ProcCluster) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		dst, err := os.MkdirTemp("", "cube-logs-")
+		if err != nil {
+			return
+		}
+		logs, _ := filepath.Glob(filepath.Join(c.Dir, "*.log"))
+		for _, l := range logs {
+			if data, err := os.ReadFile(l); err == nil {
+				_ = os.WriteFile(filepath.Join(dst, filepath.Base(l)), data, 0o644)
+			}
+		}
+		t.Logf("node logs kept in %s", dst)
+	})
+}
