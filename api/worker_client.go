@@ -35,10 +35,9 @@ func NewWorkerClientFrom(timeout time.Duration, sourceIP string) *WorkerClient {
 	return NewWorkerClientTLS(timeout, sourceIP, nil)
 }
 
-// workerConnsPerHost bounds the connections a WorkerClient opens to one
-// worker: a worker serves that many calls at once, and the rest wait their
-// turn on an open connection.
-const workerConnsPerHost = 8
+// workerIdleConnsPerHost is how many idle connections a WorkerClient keeps
+// to each worker between bursts.
+const workerIdleConnsPerHost = 8
 
 // NewWorkerClientTLS is NewWorkerClientFrom speaking TLS with cfg: the
 // manager's certificate, and a worker's verified (see
@@ -54,14 +53,15 @@ func NewWorkerClientTLS(timeout time.Duration, sourceIP string, cfg *tls.Config)
 	// of 100 idle connections (Go's default) then closed, past 100
 	// workers, connections to some worker after every burst, and each
 	// call paid a new TLS handshake: 43 % of a leader's CPU with 200
-	// workers (bench/scale/SCALE.md). No total cap, and at most
-	// workerConnsPerHost connections per worker, so that what stays idle is
+	// workers (bench/scale/SCALE.md). No total cap on idle connections, and
+	// workerIdleConnsPerHost kept per worker, so that what stays idle is
 	// bounded by the number of workers (a few thousand descriptors for
-	// hundreds of workers) and a burst to one worker waits for a
-	// connection rather than opening one per task.
+	// hundreds of workers). The number of connections in use is not
+	// capped: a relayed `cube logs -f` holds one for as long as it
+	// follows, and a cap would let a few of them hold off the dispatches,
+	// stops and polls of their worker.
 	t.MaxIdleConns = 0
-	t.MaxConnsPerHost = workerConnsPerHost
-	t.MaxIdleConnsPerHost = workerConnsPerHost
+	t.MaxIdleConnsPerHost = workerIdleConnsPerHost
 	c := &WorkerClient{
 		hc:      &http.Client{Transport: t},
 		scheme:  "http",

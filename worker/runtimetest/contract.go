@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cube-orch/cube/api"
 	"github.com/cube-orch/cube/worker"
 )
 
@@ -304,7 +305,7 @@ func testMissing(t *testing.T, f Fixture) {
 	if _, err := rt.Inspect(ctx, id); !errors.Is(err, worker.ErrContainerNotFound) {
 		t.Errorf("Inspect of a missing container: %v; want ErrContainerNotFound", err)
 	}
-	if _, err := rt.Logs(ctx, id, 10); !errors.Is(err, worker.ErrContainerNotFound) {
+	if _, err := rt.Logs(ctx, id, api.LogOptions{Tail: 10}); !errors.Is(err, worker.ErrContainerNotFound) {
 		t.Errorf("Logs of a missing container: %v; want ErrContainerNotFound", err)
 	}
 	if err := rt.Remove(ctx, id); err != nil {
@@ -396,7 +397,7 @@ func testLogs(t *testing.T, f Fixture) {
 	if err := rt.Stop(ctx, id, 5*time.Second); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
-	rc, err := rt.Logs(ctx, id, 0)
+	rc, err := rt.Logs(ctx, id, api.LogOptions{})
 	if err != nil {
 		t.Fatalf("Logs: %v", err)
 	}
@@ -407,7 +408,7 @@ func testLogs(t *testing.T, f Fixture) {
 	if err != nil {
 		t.Fatalf("read logs: %v", err)
 	}
-	rc, err = rt.Logs(ctx, id, 1)
+	rc, err = rt.Logs(ctx, id, api.LogOptions{Tail: 1})
 	if err != nil {
 		t.Fatalf("Logs tail 1: %v", err)
 	}
@@ -421,6 +422,19 @@ func testLogs(t *testing.T, f Fixture) {
 	}
 	if len(tail) > len(data) {
 		t.Errorf("tail 1 (%d bytes) longer than all (%d bytes)", len(tail), len(data))
+	}
+	// Following a container that has ended sends what it wrote and ends.
+	rc, err = rt.Logs(ctx, id, api.LogOptions{Follow: true})
+	if err != nil {
+		t.Fatalf("Logs follow of an ended container: %v", err)
+	}
+	followed, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatalf("read followed logs of an ended container: %v", err)
+	}
+	if string(followed) != string(data) {
+		t.Errorf("following an ended container gave %q; want what it wrote, %q", followed, data)
 	}
 }
 

@@ -619,7 +619,7 @@ func (r *Runtime) List(ctx context.Context, labels map[string]string) ([]worker.
 
 // Logs returns the container's log lines (what the simulation wrote: its
 // starts and exits), the last tail of them (0: all).
-func (r *Runtime) Logs(ctx context.Context, ref string, tail int) (io.ReadCloser, error) {
+func (r *Runtime) Logs(ctx context.Context, ref string, opts api.LogOptions) (io.ReadCloser, error) {
 	op := "read logs of container " + ref
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
@@ -634,15 +634,60 @@ func (r *Runtime) Logs(ctx context.Context, ref string, tail int) (io.ReadCloser
 		return nil, fmt.Errorf("%s: %w", op, worker.ErrContainerNotFound)
 	}
 	lines := b.log
-	if tail > 0 && len(lines) > tail {
-		lines = lines[len(lines)-tail:]
+	if opts.Tail > 0 && len(lines) > opts.Tail {
+		lines = lines[len(lines)-opts.Tail:]
 	}
+	text := joinLines(lines)
+	if !opts.Follow || !b.st.Running {
+		return io.NopCloser(strings.NewReader(text)), nil
+	}
+	// Follow: what was written, then each line written next, until the
+	// run ends, ctx ends or the reader closes (the pipe's write fails).
+	pr, pw := io.Pipe()
+	seen, run := len(b.log), b.run
+	go func() {
+		if _, err := io.WriteString(pw, text); err != nil {
+			return
+		}
+		tick := time.NewTicker(followPoll)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				pw.CloseWithError(ctx.Err())
+				return
+			case <-tick.C:
+			}
+			r.mu.Lock()
+			var next string
+			if seen > len(b.log) { // the log was cut to its last logLines
+				seen = len(b.log)
+			}
+			next, seen = joinLines(b.log[seen:]), len(b.log)
+			ended := !b.st.Running || b.run != run
+			r.mu.Unlock()
+			if _, err := io.WriteString(pw, next); err != nil {
+				return
+			}
+			if ended {
+				pw.Close()
+				return
+			}
+		}
+	}()
+	return pr, nil
+}
+
+// followPoll is how often a followed log looks for new lines.
+const followPoll = 50 * time.Millisecond
+
+func joinLines(lines []string) string {
 	var sb strings.Builder
 	for _, l := range lines {
 		sb.WriteString(l)
 		sb.WriteByte('\n')
 	}
-	return io.NopCloser(strings.NewReader(sb.String())), nil
+	return sb.String()
 }
 
 func (r *Runtime) logLocked(b *box, line string) {
