@@ -49,3 +49,24 @@ func TestMeta_LabelsTravel(t *testing.T) {
 		return ok && reflect.DeepEqual(m.Meta.Labels, labels)
 	})
 }
+
+// A node's version travels in its gossip metadata, bounded to
+// MaxVersionBytes.
+func TestMeta_VersionTravelsBounded(t *testing.T) {
+	tp := newTestPools(t)
+	p1 := tp.start("n1", 0)
+	p2 := tp.start("n2", 0, p1.LocalAddr())
+	meta := p2.cfg.Meta
+	meta.Version = "v1.2.0 0123456789ab"
+	if err := p2.UpdateMeta(meta); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 5*time.Second, "n1 to see n2's version", func() bool {
+		m, ok := memberOf(p1, "n2")
+		return ok && m.Meta.Version == meta.Version
+	})
+	meta.Version = strings.Repeat("v", MaxVersionBytes+1)
+	if err := meta.validate(); err == nil {
+		t.Errorf("a %d-byte Version validated; want at most %d", len(meta.Version), MaxVersionBytes)
+	}
+}
