@@ -216,17 +216,28 @@ func TestCluster_BadInputStoresNothing(t *testing.T) {
 	hc := c.HTTPClient()
 	for _, m := range []*Manager{c.Leader(), c.Followers()[0]} {
 		for _, tc := range cases {
-			req, _ := http.NewRequest(tc.method, m.URL(tc.path), strings.NewReader(tc.body))
 			do := hc.Do
 			if tc.path == "/reports" {
 				do = asWorker.Do
 			}
-			resp, err := do(req)
-			if err != nil {
-				t.Fatalf("%s via %s: %v", tc.name, m.ID, err)
-			}
+			// A 503 (an election under way: nothing decided, retry, as
+			// every client does) is asked again; the answer that counts
+			// is the first other one.
+			var resp *http.Response
 			var er api.ErrResponse
-			err = json.NewDecoder(resp.Body).Decode(&er)
+			for deadline := time.Now().Add(20 * time.Second); ; {
+				req, _ := http.NewRequest(tc.method, m.URL(tc.path), strings.NewReader(tc.body))
+				var err error
+				if resp, err = do(req); err != nil {
+					t.Fatalf("%s via %s: %v", tc.name, m.ID, err)
+				}
+				if resp.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
+					break
+				}
+				resp.Body.Close()
+				time.Sleep(200 * time.Millisecond)
+			}
+			err := json.NewDecoder(resp.Body).Decode(&er)
 			resp.Body.Close()
 			if resp.StatusCode != tc.status || err != nil || er.Message == "" {
 				t.Fatalf("%s via %s: %d %+v (%v), want %d with a message", tc.name, m.ID, resp.StatusCode, er, err, tc.status)
