@@ -224,7 +224,7 @@ func TestE2E_CLIFeedback(t *testing.T) {
 
 	// status --watch: snapshots one after the other, until SIGINT, exit 0.
 	watch := c.CubeCommand(ctx, "status", "--watch", "--interval", "300ms", "-m", strings.Join(addrs, ","))
-	var watched syncBuffer
+	var watched testkit.SyncBuffer
 	watch.Stdout, watch.Stderr = &watched, &watched
 	if err := watch.Start(); err != nil {
 		t.Fatal(err)
@@ -242,22 +242,4 @@ func TestE2E_CLIFeedback(t *testing.T) {
 	if text := watched.String(); strings.Contains(text, "\x1b") || !strings.Contains(text, "cli-move") {
 		t.Errorf("cube status --watch into a pipe:\n%q", text)
 	}
-}
-
-// syncBuffer is a strings.Builder safe to read while a process writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,27 +15,9 @@ import (
 	"github.com/cube-orch/cube/test/testkit"
 )
 
-// syncBuffer is a bytes.Buffer safe for a command writing and a test reading.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // cubeUntil runs cube with args until ctx ends, its stdout and stderr apart.
-func cubeUntil(ctx context.Context, args ...string) (stdout, stderr *syncBuffer, done <-chan error) {
-	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+func cubeUntil(ctx context.Context, args ...string) (stdout, stderr *testkit.SyncBuffer, done <-chan error) {
+	stdout, stderr = &testkit.SyncBuffer{}, &testkit.SyncBuffer{}
 	root := newRootCmd()
 	root.SetOut(stdout)
 	root.SetErr(stderr)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/test/testkit"
 	"github.com/google/uuid"
 )
 
@@ -63,7 +64,7 @@ func TestLogsFollow(t *testing.T) {
 		}
 	})
 	root := newRootCmd()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testkit.SyncBuffer
 	root.SetOut(&stdout)
 	root.SetErr(&stderr)
 	root.SetArgs([]string{"logs", "-f", id.String(), "-m", addr})
@@ -97,7 +98,7 @@ func TestLogsFollow(t *testing.T) {
 func TestStatusWatch_NotATerminal(t *testing.T) {
 	f := newRouteFake(t, listingRoutes(t, false))
 	root := newRootCmd()
-	var out syncBuffer
+	var out testkit.SyncBuffer
 	root.SetOut(&out)
 	root.SetErr(&out)
 	root.SetArgs([]string{"status", "--watch", "--interval", "50ms", "-m", f.addr()})

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cube-orch/cube/test/testkit"
 	"golang.org/x/sys/unix"
 )
 
@@ -94,7 +94,7 @@ func TestNetnsUDP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
+	var stderr testkit.SyncBuffer
 	cmd := exec.Command("ip", "netns", "exec", nsA, exe,
 		"--queue", "0", "--delay", "100ms", "--jitter", "50ms", "--loss", "5", "--seed", "1")
 	cmd.Env = append(os.Environ(), "NETEM_TEST_MAIN=1")
@@ -258,22 +258,4 @@ func (p *pinger) roundTrips(n int, interval time.Duration) (rtts []time.Duration
 		rtts = []time.Duration{time.Hour}
 	}
 	return rtts, lost
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
