@@ -1,11 +1,13 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -656,12 +658,15 @@ func (f *FSM) Tasks() []api.Task {
 	return out
 }
 
+// sortTasks orders tasks by submission, ties by ID (byte order, which is
+// the order of their text form). Generic and allocation-free: the leader's
+// pass sorts every live task (bench/scale/SCALE.md).
 func sortTasks(ts []api.Task) {
-	sort.Slice(ts, func(i, j int) bool {
-		if !ts[i].SubmitTime.Equal(ts[j].SubmitTime) {
-			return ts[i].SubmitTime.Before(ts[j].SubmitTime)
+	slices.SortFunc(ts, func(a, b api.Task) int {
+		if c := a.SubmitTime.Compare(b.SubmitTime); c != 0 {
+			return c
 		}
-		return ts[i].ID.String() < ts[j].ID.String()
+		return bytes.Compare(a.ID[:], b.ID[:])
 	})
 }
 
@@ -673,6 +678,19 @@ func (f *FSM) Worker(name string) (api.Node, bool) {
 	defer f.mu.RUnlock()
 	n, ok := f.workers[name]
 	return n, ok
+}
+
+// Workers returns the replicated record of every worker, by name, without
+// allocation: the leader's comparison with gossip needs no more, and
+// deriving allocation costs a scan of the live tasks (Nodes).
+func (f *FSM) Workers() map[string]api.Node {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make(map[string]api.Node, len(f.workers))
+	for name, n := range f.workers {
+		out[name] = n
+	}
+	return out
 }
 
 // Nodes returns every worker, by name, with its allocation derived from the

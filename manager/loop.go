@@ -137,7 +137,9 @@ func (l *loop) run(ctx context.Context) {
 	tick := time.NewTicker(l.m.cfg.Tick)
 	defer tick.Stop()
 	for {
+		start := time.Now()
 		l.reconcile(ctx)
+		l.rest(ctx, time.Since(start))
 		select {
 		case <-ctx.Done():
 			return
@@ -155,6 +157,48 @@ func (l *loop) run(ctx context.Context) {
 			}
 		case res := <-l.pollDone:
 			l.pollFinished(ctx, res)
+		}
+	}
+}
+
+// Passes that cost more than restAfter are followed by a rest as long as
+// the pass, at most maxRest (see rest).
+const (
+	restAfter = 2 * time.Millisecond
+	maxRest   = 250 * time.Millisecond
+)
+
+// rest follows a costly pass with a pause as long as it took (at most
+// maxRest), during which the loop still takes back finished ops and health
+// verdicts but starts no pass. A pass costs what runs, and one is due on
+// every change: in a burst, changes come faster than passes end, and
+// back-to-back passes would keep a core busy with passes alone, starving
+// raft, the API and the workers that share the machine. Resting as long as
+// the pass caps the loop at half a core, and the changes of the rest are
+// handled together by the next pass (Changed coalesces them). On a small
+// cluster a pass takes well under restAfter and the loop never rests.
+func (l *loop) rest(ctx context.Context, cost time.Duration) {
+	if cost < restAfter {
+		return
+	}
+	l.m.metrics.rests.Inc()
+	t := time.NewTimer(min(cost, maxRest))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		case o := <-l.opDone:
+			l.opFinished(ctx, o)
+			l.drainOps(ctx)
+		case r := <-l.healthCh:
+			if r.Healthy {
+				l.healthy(ctx, r)
+			} else {
+				l.unhealthy(ctx, r)
+			}
 		}
 	}
 }
@@ -326,11 +370,7 @@ func (l *loop) prune(tasks []api.Task) {
 // syncWorkers commits the gossip view of each worker (address, capacity,
 // liveness, allowances, labels) when it differs from the replicated one.
 func (l *loop) syncWorkers(ctx context.Context) {
-	known := make(map[string]api.Node)
-	for _, n := range l.m.fsm.Nodes() {
-		n.AllocatedCpu, n.AllocatedMemory, n.AllocatedDisk, n.TaskCount, n.ServiceTasks = 0, 0, 0, 0, nil
-		known[n.Name] = n
-	}
+	known := l.m.fsm.Workers()
 	for _, mem := range l.m.gossip.Members() {
 		if mem.Meta.Role != cluster.RoleWorker {
 			continue

@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -270,5 +271,22 @@ func TestPlaceAll_HostPortsCountAgainstEachOther(t *testing.T) {
 	}
 	if len(used) != 0 {
 		t.Fatalf("PlaceAll modified the port view: %v", used)
+	}
+}
+
+// With hundreds of workers a pending task's reason names ten of them and
+// counts the rest: it is replicated and shown in listings.
+func TestPlace_ReasonNamesAtMostTenWorkers(t *testing.T) {
+	var nodes []api.Node
+	for i := range 300 {
+		nodes = append(nodes, node(fmt.Sprintf("w%03d", i), 1, 0, 1, 0, 1))
+	}
+	_, ok, reason := Place(EPVM{}, api.Task{Cpu: 1}, nodes)
+	if ok {
+		t.Fatal("placed a task on full workers")
+	}
+	if !strings.HasPrefix(reason, "no worker has room for cpu 1.00, memory 0, disk 0 (w000: 0.00 cores free; ") ||
+		!strings.HasSuffix(reason, "w009: 0.00 cores free; and 290 more workers)") || strings.Contains(reason, "w010") {
+		t.Fatalf("reason %q: want the first ten workers named and 290 counted", reason)
 	}
 }
