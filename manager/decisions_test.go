@@ -683,7 +683,7 @@ var decisions = []decision{
 			// worker's list comes back.
 			nodes, tasks := h.f.Nodes(), h.f.Tasks()
 			h.seed(fsm.RestartTask{ID: h.id("t1"), Worker: "w1", Generation: 2, Counted: true})
-			h.l.startPoll(h.ctx, nodes, tasks)
+			h.l.startPoll(h.ctx, nodes, refs(tasks...))
 			h.settle()
 		},
 		calls: []string{"w1 list"},

@@ -288,7 +288,7 @@ func (ws *fakeWorkers) Logs(context.Context, string, uuid.UUID, api.LogOptions) 
 
 // harness is one leader loop on the in-memory raft, FSM, gossip and workers.
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	ctx     context.Context
 	f       *fsm.FSM
 	raft    *memRaft
@@ -306,7 +306,7 @@ type harness struct {
 
 // newHarness returns a leading loop with fast retries, no automatic poll, and
 // no worker yet. tweak, if set, changes the configuration.
-func newHarness(t *testing.T, tweak func(*Config)) *harness {
+func newHarness(t testing.TB, tweak func(*Config)) *harness {
 	t.Helper()
 	cfg := FastConfig()
 	cfg.ID, cfg.API = "m1", "m1:api"
@@ -479,7 +479,7 @@ func (h *harness) pass() {
 
 // poll runs one poll of every live worker and settles what it started.
 func (h *harness) poll() {
-	h.l.startPoll(h.ctx, h.f.Nodes(), h.f.Tasks())
+	h.l.startPoll(h.ctx, h.f.Nodes(), refs(h.f.Tasks()...))
 	h.settle()
 }
 

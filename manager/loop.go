@@ -251,7 +251,7 @@ func (l *loop) reconcile(ctx context.Context) {
 	nodes := l.m.fsm.Nodes()
 	// Only the tasks that are not finished: a pass costs what runs, not
 	// the finished tasks kept until garbage collection removes them.
-	tasks := l.m.fsm.LiveTasks()
+	tasks := l.m.fsm.LiveTaskRefs()
 	byName := make(map[string]api.Node, len(nodes))
 	for _, n := range nodes {
 		byName[n.Name] = n
@@ -260,10 +260,11 @@ func (l *loop) reconcile(ctx context.Context) {
 	// restarts, placements and moves take them.
 	ports := l.usedPorts(tasks)
 	var pending, drained []api.Task
-	for _, t := range tasks {
+	for _, tp := range tasks {
 		if ctx.Err() != nil {
 			return
 		}
+		t := *tp
 		if len(l.recovering) > 0 {
 			l.noteRecovered(t)
 		}
@@ -325,7 +326,7 @@ func (l *loop) startGC(ctx context.Context) {
 
 // prune forgets the soft state of tasks that are no longer to run, so the
 // leader's memory does not grow with the history of the cluster.
-func (l *loop) prune(tasks []api.Task) {
+func (l *loop) prune(tasks []*api.Task) {
 	active := make(map[uuid.UUID]bool, len(tasks))
 	scheduled := make(map[uuid.UUID]bool)
 	for _, t := range tasks {

@@ -136,7 +136,7 @@ func (l *loop) unhealthy(ctx context.Context, r health.Result) {
 	// a back-off after a long healthy run or skipping one in a crash loop.
 	rs := l.noteFailure(t, r.Checked, "health check failed: "+r.Reason)
 	rs.unhealthy = true // the reconcile pass restarts it once its back-off has passed
-	l.restart(ctx, t, l.m.fsm.Nodes(), l.usedPorts(l.m.fsm.LiveTasks()), rs)
+	l.restart(ctx, t, l.m.fsm.Nodes(), l.usedPorts(l.m.fsm.LiveTaskRefs()), rs)
 }
 
 // healthy handles a placement passing its health check: the back-off resets,
@@ -407,7 +407,7 @@ func tcpCheckOf(t api.Task) api.Task {
 
 // healthSpecs derives the checks the leader should run now: Running tasks with
 // a health check, on live workers.
-func (l *loop) healthSpecs(tasks []api.Task, nodes []api.Node) []health.Spec {
+func (l *loop) healthSpecs(tasks []*api.Task, nodes []api.Node) []health.Spec {
 	apis := make(map[string]string, len(nodes))
 	for _, n := range nodes {
 		if n.State == api.NodeAlive {
@@ -420,7 +420,7 @@ func (l *loop) healthSpecs(tasks []api.Task, nodes []api.Node) []health.Spec {
 		if !ok || t.State != api.Running || t.DesiredState != api.Running || t.HealthCheck == "" {
 			continue
 		}
-		s, ok, err := health.SpecFor(t, addr)
+		s, ok, err := health.SpecFor(*t, addr)
 		s.SourceIP = l.m.cfg.SourceIP
 		if err != nil && !errors.Is(err, health.ErrNoHostPort) && l.specErr[t.ID] != t.Generation {
 			l.specErr[t.ID] = t.Generation
