@@ -49,6 +49,9 @@ type loop struct {
 	// start failed for because they were taken on its machine, and until
 	// when the worker is no candidate for them (see portClash).
 	clashes map[string]map[string]time.Time
+	// blocked remembers the Pending tasks that fit nowhere, tried again
+	// only when the workers change (blocked.go).
+	blocked map[uuid.UUID]blockedMark
 	// svcBackoff spaces out replacements of failed service tasks (services.go).
 	svcBackoff map[string]*svcBackoff
 	// batchSeen is when this leader first saw each service's current
@@ -100,6 +103,7 @@ func newLoop(m *Manager) *loop {
 		recovering: make(map[uuid.UUID]recovering),
 		clashes:    make(map[string]map[string]time.Time),
 		svcBackoff: make(map[string]*svcBackoff),
+		blocked:    make(map[uuid.UUID]blockedMark),
 		batchSeen:  make(map[string]batchMark),
 		healthCh:   make(chan health.Result, 256),
 	}
@@ -259,6 +263,7 @@ func (l *loop) reconcile(ctx context.Context) {
 	// Host ports held per worker, kept up to date through the pass as
 	// restarts, placements and moves take them.
 	ports := l.usedPorts(tasks)
+	print, now := capacityPrint(nodes), time.Now()
 	var pending, drained []api.Task
 	for _, tp := range tasks {
 		if ctx.Err() != nil {
@@ -282,7 +287,9 @@ func (l *loop) reconcile(ctx context.Context) {
 		case t.DesiredState == api.Running && t.State.Terminal():
 			l.recoverEnded(ctx, t, nodes, ports)
 		case t.DesiredState == api.Running && t.State == api.Pending:
-			pending = append(pending, t)
+			if !l.stillBlocked(tp, print, now) {
+				pending = append(pending, t)
+			}
 		case t.DesiredState == api.Running && (t.State == api.Scheduled || t.State == api.Running) && n.Drain:
 			drained = append(drained, t)
 		case t.DesiredState == api.Running && t.State == api.Scheduled:
@@ -329,15 +336,20 @@ func (l *loop) startGC(ctx context.Context) {
 func (l *loop) prune(tasks []*api.Task) {
 	active := make(map[uuid.UUID]bool, len(tasks))
 	scheduled := make(map[uuid.UUID]bool)
+	pending := make(map[uuid.UUID]bool)
 	for _, t := range tasks {
 		if t.DesiredState == api.Running {
 			active[t.ID] = true
-			if t.State == api.Scheduled {
+			switch t.State {
+			case api.Scheduled:
 				scheduled[t.ID] = true
+			case api.Pending:
+				pending[t.ID] = true
 			}
 		}
 	}
 	l.pruneScheduled(scheduled)
+	l.pruneBlocked(pending)
 	l.m.health.keep(active)
 	for id := range l.sent {
 		if !active[id] {
@@ -469,6 +481,7 @@ func (l *loop) placeAll(ctx context.Context, pending []api.Task, nodes []api.Nod
 		l.log.Info("task assigned", "task_id", d.Task.ID, "worker", d.Node.Name, "generation", o.task.Generation)
 		l.ensureOp(ctx, o.task, opDispatch)
 	}
+	l.noteBlocked(decisions, capacityPrint(nodes), time.Now())
 }
 
 // moveOff moves the tasks of drained workers to workers with room: each is
