@@ -630,14 +630,19 @@ func (f *FSM) LiveTaskRefs() []*api.Task {
 		got = append(got, f.tasks[id])
 	}
 	f.mu.RUnlock()
-	keys := make([]taskKey, len(got))
-	for i, t := range got {
+	return refsInOrder(got)
+}
+
+// refsInOrder returns ps in sortTasks' order.
+func refsInOrder(ps []*api.Task) []*api.Task {
+	keys := make([]taskKey, len(ps))
+	for i, t := range ps {
 		keys[i] = keyOf(t, i)
 	}
 	sortKeys(keys)
-	out := make([]*api.Task, len(got))
+	out := make([]*api.Task, len(ps))
 	for j, k := range keys {
-		out[j] = got[k.i]
+		out[j] = ps[k.i]
 	}
 	return out
 }
@@ -679,10 +684,12 @@ type taskKey struct {
 	i    int
 }
 
-// inOrder returns ts in sortTasks' order. It sorts small keys and copies
-// each task once, where sorting the tasks themselves moved each (a large
-// struct, through GC write barriers) log(n) times: that sort was a third
-// of a leader pass with 10,000 tasks (BenchmarkLeaderPass).
+// inOrder returns ts by submission, ties by ID (byte order, the order of
+// their text form; order_test.go checks it against a plain sort). It
+// sorts small keys and copies each task once, where sorting the tasks
+// themselves moved each (a large struct, through GC write barriers)
+// log(n) times: that sort was a third of a leader pass with 10,000 tasks
+// (BenchmarkLeaderPass).
 func inOrder(ts []api.Task) []api.Task {
 	keys := make([]taskKey, len(ts))
 	for i := range ts {
@@ -722,18 +729,6 @@ func (f *FSM) Tasks() []api.Task {
 	}
 	f.mu.RUnlock()
 	return inOrder(out)
-}
-
-// sortTasks orders tasks by submission, ties by ID (byte order, which is
-// the order of their text form). Generic and allocation-free: the leader's
-// pass sorts every live task (bench/scale/SCALE.md).
-func sortTasks(ts []api.Task) {
-	slices.SortFunc(ts, func(a, b api.Task) int {
-		if c := a.SubmitTime.Compare(b.SubmitTime); c != 0 {
-			return c
-		}
-		return bytes.Compare(a.ID[:], b.ID[:])
-	})
 }
 
 // Worker returns the replicated record of one worker (address, capacity,
@@ -852,7 +847,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		return nil, fmt.Errorf("snapshot: %w", f.stall)
 	}
 	s := &snapshot{
-		tasks:      make([]api.Task, 0, len(f.tasks)),
+		tasks:      make([]*api.Task, 0, len(f.tasks)),
 		workers:    make([]api.Node, 0, len(f.workers)),
 		tokens:     make([]Token, 0, len(f.tokens.byAccessor)),
 		tokensUsed: f.tokens.used,
@@ -865,7 +860,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		s.unconfirmed = append(s.unconfirmed, id)
 	}
 	for _, t := range f.tasks {
-		s.tasks = append(s.tasks, *t)
+		s.tasks = append(s.tasks, t) // never changed in place: no copy under the lock
 	}
 	for _, n := range f.workers {
 		s.workers = append(s.workers, n)
@@ -925,7 +920,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 }
 
 type snapshot struct {
-	tasks       []api.Task
+	tasks       []*api.Task
 	workers     []api.Node
 	tokens      []Token
 	tokensUsed  bool
@@ -935,7 +930,11 @@ type snapshot struct {
 
 // Persist streams the snapshot as JSON into the sink.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	sortTasks(s.tasks)
+	ordered := refsInOrder(s.tasks)
+	tasks := make([]api.Task, len(ordered))
+	for i, t := range ordered {
+		tasks[i] = *t
+	}
 	sort.Slice(s.workers, func(i, j int) bool { return s.workers[i].Name < s.workers[j].Name })
 	enc := json.NewEncoder(sink)
 	sortTokens(s.tokens)
@@ -945,7 +944,7 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	if len(s.services) == 0 {
 		version = snapshotVersionNoServices
 	}
-	d := snapshotData{Version: version, Tasks: s.tasks, Workers: s.workers, Tokens: s.tokens, TokensUsed: s.tokensUsed, Unconfirmed: s.unconfirmed, Services: s.services}
+	d := snapshotData{Version: version, Tasks: tasks, Workers: s.workers, Tokens: s.tokens, TokensUsed: s.tokensUsed, Unconfirmed: s.unconfirmed, Services: s.services}
 	if err := enc.Encode(d); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("persist snapshot: %w", err)
@@ -953,5 +952,6 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	return sink.Close()
 }
 
-// Release is a no-op: the snapshot holds only copies.
+// Release is a no-op: the snapshot holds only copies, and stored tasks
+// that are never changed in place.
 func (s *snapshot) Release() {}

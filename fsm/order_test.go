@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -29,4 +30,15 @@ func TestInOrder_SameOrderAsSortTasks(t *testing.T) {
 			t.Fatalf("position %d: %s (%s), want %s (%s)", i, got[i].ID, got[i].SubmitTime, want[i].ID, want[i].SubmitTime)
 		}
 	}
+}
+
+// sortTasks is the order of tasks, written plainly: by submission, ties
+// by ID (byte order, the order of their text form).
+func sortTasks(ts []api.Task) {
+	slices.SortFunc(ts, func(a, b api.Task) int {
+		if c := a.SubmitTime.Compare(b.SubmitTime); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.ID[:], b.ID[:])
+	})
 }
