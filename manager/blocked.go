@@ -28,7 +28,7 @@ const blockedRecheck = 10 * time.Second
 // fingerprint a task was last found to fit nowhere.
 type blockedMark struct {
 	gen   uint64
-	print uint64
+	fp    uint64
 	at    time.Time
 }
 
@@ -87,23 +87,23 @@ func capacityPrint(nodes []api.Node) uint64 {
 }
 
 // stillBlocked reports whether t was found to fit nowhere at its current
-// generation against workers that have not changed since (print), less
+// generation against workers that have not changed since (fp), less
 // than blockedRecheck ago: trying it again would find the same.
-func (l *loop) stillBlocked(t *api.Task, print uint64, now time.Time) bool {
+func (l *loop) stillBlocked(t *api.Task, fp uint64, now time.Time) bool {
 	m, ok := l.blocked[t.ID]
-	return ok && m.gen == t.Generation && m.print == print && now.Sub(m.at) < blockedRecheck && len(t.StaticHostPorts()) == 0
+	return ok && m.gen == t.Generation && m.fp == fp && now.Sub(m.at) < blockedRecheck && len(t.StaticHostPorts()) == 0
 }
 
 // noteBlocked records the tasks of a pass's placements that fit nowhere,
-// against the workers as they are after the pass's placements (print),
+// against the workers as they are after the pass's placements (fp),
 // and forgets the ones placed.
-func (l *loop) noteBlocked(decisions []Placement, print uint64, now time.Time) {
+func (l *loop) noteBlocked(decisions []Placement, fp uint64, now time.Time) {
 	for _, d := range decisions {
 		if d.OK {
 			delete(l.blocked, d.Task.ID)
 			continue
 		}
-		l.blocked[d.Task.ID] = blockedMark{gen: d.Task.Generation, print: print, at: now}
+		l.blocked[d.Task.ID] = blockedMark{gen: d.Task.Generation, fp: fp, at: now}
 	}
 }
 

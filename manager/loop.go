@@ -263,7 +263,7 @@ func (l *loop) reconcile(ctx context.Context) {
 	// Host ports held per worker, kept up to date through the pass as
 	// restarts, placements and moves take them.
 	ports := l.usedPorts(tasks)
-	print, now := capacityPrint(nodes), time.Now()
+	fp, now := capacityPrint(nodes), time.Now()
 	var pending, drained []api.Task
 	for _, tp := range tasks {
 		if ctx.Err() != nil {
@@ -287,7 +287,7 @@ func (l *loop) reconcile(ctx context.Context) {
 		case t.DesiredState == api.Running && t.State.Terminal():
 			l.recoverEnded(ctx, t, nodes, ports)
 		case t.DesiredState == api.Running && t.State == api.Pending:
-			if !l.stillBlocked(tp, print, now) {
+			if !l.stillBlocked(tp, fp, now) {
 				pending = append(pending, t)
 			}
 		case t.DesiredState == api.Running && (t.State == api.Scheduled || t.State == api.Running) && n.Drain:
