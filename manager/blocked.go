@@ -27,9 +27,9 @@ const blockedRecheck = 10 * time.Second
 // blockedMark is when, at which generation and against which workers'
 // fingerprint a task was last found to fit nowhere.
 type blockedMark struct {
-	gen   uint64
-	fp    uint64
-	at    time.Time
+	gen uint64
+	fp  uint64
+	at  time.Time
 }
 
 // capacitySeed keys the fingerprints of one process.
