@@ -151,14 +151,9 @@ func (l *loop) run(ctx context.Context) {
 		case <-l.m.fsm.Changed():
 		case <-l.m.cfg.GossipChanges:
 		case o := <-l.opDone:
-			l.opFinished(ctx, o)
-			l.drainOps(ctx)
+			l.takeBack(ctx, o)
 		case r := <-l.healthCh:
-			if r.Healthy {
-				l.healthy(ctx, r)
-			} else {
-				l.unhealthy(ctx, r)
-			}
+			l.verdict(ctx, r)
 		case res := <-l.pollDone:
 			l.pollFinished(ctx, res)
 		}
@@ -195,15 +190,25 @@ func (l *loop) rest(ctx context.Context, cost time.Duration) {
 		case <-t.C:
 			return
 		case o := <-l.opDone:
-			l.opFinished(ctx, o)
-			l.drainOps(ctx)
+			l.takeBack(ctx, o)
 		case r := <-l.healthCh:
-			if r.Healthy {
-				l.healthy(ctx, r)
-			} else {
-				l.unhealthy(ctx, r)
-			}
+			l.verdict(ctx, r)
 		}
+	}
+}
+
+// takeBack takes back a finished op, and every other one finished by now.
+func (l *loop) takeBack(ctx context.Context, o *op) {
+	l.opFinished(ctx, o)
+	l.drainOps(ctx)
+}
+
+// verdict acts on a health check's result.
+func (l *loop) verdict(ctx context.Context, r health.Result) {
+	if r.Healthy {
+		l.healthy(ctx, r)
+	} else {
+		l.unhealthy(ctx, r)
 	}
 }
 
