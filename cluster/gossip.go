@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -455,13 +456,13 @@ func (p *Pool) reconnect() {
 	defer p.wg.Done()
 	t := time.NewTicker(p.cfg.ReconnectInterval)
 	defer t.Stop()
-	for {
+	for tick := 0; ; tick++ {
 		select {
 		case <-p.stopCh:
 			return
 		case <-t.C:
 		}
-		targets := p.reconnectTargets(time.Now())
+		targets := p.reconnectTargets(time.Now(), tick)
 		if len(targets) == 0 {
 			continue
 		}
@@ -474,10 +475,19 @@ func (p *Pool) reconnect() {
 	}
 }
 
-// reconnectTargets picks what reconnect joins: every seed not seen alive,
-// else one random member dead for less than ReconnectTimeout. Members that
-// left gracefully are not tried: they said they were going.
-func (p *Pool) reconnectTargets(now time.Time) []string {
+// reconnectTargets picks what reconnect joins at its tick-th tick: every
+// seed not seen alive, else one random member dead for less than
+// ReconnectTimeout, but only every reconnectScale(members)-th tick.
+// Members that left gracefully are not tried: they said they were going.
+//
+// Every member reconnects, and a join is a full state exchange, so the
+// pool's reconnect traffic grows with the members times their number; on a
+// starved machine it revived falsely dead members and spread their state
+// again until the pool flapped (bench/scale/SCALE.md, 100 members). The
+// dead-member part is therefore spaced out as memberlist spaces out its
+// own state syncs; the seeds are not: reaching them again is how a node
+// finds a control plane that restarted.
+func (p *Pool) reconnectTargets(now time.Time, tick int) []string {
 	p.mu.Lock()
 	alive := make(map[string]bool, len(p.members))
 	var dead []string
@@ -505,10 +515,21 @@ func (p *Pool) reconnectTargets(now time.Time) []string {
 		return seeds
 	}
 	dead = slices.DeleteFunc(dead, func(a string) bool { return alive[a] })
-	if len(dead) == 0 {
+	if len(dead) == 0 || tick%reconnectScale(len(alive)+len(dead)+1) != 0 {
 		return nil
 	}
 	return []string{dead[rand.IntN(len(dead))]}
+}
+
+// reconnectScale is how many reconnect ticks apart a member tries one of
+// its dead members in a pool of n: 1 up to 32 members, then one more for
+// each doubling, as memberlist's pushPullScale (with 1,000 members: 6).
+func reconnectScale(n int) int {
+	const base = 32
+	if n <= base {
+		return 1
+	}
+	return int(math.Ceil(math.Log2(float64(n))-math.Log2(base))) + 1
 }
 
 // seedsExceptSelf returns cfg.Seeds without this node's own address:

@@ -340,15 +340,49 @@ func TestPool_ReconnectTargets(t *testing.T) {
 	p.members["w"] = &member{addr: "127.0.0.1:7003", state: StateDead, since: now}
 	p.members["old"] = &member{addr: "127.0.0.1:7004", state: StateDead, since: now.Add(-2 * time.Hour)}
 	p.members["gone"] = &member{addr: "127.0.0.1:7005", state: StateLeft, since: now}
-	if got := p.reconnectTargets(now); !slices.Equal(got, []string{"127.0.0.1:7002"}) {
+	if got := p.reconnectTargets(now, 0); !slices.Equal(got, []string{"127.0.0.1:7002"}) {
 		t.Fatalf("with a seed down: %v, want the seed", got)
 	}
 	p.members["s2"].state = StateAlive
-	if got := p.reconnectTargets(now); !slices.Equal(got, []string{"127.0.0.1:7003"}) {
+	if got := p.reconnectTargets(now, 0); !slices.Equal(got, []string{"127.0.0.1:7003"}) {
 		t.Fatalf("seeds alive: %v, want the one recently dead member (not the long-dead, not the left)", got)
 	}
 	p.members["w"].state = StateAlive
-	if got := p.reconnectTargets(now); len(got) != 0 {
+	if got := p.reconnectTargets(now, 0); len(got) != 0 {
 		t.Fatalf("everyone alive: %v, want nothing", got)
+	}
+}
+
+// In a large pool a dead member is tried every reconnectScale ticks, a
+// seed that is down at every tick.
+func TestPool_ReconnectTargetsSpacedOutInALargePool(t *testing.T) {
+	for _, c := range []struct{ n, scale int }{{1, 1}, {32, 1}, {33, 2}, {64, 2}, {65, 3}, {100, 3}, {1000, 6}} {
+		if got := reconnectScale(c.n); got != c.scale {
+			t.Errorf("reconnectScale(%d) = %d, want %d", c.n, got, c.scale)
+		}
+	}
+	p := &Pool{cfg: GossipConfig{Name: "me", Seeds: []string{"127.0.0.1:7001"}, ReconnectTimeout: time.Hour},
+		members: map[string]*member{}}
+	now := time.Now()
+	p.members["me"] = &member{addr: "127.0.0.1:7000", state: StateAlive}
+	p.members["s1"] = &member{addr: "127.0.0.1:7001", state: StateAlive}
+	for i := range 98 {
+		p.members[fmt.Sprintf("w%d", i)] = &member{addr: fmt.Sprintf("127.0.1.%d:7946", i), state: StateAlive}
+	}
+	p.members["dead"] = &member{addr: "127.0.0.1:7003", state: StateDead, since: now}
+	var tried []int
+	for tick := range 7 {
+		if got := p.reconnectTargets(now, tick); len(got) > 0 {
+			tried = append(tried, tick)
+		}
+	}
+	if !slices.Equal(tried, []int{0, 3, 6}) { // 101 members: every third tick
+		t.Fatalf("dead member tried at ticks %v, want [0 3 6]", tried)
+	}
+	p.members["s1"].state = StateDead
+	for tick := range 3 {
+		if got := p.reconnectTargets(now, tick); !slices.Equal(got, []string{"127.0.0.1:7001"}) {
+			t.Fatalf("tick %d with the seed down: %v, want the seed", tick, got)
+		}
 	}
 }

@@ -281,7 +281,7 @@ func TestPromoter_PromotesACaughtUpServerAfterStabilization(t *testing.T) {
 	rig.setLag("m4", 1000)
 	rig.put(n4)
 	ctx := context.Background()
-	c.onLeader("join m4", func(l *testNode) error { return l.r.Join(ctx, "m4", n4.r.Addr(), c.live()) })
+	c.onLeaderIdempotent("join m4", func(l *testNode) error { return l.r.Join(ctx, "m4", n4.r.Addr(), c.live()) })
 	if in, voter := c.suffrage("m4"); !in || voter {
 		t.Fatalf("m4 after Join: in %v, voter %v; want a non-voter", in, voter)
 	}
@@ -328,7 +328,7 @@ func TestPromoter_NeverPromotesABogusServer(t *testing.T) {
 	c.apply("a")
 	ctx := context.Background()
 	bogus := testkit.FreeAddr(t) // nothing listens there
-	c.onLeader("join bogus", func(l *testNode) error { return l.r.Join(ctx, "m9", bogus, c.live()) })
+	c.onLeaderIdempotent("join bogus", func(l *testNode) error { return l.r.Join(ctx, "m9", bogus, c.live()) })
 	time.Sleep(3 * rig.cfg.StabilizationTime)
 	if in, voter := c.suffrage("m9"); !in || voter {
 		t.Fatalf("bogus m9: in %v, voter %v; want a non-voter", in, voter)

@@ -259,6 +259,19 @@ func (c *testCluster) apply(cmds ...string) {
 // fail for that.
 func (c *testCluster) onLeader(what string, fn func(l *testNode) error) {
 	c.t.Helper()
+	c.retryOnLeader(what, fn, false)
+}
+
+// onLeaderIdempotent is onLeader for an operation that may be done twice
+// (a membership change, a barrier): it is also tried again when leadership
+// was lost before the outcome was known (ErrUnknownOutcome).
+func (c *testCluster) onLeaderIdempotent(what string, fn func(l *testNode) error) {
+	c.t.Helper()
+	c.retryOnLeader(what, fn, true)
+}
+
+func (c *testCluster) retryOnLeader(what string, fn func(l *testNode) error, idempotent bool) {
+	c.t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		l := c.leader(10 * time.Second)
@@ -266,7 +279,8 @@ func (c *testCluster) onLeader(what string, fn func(l *testNode) error) {
 		if err == nil {
 			return
 		}
-		if !errors.Is(err, ErrNotLeader) || time.Now().After(deadline) {
+		again := errors.Is(err, ErrNotLeader) || (idempotent && errors.Is(err, ErrUnknownOutcome))
+		if !again || time.Now().After(deadline) {
 			c.t.Fatalf("%s on leader %s: %v", what, l.cfg.ID, err)
 		}
 	}
@@ -279,7 +293,7 @@ func (c *testCluster) onLeader(what string, fn func(l *testNode) error) {
 // server is retried until it has applied it.
 func (c *testCluster) snapshotAll() {
 	c.t.Helper()
-	c.onLeader("barrier", func(l *testNode) error { return l.r.Barrier(context.Background()) })
+	c.onLeaderIdempotent("barrier", func(l *testNode) error { return l.r.Barrier(context.Background()) })
 	for _, n := range c.running() {
 		var err error
 		testkit.WaitFor(c.t, 10*time.Second, "a snapshot on "+n.cfg.ID, func() bool {
@@ -469,7 +483,7 @@ func TestRaft_JoinRemoveSnapshot(t *testing.T) {
 			t.Errorf("Remove on follower %s: err = %v, want ErrNotLeader", f.cfg.ID, err)
 		}
 	}
-	c.onLeader("join m4", func(l *testNode) error { return l.r.Join(ctx, n4.cfg.ID, n4.r.Addr(), c.live()) })
+	c.onLeaderIdempotent("join m4", func(l *testNode) error { return l.r.Join(ctx, n4.cfg.ID, n4.r.Addr(), c.live()) })
 	c.waitItems(want, n4)
 	c.onLeader("join m4 again", func(l *testNode) error {
 		last := l.r.LastIndex()
@@ -482,7 +496,7 @@ func TestRaft_JoinRemoveSnapshot(t *testing.T) {
 		return nil
 	})
 	c.assertSuffrage(map[string]bool{"m1": true, "m2": true, "m3": true, "m4": false})
-	c.onLeader("promote m4", func(l *testNode) error { return l.r.Promote(ctx, n4.cfg.ID, n4.r.Addr()) })
+	c.onLeaderIdempotent("promote m4", func(l *testNode) error { return l.r.Promote(ctx, n4.cfg.ID, n4.r.Addr()) })
 	c.assertServers("m1", "m2", "m3", "m4")
 
 	// Snapshot, then write more than TrailingLogs and snapshot again: the
@@ -496,12 +510,12 @@ func TestRaft_JoinRemoveSnapshot(t *testing.T) {
 	c.snapshotAll()
 
 	n5 := c.add("m5")
-	c.onLeader("join m5", func(l *testNode) error { return l.r.Join(ctx, n5.cfg.ID, n5.r.Addr(), c.live()) })
+	c.onLeaderIdempotent("join m5", func(l *testNode) error { return l.r.Join(ctx, n5.cfg.ID, n5.r.Addr(), c.live()) })
 	c.waitItems(want, n5)
 	if n5.fsm.Restores() == 0 {
 		t.Errorf("m5 caught up without restoring a snapshot")
 	}
-	c.onLeader("promote m5", func(l *testNode) error { return l.r.Promote(ctx, n5.cfg.ID, n5.r.Addr()) })
+	c.onLeaderIdempotent("promote m5", func(l *testNode) error { return l.r.Promote(ctx, n5.cfg.ID, n5.r.Addr()) })
 	c.assertServers("m1", "m2", "m3", "m4", "m5")
 
 	c.onLeader("remove m5", func(l *testNode) error { return l.r.Remove(ctx, "m5", c.live()) })
@@ -514,7 +528,7 @@ func TestRaft_JoinRemoveSnapshot(t *testing.T) {
 	c.stop(n4)
 	n4.cfg.BindAddr = "127.0.0.1:0"
 	c.start(n4)
-	c.onLeader("re-join m4 at a new address", func(l *testNode) error { return l.r.Join(ctx, n4.cfg.ID, n4.r.Addr(), c.live()) })
+	c.onLeaderIdempotent("re-join m4 at a new address", func(l *testNode) error { return l.r.Join(ctx, n4.cfg.ID, n4.r.Addr(), c.live()) })
 	c.onLeader("check m4's address", func(l *testNode) error {
 		servers, err := l.r.Servers(ctx)
 		if err != nil {

@@ -78,9 +78,9 @@ func TestRaft_RecoverFromPeersFile(t *testing.T) {
 	want = append(want, "after-recovery")
 
 	n4 := c.add("m4")
-	c.onLeader("join m4", func(l *testNode) error { return l.r.Join(ctx, n4.cfg.ID, n4.r.Addr(), c.live()) })
+	c.onLeaderIdempotent("join m4", func(l *testNode) error { return l.r.Join(ctx, n4.cfg.ID, n4.r.Addr(), c.live()) })
 	c.waitItems(want, n4)
-	c.onLeader("promote m4", func(l *testNode) error { return l.r.Promote(ctx, n4.cfg.ID, n4.r.Addr()) })
+	c.onLeaderIdempotent("promote m4", func(l *testNode) error { return l.r.Promote(ctx, n4.cfg.ID, n4.r.Addr()) })
 	c.assertServers("m1", "m4")
 
 	// The file applied once: a restart keeps m4 in the configuration.

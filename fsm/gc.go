@@ -31,7 +31,7 @@ func (f *FSM) collectGarbageLocked(c CollectGarbage) *Result {
 			// by it; should the worker come back with the container, the
 			// leader stops it as unknown to the cluster.
 			for id := range f.unconfirmed {
-				if f.tasks[id].Worker == name {
+				if t := f.tasks[id]; t == nil || t.Worker == name {
 					delete(f.unconfirmed, id)
 				}
 			}
@@ -56,7 +56,8 @@ func (f *FSM) collectableLocked(id uuid.UUID) bool {
 func (f *FSM) placedWorkersLocked() map[string]bool {
 	placed := make(map[string]bool)
 	for id := range f.live {
-		if w := f.tasks[id].Worker; w != "" {
+		if t := f.tasks[id]; t != nil && t.Worker != "" {
+			w := t.Worker
 			placed[w] = true
 		}
 	}
@@ -91,7 +92,7 @@ func (f *FSM) Garbage(taskCutoff, workerCutoff time.Time) Garbage {
 			if _, live := f.live[id]; live || !f.collectableLocked(id) {
 				continue
 			}
-			at := endTime(t)
+			at := endTime(*t)
 			if taskCutoff.IsZero() || at.Before(taskCutoff) {
 				tasks = append(tasks, aged{id, at})
 			}

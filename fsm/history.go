@@ -19,9 +19,17 @@ import (
 // recorded in its History (why, if not empty, is the new entry's reason
 // instead of t.Reason), and the live index in step.
 func (f *FSM) putLocked(t api.Task, at time.Time, why string) api.Task {
-	prev, existed := f.tasks[t.ID]
+	var prev api.Task
+	p, existed := f.tasks[t.ID]
+	if existed {
+		prev = *p
+	}
 	t.History = nextHistory(prev, existed, t, at, why)
-	f.tasks[t.ID] = t
+	// A new copy each time, never a change in place: readers that hold
+	// the stored copy (LiveTaskRefs, a snapshot being written) keep the
+	// task as it was when they read it.
+	stored := t
+	f.tasks[t.ID] = &stored
 	if t.Finished() {
 		delete(f.live, t.ID)
 	} else {

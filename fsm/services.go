@@ -220,14 +220,14 @@ func (f *FSM) deleteServiceLocked(c DeleteService) *Result {
 	}
 	var ids []uuid.UUID
 	for id := range f.live {
-		if t := f.tasks[id]; t.Service == c.Name && t.DesiredState == api.Running {
+		if t := f.tasks[id]; t != nil && t.Service == c.Name && t.DesiredState == api.Running {
 			ids = append(ids, id)
 		}
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
 	res := &Result{Service: s, Changed: true}
 	for _, id := range ids {
-		t := f.tasks[id]
+		t := *f.tasks[id]
 		t.DesiredState = api.Completed
 		if t.State == api.Pending {
 			// Never placed: nothing to stop on a worker.

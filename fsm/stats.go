@@ -4,12 +4,13 @@ import "github.com/cube-orch/cube/api"
 
 // ScanTasks calls fn with every task, in no order, under the FSM's read
 // lock: a pass over the state that copies and sorts nothing (Tasks does
-// both), for counting. fn must be quick and must not call the FSM.
+// both), for counting. fn must be quick, must not change the task (it is
+// the stored one) and must not call the FSM.
 func (f *FSM) ScanTasks(fn func(t *api.Task)) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	for _, t := range f.tasks {
-		fn(&t)
+		fn(t)
 	}
 }
 

@@ -77,7 +77,7 @@ func whyNotPlaced(t api.Task, nodes []api.Node, ports HostPortUse) string {
 		_, flags := describeAsks(l)
 		per[i] = names[i] + " needs " + flags
 	}
-	return fmt.Sprintf("no worker allows everything the task asks (%s)", strings.Join(per, "; "))
+	return fmt.Sprintf("no worker allows everything the task asks (%s)", listed(per))
 }
 
 // describeAsks names asks for a person ("privileged tasks or capability

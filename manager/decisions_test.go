@@ -417,6 +417,60 @@ var decisions = []decision{
 		calls: []string{"probe t1"},
 		check: wantTask("t1", "w1", 1, api.Running, 0),
 	},
+	{
+		name: "lost worker: a task that cannot be probed stays while its dead worker's API says it runs",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Running, nil)
+			h.gossipState("w1", cluster.StateDead)
+			h.unprobeable["t1"] = true
+		},
+		cmds:  []string{"upsert w1 dead"},
+		calls: []string{"probe t1", "w1 get t1"},
+		check: wantTask("t1", "w1", 1, api.Running, 0),
+	},
+	{
+		name: "lost worker: a task that cannot be probed is requeued when its dead worker's API does not answer",
+		given: func(h *harness) {
+			h.worker("w1").failCalls = 1
+			h.placed("t1", "w1", 1, api.Running, nil)
+			h.gossipState("w1", cluster.StateDead)
+			h.unprobeable["t1"] = true
+		},
+		cmds: []string{"requeue t1: worker w1 is dead; task cannot be probed (no published port), and its worker's API does not answer for it: worker w1: connection refused",
+			"upsert w1 dead"},
+		calls: []string{"probe t1", "w1 get t1"},
+		check: wantTask("t1", "", 1, api.Pending, 0),
+	},
+	{
+		name: "lost worker: a task that cannot be probed is requeued when its worker holds a newer generation",
+		given: func(h *harness) {
+			w := h.worker("w1")
+			h.placed("t1", "w1", 1, api.Running, nil)
+			rec := w.records[h.id("t1")]
+			rec.Generation = 2
+			w.records[h.id("t1")] = rec
+			h.gossipState("w1", cluster.StateDead)
+			h.unprobeable["t1"] = true
+		},
+		cmds:  []string{"requeue t1: worker w1 is dead; task cannot be probed (no published port), and its worker holds generation 2, not 1", "upsert w1 dead"},
+		calls: []string{"probe t1", "w1 get t1"},
+		check: wantTask("t1", "", 1, api.Pending, 0),
+	},
+	{
+		name: "lost worker: a task that cannot be probed on a worker without its runtime is requeued without asking the worker",
+		given: func(h *harness) {
+			h.worker("w1")
+			h.placed("t1", "w1", 1, api.Running, nil)
+			h.gossip.mu.Lock()
+			h.gossip.members[0].Meta.RuntimeDown = true
+			h.gossip.mu.Unlock()
+			h.unprobeable["t1"] = true
+		},
+		cmds:  []string{"requeue t1: worker w1 lost its container runtime; task cannot be probed (no published port)", "upsert w1 alive"},
+		calls: []string{"probe t1"},
+		check: wantTask("t1", "", 1, api.Pending, 0),
+	},
 	// Drain.
 	{
 		name: "drain: a task is moved off, not counted, and its old copy stopped",
@@ -629,7 +683,7 @@ var decisions = []decision{
 			// worker's list comes back.
 			nodes, tasks := h.f.Nodes(), h.f.Tasks()
 			h.seed(fsm.RestartTask{ID: h.id("t1"), Worker: "w1", Generation: 2, Counted: true})
-			h.l.startPoll(h.ctx, nodes, tasks)
+			h.l.startPoll(h.ctx, nodes, refs(tasks...))
 			h.settle()
 		},
 		calls: []string{"w1 list"},

@@ -288,7 +288,7 @@ func (ws *fakeWorkers) Logs(context.Context, string, uuid.UUID, api.LogOptions) 
 
 // harness is one leader loop on the in-memory raft, FSM, gossip and workers.
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	ctx     context.Context
 	f       *fsm.FSM
 	raft    *memRaft
@@ -300,11 +300,13 @@ type harness struct {
 	mu      sync.Mutex
 	names   map[uuid.UUID]string
 	answers map[string]bool // orphan probe: does the task answer
+	// unprobeable: tasks the orphan probe cannot reach (no published port)
+	unprobeable map[string]bool
 }
 
 // newHarness returns a leading loop with fast retries, no automatic poll, and
 // no worker yet. tweak, if set, changes the configuration.
-func newHarness(t *testing.T, tweak func(*Config)) *harness {
+func newHarness(t testing.TB, tweak func(*Config)) *harness {
 	t.Helper()
 	cfg := FastConfig()
 	cfg.ID, cfg.API = "m1", "m1:api"
@@ -317,7 +319,7 @@ func newHarness(t *testing.T, tweak func(*Config)) *harness {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, f: fsm.New(), gossip: &memGossip{}, names: map[uuid.UUID]string{}, answers: map[string]bool{}}
+	h := &harness{t: t, f: fsm.New(), gossip: &memGossip{}, names: map[uuid.UUID]string{}, answers: map[string]bool{}, unprobeable: map[string]bool{}}
 	h.raft = &memRaft{f: h.f, leader: true, leaderCh: make(chan bool, 8)}
 	h.workers = &fakeWorkers{h: h, byAPI: map[string]*fakeWorker{}}
 	probe := func(_ context.Context, task api.Task, _ string) (bool, string) {
@@ -329,6 +331,9 @@ func newHarness(t *testing.T, tweak func(*Config)) *harness {
 		defer h.mu.Unlock()
 		if h.answers[name] {
 			return true, "still answers"
+		}
+		if h.unprobeable[name] {
+			return false, notProbeable
 		}
 		return false, "does not answer: connection refused"
 	}
@@ -474,7 +479,7 @@ func (h *harness) pass() {
 
 // poll runs one poll of every live worker and settles what it started.
 func (h *harness) poll() {
-	h.l.startPoll(h.ctx, h.f.Nodes(), h.f.Tasks())
+	h.l.startPoll(h.ctx, h.f.Nodes(), refs(h.f.Tasks()...))
 	h.settle()
 }
 

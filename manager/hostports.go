@@ -19,13 +19,13 @@ import (
 type HostPortUse map[string]map[string]uuid.UUID
 
 // UsedHostPorts derives the host ports held on each worker from tasks.
-func UsedHostPorts(tasks []api.Task) HostPortUse {
+func UsedHostPorts(tasks []*api.Task) HostPortUse {
 	u := HostPortUse{}
 	for _, t := range tasks {
 		if t.Worker == "" || (t.State != api.Scheduled && t.State != api.Running) {
 			continue
 		}
-		u.take(t.Worker, t)
+		u.take(t.Worker, *t)
 	}
 	return u
 }
@@ -101,7 +101,7 @@ func (l *loop) portClashMemory() time.Duration {
 // usedPorts is UsedHostPorts(tasks) plus the ports remembered as taken on a
 // worker's machine by something else (held by uuid.Nil); it forgets the
 // memories that expired.
-func (l *loop) usedPorts(tasks []api.Task) HostPortUse {
+func (l *loop) usedPorts(tasks []*api.Task) HostPortUse {
 	u := UsedHostPorts(tasks)
 	now := time.Now()
 	for w, m := range l.clashes {

@@ -49,6 +49,9 @@ type loop struct {
 	// start failed for because they were taken on its machine, and until
 	// when the worker is no candidate for them (see portClash).
 	clashes map[string]map[string]time.Time
+	// blocked remembers the Pending tasks that fit nowhere, tried again
+	// only when the workers change (blocked.go).
+	blocked map[uuid.UUID]blockedMark
 	// svcBackoff spaces out replacements of failed service tasks (services.go).
 	svcBackoff map[string]*svcBackoff
 	// batchSeen is when this leader first saw each service's current
@@ -100,6 +103,7 @@ func newLoop(m *Manager) *loop {
 		recovering: make(map[uuid.UUID]recovering),
 		clashes:    make(map[string]map[string]time.Time),
 		svcBackoff: make(map[string]*svcBackoff),
+		blocked:    make(map[uuid.UUID]blockedMark),
 		batchSeen:  make(map[string]batchMark),
 		healthCh:   make(chan health.Result, 256),
 	}
@@ -137,7 +141,9 @@ func (l *loop) run(ctx context.Context) {
 	tick := time.NewTicker(l.m.cfg.Tick)
 	defer tick.Stop()
 	for {
+		start := time.Now()
 		l.reconcile(ctx)
+		l.rest(ctx, time.Since(start))
 		select {
 		case <-ctx.Done():
 			return
@@ -145,17 +151,64 @@ func (l *loop) run(ctx context.Context) {
 		case <-l.m.fsm.Changed():
 		case <-l.m.cfg.GossipChanges:
 		case o := <-l.opDone:
-			l.opFinished(ctx, o)
-			l.drainOps(ctx)
+			l.takeBack(ctx, o)
 		case r := <-l.healthCh:
-			if r.Healthy {
-				l.healthy(ctx, r)
-			} else {
-				l.unhealthy(ctx, r)
-			}
+			l.verdict(ctx, r)
 		case res := <-l.pollDone:
 			l.pollFinished(ctx, res)
 		}
+	}
+}
+
+// Passes that cost more than restAfter are followed by a rest as long as
+// the pass, at most maxRest (see rest).
+const (
+	restAfter = 2 * time.Millisecond
+	maxRest   = 250 * time.Millisecond
+)
+
+// rest follows a costly pass with a pause as long as it took (at most
+// maxRest), during which the loop still takes back finished ops and health
+// verdicts but starts no pass. A pass costs what runs, and one is due on
+// every change: in a burst, changes come faster than passes end, and
+// back-to-back passes would keep a core busy with passes alone, starving
+// raft, the API and the workers that share the machine. Resting as long as
+// the pass caps the loop at half a core, and the changes of the rest are
+// handled together by the next pass (Changed coalesces them). On a small
+// cluster a pass takes well under restAfter and the loop never rests.
+func (l *loop) rest(ctx context.Context, cost time.Duration) {
+	if cost < restAfter {
+		return
+	}
+	l.m.metrics.rests.Inc()
+	t := time.NewTimer(min(cost, maxRest))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		case o := <-l.opDone:
+			l.takeBack(ctx, o)
+		case r := <-l.healthCh:
+			l.verdict(ctx, r)
+		}
+	}
+}
+
+// takeBack takes back a finished op, and every other one finished by now.
+func (l *loop) takeBack(ctx context.Context, o *op) {
+	l.opFinished(ctx, o)
+	l.drainOps(ctx)
+}
+
+// verdict acts on a health check's result.
+func (l *loop) verdict(ctx context.Context, r health.Result) {
+	if r.Healthy {
+		l.healthy(ctx, r)
+	} else {
+		l.unhealthy(ctx, r)
 	}
 }
 
@@ -207,7 +260,7 @@ func (l *loop) reconcile(ctx context.Context) {
 	nodes := l.m.fsm.Nodes()
 	// Only the tasks that are not finished: a pass costs what runs, not
 	// the finished tasks kept until garbage collection removes them.
-	tasks := l.m.fsm.LiveTasks()
+	tasks := l.m.fsm.LiveTaskRefs()
 	byName := make(map[string]api.Node, len(nodes))
 	for _, n := range nodes {
 		byName[n.Name] = n
@@ -215,11 +268,13 @@ func (l *loop) reconcile(ctx context.Context) {
 	// Host ports held per worker, kept up to date through the pass as
 	// restarts, placements and moves take them.
 	ports := l.usedPorts(tasks)
+	fp, now := capacityPrint(nodes), time.Now()
 	var pending, drained []api.Task
-	for _, t := range tasks {
+	for _, tp := range tasks {
 		if ctx.Err() != nil {
 			return
 		}
+		t := *tp
 		if len(l.recovering) > 0 {
 			l.noteRecovered(t)
 		}
@@ -237,7 +292,9 @@ func (l *loop) reconcile(ctx context.Context) {
 		case t.DesiredState == api.Running && t.State.Terminal():
 			l.recoverEnded(ctx, t, nodes, ports)
 		case t.DesiredState == api.Running && t.State == api.Pending:
-			pending = append(pending, t)
+			if !l.stillBlocked(tp, fp, now) {
+				pending = append(pending, t)
+			}
 		case t.DesiredState == api.Running && (t.State == api.Scheduled || t.State == api.Running) && n.Drain:
 			drained = append(drained, t)
 		case t.DesiredState == api.Running && t.State == api.Scheduled:
@@ -281,18 +338,23 @@ func (l *loop) startGC(ctx context.Context) {
 
 // prune forgets the soft state of tasks that are no longer to run, so the
 // leader's memory does not grow with the history of the cluster.
-func (l *loop) prune(tasks []api.Task) {
+func (l *loop) prune(tasks []*api.Task) {
 	active := make(map[uuid.UUID]bool, len(tasks))
 	scheduled := make(map[uuid.UUID]bool)
+	pending := make(map[uuid.UUID]bool)
 	for _, t := range tasks {
 		if t.DesiredState == api.Running {
 			active[t.ID] = true
-			if t.State == api.Scheduled {
+			switch t.State {
+			case api.Scheduled:
 				scheduled[t.ID] = true
+			case api.Pending:
+				pending[t.ID] = true
 			}
 		}
 	}
 	l.pruneScheduled(scheduled)
+	l.pruneBlocked(pending)
 	l.m.health.keep(active)
 	for id := range l.sent {
 		if !active[id] {
@@ -326,11 +388,7 @@ func (l *loop) prune(tasks []api.Task) {
 // syncWorkers commits the gossip view of each worker (address, capacity,
 // liveness, allowances, labels) when it differs from the replicated one.
 func (l *loop) syncWorkers(ctx context.Context) {
-	known := make(map[string]api.Node)
-	for _, n := range l.m.fsm.Nodes() {
-		n.AllocatedCpu, n.AllocatedMemory, n.AllocatedDisk, n.TaskCount, n.ServiceTasks = 0, 0, 0, 0, nil
-		known[n.Name] = n
-	}
+	known := l.m.fsm.Workers()
 	for _, mem := range l.m.gossip.Members() {
 		if mem.Meta.Role != cluster.RoleWorker {
 			continue
@@ -428,6 +486,7 @@ func (l *loop) placeAll(ctx context.Context, pending []api.Task, nodes []api.Nod
 		l.log.Info("task assigned", "task_id", d.Task.ID, "worker", d.Node.Name, "generation", o.task.Generation)
 		l.ensureOp(ctx, o.task, opDispatch)
 	}
+	l.noteBlocked(decisions, capacityPrint(nodes), time.Now())
 }
 
 // moveOff moves the tasks of drained workers to workers with room: each is

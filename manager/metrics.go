@@ -23,6 +23,7 @@ type metrics struct {
 	restarts       *prometheus.CounterVec
 	crashToRunning prometheus.Histogram
 	passDuration   prometheus.Histogram
+	rests          prometheus.Counter
 	reportLag      prometheus.Histogram
 	// lastPass is when the leader's last pass ended, nil before the first.
 	// A time.Time, with its monotonic reading: a UnixNano read against the
@@ -87,13 +88,17 @@ func newMetrics(f *fsm.FSM, leading func() bool) *metrics {
 			Help:    "Duration of one pass of the leader's control loop.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14), // 0.5 ms .. 4 s
 		}),
+		rests: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cube_leader_pass_rests_total",
+			Help: "Pauses the leader's control loop took after a pass that cost more than 2 ms, as long as the pass (at most 250 ms), so that passes take at most half a core.",
+		}),
 		reportLag: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "cube_report_lag_seconds",
 			Help:    "From a task's change on its worker (StartTime or FinishTime, the worker's clock) to the leader committing the report of it.",
 			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
 		}),
 	}
-	m.reg.MustRegister(m.placements, m.restarts, m.crashToRunning, m.passDuration, m.reportLag,
+	m.reg.MustRegister(m.placements, m.restarts, m.crashToRunning, m.passDuration, m.rests, m.reportLag,
 		&stateCollector{fsm: f},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "cube_leader",

@@ -48,7 +48,7 @@ type heldNewer struct {
 
 // startPoll reads, on the loop's goroutine, which tasks each live worker must
 // hold, then lists the workers on a goroutine of its own.
-func (l *loop) startPoll(ctx context.Context, nodes []api.Node, tasks []api.Task) {
+func (l *loop) startPoll(ctx context.Context, nodes []api.Node, tasks []*api.Task) {
 	plan := l.pollPlan(nodes, tasks)
 	l.lastPoll = time.Now()
 	l.polling = true
@@ -66,7 +66,7 @@ func (l *loop) startPoll(ctx context.Context, nodes []api.Node, tasks []api.Task
 // pollPlan lists the live workers and, for each, the tasks it has
 // acknowledged at their current generation. A task dispatched after this
 // read is not expected: its record may still be on its way.
-func (l *loop) pollPlan(nodes []api.Node, tasks []api.Task) []pollWorker {
+func (l *loop) pollPlan(nodes []api.Node, tasks []*api.Task) []pollWorker {
 	idx := make(map[string]int, len(nodes))
 	var plan []pollWorker
 	for _, n := range nodes {
@@ -79,7 +79,7 @@ func (l *loop) pollPlan(nodes []api.Node, tasks []api.Task) []pollWorker {
 		i, ok := idx[t.Worker]
 		acked := t.State == api.Running || (t.State == api.Scheduled && l.sent[t.ID] == t.Generation)
 		if ok && t.DesiredState == api.Running && acked {
-			plan[i].expect = append(plan[i].expect, t)
+			plan[i].expect = append(plan[i].expect, *t)
 		}
 	}
 	for _, t := range l.m.fsm.UnconfirmedTasks() {

@@ -136,7 +136,7 @@ func (l *loop) unhealthy(ctx context.Context, r health.Result) {
 	// a back-off after a long healthy run or skipping one in a crash loop.
 	rs := l.noteFailure(t, r.Checked, "health check failed: "+r.Reason)
 	rs.unhealthy = true // the reconcile pass restarts it once its back-off has passed
-	l.restart(ctx, t, l.m.fsm.Nodes(), l.usedPorts(l.m.fsm.LiveTasks()), rs)
+	l.restart(ctx, t, l.m.fsm.Nodes(), l.usedPorts(l.m.fsm.LiveTaskRefs()), rs)
 }
 
 // healthy handles a placement passing its health check: the back-off resets,
@@ -317,6 +317,9 @@ func (l *loop) checkOrphan(ctx context.Context, t api.Task, why string) {
 		defer l.wg.Done()
 		defer cancel()
 		alive, detail := l.m.probe(octx, t, n.API)
+		if !alive && detail == notProbeable && n.State == api.NodeDead && n.API != "" {
+			alive, detail = l.askWorker(octx, t, n.API)
+		}
 		o.ok = alive
 		o.detail = why + "; task " + detail
 		select {
@@ -324,6 +327,29 @@ func (l *loop) checkOrphan(ctx context.Context, t api.Task, why string) {
 		case <-ctx.Done():
 		}
 	}()
+}
+
+// askWorker asks a lost worker's own API whether it still runs t at its
+// generation: the second opinion on a task that cannot be probed. Gossip
+// declares a worker dead when it misses a few probes, which a worker
+// starved of CPU does (bench/scale/SCALE.md: at 200 workers on two cores,
+// live workers were declared dead and every task of theirs placed again
+// at once); a worker whose API answers is not gone, and its task stays
+// until it stops answering. A powered-off machine answers nothing, so the
+// call is bounded like a probe's connect (twice OrphanConnectTimeout).
+func (l *loop) askWorker(ctx context.Context, t api.Task, workerAPI string) (bool, string) {
+	actx, cancel := context.WithTimeout(ctx, 2*l.m.cfg.orphanConnectTimeout())
+	defer cancel()
+	rec, err := l.m.workers.Task(actx, workerAPI, t.ID)
+	switch {
+	case err != nil:
+		return false, notProbeable + ", and its worker's API does not answer for it: " + err.Error()
+	case rec.Generation != t.Generation:
+		return false, fmt.Sprintf("%s, and its worker holds generation %d, not %d", notProbeable, rec.Generation, t.Generation)
+	case rec.State != api.Running && rec.State != api.Scheduled:
+		return false, fmt.Sprintf("%s, and its worker reports it %s", notProbeable, rec.State)
+	}
+	return true, "runs still, says its worker's API (" + notProbeable + ")"
 }
 
 // orphanVerdict acts on a finished probe of a task on a lost worker.
@@ -357,7 +383,7 @@ func probeTask(ctx context.Context, t api.Task, workerAPI string, timeout, conne
 		spec, ok, err = health.SpecFor(tcpCheckOf(t), workerAPI)
 	}
 	if err != nil || !ok {
-		return false, "cannot be probed (no published port)"
+		return false, notProbeable
 	}
 	spec.Timeout = min(spec.Timeout, timeout)
 	spec.ConnectTimeout = connectTimeout
@@ -369,6 +395,9 @@ func probeTask(ctx context.Context, t api.Task, workerAPI string, timeout, conne
 	return false, "does not answer: " + reason
 }
 
+// notProbeable is probeTask's detail for a task it cannot probe.
+const notProbeable = "cannot be probed (no published port)"
+
 // tcpCheckOf returns t with a TCP check, for probing a task that has none.
 func tcpCheckOf(t api.Task) api.Task {
 	t.HealthCheck = "tcp"
@@ -378,7 +407,7 @@ func tcpCheckOf(t api.Task) api.Task {
 
 // healthSpecs derives the checks the leader should run now: Running tasks with
 // a health check, on live workers.
-func (l *loop) healthSpecs(tasks []api.Task, nodes []api.Node) []health.Spec {
+func (l *loop) healthSpecs(tasks []*api.Task, nodes []api.Node) []health.Spec {
 	apis := make(map[string]string, len(nodes))
 	for _, n := range nodes {
 		if n.State == api.NodeAlive {
@@ -391,7 +420,7 @@ func (l *loop) healthSpecs(tasks []api.Task, nodes []api.Node) []health.Spec {
 		if !ok || t.State != api.Running || t.DesiredState != api.Running || t.HealthCheck == "" {
 			continue
 		}
-		s, ok, err := health.SpecFor(t, addr)
+		s, ok, err := health.SpecFor(*t, addr)
 		s.SourceIP = l.m.cfg.SourceIP
 		if err != nil && !errors.Is(err, health.ErrNoHostPort) && l.specErr[t.ID] != t.Generation {
 			l.specErr[t.ID] = t.Generation

@@ -181,16 +181,30 @@ func noFitReason(t api.Task, nodes []api.Node, ports HostPortUse) string {
 		return "waiting for a live worker"
 	}
 	if len(byPort) == alive && len(blocked) == 1 {
-		return fmt.Sprintf("host port %s is taken on every live worker (%s)", blocked[0], strings.Join(byPort, "; "))
+		return fmt.Sprintf("host port %s is taken on every live worker (%s)", blocked[0], listed(byPort))
 	}
 	if len(byPort) == alive {
-		return fmt.Sprintf("its host ports %s are taken on every live worker (%s)", strings.Join(t.StaticHostPorts(), ", "), strings.Join(why, "; "))
+		return fmt.Sprintf("its host ports %s are taken on every live worker (%s)", strings.Join(t.StaticHostPorts(), ", "), listed(why))
 	}
 	ask := fmt.Sprintf("cpu %.2f, memory %d, disk %d", t.Cpu, t.Memory, t.Disk)
 	if len(byPort) > 0 {
 		ask += " and host ports " + strings.Join(t.StaticHostPorts(), ", ")
 	}
-	return fmt.Sprintf("no worker has room for %s (%s)", ask, strings.Join(why, "; "))
+	return fmt.Sprintf("no worker has room for %s (%s)", ask, listed(why))
+}
+
+// maxListed bounds the workers a pending task's reason names: the reason
+// is replicated, shown in listings and recommitted when it changes, so with
+// hundreds of workers it names the first few and counts the rest.
+const maxListed = 10
+
+// listed joins per-worker explanations with "; ", naming at most maxListed
+// of them and counting the others.
+func listed(items []string) string {
+	if len(items) <= maxListed {
+		return strings.Join(items, "; ")
+	}
+	return fmt.Sprintf("%s; and %d more workers", strings.Join(items[:maxListed], "; "), len(items)-maxListed)
 }
 
 // RoundRobin places tasks on the fitting workers in turn. Its cursor lives on

@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -191,13 +192,13 @@ func TestPlace_HostPorts(t *testing.T) {
 	const gib = 1 << 30
 	holder1, holder2 := uuid.New(), uuid.New()
 	w1, w2 := node("w1", 2, 2*gib, 0, 0, 0), node("w2", 2, 2*gib, 1, gib, 1)
-	used := UsedHostPorts([]api.Task{
+	used := UsedHostPorts(refs(
 		withPort(api.Task{ID: holder1, Worker: "w1", State: api.Running}, "7777/tcp", "7777"),
 		withPort(api.Task{ID: holder2, Worker: "w2", State: api.Scheduled}, "80/tcp", "127.0.0.1:7777"),
 		withPort(api.Task{ID: uuid.New(), Worker: "w2", State: api.Failed}, "9999/tcp", "9999"),  // ended: holds nothing
 		withPort(api.Task{ID: uuid.New(), Worker: "w2", State: api.Running}, "8888/tcp", ""),     // random host port
 		withPort(api.Task{ID: uuid.New(), Worker: "w2", State: api.Running}, "8888/udp", "7777"), // other protocol
-	})
+	))
 	want7777 := withPort(api.Task{ID: uuid.New()}, "7777/tcp", "7777")
 
 	// Without host ports, EPVM prefers the idle w1.
@@ -212,10 +213,10 @@ func TestPlace_HostPorts(t *testing.T) {
 		t.Fatalf("nothing used: on %q (%s)", n.Name, reason)
 	}
 	// w1 holds 7777/tcp: the busier w2 is used, although it holds 7777/udp.
-	onlyW1 := UsedHostPorts([]api.Task{
+	onlyW1 := UsedHostPorts(refs(
 		withPort(api.Task{ID: holder1, Worker: "w1", State: api.Running}, "7777/tcp", "7777"),
 		withPort(api.Task{ID: uuid.New(), Worker: "w2", State: api.Running}, "8888/udp", "7777"),
-	})
+	))
 	if n, ok, reason := PlaceFree(EPVM{}, want7777, []api.Node{w1, w2}, onlyW1); !ok || n.Name != "w2" {
 		t.Fatalf("7777/tcp taken on w1: on %q (ok %v, %s), want w2", n.Name, ok, reason)
 	}
@@ -271,4 +272,30 @@ func TestPlaceAll_HostPortsCountAgainstEachOther(t *testing.T) {
 	if len(used) != 0 {
 		t.Fatalf("PlaceAll modified the port view: %v", used)
 	}
+}
+
+// With hundreds of workers a pending task's reason names ten of them and
+// counts the rest: it is replicated and shown in listings.
+func TestPlace_ReasonNamesAtMostTenWorkers(t *testing.T) {
+	var nodes []api.Node
+	for i := range 300 {
+		nodes = append(nodes, node(fmt.Sprintf("w%03d", i), 1, 0, 1, 0, 1))
+	}
+	_, ok, reason := Place(EPVM{}, api.Task{Cpu: 1}, nodes)
+	if ok {
+		t.Fatal("placed a task on full workers")
+	}
+	if !strings.HasPrefix(reason, "no worker has room for cpu 1.00, memory 0, disk 0 (w000: 0.00 cores free; ") ||
+		!strings.HasSuffix(reason, "w009: 0.00 cores free; and 290 more workers)") || strings.Contains(reason, "w010") {
+		t.Fatalf("reason %q: want the first ten workers named and 290 counted", reason)
+	}
+}
+
+// refs returns pointers to copies of ts, as FSM.LiveTaskRefs gives them.
+func refs(ts ...api.Task) []*api.Task {
+	out := make([]*api.Task, len(ts))
+	for i := range ts {
+		out[i] = &ts[i]
+	}
+	return out
 }

@@ -72,12 +72,12 @@ func updatePolicy(p api.UpdatePolicy) (parallel int, minHealthy, deadline time.D
 }
 
 // reconcileServices is the services' step of a pass over the live tasks.
-func (l *loop) reconcileServices(ctx context.Context, tasks []api.Task) {
+func (l *loop) reconcileServices(ctx context.Context, tasks []*api.Task) {
 	services := l.m.fsm.Services()
 	byService := make(map[string][]api.Task)
 	for _, t := range tasks {
 		if t.Service != "" && t.DesiredState == api.Running && !t.Finished() {
-			byService[t.Service] = append(byService[t.Service], t)
+			byService[t.Service] = append(byService[t.Service], *t)
 		}
 	}
 	if len(services) == 0 && len(byService) == 0 {

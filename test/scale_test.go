@@ -50,6 +50,7 @@ import (
 
 	"github.com/cube-orch/cube/api"
 	"github.com/cube-orch/cube/test/testkit"
+	"github.com/cube-orch/cube/worker/simrt"
 	"github.com/google/uuid"
 )
 
@@ -178,6 +179,10 @@ type scaleFailover struct {
 	TrialsS []float64 `json:"trials_s"`
 	MedianS float64   `json:"median_s"`
 	MaxS    float64   `json:"max_s"`
+	// RestartS: per trial, from the first accepted write to the first
+	// restart, by the new leader, of a task submitted then that exits as
+	// soon as it starts (placement, start, exit, report and restart).
+	RestartS []float64 `json:"first_restart_s,omitempty"`
 }
 
 type scaleLoss struct {
@@ -1051,6 +1056,10 @@ func (s *scale) failover() {
 		}
 		s.run.Failover.TrialsS = append(s.run.Failover.TrialsS, round3(took.Seconds()))
 		s.say("failover %d: leader %s killed → write accepted after %.3f s", i+1, leader.Name, took.Seconds())
+		if r, ok := s.firstRestart(probe); ok {
+			s.run.Failover.RestartS = append(s.run.Failover.RestartS, round3(r.Seconds()))
+			s.say("failover %d: a crashing task submitted then was restarted by the new leader %.3f s later", i+1, r.Seconds())
+		}
 		s.c.Start(leader)
 		s.waitCaughtUp(leader)
 	}
@@ -1059,6 +1068,46 @@ func (s *scale) failover() {
 	if len(v) > 0 {
 		s.run.Failover.MedianS, s.run.Failover.MaxS = percentile(v, 0.5), v[len(v)-1]
 	}
+}
+
+// firstRestart submits a task that exits as soon as it starts and times
+// its first restart; the task is stopped afterwards. ok is false (and a
+// note is kept) if it was not restarted within a minute.
+func (s *scale) firstRestart(cl *api.Client) (time.Duration, bool) {
+	id := uuid.New()
+	t0 := time.Now()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _, err := cl.SubmitTask(ctx, api.TaskEvent{State: api.Running, Task: api.Task{ID: id, Name: "scale-crash", Image: "cube-echo:latest",
+			Env: []string{simrt.ExitAtStartEnv + "=1"}}})
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Since(t0) > time.Minute {
+			s.run.Notes = append(s.run.Notes, "failover: the crashing task could not be submitted: "+err.Error())
+			return 0, false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := cl.StopTask(ctx, id); err != nil {
+			s.run.Notes = append(s.run.Notes, "failover: the crashing task could not be stopped: "+err.Error())
+		}
+	}()
+	for time.Since(t0) < time.Minute {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		t, err := cl.Task(ctx, id, false)
+		cancel()
+		if err == nil && t.RestartCount > 0 {
+			return time.Since(t0), true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.run.Notes = append(s.run.Notes, "failover: the crashing task was not restarted within a minute")
+	return 0, false
 }
 
 // waitCaughtUp waits until a restarted manager serves the cluster's tasks
@@ -1257,7 +1306,7 @@ func renderScale(dir string) error {
 	var b strings.Builder
 	b.WriteString(scaleGenBegin + "\n")
 	b.WriteString("One row per run of `make scale`, smallest first. Times are wall-clock on the benchmark's monotonic clock; CPU is the processes' user+system time from /proc.\n\n")
-	b.WriteString("| run (UTC) | commit | managers | workers (processes; gossip) | tasks | idle CPU/s: managers, sims (machine) | burst → all Running | placements/s | leader CPU per placement | submit p50 / p99 (clients; writes/s) | leader kill → write accepted, median / max (n) | 10 % of workers killed → dead / tasks Running elsewhere | leader RSS / heap per task | fds per sim worker | every task Running once |\n")
+	b.WriteString("| run (UTC) | commit | managers | workers (processes; gossip) | tasks | idle CPU/s: managers, sims (machine) | burst → all Running | placements/s | leader CPU per placement | submit p50 / p99 (clients; writes/s) | leader kill → write accepted, median / max (n); a crashing task submitted then → first restart | 10 % of workers killed → dead / tasks Running elsewhere | leader RSS / heap per task | fds per sim worker | every task Running once |\n")
 	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, i := range order {
 		r, name := runs[i], names[i]
@@ -1298,7 +1347,7 @@ func renderScale(dir string) error {
 			or(pl.Tasks > 0, fmt.Sprintf("**%.0f**", pl.TasksPerS)),
 			or(pl.Tasks > 0, fmt.Sprintf("%.2f ms", pl.CPUPerTaskMs)),
 			or(sb.N > 0, fmt.Sprintf("%.1f / **%.1f ms** (%d; %.0f/s)", sb.P50Ms, sb.P99Ms, sb.Clients, sb.WritesPerS)),
-			or(len(fo.TrialsS) > 0, fmt.Sprintf("%.3f / **%.3f s** (%d)", fo.MedianS, fo.MaxS, len(fo.TrialsS))),
+			or(len(fo.TrialsS) > 0, fmt.Sprintf("%.3f / **%.3f s** (%d)%s", fo.MedianS, fo.MaxS, len(fo.TrialsS), restartCell(fo.RestartS))),
 			loss,
 			or(len(mem.Managers) > 0, bytesStr(mem.RSSPerTaskB)+" / "+bytesStr(mem.HeapPerTaskB)),
 			r.FDs.PerSimWorker, check)
@@ -1381,4 +1430,15 @@ func bytesStr(v float64) string {
 		return fmt.Sprintf("%.1f KiB", v/(1<<10))
 	}
 	return fmt.Sprintf("%.0f B", v)
+}
+
+// restartCell is the failover cell's part on the new leader's first
+// restart: median and max over the trials, or nothing.
+func restartCell(v []float64) string {
+	if len(v) == 0 {
+		return ""
+	}
+	v = append([]float64(nil), v...)
+	sort.Float64s(v)
+	return fmt.Sprintf("; first restart %.3f / %.3f s", percentile(v, 0.5), v[len(v)-1])
 }
