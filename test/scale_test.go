@@ -1078,7 +1078,7 @@ func (s *scale) firstRestart(cl *api.Client) (time.Duration, bool) {
 	t0 := time.Now()
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, _, err := cl.SubmitTask(ctx, api.TaskEvent{State: api.Running, Task: api.Task{ID: id, Name: "scale-crash", Image: "cube-echo:latest",
+		_, _, err := cl.SubmitTask(ctx, api.TaskEvent{State: api.Running, Task: api.Task{ID: id, Name: "crash-after-failover", Image: "cube-echo:latest",
 			Env: []string{simrt.ExitAtStartEnv + "=1"}}})
 		cancel()
 		if err == nil {
