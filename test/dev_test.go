@@ -29,7 +29,7 @@ func TestE2E_DevMode(t *testing.T) {
 	t.Cleanup(c.Close)
 	cmd := exec.Command(bin, "dev", "--data", t.TempDir(), "--http", httpAddr, "--raft", testkit.FreeAddr(t), "--gossip", testkit.FreeAddr(t),
 		"--worker-http", testkit.FreeAddr(t), "--worker-gossip", testkit.FreeAddr(t), "--worker-name", name)
-	var out recBuffer
+	var out testkit.SyncBuffer
 	cmd.Stdout = io.MultiWriter(os.Stderr, &out)
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {

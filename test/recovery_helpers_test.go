@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -468,24 +467,6 @@ func (ev *recEvents) of(id uuid.UUID) []recChange {
 		}
 	}
 	return out
-}
-
-// recBuffer is a bytes.Buffer safe for a writer process and a reader test.
-type recBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *recBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *recBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // cubeVia runs the CLI against one manager only.

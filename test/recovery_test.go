@@ -697,7 +697,7 @@ func TestRecovery_LogsAndEventsCLI(t *testing.T) {
 	// cube events, against one manager, until interrupted.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var out recBuffer
+	var out testkit.SyncBuffer
 	cmd := r.c.CubeCommand(ctx, "events", "-m", r.c.Managers[1].HTTPAddr)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
