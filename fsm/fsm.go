@@ -633,7 +633,11 @@ func (f *FSM) LiveTaskRefs() []*api.Task {
 	return refsInOrder(got)
 }
 
-// refsInOrder returns ps in sortTasks' order.
+// refsInOrder returns ps by submission, ties by ID (byte order, the order
+// of their text form; order_test.go checks it against a plain sort). It
+// sorts small keys, where sorting the tasks themselves moved each (a
+// large struct, through GC write barriers) log(n) times: that sort was a
+// third of a leader pass with 10,000 tasks (BenchmarkLeaderPass).
 func refsInOrder(ps []*api.Task) []*api.Task {
 	keys := make([]taskKey, len(ps))
 	for i, t := range ps {
@@ -667,12 +671,12 @@ func (f *FSM) UnconfirmedTasks() []api.Task {
 func (f *FSM) tasksIn(index func() map[uuid.UUID]struct{}) []api.Task {
 	f.mu.RLock()
 	ids := index()
-	got := make([]api.Task, 0, len(ids))
+	got := make([]*api.Task, 0, len(ids))
 	for id := range ids {
-		got = append(got, *f.tasks[id])
+		got = append(got, f.tasks[id])
 	}
 	f.mu.RUnlock()
-	return inOrder(got)
+	return values(refsInOrder(got))
 }
 
 // taskKey is what tasks are ordered by (sortTasks), small and without
@@ -684,21 +688,11 @@ type taskKey struct {
 	i    int
 }
 
-// inOrder returns ts by submission, ties by ID (byte order, the order of
-// their text form; order_test.go checks it against a plain sort). It
-// sorts small keys and copies each task once, where sorting the tasks
-// themselves moved each (a large struct, through GC write barriers)
-// log(n) times: that sort was a third of a leader pass with 10,000 tasks
-// (BenchmarkLeaderPass).
-func inOrder(ts []api.Task) []api.Task {
-	keys := make([]taskKey, len(ts))
-	for i := range ts {
-		keys[i] = keyOf(&ts[i], i)
-	}
-	sortKeys(keys)
-	out := make([]api.Task, len(ts))
-	for j, k := range keys {
-		out[j] = ts[k.i]
+// values copies the tasks ps point to, in their order.
+func values(ps []*api.Task) []api.Task {
+	out := make([]api.Task, len(ps))
+	for i, t := range ps {
+		out[i] = *t
 	}
 	return out
 }
@@ -723,12 +717,12 @@ func sortKeys(keys []taskKey) {
 // Tasks returns every task, oldest submission first.
 func (f *FSM) Tasks() []api.Task {
 	f.mu.RLock()
-	out := make([]api.Task, 0, len(f.tasks))
+	got := make([]*api.Task, 0, len(f.tasks))
 	for _, t := range f.tasks {
-		out = append(out, *t)
+		got = append(got, t)
 	}
 	f.mu.RUnlock()
-	return inOrder(out)
+	return values(refsInOrder(got))
 }
 
 // Worker returns the replicated record of one worker (address, capacity,
@@ -930,11 +924,7 @@ type snapshot struct {
 
 // Persist streams the snapshot as JSON into the sink.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	ordered := refsInOrder(s.tasks)
-	tasks := make([]api.Task, len(ordered))
-	for i, t := range ordered {
-		tasks[i] = *t
-	}
+	tasks := values(refsInOrder(s.tasks))
 	sort.Slice(s.workers, func(i, j int) bool { return s.workers[i].Name < s.workers[j].Name })
 	enc := json.NewEncoder(sink)
 	sortTokens(s.tokens)

@@ -11,7 +11,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// inOrder (keys sorted, each task copied once) orders tasks exactly as
+// refsInOrder (keys sorted) orders tasks exactly as
 // sortTasks does: by submission, ties by ID, a zero or far time included.
 func TestInOrder_SameOrderAsSortTasks(t *testing.T) {
 	base := time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)
@@ -24,7 +24,11 @@ func TestInOrder_SameOrderAsSortTasks(t *testing.T) {
 	}
 	want := slices.Clone(ts)
 	sortTasks(want)
-	got := inOrder(slices.Clone(ts))
+	ps := make([]*api.Task, len(ts))
+	for i := range ts {
+		ps[i] = &ts[i]
+	}
+	got := values(refsInOrder(ps))
 	for i := range want {
 		if got[i].ID != want[i].ID {
 			t.Fatalf("position %d: %s (%s), want %s (%s)", i, got[i].ID, got[i].SubmitTime, want[i].ID, want[i].SubmitTime)
