@@ -226,6 +226,11 @@ func runChaos(t *testing.T, seed uint64, managers int, duration time.Duration, m
 		}
 		t.Logf("services: %s", v)
 	}
+	for _, s := range services {
+		if ro := s.Rollout; ro != nil && (ro.State == api.RolloutFailed || ro.State == api.RolloutRolledBack) {
+			t.Logf("services: %s: rollout %d→%d %s: %s", s.Name, ro.From, ro.To, ro.State, ro.Reason)
+		}
+	}
 	fmt.Println(rep.Table(r.faults, convergence))
 	for i, v := range rep.Events {
 		if i == 20 {

@@ -128,7 +128,7 @@ func (r Report) Table(faults map[string]int, converge time.Duration) string {
 	add("ineffective stops (must be 0)", strconv.Itoa(len(r.IneffectiveStops)))
 	add("duplicates after convergence (must be 0)", strconv.Itoa(len(r.Duplicates)))
 	add("orphans after convergence (must be 0)", strconv.Itoa(len(r.Orphans)))
-	add("services at end: services, tasks, rolled back", fmt.Sprintf("%d, %d, %d", r.ServiceStats.Services, r.ServiceStats.Tasks, r.ServiceStats.RolledBack))
+	add("services at end: services, tasks, rolled back, failed rollouts", fmt.Sprintf("%d, %d, %d, %d", r.ServiceStats.Services, r.ServiceStats.Tasks, r.ServiceStats.RolledBack, r.ServiceStats.Halted))
 	add("service state violations after convergence (must be 0)", strconv.Itoa(len(r.ServiceState)))
 	add("lost service changes (must be 0)", strconv.Itoa(len(r.LostServices)))
 	add("time to converge after last fault", converge.Round(time.Millisecond).String())

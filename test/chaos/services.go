@@ -20,6 +20,15 @@ import (
 // A service's live tasks are what its leader counts: DesiredState Running
 // and not finished for good (a task waiting for its restart is live, and
 // not Running: a violation once the cluster should have converged).
+//
+// A service whose rollout to its current version failed, with no healthy
+// version to roll back to (halted: manager/DESIGN.md, "Services"), keeps
+// the tasks of the versions it was replacing by design, as Nomad keeps a
+// failed deployment's old allocations: under chaos a new version's task
+// can fail its health check on a starved machine before any version has
+// settled. Its tasks may be of older versions; every other check holds.
+// A line about a service's versions names its rollout, so that a stuck
+// one says why.
 func CheckServiceState(services []api.Service, final []api.Task, running map[string]int) []string {
 	counts := make(map[string]int, len(running))
 	for label, n := range running {
@@ -55,14 +64,18 @@ func CheckServiceState(services []api.Service, final []api.Task, running map[str
 		s := exists[name]
 		ts := live[name]
 		sort.Slice(ts, func(i, j int) bool { return ts[i].Name < ts[j].Name })
+		halted := Halted(s)
 		if len(ts) != s.Count {
 			out = append(out, fmt.Sprintf("service %s: %d live task(s), want Count %d", name, len(ts), s.Count))
 		}
 		versions := make(map[uint64]int)
 		for _, t := range ts {
 			versions[t.ServiceVersion]++
-			if t.ServiceVersion != s.Version {
-				out = append(out, fmt.Sprintf("service %s: task %s (%s) is of version %d, the service's is %d", name, t.Name, short(t.ID), t.ServiceVersion, s.Version))
+			switch {
+			case halted && t.ServiceVersion > s.Version:
+				out = append(out, fmt.Sprintf("service %s: task %s (%s) is of version %d, newer than the service's %d (%s)", name, t.Name, short(t.ID), t.ServiceVersion, s.Version, rolloutOf(s)))
+			case !halted && t.ServiceVersion != s.Version:
+				out = append(out, fmt.Sprintf("service %s: task %s (%s) is of version %d, the service's is %d (%s)", name, t.Name, short(t.ID), t.ServiceVersion, s.Version, rolloutOf(s)))
 			}
 			if t.State != api.Running {
 				out = append(out, fmt.Sprintf("service %s: task %s (%s) is %s, not Running", name, t.Name, short(t.ID), t.State))
@@ -71,9 +84,28 @@ func CheckServiceState(services []api.Service, final []api.Task, running map[str
 				out = append(out, fmt.Sprintf("service %s: task %s (%s) runs in %d containers, want 1", name, t.Name, short(t.ID), n))
 			}
 		}
-		if len(versions) > 1 {
-			out = append(out, fmt.Sprintf("service %s: live tasks of %d versions %v", name, len(versions), slices.Sorted(maps.Keys(versions))))
+		if len(versions) > 1 && !halted {
+			out = append(out, fmt.Sprintf("service %s: live tasks of %d versions %v (%s)", name, len(versions), slices.Sorted(maps.Keys(versions)), rolloutOf(s)))
 		}
+	}
+	return out
+}
+
+// Halted reports whether s's rollout to its current version failed and
+// stopped there (no healthy version to roll back to).
+func Halted(s api.Service) bool {
+	return s.Rollout != nil && s.Rollout.State == api.RolloutFailed && s.Rollout.To == s.Version
+}
+
+// rolloutOf describes s's last rollout for a violation line.
+func rolloutOf(s api.Service) string {
+	r := s.Rollout
+	if r == nil {
+		return "no rollout"
+	}
+	out := fmt.Sprintf("rollout %d→%d %s, %d replaced", r.From, r.To, r.State, r.Replaced)
+	if r.Reason != "" {
+		out += ": " + r.Reason
 	}
 	return out
 }
@@ -164,8 +196,9 @@ func CheckServicesAcknowledged(ops []Op, services []api.Service) []string {
 // ServiceStats sums up the services of a run for the report.
 type ServiceStats struct {
 	// Services and Tasks count the services at the end and their live
-	// tasks; RolledBack those whose last rollout was rolled back.
-	Services, Tasks, RolledBack int
+	// tasks; RolledBack those whose last rollout was rolled back, Halted
+	// those whose rollout failed with no version to roll back to.
+	Services, Tasks, RolledBack, Halted int
 	// Acknowledged counts the services whose create was acknowledged.
 	Acknowledged int
 }
@@ -179,6 +212,9 @@ func SumServices(ops []Op, services []api.Service, final []api.Task) ServiceStat
 		exists[s.Name] = true
 		if s.Rollout != nil && s.Rollout.State == api.RolloutRolledBack {
 			st.RolledBack++
+		}
+		if Halted(s) {
+			st.Halted++
 		}
 	}
 	for _, t := range final {

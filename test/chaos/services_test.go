@@ -26,6 +26,19 @@ func svc(name string, count int, v, newest uint64) api.Service {
 	return s
 }
 
+// halted returns s with its rollout from the version before to its
+// current one failed, with no version to roll back to.
+func halted(s api.Service) api.Service {
+	s.Rollout = &api.Rollout{From: s.Version - 1, To: s.Version, State: api.RolloutFailed, Reason: "task web.3 of version 2 failed"}
+	return s
+}
+
+// rolling returns s with its rollout to its current version running.
+func rolling(s api.Service) api.Service {
+	s.Rollout = &api.Rollout{From: s.Version - 1, To: s.Version, State: api.RolloutRunning}
+	return s
+}
+
 // svcTasks returns n Running tasks of the service's version v in slots
 // 1..n.
 func svcTasks(name string, v uint64, n int) []api.Task {
@@ -113,7 +126,21 @@ func TestCheck_DoctoredServices(t *testing.T) {
 			final: []api.Task{stopped}, running: map[string]int{stopped.ID.String(): 1},
 			want: []string{"orphans", "service state violations"}, wantLine: "runs in 1 container(s)",
 		},
+		{
+			name: "a halted rollout with fewer tasks than Count", ops: []Op{create, update},
+			services: []api.Service{halted(svc("web", 3, 2, 2))}, final: append(slices.Clone(v2[:1]), v1[1]),
+			want: []string{"service state violations"}, wantLine: "service web: 2 live task(s), want Count 3",
+		},
+		{
+			name: "a running rollout that never ends", ops: []Op{create, update},
+			services: []api.Service{rolling(svc("web", 3, 2, 2))}, final: append(slices.Clone(v2[:1]), v1[1:]...),
+			want: []string{"service state violations"}, wantLine: "live tasks of 2 versions [1 2] (rollout 1→2 running, 0 replaced)",
+		},
 		// Correct runs.
+		{
+			name: "halted: the rollout failed with no healthy version to go back to", ops: []Op{create, update},
+			services: []api.Service{halted(svc("web", 3, 2, 2))}, final: append(slices.Clone(v2[:1]), v1[1:]...),
+		},
 		{
 			name: "settled service", ops: []Op{create, update, svcOp(2, SvcScale, "web", 2, 2, 40, 50, OK)},
 			services: []api.Service{svc("web", 2, 2, 2)}, final: append(slices.Clone(v2[:2]), stopped),
