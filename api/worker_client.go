@@ -39,6 +39,13 @@ func NewWorkerClientFrom(timeout time.Duration, sourceIP string) *WorkerClient {
 // to each worker between bursts.
 const workerIdleConnsPerHost = 8
 
+// A worker's HTTP/2 connection with no frame for workerPingAfter is
+// pinged, and closed if the ping is not answered within workerPingTimeout.
+const (
+	workerPingAfter   = 10 * time.Second
+	workerPingTimeout = 5 * time.Second
+)
+
 // NewWorkerClientTLS is NewWorkerClientFrom speaking TLS with cfg: the
 // manager's certificate, and a worker's verified (see
 // security.Bundle.ClientConfig). Addresses without a scheme are then
@@ -60,8 +67,17 @@ func NewWorkerClientTLS(timeout time.Duration, sourceIP string, cfg *tls.Config)
 	// capped: a relayed `cube logs -f` holds one for as long as it
 	// follows, and a cap would let a few of them hold off the dispatches,
 	// stops and polls of their worker.
+	//
+	// With TLS, workers speak HTTP/2 as well (worker/agent.go), and then
+	// every call to a worker shares one connection: one handshake per
+	// worker, not one per call in flight, and a followed log stream is one
+	// stream among others. A worker machine that dies silently is noticed
+	// by a ping after workerPingAfter without a frame (and any call's
+	// unacknowledged data by the dialer's DeadPeerTimeout), so calls do
+	// not keep going to a dead connection.
 	t.MaxIdleConns = 0
 	t.MaxIdleConnsPerHost = workerIdleConnsPerHost
+	t.HTTP2 = &http.HTTP2Config{SendPingTimeout: workerPingAfter, PingTimeout: workerPingTimeout}
 	c := &WorkerClient{
 		hc:      &http.Client{Transport: t},
 		scheme:  "http",

@@ -383,6 +383,13 @@ type GossipConfig struct {
 	// do not know it, and it does not look for them.
 	ReconnectInterval time.Duration
 
+	// NoCompression turns off memberlist's compression of gossip
+	// messages (on by default, as in memberlist). Messages from members
+	// that compress are still read. Compressing costs CPU on every packet
+	// (LZW was a fifth of the CPU of a process simulating 180 workers,
+	// bench/scale/SCALE.md) for bandwidth that a LAN rarely lacks.
+	NoCompression bool
+
 	// ReconnectTimeout is how long a dead node keeps being tried.
 	ReconnectTimeout time.Duration
 

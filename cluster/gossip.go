@@ -245,6 +245,7 @@ func NewPool(cfg GossipConfig) (*Pool, error) {
 	// nodes in one process (the tests) then keep apart in /metrics.
 	mc.MetricLabels = []metrics.Label{{Name: "node", Value: cfg.Name}}
 	mc.PushPullInterval = cfg.PushPullInterval
+	mc.EnableCompression = !cfg.NoCompression
 	mc.Delegate = (*poolDelegate)(p)
 	mc.Events = (*poolEvents)(p)
 	mc.Logger = p.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})

@@ -386,3 +386,27 @@ func TestPool_ReconnectTargetsSpacedOutInALargePool(t *testing.T) {
 		}
 	}
 }
+
+// A member that does not compress its gossip (NoCompression, as the
+// benchmark's simulated workers) and one that does understand each other:
+// each joins, sees the other alive, and learns the other's new metadata.
+func TestPool_CompressionOffAndOnInterwork(t *testing.T) {
+	tp := newTestPools(t)
+	on := tp.start("on", 0)
+	off := tp.startWith("off", 0, func(c *GossipConfig) { c.NoCompression = true }, on.LocalAddr())
+	for _, name := range []string{"on", "off"} {
+		testkit.WaitFor(t, 5*time.Second, "both pools to see "+name+" alive", stateIs(name, StateAlive, on, off))
+	}
+	for _, c := range []struct {
+		from, to *Pool
+		api      string
+	}{{off, on, "127.0.0.1:7101"}, {on, off, "127.0.0.1:7102"}} {
+		if err := c.from.UpdateMeta(Meta{Role: RoleWorker, API: c.api}); err != nil {
+			t.Fatalf("UpdateMeta of %s: %v", c.from.LocalName(), err)
+		}
+		testkit.WaitFor(t, 5*time.Second, c.to.LocalName()+" to learn "+c.from.LocalName()+"'s new metadata", func() bool {
+			m, ok := memberOf(c.to, c.from.LocalName())
+			return ok && m.Meta.API == c.api
+		})
+	}
+}

@@ -50,10 +50,7 @@ type ProcCluster struct {
 	// Sims are the cube sim-workers processes AddSimWorkers started;
 	// simBase is their first loopback address, simData the directory of
 	// their workers' data (ProcOptions.SimDataDir).
-	Sims []*SimProc
-	// SimEnv is added to the environment of the sim processes started
-	// after it is set (GOGC, for the benchmark).
-	SimEnv   []string
+	Sims     []*SimProc
 	simBase  string
 	simData  string
 	simPorts simPorts

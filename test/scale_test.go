@@ -103,22 +103,25 @@ type scaleMachine struct {
 }
 
 type scaleParams struct {
-	Managers    int    `json:"managers"`
-	Workers     int    `json:"workers"`
-	SimProcs    int    `json:"sim_processes"`
-	Tasks       int    `json:"tasks"`
-	Clients     int    `json:"submit_clients"`
-	Writes      int    `json:"submit_writes"`
-	Failovers   int    `json:"failover_trials"`
-	StartDelay  string `json:"sim_start_delay"`
-	SimGossip   string `json:"sim_gossip_profile"`
-	SimData     string `json:"sim_data_dir"`
-	Security    string `json:"security"`
-	Timings     string `json:"timings"`
-	Binary      string `json:"binary"`
-	BurstTask   string `json:"burst_task"`
-	SubmitTask  string `json:"submit_task"`
-	Percentiles string `json:"percentiles"`
+	Managers   int    `json:"managers"`
+	Workers    int    `json:"workers"`
+	SimProcs   int    `json:"sim_processes"`
+	Tasks      int    `json:"tasks"`
+	Clients    int    `json:"submit_clients"`
+	Writes     int    `json:"submit_writes"`
+	Failovers  int    `json:"failover_trials"`
+	StartDelay string `json:"sim_start_delay"`
+	SimGossip  string `json:"sim_gossip_profile"`
+	// ManagerProfile is the managers' timings: "fast" (--fast, as make
+	// cluster and the tests) or "lan" (the production defaults).
+	ManagerProfile string `json:"manager_profile,omitempty"`
+	SimData        string `json:"sim_data_dir"`
+	Security       string `json:"security"`
+	Timings        string `json:"timings"`
+	Binary         string `json:"binary"`
+	BurstTask      string `json:"burst_task"`
+	SubmitTask     string `json:"submit_task"`
+	Percentiles    string `json:"percentiles"`
 }
 
 type scaleJoin struct {
@@ -266,12 +269,24 @@ func TestScale(t *testing.T) {
 	if p.SimGossip != "fast" {
 		p.SimGossip = "lan"
 	}
+	// The managers' timings: --fast unless SCALE_MANAGER_PROFILE=lan. The
+	// fast profile's raft lease (100 ms) and gossip probe timeout (100 ms)
+	// are for a cluster on one idle machine; with the CPU saturated by
+	// hundreds of simulated members they lose the leadership and declare
+	// live workers dead (SCALE.md); a fleet runs the production defaults.
+	p.ManagerProfile = os.Getenv("SCALE_MANAGER_PROFILE")
+	if p.ManagerProfile != "lan" {
+		p.ManagerProfile = "fast"
+	}
 	p.StartDelay = os.Getenv("SCALE_START_DELAY")
 	if p.StartDelay == "" {
 		p.StartDelay = "50ms"
 	}
 	p.Security = "on, as make cluster: mutual TLS on the manager and worker APIs and raft, gossip encryption, a certificate per worker"
 	p.Timings = "managers --fast (raft and gossip); workers' gossip profile: " + p.SimGossip
+	if p.ManagerProfile == "lan" {
+		p.Timings = "managers: production defaults (raft and gossip, no --fast); workers' gossip profile: " + p.SimGossip
+	}
 	p.BurstTask = "cube-echo:latest, no resources asked, no ports, no health check"
 	p.SubmitTask = "cube-echo:latest with Memory 1 PiB: fits no worker, stays Pending (one PendingNote commit each in the background), stopped after the measure"
 	p.Percentiles = "nearest rank"
@@ -410,7 +425,9 @@ func (s *scale) start() {
 		s.run.Params.SimData = "the disk (no /dev/shm)"
 	}
 	s.c = NewProcClusterWith(s.t, p.Managers, 0, ProcOptions{Simulated: true, SimDataDir: data,
-		ManagerFlags: func(n int) []string { return []string{"--pprof", names[n]} }})
+		ManagerFlags: func(n int) []string {
+			return []string{"--pprof", names[n], "--fast=" + strconv.FormatBool(p.ManagerProfile == "fast")}
+		}})
 	for i, m := range s.c.Managers {
 		s.pprof[m.Name] = names[i+1]
 	}
@@ -433,10 +450,6 @@ func (s *scale) start() {
 		sizes = append(sizes, n)
 	}
 	sizes = append(sizes, lose)
-	// The simulator trades memory for CPU: memberlist allocates a
-	// compression table per gossip packet, and hundreds of members in one
-	// process spent a fifth of its CPU collecting them (SCALE.md).
-	s.c.SimEnv = []string{"GOGC=400"}
 	cl := s.c.Client()
 	want := 0
 	for _, n := range sizes {
@@ -1331,6 +1344,9 @@ func renderScale(dir string) error {
 		gossip := p.SimGossip
 		if gossip == "" {
 			gossip = "fast"
+		}
+		if p.ManagerProfile == "lan" {
+			gossip += ", managers lan"
 		}
 		// A measure a failed run did not reach is a dash, not a zero.
 		or := func(ok bool, text string) string {

@@ -87,7 +87,6 @@ func (c *ProcCluster) AddSimWorkers(n int, extra ...string) *SimProc {
 	}
 	p.args = append(p.args, extra...)
 	p.Bin = NoRaceBinary(c.t)
-	p.Env = c.SimEnv
 	c.Sims = append(c.Sims, p)
 	c.Start(p.Proc)
 	return p

@@ -266,7 +266,18 @@ func NewAgent(cfg AgentConfig) (_ *Agent, err error) {
 		// for a certificate of the cluster's CA, and the handler lets only
 		// a manager's through (a worker's or client's gets 403), but for
 		// the probes and, to a client certificate, /metrics.
-		ln = tls.NewListener(ln, a.tls.ServerConfig(true))
+		//
+		// HTTP/2 is offered (ALPN), so that a leader's calls to this
+		// worker share one connection: over HTTP/1.1 each call in flight
+		// took a connection of its own, and a new leader's first pass
+		// (a dispatch, probe or question per task, tens per worker at
+		// once) paid a TLS handshake per call, enough CPU at 200 workers
+		// on two cores to starve raft and lose the leadership again
+		// (bench/scale/SCALE.md). Callers that speak only HTTP/1.1 still
+		// get it.
+		scfg := a.tls.ServerConfig(true)
+		scfg.NextProtos = []string{"h2", "http/1.1"}
+		ln = tls.NewListener(ln, scfg)
 		hopts.Authenticator = certAuthenticator{}
 	}
 	a.srv = api.NewHTTPServer(api.NewWorkerHandlerWith(a.apiService(), hopts))

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -32,6 +33,8 @@ type simFlags struct {
 	certDir    string
 	caKey      string
 	parallel   int
+	compress   bool
+	gcPercent  int
 	rt         simrt.Config
 }
 
@@ -99,6 +102,8 @@ all of this process's workers at once, as machines dying.`,
 	f.StringVar(&s.certDir, "cert-dir", "", "directory of the workers' certificates, worker-<name>.pem and worker-<name>-key.pem (with TLS)")
 	f.StringVar(&s.caKey, "ca-key-file", "", "CA key: make the certificates missing from --cert-dir with it (a benchmark's convenience; keep CA keys off real nodes)")
 	f.IntVar(&s.parallel, "start-parallel", 8, "workers started at once (each joins gossip with a full state exchange)")
+	f.BoolVar(&s.compress, "gossip-compression", false, "compress gossip messages as cube worker does; off by default here: with hundreds of members in one process, compressing every packet costs a fifth of its CPU")
+	f.IntVar(&s.gcPercent, "gc-percent", 400, "the Go collector's GOGC for this process unless GOGC is set (hundreds of gossip members allocate per packet; fewer collections trade memory for CPU)")
 	f.DurationVar(&s.rt.StartDelay, "start-delay", 0, "simulated time from a container's start call to its process running (the real engine's is about 230 ms)")
 	f.DurationVar(&s.rt.Jitter, "start-jitter", 0, "up to this much more start delay, drawn uniformly per start")
 	f.Float64Var(&s.rt.FailRate, "fail-rate", 0, "fraction (0..1) of starts whose process exits with --fail-code --fail-after it started")
@@ -230,6 +235,10 @@ func (s *simFlags) start(base worker.AgentConfig) (*simFleet, error) {
 	}
 	log := base.Logger
 	checkFiles(len(sps), log)
+	base.Gossip.NoCompression = !s.compress
+	if _, set := os.LookupEnv("GOGC"); !set && s.gcPercent != 0 {
+		debug.SetGCPercent(s.gcPercent)
+	}
 	fl := &simFleet{log: log, agents: make([]*worker.Agent, len(sps)), rts: make([]*simrt.Runtime, len(sps)),
 		errc: make(chan error, 1), stop: make(chan struct{})}
 	begin := time.Now()
