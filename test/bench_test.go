@@ -486,7 +486,7 @@ func TestBench(t *testing.T) {
 
 	b.run.Finished = time.Now().UTC()
 	b.run.DurationS = math.Round(time.Since(start).Seconds())
-	b.run.Machine.LoadEnd = benchLoadAvg()
+	b.run.Machine.LoadEnd = loadAvg()
 	b.checkLeftovers()
 	b.write()
 }
@@ -547,47 +547,14 @@ func (b *bench) useBinary() {
 	}
 }
 
-func benchLoadAvg() string {
-	data, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
-}
-
 // facts records the machine, the commit and the parameters.
 func (b *bench) facts() {
 	m := &b.run.Machine
 	m.CPUs = runtime.NumCPU()
 	m.Go = runtime.Version()
-	m.LoadStart = benchLoadAvg()
-	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(data), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				m.CPUModel = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
-		for _, l := range strings.Split(string(data), "\n") {
-			if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemTotal:" {
-				kb, _ := strconv.ParseInt(f[1], 10, 64)
-				m.MemoryBytes = kb * 1024
-			}
-		}
-	}
-	if data, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.Kernel = strings.TrimSpace(string(data))
-	}
-	if data, err := os.ReadFile("/etc/os-release"); err == nil {
-		for _, l := range strings.Split(string(data), "\n") {
-			if v, ok := strings.CutPrefix(l, "PRETTY_NAME="); ok {
-				m.OS = strings.Trim(v, `"`)
-			}
-		}
-	}
+	m.LoadStart = loadAvg()
+	h := readHostFacts()
+	m.CPUModel, m.MemoryBytes, m.Kernel, m.OS = h.CPUModel, h.MemoryBytes, h.Kernel, h.OS
 	cli := dockerClient(b.t)
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -366,38 +366,12 @@ func (s *scale) useBinary() {
 	s.run.Params.Binary = "bin/cube without the race detector"
 }
 
-func loadAvg() string {
-	data, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
-}
-
 // facts records the machine and the commit.
 func (s *scale) facts() {
 	m := &s.run.Machine
 	m.CPUs, m.Go, m.LoadStart = runtime.NumCPU(), runtime.Version(), loadAvg()
-	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(data), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				m.CPUModel = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
-		for _, l := range strings.Split(string(data), "\n") {
-			if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemTotal:" {
-				kb, _ := strconv.ParseInt(f[1], 10, 64)
-				m.MemoryB = kb * 1024
-			}
-		}
-	}
-	if data, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.Kernel = strings.TrimSpace(string(data))
-	}
+	h := readHostFacts()
+	m.CPUModel, m.MemoryB, m.Kernel = h.CPUModel, h.MemoryBytes, h.Kernel
 	m.FileLimit = fileLimit()
 	if out, err := exec.Command("git", "rev-parse", "HEAD").Output(); err == nil {
 		s.run.Git.Commit = strings.TrimSpace(string(out))
