@@ -39,6 +39,10 @@ func NewWorkerClientFrom(timeout time.Duration, sourceIP string) *WorkerClient {
 // to each worker between bursts.
 const workerIdleConnsPerHost = 8
 
+// workerDialsPerHost bounds the connections a WorkerClient over TLS dials
+// to one worker at a time.
+const workerDialsPerHost = 4
+
 // A worker's HTTP/2 connection with no frame for workerPingAfter is
 // pinged, and closed if the ping is not answered within workerPingTimeout.
 const (
@@ -78,6 +82,16 @@ func NewWorkerClientTLS(timeout time.Duration, sourceIP string, cfg *tls.Config)
 	t.MaxIdleConns = 0
 	t.MaxIdleConnsPerHost = workerIdleConnsPerHost
 	t.HTTP2 = &http.HTTP2Config{SendPingTimeout: workerPingAfter, PingTimeout: workerPingTimeout}
+	if cfg != nil {
+		// Calls made at once to a worker not yet connected each dialed a
+		// connection of their own before the first handshake had told HTTP/2
+		// was there (42 connections for 64 calls, all but one then closed):
+		// a new leader's first pass is such a herd. At most
+		// workerDialsPerHost dials at a time (for HTTP/2 the setting bounds
+		// dials, not calls); a worker that speaks only HTTP/1.1 (an older
+		// version, during an upgrade) gets that many calls at a time.
+		t.MaxConnsPerHost = workerDialsPerHost
+	}
 	c := &WorkerClient{
 		hc:      &http.Client{Transport: t},
 		scheme:  "http",

@@ -13,11 +13,11 @@ import (
 // capabilities), as the worker gossips it (api.Node.Allows). The worker
 // checks again before it creates a container; checking here keeps a task
 // off the workers that would refuse it.
-func allowed(t api.Task, n api.Node) bool {
+func allowed(t *api.Task, n *api.Node) bool {
 	if t.Asks() == nil {
 		return true
 	}
-	_, missing := api.ParseAllowances(n.Allows).Missing(t)
+	_, missing := api.ParseAllowances(n.Allows).Missing(*t)
 	return !missing
 }
 

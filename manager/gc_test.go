@@ -324,11 +324,11 @@ func TestChanges_SlowReaderDroppedAndTold(t *testing.T) {
 func TestFits_NoOverflow(t *testing.T) {
 	n := api.Node{Name: "w1", State: api.NodeAlive, RuntimeAvailable: true, Memory: 1 << 30, Disk: 1 << 30,
 		AllocatedMemory: math.MaxInt64 - 10, AllocatedDisk: 0}
-	if fits(api.Task{Memory: 100}, n) {
+	if fits(&api.Task{Memory: 100}, &n) {
 		t.Fatal("a task fits a worker whose allocation is near 2^63")
 	}
 	n.AllocatedMemory, n.AllocatedDisk = 0, 10
-	if fits(api.Task{Disk: math.MaxInt64 - 5}, n) {
+	if fits(&api.Task{Disk: math.MaxInt64 - 5}, &n) {
 		t.Fatal("a task of disk near 2^63 fits")
 	}
 	nodes := []api.Node{n}

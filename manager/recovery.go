@@ -244,7 +244,7 @@ func (l *loop) restartTarget(t api.Task, nodes []api.Node, ports HostPortUse, st
 	}
 	if streak < 3 {
 		for _, n := range freed {
-			if n.Name == t.Worker && fits(t, n) && meets(t, n) && len(portFree(t, []api.Node{n}, ports)) == 1 {
+			if n.Name == t.Worker && fits(&t, &n) && meets(t, n) && len(portFree(t, []api.Node{n}, ports)) == 1 {
 				return n, true
 			}
 		}

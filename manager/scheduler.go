@@ -52,12 +52,83 @@ func Place(s Scheduler, t api.Task, nodes []api.Node) (node api.Node, ok bool, r
 // those with the fewest live tasks of its service (Node.ServiceTasks) are
 // kept; the scheduler's Score and Pick choose among them.
 func PlaceFree(s Scheduler, t api.Task, nodes []api.Node, ports HostPortUse) (node api.Node, ok bool, reason string) {
+	if c, fast := s.(coster); fast {
+		if i := cheapest(c, t, nodes, ports); i >= 0 {
+			return nodes[i], true, ""
+		}
+		return api.Node{}, false, whyNotPlaced(t, nodes, ports)
+	}
 	cands := s.SelectCandidateNodes(t, portFree(t, meeting(parseRules(t.Constraints), nodes), ports))
 	if len(cands) == 0 {
 		return api.Node{}, false, whyNotPlaced(t, nodes, ports)
 	}
 	cands = rank(t, parseRules(t.Prefer), cands)
 	return s.Pick(s.Score(t, cands), cands), true, ""
+}
+
+// coster is a Scheduler whose choice is the lowest cost of a task on a
+// worker, ties by name, with no state between decisions (EPVM). PlaceFree
+// then chooses in one pass over the workers (cheapest) instead of the three
+// steps' lists and score map: the same choice, without copying every
+// fitting worker and building a map of them for each task (PlaceAll is
+// tasks × workers; the copies were a sixth of a leader's CPU in a burst at
+// 200 workers, bench/scale/SCALE.md).
+type coster interface {
+	cost(t *api.Task, n *api.Node) float64
+}
+
+// cheapest returns the index in nodes of the worker PlaceFree's three steps
+// would choose for t with c's Score and Pick, or -1 if none is a candidate:
+// among the workers meeting every constraint, with room and t's static host
+// ports free, the lowest of (prefer rules not met, live tasks of t's
+// service, cost, name).
+func cheapest(c coster, t api.Task, nodes []api.Node, ports HostPortUse) int {
+	cons, prefer := parseRules(t.Constraints), parseRules(t.Prefer)
+	checkPorts := len(ports) > 0 && len(t.PortBindings) > 0
+	best, bMiss, bSvc, bCost := -1, 0, 0, 0.0
+	for i := range nodes {
+		n := &nodes[i]
+		if !meetsAll(cons, n.Labels) || !fits(&t, n) {
+			continue
+		}
+		if checkPorts {
+			if _, _, taken := ports.taken(n.Name, t); taken {
+				continue
+			}
+		}
+		miss := 0
+		for _, r := range prefer {
+			if !r.holds(n.Labels) {
+				miss++
+			}
+		}
+		svc := 0
+		if t.Service != "" {
+			svc = n.ServiceTasks[t.Service]
+		}
+		cost := c.cost(&t, n)
+		if best >= 0 {
+			b := &nodes[best]
+			switch {
+			case miss != bMiss:
+				if miss > bMiss {
+					continue
+				}
+			case svc != bSvc:
+				if svc > bSvc {
+					continue
+				}
+			case cost != bCost:
+				if cost > bCost {
+					continue
+				}
+			case n.Name >= b.Name:
+				continue
+			}
+		}
+		best, bMiss, bSvc, bCost = i, miss, svc, cost
+	}
+	return best
 }
 
 // Placement is one decision of PlaceAll: the task goes to Node, or, if !OK,
@@ -109,7 +180,7 @@ func allocate(nodes []api.Node, name string, t api.Task) {
 // drained, allows what the task asks (see allowed) and has room.
 // A capacity of 0 means "unknown" and does not constrain (a worker that did
 // not advertise it).
-func fits(t api.Task, n api.Node) bool {
+func fits(t *api.Task, n *api.Node) bool {
 	if n.State != api.NodeAlive || !n.RuntimeAvailable || n.Drain || !allowed(t, n) {
 		return false
 	}
@@ -134,9 +205,9 @@ func roomFor(allocated, want, capacity int64) bool {
 
 func selectFitting(t api.Task, nodes []api.Node) []api.Node {
 	var out []api.Node
-	for _, n := range nodes {
-		if fits(t, n) {
-			out = append(out, n)
+	for i := range nodes {
+		if fits(&t, &nodes[i]) {
+			out = append(out, nodes[i])
 		}
 	}
 	return out
@@ -262,21 +333,26 @@ func (EPVM) SelectCandidateNodes(t api.Task, nodes []api.Node) []api.Node {
 
 // Score returns each candidate's marginal cost. Ties (tasks asking nothing)
 // are broken by task count, so placement still spreads.
-func (EPVM) Score(t api.Task, cands []api.Node) map[string]float64 {
+func (e EPVM) Score(t api.Task, cands []api.Node) map[string]float64 {
 	scores := make(map[string]float64, len(cands))
-	for _, n := range cands {
-		cost := 0.0
-		cost += marginal(n.AllocatedCpu, t.Cpu, n.Cpu)
-		cost += marginal(float64(n.AllocatedMemory), float64(t.Memory), float64(n.Memory))
-		cost += marginal(float64(n.AllocatedDisk), float64(t.Disk), float64(n.Disk))
-		scores[n.Name] = cost + float64(n.TaskCount)*1e-6
+	for i := range cands {
+		scores[cands[i].Name] = e.cost(&t, &cands[i])
 	}
 	return scores
 }
 
+// cost is t's marginal cost on n, plus its task count as a tie-break.
+func (EPVM) cost(t *api.Task, n *api.Node) float64 {
+	cost := 0.0
+	cost += marginal(n.AllocatedCpu, t.Cpu, n.Cpu)
+	cost += marginal(float64(n.AllocatedMemory), float64(t.Memory), float64(n.Memory))
+	cost += marginal(float64(n.AllocatedDisk), float64(t.Disk), float64(n.Disk))
+	return cost + float64(n.TaskCount)*1e-6
+}
+
 func marginal(used, want, capacity float64) float64 {
-	if capacity <= 0 {
-		return 0
+	if capacity <= 0 || want == 0 {
+		return 0 // nothing asked: no growth (and no math.Pow, twice per resource and worker)
 	}
 	return math.Pow(epvmBase, (used+want)/capacity) - math.Pow(epvmBase, used/capacity)
 }
