@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -107,24 +108,9 @@ func cheapest(c coster, t api.Task, nodes []api.Node, ports HostPortUse) int {
 			svc = n.ServiceTasks[t.Service]
 		}
 		cost := c.cost(&t, n)
-		if best >= 0 {
-			b := &nodes[best]
-			switch {
-			case miss != bMiss:
-				if miss > bMiss {
-					continue
-				}
-			case svc != bSvc:
-				if svc > bSvc {
-					continue
-				}
-			case cost != bCost:
-				if cost > bCost {
-					continue
-				}
-			case n.Name >= b.Name:
-				continue
-			}
+		if best >= 0 && cmp.Or(cmp.Compare(miss, bMiss), cmp.Compare(svc, bSvc), cmp.Compare(cost, bCost),
+			strings.Compare(n.Name, nodes[best].Name)) >= 0 {
+			continue
 		}
 		best, bMiss, bSvc, bCost = i, miss, svc, cost
 	}
