@@ -300,7 +300,8 @@ func (c *ProcCluster) AddWorker(env ...string) *Proc {
 // leader promotes it once it has caught up (cluster/autopilot.go). It is
 // appended to Managers and returned at once, not waited for. Its name is
 // "a1", "a2" … and its address 127.0.0.(100+n) on a cluster with IPs.
-func (c *ProcCluster) AddManager() *Proc {
+// Flags in extra come last, so they override the defaults (--fast=false).
+func (c *ProcCluster) AddManager(extra ...string) *Proc {
 	c.t.Helper()
 	c.added++
 	ip := c.ipOf(100 + c.added)
@@ -312,6 +313,7 @@ func (c *ProcCluster) AddManager() *Proc {
 	if c.ips {
 		p.args = append(p.args, "--source-ip", p.IP)
 	}
+	p.args = append(p.args, extra...)
 	c.Managers = append(c.Managers, p)
 	c.Start(p)
 	return p

@@ -30,6 +30,7 @@ package test
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -78,6 +79,8 @@ type scaleRun struct {
 	Submit    scaleSubmit    `json:"submit"`
 	Memory    scaleMemory    `json:"memory"`
 	Failover  scaleFailover  `json:"failover"`
+	Install   scaleInstall   `json:"fresh_manager_install"`
+	Gossip    scaleGossip    `json:"gossip_bandwidth"`
 	Loss      scaleLoss      `json:"worker_loss"`
 	FDs       scaleFDs       `json:"file_descriptors"`
 	Profile   scaleProfile   `json:"leader_cpu_profile"`
@@ -167,6 +170,10 @@ type scaleMemory struct {
 	RSSPerTaskB   float64           `json:"leader_rss_per_task_bytes"`
 	HeapPerTaskB  float64           `json:"leader_heap_per_task_bytes"`
 	FollowerRSSPB float64           `json:"follower_rss_per_task_bytes"`
+	// SimRSSPerTaskB is the simulated workers' side: the sim processes'
+	// RSS growth over the burst per task (the agents' records, reporter
+	// and runtime; bolt's pages on tmpfs count as they are mapped).
+	SimRSSPerTaskB float64 `json:"sim_rss_per_task_bytes"`
 }
 
 type scaleManagerMem struct {
@@ -186,6 +193,35 @@ type scaleFailover struct {
 	// restart, by the new leader, of a task submitted then that exits as
 	// soon as it starts (placement, start, exit, report and restart).
 	RestartS []float64 `json:"first_restart_s,omitempty"`
+}
+
+// scaleInstall is a manager added to the running cluster with an empty
+// data directory, timed until it serves every task from its own state.
+type scaleInstall struct {
+	TasksStored int     `json:"tasks_stored"`
+	CaughtUpS   float64 `json:"caught_up_s"`
+	// BySnapshot: the new manager's snapshot store held a snapshot once it
+	// had caught up (raft sent it one, rather than its log alone).
+	BySnapshot     bool    `json:"by_snapshot"`
+	SnapshotBytes  int64   `json:"snapshot_bytes,omitempty"`
+	RestoreMs      float64 `json:"fsm_restore_ms,omitempty"`
+	LeaderPersistM float64 `json:"leader_snapshot_persist_ms_mean,omitempty"`
+	// SaveS and SaveBytes: `cube operator snapshot save` (the API's
+	// /snapshot) of the same state, as a backup takes it.
+	SaveS     float64 `json:"backup_save_s"`
+	SaveBytes int     `json:"backup_bytes"`
+}
+
+// scaleGossip is the gossip traffic of the managers' own members over the
+// idle window (no task placed), from memberlist's byte counters: what one
+// member of a pool of Members sends and receives.
+type scaleGossip struct {
+	Members    int     `json:"members"`
+	Seconds    float64 `json:"seconds"`
+	UDPSentBps float64 `json:"udp_sent_bytes_per_s"`
+	UDPRecvBps float64 `json:"udp_received_bytes_per_s"`
+	TCPSentBps float64 `json:"tcp_sent_bytes_per_s"`
+	Error      string  `json:"error,omitempty"`
 }
 
 type scaleLoss struct {
@@ -315,12 +351,15 @@ func TestScale(t *testing.T) {
 	s.start()
 	cl := s.c.ClientOf(api.ClientOptions{Timeout: 30 * time.Second, RetryFor: 30 * time.Second})
 	s.fds()
-	memBefore := s.memory()
+	memBefore, simBefore := s.memory(), s.simRSS()
 	s.placement(cl)
-	memAfter := s.memory()
+	memAfter, simAfter := s.memory(), s.simRSS()
 	s.memoryReport(memBefore, memAfter)
+	s.run.Memory.SimRSSPerTaskB = math.Round(float64(simAfter-simBefore) / float64(s.run.Params.Tasks))
+	s.say("memory: the sim processes' RSS %.1f → %.1f MiB (%s per task)", float64(simBefore)/(1<<20), float64(simAfter)/(1<<20), bytesStr(s.run.Memory.SimRSSPerTaskB))
 	s.submitLatency()
 	s.failover()
+	s.install()
 	s.workerLoss(cl)
 	s.check()
 
@@ -440,12 +479,14 @@ func (s *scale) start() {
 	stable := time.Now()
 	simProf := s.profile(s.c.Sims[0].Proc, 5)
 	ms, ss, m0 := cpuOf(s.c.Managers...), cpuOf(s.simProcs()...), machineCPU()
+	g0 := s.gossipBytes()
 	for time.Since(stable) < 10*time.Second {
 		if alive := s.alive(cl); alive < p.Workers {
 			s.say("join: %d of %d alive again; waiting for 10 s without a change", alive, p.Workers)
 			s.waitAlive(cl, p.Workers, t0)
 			stable = time.Now()
 			ms, ss, m0 = cpuOf(s.c.Managers...), cpuOf(s.simProcs()...), machineCPU()
+			g0 = s.gossipBytes()
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
@@ -456,6 +497,7 @@ func (s *scale) start() {
 	j.IdleSimCPU = round3((cpuOf(s.simProcs()...) - ss) / secs)
 	j.IdleMachineCPU = round3((machineCPU() - m0) / secs)
 	s.say("idle: CPU per second with no task: managers %.2f, sim processes %.2f, machine %.2f (of %d)", j.IdleManagersCPU, j.IdleSimCPU, j.IdleMachineCPU, s.run.Machine.CPUs)
+	s.gossipReport(g0, s.gossipBytes(), secs)
 	s.run.SimIdleProfile = <-simProf
 	s.c.WaitReady(p.Workers) // and every manager takes the token
 }
@@ -636,6 +678,15 @@ func (s *scale) memory() []scaleManagerMem {
 		out = append(out, scaleManagerMem{Name: m.Name, Leader: m == leader, RSSBefore: procRSS(pidOf(m)), HeapBefore: heap})
 	}
 	return out
+}
+
+// simRSS sums the RSS of the running sim processes.
+func (s *scale) simRSS() int64 {
+	var sum int64
+	for _, p := range s.simProcs() {
+		sum += procRSS(pidOf(p))
+	}
+	return sum
 }
 
 func (s *scale) memoryReport(before, after []scaleManagerMem) {
@@ -1098,8 +1149,8 @@ func (s *scale) firstRestart(cl *api.Client) (time.Duration, bool) {
 }
 
 // waitCaughtUp waits until a restarted manager serves the cluster's tasks
-// from its own state.
-func (s *scale) waitCaughtUp(m *Proc) {
+// from its own state, and returns how many that is.
+func (s *scale) waitCaughtUp(m *Proc) int {
 	t0 := time.Now()
 	want := func() int {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -1123,7 +1174,131 @@ func (s *scale) waitCaughtUp(m *Proc) {
 		}
 		return nil
 	})
-	s.say("failover: %s restarted and caught up (%d tasks) in %.1f s", m.Name, want, time.Since(t0).Seconds())
+	s.say("%s caught up (%d tasks) in %.1f s", m.Name, want, time.Since(t0).Seconds())
+	return want
+}
+
+// gossipCounters are memberlist's byte counters of every manager, summed.
+type gossipCounters struct {
+	udpSent, udpRecv, tcpSent float64
+	err                       error
+}
+
+// gossipBytes sums memberlist's byte counters over the managers' /metrics.
+func (s *scale) gossipBytes() gossipCounters {
+	var g gossipCounters
+	for _, m := range s.c.Managers {
+		text, err := s.metrics(m)
+		if err != nil {
+			g.err = err
+			return g
+		}
+		for _, c := range []struct {
+			series string
+			to     *float64
+		}{{"cube_memberlist_udp_sent", &g.udpSent}, {"cube_memberlist_udp_received", &g.udpRecv}, {"cube_memberlist_tcp_sent", &g.tcpSent}} {
+			v, _ := metricValue(text, c.series) // absent: none sent yet
+			*c.to += v
+		}
+	}
+	return g
+}
+
+// gossipReport records the managers' gossip traffic per member and second.
+func (s *scale) gossipReport(a, b gossipCounters, secs float64) {
+	g := &s.run.Gossip
+	g.Members, g.Seconds = s.run.Params.Workers+s.run.Params.Managers, round2(secs)
+	if err := cmp.Or(a.err, b.err); err != nil {
+		g.Error = err.Error()
+		s.say("gossip: not measured: %v", err)
+		return
+	}
+	per := float64(len(s.c.Managers)) * secs
+	g.UDPSentBps = math.Round((b.udpSent - a.udpSent) / per)
+	g.UDPRecvBps = math.Round((b.udpRecv - a.udpRecv) / per)
+	g.TCPSentBps = math.Round((b.tcpSent - a.tcpSent) / per)
+	s.say("gossip: a manager's member of %d sends %s/s and receives %s/s over UDP, sends %s/s over TCP (push-pull)",
+		g.Members, bytesStr(g.UDPSentBps), bytesStr(g.UDPRecvBps), bytesStr(g.TCPSentBps))
+}
+
+// metrics returns manager m's /metrics text.
+func (s *scale) metrics(m *Proc) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.c.URL(m, "/metrics"), nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := s.c.HTTPClient().Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET /metrics of %s: %s: %.200s", m.Name, resp.Status, body)
+	}
+	return string(body), nil
+}
+
+// install takes a backup of the whole state through the API, then adds a
+// manager with an empty data directory and times until it serves every
+// task from its own state: the snapshot raft sends it, its size, and the
+// time its FSM took to restore it (raft's own metric on the new manager).
+func (s *scale) install() {
+	in := &s.run.Install
+	cl := s.c.ClientOf(api.ClientOptions{Timeout: 5 * time.Minute, RetryFor: 30 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t0 := time.Now()
+	file, err := cl.SaveSnapshot(ctx)
+	cancel()
+	if err != nil {
+		s.run.Notes = append(s.run.Notes, "install: the backup could not be taken: "+err.Error())
+	} else {
+		in.SaveS, in.SaveBytes = round3(time.Since(t0).Seconds()), len(file)
+		s.say("install: a backup of the state (cube operator snapshot save) took %.2f s, %s", in.SaveS, bytesStr(float64(in.SaveBytes)))
+	}
+	leader := s.c.LeaderProc()
+	var extra []string
+	if s.run.Params.ManagerProfile == "lan" {
+		extra = append(extra, "--fast=false")
+	}
+	t0 = time.Now()
+	m := s.c.AddManager(extra...)
+	in.TasksStored = s.waitCaughtUp(m)
+	in.CaughtUpS = round2(time.Since(t0).Seconds())
+	metas, _ := filepath.Glob(filepath.Join(m.Data, "raft", "snapshots", "*", "meta.json"))
+	for _, f := range metas {
+		var meta struct{ Size int64 }
+		if data, err := os.ReadFile(f); err == nil && json.Unmarshal(data, &meta) == nil {
+			in.BySnapshot, in.SnapshotBytes = true, max(in.SnapshotBytes, meta.Size)
+		}
+	}
+	if text, err := s.metrics(m); err == nil {
+		in.RestoreMs = round2(summaryMean(text, "cube_raft_fsm_restore"))
+	}
+	if text, err := s.metrics(leader); err == nil {
+		in.LeaderPersistM = round2(summaryMean(text, "cube_raft_snapshot_persist"))
+	}
+	how := "from the log alone (no snapshot sent)"
+	if in.BySnapshot {
+		how = fmt.Sprintf("by a snapshot of %s, restored in %.0f ms", bytesStr(float64(in.SnapshotBytes)), in.RestoreMs)
+	}
+	s.say("install: a new manager %s caught up with %d tasks in %.2f s, %s", m.Name, in.TasksStored, in.CaughtUpS, how)
+}
+
+// summaryMean is a go-metrics summary's mean (its _sum over its _count)
+// in a /metrics text; 0 if it has none.
+func summaryMean(text, name string) float64 {
+	sum, ok1 := metricValue(text, name+"_sum")
+	n, ok2 := metricValue(text, name+"_count")
+	if !ok1 || !ok2 || n == 0 {
+		return 0
+	}
+	return sum / n
 }
 
 // workerLoss kills the last sim process and times until its workers are
@@ -1293,7 +1468,7 @@ func renderScale(dir string) error {
 	var b strings.Builder
 	b.WriteString(scaleGenBegin + "\n")
 	b.WriteString("One row per run of `make scale`, smallest first. Times are wall-clock on the benchmark's monotonic clock; CPU is the processes' user+system time from /proc.\n\n")
-	b.WriteString("| run (UTC) | commit | managers | workers (processes; gossip) | tasks | idle CPU/s: managers, sims (machine) | burst → all Running | placements/s | leader CPU per placement | submit p50 / p99 (clients; writes/s) | leader kill → write accepted, median / max (n); a crashing task submitted then → first restart | 10 % of workers killed → dead / tasks Running elsewhere | leader RSS / heap per task | fds per sim worker | every task Running once |\n")
+	b.WriteString("| run (UTC) | commit | managers | workers (processes; gossip) | tasks | idle CPU/s: managers, sims (machine) | burst → all Running | placements/s | leader CPU per placement | submit p50 / p99 (clients; writes/s) | leader kill → write accepted, median / max (n); a crashing task submitted then → first restart | 10 % of workers killed → dead / tasks Running elsewhere | leader RSS / heap per task; sim workers' RSS per task | fds per sim worker | every task Running once |\n")
 	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, i := range order {
 		r, name := runs[i], names[i]
@@ -1339,9 +1514,10 @@ func renderScale(dir string) error {
 			or(sb.N > 0, fmt.Sprintf("%.1f / **%.1f ms** (%d; %.0f/s)", sb.P50Ms, sb.P99Ms, sb.Clients, sb.WritesPerS)),
 			or(len(fo.TrialsS) > 0, fmt.Sprintf("%.3f / **%.3f s** (%d)%s", fo.MedianS, fo.MaxS, len(fo.TrialsS), restartCell(fo.RestartS))),
 			loss,
-			or(len(mem.Managers) > 0, bytesStr(mem.RSSPerTaskB)+" / "+bytesStr(mem.HeapPerTaskB)),
+			or(len(mem.Managers) > 0, bytesStr(mem.RSSPerTaskB)+" / "+bytesStr(mem.HeapPerTaskB)+simMemCell(mem.SimRSSPerTaskB)),
 			r.FDs.PerSimWorker, check)
 	}
+	writeTransferTable(&b, runs, names, order)
 	b.WriteString("\nMachine and load of each run:\n\n")
 	for _, i := range order {
 		r := runs[i]
@@ -1401,6 +1577,46 @@ func renderScale(dir string) error {
 	return os.WriteFile(path, []byte(text), 0o644)
 }
 
+// writeTransferTable adds the runs that measured gossip traffic or a new
+// manager's install (the measures added last).
+func writeTransferTable(b *strings.Builder, runs []scaleRun, names []string, order []int) {
+	var rows []int
+	for _, i := range order {
+		if runs[i].Gossip.Seconds > 0 || runs[i].Install.CaughtUpS > 0 {
+			rows = append(rows, i)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	b.WriteString("\nState transfer and gossip. Gossip: the managers' own members over the idle window, memberlist's byte counters (sent after encryption), per member and second. Backup: `cube operator snapshot save` of the whole state. New manager: added with an empty data directory, until it serves every task from its own state; the snapshot raft sent it (its store's size) and its FSM's restore time (raft's `fsm.restore`).\n\n")
+	b.WriteString("| run (UTC) | workers | tasks stored | gossip members | a member's UDP out / in, TCP out | backup: time (size) | new manager caught up | how (snapshot size; restore) | leader's snapshot persist (mean) |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, i := range rows {
+		r, g, in := runs[i], runs[i].Gossip, runs[i].Install
+		gossip := "—"
+		if g.Seconds > 0 && g.Error == "" {
+			gossip = fmt.Sprintf("%s/s / %s/s, %s/s", bytesStr(g.UDPSentBps), bytesStr(g.UDPRecvBps), bytesStr(g.TCPSentBps))
+		}
+		backup, caught, how, persist := "—", "—", "—", "—"
+		if in.SaveBytes > 0 {
+			backup = fmt.Sprintf("%.2f s (%s)", in.SaveS, bytesStr(float64(in.SaveBytes)))
+		}
+		if in.CaughtUpS > 0 {
+			caught = fmt.Sprintf("**%.2f s**", in.CaughtUpS)
+			how = "log replay"
+			if in.BySnapshot {
+				how = fmt.Sprintf("snapshot %s; %.0f ms", bytesStr(float64(in.SnapshotBytes)), in.RestoreMs)
+			}
+		}
+		if in.LeaderPersistM > 0 {
+			persist = fmt.Sprintf("%.0f ms", in.LeaderPersistM)
+		}
+		fmt.Fprintf(b, "| [%s](results/%s) | %d | %d | %d | %s | %s | %s | %s | %s |\n",
+			r.Started.Format("2006-01-02 15:04"), names[i], r.Params.Workers, in.TasksStored, g.Members, gossip, backup, caught, how, persist)
+	}
+}
+
 // profileBody drops pprof's header (file, build ID, time) and keeps the
 // sample line and the table.
 func profileBody(top []string) []string {
@@ -1420,6 +1636,14 @@ func bytesStr(v float64) string {
 		return fmt.Sprintf("%.1f KiB", v/(1<<10))
 	}
 	return fmt.Sprintf("%.0f B", v)
+}
+
+// simMemCell is the memory cell's part on the simulated workers' side.
+func simMemCell(v float64) string {
+	if v == 0 {
+		return ""
+	}
+	return "; sims " + bytesStr(v)
 }
 
 // restartCell is the failover cell's part on the new leader's first
