@@ -1197,11 +1197,31 @@ func (s *scale) gossipBytes() gossipCounters {
 			series string
 			to     *float64
 		}{{"cube_memberlist_udp_sent", &g.udpSent}, {"cube_memberlist_udp_received", &g.udpRecv}, {"cube_memberlist_tcp_sent", &g.tcpSent}} {
-			v, _ := metricValue(text, c.series) // absent: none sent yet
-			*c.to += v
+			*c.to += metricSum(text, c.series) // absent: none sent yet
 		}
 	}
 	return g
+}
+
+// metricSum sums every series of a metric in a /metrics text, whatever
+// its labels (memberlist's carry the member's name).
+func metricSum(text, name string) float64 {
+	var sum float64
+	for _, l := range strings.Split(text, "\n") {
+		rest, ok := strings.CutPrefix(l, name)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		if i := strings.LastIndexByte(rest, '}'); i >= 0 {
+			rest = rest[i+1:]
+		}
+		if f := strings.Fields(rest); len(f) > 0 {
+			if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+				sum += v
+			}
+		}
+	}
+	return sum
 }
 
 // gossipReport records the managers' gossip traffic per member and second.
