@@ -390,6 +390,17 @@ type GossipConfig struct {
 	// bench/scale/SCALE.md) for bandwidth that a LAN rarely lacks.
 	NoCompression bool
 
+	// PollRoles, if set, limits the pool's polling of member states to
+	// members of these roles. Memberlist signals some changes with no event
+	// (a member suspected, or alive again after a suspicion), so the pool
+	// re-reads the state of every member a few times a second: on each of
+	// N members that is N reads per poll, N² in the pool. Joins, deaths,
+	// departures and meta changes still arrive as events from every member
+	// (a death or departure is then read once, to tell which it was); a
+	// suspicion of a member not polled is not seen.
+	// A worker polls only the managers: it never looks at another worker.
+	PollRoles []Role
+
 	// ReconnectTimeout is how long a dead node keeps being tried.
 	ReconnectTimeout time.Duration
 

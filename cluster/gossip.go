@@ -175,8 +175,10 @@ type Pool struct {
 	nextSub   uint64
 	changes   <-chan struct{}
 
-	// joinRounds counts rounds of seed joins, for tests.
-	joinRounds atomic.Int64
+	// joinRounds counts rounds of seed joins, for tests; refreshes and
+	// polled count refreshes and the member states they read.
+	joinRounds        atomic.Int64
+	refreshes, polled atomic.Int64
 
 	kick   chan struct{} // capacity 1: wakes watch
 	stopCh chan struct{}
@@ -594,6 +596,9 @@ func (p *Pool) refresh() {
 	p.mu.Lock()
 	queries := make([]query, 0, len(p.members))
 	for name, m := range p.members {
+		if !m.down && len(p.cfg.PollRoles) > 0 && !slices.Contains(p.cfg.PollRoles, m.meta.Role) {
+			continue // not polled; a death or departure is still read once its event came
+		}
 		if !m.gone && (!m.down || !m.classified) {
 			queries = append(queries, query{name, m.gen})
 		}
@@ -605,6 +610,8 @@ func (p *Pool) refresh() {
 		ok    bool
 	}
 	results := make([]result, len(queries))
+	p.refreshes.Add(1)
+	p.polled.Add(int64(len(queries)))
 	for i, q := range queries {
 		results[i].state, results[i].ok = nodeState(p.ml, q.name)
 	}

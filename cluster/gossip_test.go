@@ -410,3 +410,45 @@ func TestPool_CompressionOffAndOnInterwork(t *testing.T) {
 		})
 	}
 }
+
+// A pool with PollRoles (a worker's: managers only) reads the state of no
+// other member on its polls, and still sees every member's death and
+// departure, which arrive as events; a pool without it polls everyone.
+func TestPool_PollRolesReadsOnlyThoseRolesAndStillSeesDeaths(t *testing.T) {
+	tp := newTestPools(t)
+	m := tp.startWith("m", 0, func(c *GossipConfig) { c.Meta.Role = RoleManager })
+	w := tp.startWith("w", 0, func(c *GossipConfig) { c.PollRoles = []Role{RoleManager} }, m.LocalAddr())
+	all := tp.start("all", 0, m.LocalAddr())
+	x := tp.start("x", 0, m.LocalAddr())
+	z := tp.start("z", 0, m.LocalAddr())
+	for _, name := range []string{"m", "w", "all", "x", "z"} {
+		testkit.WaitFor(t, 10*time.Second, "every pool to see "+name+" alive", stateIs(name, StateAlive, m, w, all, x, z))
+	}
+
+	// Steady state: w reads the manager's state alone on each poll; a pool
+	// without PollRoles reads all five members'.
+	r0, p0, ra0, pa0 := w.refreshes.Load(), w.polled.Load(), all.refreshes.Load(), all.polled.Load()
+	time.Sleep(time.Second)
+	refreshes, polled := w.refreshes.Load()-r0, w.polled.Load()-p0
+	if refreshes < 3 || polled > refreshes {
+		t.Errorf("w: %d member states read in %d refreshes, want at most one each (the manager)", polled, refreshes)
+	}
+	if ra, pa := all.refreshes.Load()-ra0, all.polled.Load()-pa0; ra < 3 || pa < 5*ra {
+		t.Errorf("a pool without PollRoles: %d member states read in %d refreshes, want five each", pa, ra)
+	}
+
+	// A worker that dies, one that leaves: w tells them apart as everyone.
+	if err := z.Leave(2 * time.Second); err != nil {
+		t.Fatalf("Leave z: %v", err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "w and all to see z left", stateIs("z", StateLeft, w, all))
+	if err := x.Shutdown(); err != nil {
+		t.Fatalf("Shutdown x: %v", err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "w and all to see x dead", stateIs("x", StateDead, w, all))
+	// And the manager's death.
+	if err := m.Shutdown(); err != nil {
+		t.Fatalf("Shutdown m: %v", err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "w and all to see m dead", stateIs("m", StateDead, w, all))
+}

@@ -327,6 +327,9 @@ func (a *Agent) joinPool(httpBound net.Addr) error {
 		return err
 	}
 	g.KeyringFile = filepath.Join(a.cfg.Worker.DataDir, cluster.KeyringFileName)
+	// A worker looks only at the managers (Ready, reports' routes): it
+	// polls no other worker's state (cluster.GossipConfig.PollRoles).
+	g.PollRoles = []cluster.Role{cluster.RoleManager}
 	g.Meta = cluster.Meta{Role: cluster.RoleWorker, API: cluster.WithPort(httpAdv, httpBound), Cpu: cpu, Memory: mem, Disk: disk,
 		Allows: a.cfg.Worker.AllowTokens(), Labels: a.cfg.Labels}
 	if a.pool, err = cluster.NewPool(g); err != nil {
