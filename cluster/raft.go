@@ -256,6 +256,10 @@ func NewRaft(cfg RaftConfig, fsm raft.FSM) (_ *Raft, err error) {
 	r.wg.Add(2)
 	go r.forwardLeadership()
 	go r.watchHeartbeats()
+	if s, ok := fsm.(StateSizer); ok {
+		r.wg.Add(1)
+		go r.followStateSize(s)
+	}
 	return r, nil
 }
 

@@ -785,6 +785,15 @@ func (f *FSM) Nodes() []api.Node {
 	return out
 }
 
+// StateSize is how many items the state holds, each about one log entry's
+// worth (tasks, workers, services, tokens): raft's snapshot threshold
+// follows it (cluster.StateSizer).
+func (f *FSM) StateSize() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.tasks) + len(f.workers) + len(f.services) + len(f.tokens.byAccessor)
+}
+
 // AppliedIndex is the index of the last log entry applied.
 func (f *FSM) AppliedIndex() uint64 {
 	f.mu.RLock()

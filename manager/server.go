@@ -272,6 +272,9 @@ func NewServer(cfg ServerConfig) (_ *Server, err error) {
 	if err := os.MkdirAll(rcfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
+	// s.fsm is a cluster.StateSizer: the snapshot threshold follows the
+	// state's size (cluster/snapshotsize.go).
+	var _ cluster.StateSizer = s.fsm
 	if s.raft, err = cluster.NewRaft(rcfg, s.fsm); err != nil {
 		return nil, err
 	}
