@@ -282,10 +282,7 @@ func (h *managerHandler) listTasks(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	if tasks == nil {
-		tasks = []Task{}
-	}
-	writeJSON(w, http.StatusOK, tasksFor(r.Context(), tasks))
+	writeJSONList(w, http.StatusOK, tasksFor(r.Context(), tasks))
 }
 
 func (h *managerHandler) getTask(w http.ResponseWriter, r *http.Request) {
