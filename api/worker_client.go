@@ -21,7 +21,18 @@ type WorkerClient struct {
 	hc      *http.Client
 	scheme  string // of addresses given without one: https with TLS
 	timeout time.Duration
+	// inflight holds a slot per request/response call in flight (not the
+	// log streams of Logs), workerCallsInFlight in all.
+	inflight chan struct{}
 }
+
+// workerCallsInFlight bounds the calls a WorkerClient has in flight at
+// once, to all workers together; more wait for a slot (within their
+// context). A new leader's first pass over 100,000 tasks started one call
+// per task needing a worker: 6,000–14,000 goroutines runnable at once on
+// two cores, and raft's heartbeats waited behind them past the 100 ms
+// lease of the fast profile, election after election (bench/scale/SCALE.md).
+const workerCallsInFlight = 64
 
 // NewWorkerClient returns a worker client whose requests each take at most
 // timeout (DefaultRequestTimeout when timeout ≤ 0).
@@ -93,9 +104,10 @@ func NewWorkerClientTLS(timeout time.Duration, sourceIP string, cfg *tls.Config)
 		t.MaxConnsPerHost = workerDialsPerHost
 	}
 	c := &WorkerClient{
-		hc:      &http.Client{Transport: t},
-		scheme:  "http",
-		timeout: timeout,
+		hc:       &http.Client{Transport: t},
+		scheme:   "http",
+		timeout:  timeout,
+		inflight: make(chan struct{}, workerCallsInFlight),
 	}
 	if cfg != nil {
 		c.scheme = "https"
@@ -226,6 +238,12 @@ func (c *WorkerClient) do(ctx context.Context, addr, method, path string, body [
 	base, err := normalizeAddr(withScheme(c.scheme, addr))
 	if err != nil {
 		return 0, err
+	}
+	select {
+	case c.inflight <- struct{}{}:
+		defer func() { <-c.inflight }()
+	case <-ctx.Done():
+		return 0, fmt.Errorf("%s %s: waiting for one of %d calls to workers in flight: %w", method, base+path, workerCallsInFlight, ctx.Err())
 	}
 	ans, err := roundTrip(ctx, c.hc, c.timeout, method, base+path, body)
 	if err != nil {
