@@ -54,6 +54,17 @@ func AddBytes(a, b int64) int64 {
 	return a + b
 }
 
+// AddCPU adds b cores to a, both counted in whole nanocores (0.1 + 0.2
+// is 0.3, not 0.30000000000000004): the managers' allocation sums are kept
+// that way (fsm.Nodes), so a sum built by adding tasks one at a time is
+// the same number whatever the order, and equals the one the state holds.
+func AddCPU(a, b float64) float64 {
+	return float64(NanoCPU(a)+NanoCPU(b)) / 1e9
+}
+
+// NanoCPU is c cores in whole nanocores.
+func NanoCPU(c float64) int64 { return int64(math.Round(c * 1e9)) }
+
 // Restart policies Cube understands.
 var restartPolicies = map[string]bool{"": true, "no": true, "on-failure": true, "always": true, "unless-stopped": true}
 

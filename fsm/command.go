@@ -97,6 +97,15 @@ var commands = map[CmdType]command{
 	CmdSetHealth: row("set-health", (*FSM).setHealthLocked),
 }
 
+// taskCommands change tasks only (each change noted where the task is
+// stored); any other command that changes the state makes the leader's
+// next pass read everything (FSM.TakeChanges).
+var taskCommands = map[CmdType]bool{
+	CmdSubmitTask: true, CmdAssignTask: true, CmdReportTask: true, CmdStopTask: true,
+	CmdPendingNote: true, CmdRestartTask: true, CmdRequeueTask: true, CmdGiveUpTask: true,
+	CmdSetHealth: true, CmdCollectGarbage: true, // its removed workers note their own change (gc.go)
+}
+
 // byGoType maps each command struct to its type byte: the reverse of
 // commands, for Encode and ApplyCommand, which are given a struct.
 var byGoType = indexByGoType(commands)

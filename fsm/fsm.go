@@ -65,6 +65,10 @@ type FSM struct {
 	// in place.
 	services map[string]api.Service
 	applied  uint64
+	// alloc sums, per worker name, the tasks placed there; changes lists
+	// the tasks changed since the leader's loop last asked (changes.go).
+	alloc   map[string]*allocation
+	changes changes
 
 	changed chan struct{}
 	feed    *feed
@@ -136,6 +140,8 @@ func NewWith(o Options) *FSM {
 		workers:     make(map[string]api.Node),
 		tokens:      newTokenTable(),
 		services:    make(map[string]api.Service),
+		alloc:       make(map[string]*allocation),
+		changes:     changes{all: true},
 		changed:     make(chan struct{}, 1),
 		feed:        newFeed(DefaultFeedSize),
 		limit:       o.MaxCommand,
@@ -163,6 +169,8 @@ func (f *FSM) Stalled() error {
 
 // deleteLocked removes a task from the state and its indexes.
 func (f *FSM) deleteLocked(id uuid.UUID) {
+	f.allocLocked(f.tasks[id], -1)
+	f.changes.task(id)
 	delete(f.tasks, id)
 	delete(f.live, id)
 	delete(f.unconfirmed, id)
@@ -231,6 +239,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	default:
 		f.applied = l.Index
 		res = c.apply(f, cmd)
+		f.noteChangeLocked(CmdType(l.Data[0]), res)
 	}
 	stalled := f.stall != nil // this entry stalled it
 	f.mu.Unlock()
@@ -307,7 +316,18 @@ func (f *FSM) applyLocked(cmd any) *Result {
 	if !ok {
 		return notACommand(cmd)
 	}
-	return commands[t].apply(f, cmd)
+	res := commands[t].apply(f, cmd)
+	f.noteChangeLocked(t, res)
+	return res
+}
+
+// noteChangeLocked notes, for TakeChanges, a change that is not only
+// tasks': a worker's record, a service, a token. Tasks note their own
+// changes where they are stored.
+func (f *FSM) noteChangeLocked(t CmdType, res *Result) {
+	if res != nil && res.Changed && !taskCommands[t] {
+		f.changes.everything()
+	}
 }
 
 func (f *FSM) taskLocked(id uuid.UUID) (api.Task, error) {
@@ -749,38 +769,22 @@ func (f *FSM) Workers() map[string]api.Node {
 	return out
 }
 
-// Nodes returns every worker, by name, with its allocation derived from the
-// tasks placed on it (Scheduled or Running).
+// Nodes returns every worker, by name, with its allocation: the sums of
+// the tasks placed on it (Scheduled or Running), kept up to date as tasks
+// change (changes.go), so this costs the workers, not the tasks.
 func (f *FSM) Nodes() []api.Node {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	out := make([]api.Node, 0, len(f.workers))
-	idx := make(map[string]int, len(f.workers))
 	names := make([]string, 0, len(f.workers))
 	for name := range f.workers {
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	out := make([]api.Node, 0, len(f.workers))
 	for _, name := range names {
-		idx[name] = len(out)
-		out = append(out, f.workers[name])
-	}
-	for id := range f.live {
-		t := f.tasks[id]
-		i, ok := idx[t.Worker]
-		if !ok || (t.State != api.Scheduled && t.State != api.Running) {
-			continue
-		}
-		out[i].AllocatedCpu += t.Cpu
-		out[i].AllocatedMemory = api.AddBytes(out[i].AllocatedMemory, t.Memory)
-		out[i].AllocatedDisk = api.AddBytes(out[i].AllocatedDisk, t.Disk)
-		out[i].TaskCount++
-		if t.Service != "" {
-			if out[i].ServiceTasks == nil {
-				out[i].ServiceTasks = map[string]int{}
-			}
-			out[i].ServiceTasks[t.Service]++
-		}
+		n := f.workers[name]
+		f.alloc[name].fill(&n)
+		out = append(out, n)
 	}
 	return out
 }
@@ -914,6 +918,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.tasks, f.live, f.unconfirmed, f.workers, f.tokens, f.services = tasks, live, unconfirmed, workers, tokens, services
+	f.rebuildAllocLocked()
+	f.changes.everything()
 	f.stall = nil
 	f.mu.Unlock()
 	// The changes a subscriber read no longer lead to this state; the feed

@@ -26,6 +26,7 @@ func (f *FSM) collectGarbageLocked(c CollectGarbage) *Result {
 				continue
 			}
 			delete(f.workers, name)
+			f.changes.everything()
 			res.Collected.Workers++
 			// A task given up on at this worker can no longer be confirmed
 			// by it; should the worker come back with the container, the

@@ -29,6 +29,9 @@ func (f *FSM) putLocked(t api.Task, at time.Time, why string) api.Task {
 	// the stored copy (LiveTaskRefs, a snapshot being written) keep the
 	// task as it was when they read it.
 	stored := t
+	f.allocLocked(p, -1)
+	f.allocLocked(&stored, 1)
+	f.changes.task(t.ID)
 	f.tasks[t.ID] = &stored
 	if t.Finished() {
 		delete(f.live, t.ID)

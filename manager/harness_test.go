@@ -472,9 +472,27 @@ func (h *harness) reset() {
 }
 
 // pass runs one reconcile pass and settles what it started.
+//
+// It is a full pass, reading every live task, as a pass is every Tick:
+// the decisions the tests check are the same either way, and the ones
+// made from time (back-offs, rechecks, rollouts' waits) come only from
+// full passes. changesPass runs a pass over the changed tasks alone.
 func (h *harness) pass() {
+	h.l.plan.fullEnd = time.Time{}
 	h.l.reconcile(h.ctx)
 	h.settle()
+}
+
+// changesPass runs one pass as the loop does right after a full one: over
+// the tasks changed since, unless something calls for a full pass. It
+// reports whether the pass was full.
+func (h *harness) changesPass() bool {
+	if h.l.plan.fullEnd.IsZero() {
+		h.l.plan.fullEnd, h.l.plan.fullCost = time.Now(), time.Millisecond
+	}
+	full := h.l.reconcile(h.ctx)
+	h.settle()
+	return full
 }
 
 // poll runs one poll of every live worker and settles what it started.

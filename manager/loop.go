@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -52,6 +53,8 @@ type loop struct {
 	// blocked remembers the Pending tasks that fit nowhere, tried again
 	// only when the workers change (blocked.go).
 	blocked map[uuid.UUID]blockedMark
+	// plan decides which passes read every live task (passes.go).
+	plan passPlan
 	// svcBackoff spaces out replacements of failed service tasks (services.go).
 	svcBackoff map[string]*svcBackoff
 	// batchSeen is when this leader first saw each service's current
@@ -140,16 +143,26 @@ func (l *loop) run(ctx context.Context) {
 	l.startGC(ctx)
 	tick := time.NewTicker(l.m.cfg.Tick)
 	defer tick.Stop()
+	owed := time.NewTimer(time.Hour) // an owed full pass put off (passes.go)
+	owed.Stop()
+	defer owed.Stop()
 	for {
 		start := time.Now()
-		l.reconcile(ctx)
-		l.rest(ctx, time.Since(start))
+		if !l.reconcile(ctx) {
+			// Full passes are spaced out by their cost instead (passes.go).
+			l.rest(ctx, time.Since(start))
+		}
+		if d := l.plan.deferFor(time.Now()); d > 0 {
+			owed.Reset(d)
+		}
 		select {
 		case <-ctx.Done():
 			return
+		case <-owed.C:
 		case <-tick.C:
 		case <-l.m.fsm.Changed():
 		case <-l.m.cfg.GossipChanges:
+			l.plan.owed = true // a worker's liveness reads all its tasks
 		case o := <-l.opDone:
 			l.takeBack(ctx, o)
 		case r := <-l.healthCh:
@@ -235,6 +248,7 @@ func (l *loop) opFinished(ctx context.Context, o *op) {
 	if l.ops[o.id] == o {
 		delete(l.ops, o.id)
 	}
+	l.plan.opEnded(o.id)
 	switch o.kind {
 	case opDispatch:
 		if o.ok {
@@ -251,28 +265,49 @@ func (l *loop) opFinished(ctx context.Context, o *op) {
 // reconcile is one pass: bring the replicated worker list in line with
 // gossip, place Pending tasks, make sure every placement and stop is being
 // carried out, and now and then poll the workers.
-func (l *loop) reconcile(ctx context.Context) {
+func (l *loop) reconcile(ctx context.Context) (full bool) {
 	if ctx.Err() != nil || !l.m.raft.IsLeader() {
-		return
+		return false
 	}
-	defer l.m.metrics.pass(time.Now())
+	start := time.Now()
+	defer l.m.metrics.pass(start)
 	l.syncWorkers(ctx)
+	ids, all := l.m.fsm.TakeChanges()
 	nodes := l.m.fsm.Nodes()
-	// Only the tasks that are not finished: a pass costs what runs, not
-	// the finished tasks kept until garbage collection removes them.
-	tasks := l.m.fsm.LiveTaskRefs()
+	fp := capacityPrint(nodes)
+	// A full pass reads every live task; the others only those changed
+	// since the last pass (passes.go). Only the tasks that are not
+	// finished either way: a pass costs what runs, not the finished tasks
+	// kept until garbage collection removes them.
+	full = l.plan.full(start, l.m.cfg.Tick, all, fp, len(l.blocked) > 0)
+	var tasks []*api.Task
+	if !full {
+		tasks = l.m.fsm.LiveTaskRefsOf(l.plan.changed(ids))
+		if slices.ContainsFunc(tasks, needsAll) {
+			l.plan.owed = true
+			if full = l.plan.full(start, l.m.cfg.Tick, false, fp, false); !full {
+				tasks = slices.DeleteFunc(tasks, needsAll) // in the owed full pass
+			}
+		}
+	}
+	// Host ports held per worker, kept up to date through the pass as
+	// restarts, placements and moves take them. A pass over changes holds
+	// no task asking static ones, so it needs none.
+	ports := HostPortUse{}
+	if full {
+		l.m.metrics.fullPasses.Inc()
+		tasks = l.m.fsm.LiveTaskRefs()
+		ports = l.usedPorts(tasks)
+	}
 	byName := make(map[string]api.Node, len(nodes))
 	for _, n := range nodes {
 		byName[n.Name] = n
 	}
-	// Host ports held per worker, kept up to date through the pass as
-	// restarts, placements and moves take them.
-	ports := l.usedPorts(tasks)
-	fp, now := capacityPrint(nodes), time.Now()
+	now := time.Now()
 	var pending, drained []api.Task
 	for _, tp := range tasks {
 		if ctx.Err() != nil {
-			return
+			return full
 		}
 		t := *tp
 		if len(l.recovering) > 0 {
@@ -305,12 +340,18 @@ func (l *loop) reconcile(ctx context.Context) {
 	}
 	l.placeAll(ctx, pending, nodes, ports)
 	l.moveOff(ctx, drained, nodes, ports)
+	l.plan.print = capacityPrint(nodes)
+	if !full {
+		return false
+	}
 	l.reconcileServices(ctx, tasks)
 	l.checker.Sync(l.healthSpecs(tasks, nodes))
 	l.prune(tasks)
 	if !l.polling && time.Since(l.lastPoll) >= l.m.cfg.PollInterval {
 		l.startPoll(ctx, nodes, tasks)
 	}
+	l.plan.fullDone(start)
+	return true
 }
 
 // startGC runs the periodic garbage collection, every GCInterval, on a

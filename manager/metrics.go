@@ -24,6 +24,7 @@ type metrics struct {
 	crashToRunning prometheus.Histogram
 	passDuration   prometheus.Histogram
 	rests          prometheus.Counter
+	fullPasses     prometheus.Counter
 	reportLag      prometheus.Histogram
 	// lastPass is when the leader's last pass ended, nil before the first.
 	// A time.Time, with its monotonic reading: a UnixNano read against the
@@ -90,7 +91,11 @@ func newMetrics(f *fsm.FSM, leading func() bool) *metrics {
 		}),
 		rests: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cube_leader_pass_rests_total",
-			Help: "Pauses the leader's control loop took after a pass that cost more than 2 ms, as long as the pass (at most 250 ms), so that passes take at most half a core.",
+			Help: "Pauses the leader's control loop took after a pass over changed tasks that cost more than 2 ms, as long as the pass (at most 250 ms), so that passes take at most half a core.",
+		}),
+		fullPasses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cube_leader_full_passes_total",
+			Help: "Passes of the leader's control loop that read every live task; the others read only the tasks changed since the previous pass (manager/passes.go).",
 		}),
 		reportLag: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "cube_report_lag_seconds",
@@ -98,7 +103,7 @@ func newMetrics(f *fsm.FSM, leading func() bool) *metrics {
 			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
 		}),
 	}
-	m.reg.MustRegister(m.placements, m.restarts, m.crashToRunning, m.passDuration, m.rests, m.reportLag,
+	m.reg.MustRegister(m.placements, m.restarts, m.crashToRunning, m.passDuration, m.rests, m.fullPasses, m.reportLag,
 		&stateCollector{fsm: f},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "cube_leader",

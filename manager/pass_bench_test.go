@@ -3,6 +3,7 @@ package manager
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/cube-orch/cube/api"
 	"github.com/cube-orch/cube/fsm"
@@ -40,13 +41,54 @@ func BenchmarkLeaderPass(b *testing.B) {
 			for i := range c.blocked { // Pending, fitting no worker
 				h.submit(fmt.Sprintf("blocked%d", i), func(t *api.Task) { t.Memory = 1 << 50 })
 			}
-			h.l.reconcile(h.ctx) // the first pass records what it found
-			h.settle()
+			h.pass() // the first pass records what it found
 			b.ResetTimer()
 			for b.Loop() {
+				h.l.plan.fullEnd = time.Time{} // a full pass
 				h.l.reconcile(h.ctx)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(c.live+c.blocked), "ns/task")
+		})
+	}
+}
+
+// BenchmarkLeaderPassOverChanges measures a pass over changes (passes.go)
+// with 100,000 live tasks stored: `changed` of them reported again since
+// the last pass, the rest untouched. Its cost follows the changes, where a
+// full pass costs the 100,000 (BenchmarkLeaderPass).
+//
+//	go test -run '^$' -bench LeaderPassOverChanges -benchtime 200x -benchmem ./manager
+func BenchmarkLeaderPassOverChanges(b *testing.B) {
+	for _, changed := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("live=100000/changed=%d", changed), func(b *testing.B) {
+			h := newHarness(b, func(cfg *Config) { cfg.Logger = hclog.NewNullLogger(); cfg.Tick = time.Hour })
+			const workers, live = 100, 100_000
+			for i := range workers {
+				h.worker(fmt.Sprintf("w%03d", i))
+			}
+			ids := make([]api.Task, 0, changed)
+			for i := range live {
+				t := h.placed(fmt.Sprintf("live%d", i), fmt.Sprintf("w%03d", i%workers), 1, api.Running, nil)
+				if i < changed {
+					ids = append(ids, t)
+				}
+			}
+			h.pass()
+			h.changesPass()
+			b.ResetTimer()
+			for b.Loop() {
+				b.StopTimer()
+				for i := range ids { // a new report of each: a change, nothing to decide
+					ids[i].ContainerID += "+"
+					if res := h.f.ApplyCommand(fsm.ReportTask{Task: ids[i], Time: time.Now()}); !res.Changed {
+						b.Fatalf("report changed nothing: %v", res.Err)
+					}
+				}
+				b.StartTimer()
+				if h.l.reconcile(h.ctx) {
+					b.Fatal("a full pass")
+				}
+			}
 		})
 	}
 }

@@ -153,7 +153,7 @@ func PlaceAll(s Scheduler, tasks []api.Task, nodes []api.Node, ports HostPortUse
 func allocate(nodes []api.Node, name string, t api.Task) {
 	for i := range nodes {
 		if nodes[i].Name == name {
-			nodes[i].AllocatedCpu += t.Cpu
+			nodes[i].AllocatedCpu = api.AddCPU(nodes[i].AllocatedCpu, t.Cpu)
 			nodes[i].AllocatedMemory = api.AddBytes(nodes[i].AllocatedMemory, t.Memory)
 			nodes[i].AllocatedDisk = api.AddBytes(nodes[i].AllocatedDisk, t.Disk)
 			nodes[i].TaskCount++
