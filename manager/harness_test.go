@@ -527,6 +527,7 @@ func (h *harness) settle() {
 				more = false
 			}
 		}
+		h.l.orphanVerdicts(h.ctx)
 		if !progressed {
 			return
 		}

@@ -55,6 +55,9 @@ type loop struct {
 	blocked map[uuid.UUID]blockedMark
 	// plan decides which passes read every live task (passes.go).
 	plan passPlan
+	// probes are the finished probes of tasks on lost workers not yet
+	// acted on (orphanVerdicts).
+	probes []*op
 	// svcBackoff spaces out replacements of failed service tasks (services.go).
 	svcBackoff map[string]*svcBackoff
 	// batchSeen is when this leader first saw each service's current
@@ -214,6 +217,7 @@ func (l *loop) rest(ctx context.Context, cost time.Duration) {
 func (l *loop) takeBack(ctx context.Context, o *op) {
 	l.opFinished(ctx, o)
 	l.drainOps(ctx)
+	l.orphanVerdicts(ctx)
 }
 
 // verdict acts on a health check's result.
@@ -258,7 +262,7 @@ func (l *loop) opFinished(ctx context.Context, o *op) {
 			l.placeAbove(ctx, o.id, o.worker, o.gen, o.workerGen)
 		}
 	case opProbe:
-		l.orphanVerdict(ctx, o)
+		l.probes = append(l.probes, o) // acted on together (orphanVerdicts)
 	}
 }
 
@@ -481,51 +485,35 @@ func (l *loop) placeAll(ctx context.Context, pending []api.Task, nodes []api.Nod
 		return
 	}
 	decisions := PlaceAll(l.sched, pending, nodes, ports)
-	type outcome struct {
-		task api.Task
-		err  error
-	}
-	outcomes := make([]outcome, len(decisions))
-	sem := make(chan struct{}, maxConcurrentAssign)
-	var wg sync.WaitGroup
-	for i, d := range decisions {
+	var placed []Placement
+	var cmds, notes []any
+	for _, d := range decisions {
 		if !d.OK {
 			if d.Task.Reason != d.Reason {
-				if _, err := l.m.apply(ctx, fsm.PendingNote{ID: d.Task.ID, Reason: d.Reason, Time: time.Now().UTC()}); err != nil {
-					l.log.Warn("record pending reason", "task_id", d.Task.ID, "error", err)
-				}
+				notes = append(notes, fsm.PendingNote{ID: d.Task.ID, Reason: d.Reason, Time: time.Now().UTC()})
 				l.log.Info("task waits", "task_id", d.Task.ID, "reason", d.Reason)
 			}
 			continue
 		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			res, err := l.m.apply(ctx, fsm.AssignTask{ID: d.Task.ID, Worker: d.Node.Name, Generation: d.Task.Generation + 1, Time: time.Now().UTC()})
-			if err == nil {
-				outcomes[i] = outcome{task: res.Task}
-			} else {
-				outcomes[i] = outcome{err: err}
-			}
-		}()
+		placed = append(placed, d)
+		cmds = append(cmds, fsm.AssignTask{ID: d.Task.ID, Worker: d.Node.Name, Generation: d.Task.Generation + 1, Time: time.Now().UTC()})
 	}
-	wg.Wait()
-	for i, d := range decisions {
-		if !d.OK {
-			continue
+	for i, err := range l.applyEach(ctx, notes) {
+		if err != nil {
+			l.log.Warn("record pending reason", "task_id", notes[i].(fsm.PendingNote).ID, "error", err)
 		}
-		o := outcomes[i]
-		if o.err != nil {
-			l.log.Warn("assign task", "task_id", d.Task.ID, "worker", d.Node.Name, "error", o.err)
+	}
+	res, errs := l.applyEachResult(ctx, cmds)
+	for i, d := range placed {
+		if errs[i] != nil {
+			l.log.Warn("assign task", "task_id", d.Task.ID, "worker", d.Node.Name, "error", errs[i])
 			continue
 		}
 		allocate(nodes, d.Node.Name, d.Task)
 		ports.take(d.Node.Name, d.Task)
 		l.m.metrics.placements.Inc()
-		l.log.Info("task assigned", "task_id", d.Task.ID, "worker", d.Node.Name, "generation", o.task.Generation)
-		l.ensureOp(ctx, o.task, opDispatch)
+		l.log.Info("task assigned", "task_id", d.Task.ID, "worker", d.Node.Name, "generation", res[i].Task.Generation)
+		l.ensureOp(ctx, res[i].Task, opDispatch)
 	}
 	l.noteBlocked(decisions, capacityPrint(nodes), time.Now())
 }
@@ -564,9 +552,37 @@ func (l *loop) moveOff(ctx context.Context, tasks []api.Task, nodes []api.Node, 
 	}
 }
 
-// maxConcurrentAssign bounds the assignments of one pass in flight at once
+// maxConcurrentAssign bounds the commands of one batch in flight at once
 // (hashicorp/raft appends up to MaxAppendEntries, 64, per batch).
 const maxConcurrentAssign = 64
+
+// applyEach commits cmds concurrently, at most maxConcurrentAssign in
+// flight, and returns each one's error, in order: a pass's assignments or a
+// crowd of requeues share raft's batches instead of waiting for one round
+// trip each.
+func (l *loop) applyEach(ctx context.Context, cmds []any) []error {
+	_, errs := l.applyEachResult(ctx, cmds)
+	return errs
+}
+
+// applyEachResult is applyEach with each command's result (nil if it
+// failed).
+func (l *loop) applyEachResult(ctx context.Context, cmds []any) ([]*fsm.Result, []error) {
+	res, errs := make([]*fsm.Result, len(cmds)), make([]error, len(cmds))
+	sem := make(chan struct{}, maxConcurrentAssign)
+	var wg sync.WaitGroup
+	for i, cmd := range cmds {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			res[i], errs[i] = l.m.apply(ctx, cmd)
+		}()
+	}
+	wg.Wait()
+	return res, errs
+}
 
 // ensureOp starts the worker call a task needs, unless one for the same
 // placement is already in flight; one for an older placement is cancelled.

@@ -9,6 +9,7 @@ import (
 	"github.com/cube-orch/cube/api"
 	"github.com/cube-orch/cube/fsm"
 	"github.com/cube-orch/cube/health"
+	"github.com/google/uuid"
 )
 
 // DefaultMaxRestarts is the restart limit of a task that does not set
@@ -352,26 +353,52 @@ func (l *loop) askWorker(ctx context.Context, t api.Task, workerAPI string) (boo
 	return true, "runs still, says its worker's API (" + notProbeable + ")"
 }
 
-// orphanVerdict acts on a finished probe of a task on a lost worker.
-func (l *loop) orphanVerdict(ctx context.Context, o *op) {
+// orphanVerdicts acts on the probes of tasks on lost workers finished
+// since it last ran, together. A lost worker's tasks are probed at once and
+// their probes end in a crowd; committing their requeues one raft round
+// trip after another on the loop's goroutine made 1,000 tasks of 10 lost
+// workers wait about 8 s to be placed again (bench/scale/SCALE.md), so
+// they are committed concurrently, as placeAll commits its assignments.
+func (l *loop) orphanVerdicts(ctx context.Context) {
+	probes := l.probes
+	l.probes = nil
+	var (
+		ids  []uuid.UUID
+		cmds []any
+		from []string
+	)
+	for _, o := range probes {
+		if cmd, ok := l.orphanRequeue(o); ok {
+			ids, cmds, from = append(ids, o.id), append(cmds, cmd), append(from, o.worker)
+		}
+	}
+	for i, err := range l.applyEach(ctx, cmds) {
+		if err != nil {
+			l.log.Warn("requeue task of a lost worker", "task_id", ids[i], "error", err)
+			continue
+		}
+		delete(l.probed, ids[i])
+		l.log.Warn("task of a lost worker requeued", "task_id", ids[i], "worker", from[i], "reason", cmds[i].(fsm.RequeueTask).Reason)
+	}
+}
+
+// orphanRequeue returns the requeue a finished probe of a task on a lost
+// worker calls for, if the task still stands where it was probed and did
+// not answer.
+func (l *loop) orphanRequeue(o *op) (fsm.RequeueTask, bool) {
 	t, err := l.m.fsm.Task(o.id)
 	if err != nil || t.Generation != o.gen || t.DesiredState != api.Running || (t.State != api.Running && t.State != api.Scheduled) {
-		return
+		return fsm.RequeueTask{}, false
 	}
 	n, known := l.m.fsm.Worker(t.Worker)
 	if lost, _ := lostWorker(t.Worker, n, known); !lost {
-		return
+		return fsm.RequeueTask{}, false
 	}
 	if o.ok {
 		l.log.Debug("task on a lost worker still answers; left alone", "task_id", t.ID, "worker", t.Worker)
-		return
+		return fsm.RequeueTask{}, false
 	}
-	if _, err := l.m.apply(ctx, fsm.RequeueTask{ID: t.ID, Reason: o.detail, Time: time.Now().UTC()}); err != nil {
-		l.log.Warn("requeue task of a lost worker", "task_id", t.ID, "error", err)
-		return
-	}
-	delete(l.probed, t.ID)
-	l.log.Warn("task of a lost worker requeued", "task_id", t.ID, "worker", t.Worker, "reason", o.detail)
+	return fsm.RequeueTask{ID: t.ID, Reason: o.detail, Time: time.Now().UTC()}, true
 }
 
 // probeTask checks from the leader whether a task still answers: its HTTP
