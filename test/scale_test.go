@@ -86,6 +86,11 @@ type scaleRun struct {
 	Profile   scaleProfile   `json:"leader_cpu_profile"`
 	// SimIdleProfile is the first sim process's, 5 s of the idle window.
 	SimIdleProfile scaleProfile `json:"sim_process_idle_cpu_profile"`
+	// FollowerProfile is a follower's during the first 10 s of the
+	// burst (the one that serves the measure's reads); LossProfile the
+	// leader's for 10 s from the moment every lost worker is seen dead.
+	FollowerProfile scaleProfile `json:"follower_cpu_profile"`
+	LossProfile     scaleProfile `json:"worker_loss_leader_cpu_profile"`
 	Check          scaleCheck   `json:"check"`
 	Notes          []string     `json:"notes,omitempty"`
 	// Failed says why a run did not finish (its measures after that are
@@ -778,7 +783,7 @@ func (s *scale) placement(cl *api.Client) {
 	// that follower a quarter of a core in the first runs.
 	watch := watchRunning(s.t, reader, ids)
 	defer watch.close()
-	prof := s.profile(leader, 10)
+	prof, fprof := s.profile(leader, 10), s.profile(followers[0], 10)
 	l0, f0, s0, m0 := cpuOf(leader), cpuOf(followers...), cpuOf(s.simProcs()...), machineCPU()
 	t0 := time.Now()
 	submitted, err := submitAll(cl, tasks, 64)
@@ -824,9 +829,11 @@ func (s *scale) placement(cl *api.Client) {
 	pl.MachineCPUS = round2(machineCPU() - m0)
 	s.say("placement: all %d Running after %.2f s = %.0f tasks/s; CPU: leader %.1f s (%.2f ms per placement), followers %.1f s, sim workers %.1f s, machine %.1f s of %.1f",
 		n, pl.AllRunningS, pl.TasksPerS, pl.LeaderCPUS, pl.CPUPerTaskMs, pl.FollowerCPUS, pl.SimCPUS, pl.MachineCPUS, took.Seconds()*float64(s.run.Machine.CPUs))
-	s.run.Profile = <-prof
-	if s.run.Profile.Error != "" {
-		s.say("profile: %s", s.run.Profile.Error)
+	s.run.Profile, s.run.FollowerProfile = <-prof, <-fprof
+	for _, p := range []scaleProfile{s.run.Profile, s.run.FollowerProfile} {
+		if p.Error != "" {
+			s.say("profile: %s", p.Error)
+		}
 	}
 }
 
@@ -934,6 +941,11 @@ func (s *scale) profile(m *Proc, secs int) <-chan scaleProfile {
 		if err != nil {
 			p.Error = err.Error()
 			return
+		}
+		if dir := os.Getenv("SCALE_PROFILE_DIR"); dir != "" { // kept for go tool pprof
+			if b, err := os.ReadFile(f.Name()); err == nil {
+				_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-%s.pprof", time.Now().UTC().Format("150405"), m.Name)), b, 0o644)
+			}
 		}
 		top, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=30", f.Name()).Output()
 		if err != nil {
@@ -1360,6 +1372,12 @@ func (s *scale) workerLoss(cl *api.Client) {
 	watch := watchRunningWhere(s.t, reader, on, func(t api.Task) bool { return !lost[t.Worker] })
 	defer watch.close()
 	t0 := time.Now()
+	var lossProf <-chan scaleProfile
+	defer func() {
+		if lossProf != nil {
+			s.run.LossProfile = <-lossProf
+		}
+	}()
 	s.c.Kill(victim.Proc)
 	s.say("loss: killed %s: %d workers, %d tasks on them", victim.Name, ls.Workers, ls.Tasks)
 	var last time.Time
@@ -1375,6 +1393,7 @@ func (s *scale) workerLoss(cl *api.Client) {
 				}
 			}
 			if err == nil && dead == ls.Workers {
+				lossProf = s.profile(s.c.LeaderProc(), 10)
 				ls.AllDeadS = round3(time.Since(t0).Seconds())
 				s.say("loss: all %d workers seen dead after %.2f s", dead, ls.AllDeadS)
 			}
@@ -1565,6 +1584,22 @@ func renderScale(dir string) error {
 			fmt.Fprintf(&b, "\nThe leader's CPU profile from the start of the placement burst of the largest run that finished one (%d workers, %d tasks; %d s; `go tool pprof -top -cum`, the header dropped):\n\n```\n%s\n```\n",
 				r.Params.Workers, r.Params.Tasks, r.Profile.Seconds, strings.Join(profileBody(r.Profile.Top), "\n"))
 			break
+		}
+	}
+	for _, p := range []struct {
+		what string
+		of   func(*scaleRun) scaleProfile
+	}{
+		{"A follower's CPU profile (the one serving the measure's reads and event stream) from the start of the placement burst", func(r *scaleRun) scaleProfile { return r.FollowerProfile }},
+		{"The leader's CPU profile for 10 s from the moment every lost worker was seen dead", func(r *scaleRun) scaleProfile { return r.LossProfile }},
+	} {
+		for k := len(order) - 1; k >= 0; k-- {
+			r := runs[order[k]]
+			if pr := p.of(&r); len(pr.Top) > 0 {
+				fmt.Fprintf(&b, "\n%s, in the largest run that took one (%d workers, %d tasks; %d s):\n\n```\n%s\n```\n",
+					p.what, r.Params.Workers, r.Params.Tasks, pr.Seconds, strings.Join(profileBody(pr.Top), "\n"))
+				break
+			}
 		}
 	}
 	for k := len(order) - 1; k >= 0; k-- {
