@@ -91,8 +91,8 @@ type scaleRun struct {
 	// leader's for 10 s from the moment every lost worker is seen dead.
 	FollowerProfile scaleProfile `json:"follower_cpu_profile"`
 	LossProfile     scaleProfile `json:"worker_loss_leader_cpu_profile"`
-	Check          scaleCheck   `json:"check"`
-	Notes          []string     `json:"notes,omitempty"`
+	Check           scaleCheck   `json:"check"`
+	Notes           []string     `json:"notes,omitempty"`
 	// Failed says why a run did not finish (its measures after that are
 	// empty); "" for a run that did.
 	Failed   string          `json:"failed,omitempty"`
