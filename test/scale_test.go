@@ -41,6 +41,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -1610,6 +1611,12 @@ func renderScale(dir string) error {
 			break
 		}
 	}
+	if svg := scaleCurves(runs); svg != "" {
+		if err := os.WriteFile(filepath.Join(dir, "curves.svg"), []byte(svg), 0o644); err != nil {
+			return err
+		}
+		b.WriteString("\nHow each cost grows with the tasks stored, log-log, with a line of slope 1 (linear growth) for comparison; the slope between the smallest and the largest size is in each panel's corner:\n\n![How the costs grow](curves.svg)\n")
+	}
 	b.WriteString(scaleGenEnd + "\n")
 
 	path := filepath.Join(dir, "SCALE.md")
@@ -1710,4 +1717,127 @@ func restartCell(v []float64) string {
 	v = append([]float64(nil), v...)
 	sort.Float64s(v)
 	return fmt.Sprintf("; first restart %.3f / %.3f s", percentile(v, 0.5), v[len(v)-1])
+}
+
+// scaleCurves draws, log-log, how each cost grows with the tasks stored:
+// for 3 managers with --fast timings and 100 simulated workers, the latest
+// finished run at each number of tasks. Each panel has a dashed line of
+// slope 1 through its first point: a curve along it grows linearly, one
+// below it less, one above it faster. It returns "" with fewer than two
+// sizes measured.
+func scaleCurves(runs []scaleRun) string {
+	latest := map[int]scaleRun{}
+	for _, r := range runs {
+		p := r.Params
+		if r.Failed != "" || p.Managers != 3 || p.Workers != 100 || (p.ManagerProfile != "" && p.ManagerProfile != "fast") || r.Placement.AllRunningS == 0 {
+			continue
+		}
+		if cur, ok := latest[p.Tasks]; !ok || r.Started.After(cur.Started) {
+			latest[p.Tasks] = r
+		}
+	}
+	sizes := make([]int, 0, len(latest))
+	for n := range latest {
+		sizes = append(sizes, n)
+	}
+	sort.Ints(sizes)
+	if len(sizes) < 2 {
+		return ""
+	}
+	type panel struct {
+		title, unit string
+		of          func(r scaleRun) float64
+	}
+	leaderHeap := func(r scaleRun) float64 {
+		for _, m := range r.Memory.Managers {
+			if m.Leader {
+				return float64(m.HeapAfter) / (1 << 20)
+			}
+		}
+		return 0
+	}
+	panels := []panel{
+		{"burst of N tasks → all Running", "s", func(r scaleRun) float64 { return r.Placement.AllRunningS }},
+		{"leader CPU for the burst", "CPU-s", func(r scaleRun) float64 { return r.Placement.LeaderCPUS }},
+		{"submit p99, 64 clients, N stored", "ms", func(r scaleRun) float64 { return r.Submit.P99Ms }},
+		{"leader killed → next write (median)", "s", func(r scaleRun) float64 { return r.Failover.MedianS }},
+		{"new manager caught up", "s", func(r scaleRun) float64 { return r.Install.CaughtUpS }},
+		{"snapshot size", "MiB", func(r scaleRun) float64 { return float64(r.Install.SnapshotBytes) / (1 << 20) }},
+		{"10 % of workers lost → tasks elsewhere", "s", func(r scaleRun) float64 { return r.Loss.MovedS }},
+		{"leader heap after the burst", "MiB", leaderHeap},
+		{"worker loss: time per moved task", "ms", func(r scaleRun) float64 {
+			if r.Loss.Tasks == 0 {
+				return 0
+			}
+			return (r.Loss.MovedS - r.Loss.AllDeadS) * 1000 / float64(r.Loss.Tasks)
+		}},
+	}
+	const pw, ph, cols = 300, 220, 3
+	rows := (len(panels) + cols - 1) / cols
+	W, H := cols*pw+10, rows*ph+60
+	var w strings.Builder
+	fmt.Fprintf(&w, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="Helvetica, Arial, sans-serif" font-size="11">`+"\n", W, H, W, H)
+	fmt.Fprintf(&w, `<rect width="%d" height="%d" fill="white"/>`+"\n", W, H)
+	fmt.Fprintf(&w, `<text x="10" y="20" font-size="15" font-weight="bold">How Cube's control-plane costs grow with N, the tasks placed (log-log)</text>`+"\n")
+	fmt.Fprintf(&w, `<text x="10" y="38" fill="#555">3 managers (--fast), 100 simulated workers, one 2-core machine; the latest run at each size (%s); dashed grey: linear growth through the first point</text>`+"\n",
+		strings.Join(func() (s []string) {
+			for _, n := range sizes {
+				s = append(s, latest[n].Started.Format("01-02 15:04"))
+			}
+			return
+		}(), ", "))
+	lx := func(v, lo, hi float64, px, wid float64) float64 {
+		return px + (math.Log10(v)-math.Log10(lo))/(math.Log10(hi)-math.Log10(lo))*wid
+	}
+	for i, p := range panels {
+		var xs, ys []float64
+		for _, n := range sizes {
+			if v := p.of(latest[n]); v > 0 {
+				xs, ys = append(xs, float64(n)), append(ys, v)
+			}
+		}
+		x0, y0 := 5+(i%cols)*pw, 50+(i/cols)*ph
+		fmt.Fprintf(&w, `<g transform="translate(%d,%d)">`+"\n", x0, y0)
+		fmt.Fprintf(&w, `<rect x="0" y="0" width="%d" height="%d" fill="#fafafa" stroke="#ddd"/>`+"\n", pw-10, ph-10)
+		fmt.Fprintf(&w, `<text x="8" y="16" font-weight="bold">%s (%s)</text>`+"\n", p.title, p.unit)
+		if len(xs) < 2 {
+			fmt.Fprintf(&w, `<text x="8" y="40" fill="#888">fewer than two sizes measured</text></g>`+"\n")
+			continue
+		}
+		px, py, pwid, phgt := 48.0, 28.0, float64(pw-72), float64(ph-70)
+		xlo, xhi := xs[0]/1.5, xs[len(xs)-1]*1.5
+		ylo, yhi := slices.Min(ys), slices.Max(ys)
+		// The linear reference spans ys[0] × (xhi/xs[0]); keep it in view.
+		ylo, yhi = math.Min(ylo, ys[0]*xlo/xs[0]), math.Max(yhi, ys[0]*xs[len(xs)-1]/xs[0])
+		ylo, yhi = math.Pow(10, math.Floor(math.Log10(ylo))), math.Pow(10, math.Ceil(math.Log10(yhi)))
+		ly := func(v float64) float64 {
+			return py + phgt - (math.Log10(v)-math.Log10(ylo))/(math.Log10(yhi)-math.Log10(ylo))*phgt
+		}
+		for d := ylo; d <= yhi*1.0001; d *= 10 {
+			fmt.Fprintf(&w, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#e2e2e2"/><text x="%.1f" y="%.1f" text-anchor="end" fill="#555">%s</text>`+"\n",
+				px, px+pwid, ly(d), ly(d), px-4, ly(d)+4, strconv.FormatFloat(d, 'g', 3, 64))
+		}
+		for _, n := range xs {
+			fmt.Fprintf(&w, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#555">%s</text>`+"\n", lx(n, xlo, xhi, px, pwid), py+phgt+14, strconv.FormatFloat(n, 'f', 0, 64))
+		}
+		fmt.Fprintf(&w, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#555">N (tasks in the burst)</text>`+"\n", px+pwid/2, py+phgt+28)
+		fmt.Fprintf(&w, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#999" stroke-dasharray="4 3"/>`+"\n",
+			lx(xs[0], xlo, xhi, px, pwid), ly(ys[0]), lx(xs[len(xs)-1], xlo, xhi, px, pwid), ly(ys[0]*xs[len(xs)-1]/xs[0]))
+		var pts []string
+		for j := range xs {
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", lx(xs[j], xlo, xhi, px, pwid), ly(ys[j])))
+		}
+		fmt.Fprintf(&w, `<polyline points="%s" fill="none" stroke="#2b6cb0" stroke-width="2"/>`+"\n", strings.Join(pts, " "))
+		for j := range xs {
+			x, y := lx(xs[j], xlo, xhi, px, pwid), ly(ys[j])
+			fmt.Fprintf(&w, `<circle cx="%.1f" cy="%.1f" r="3" fill="#2b6cb0"/><text x="%.1f" y="%.1f" text-anchor="middle" fill="#2b6cb0" font-size="10">%s</text>`+"\n",
+				x, y, x, y-6, strconv.FormatFloat(ys[j], 'g', 3, 64))
+		}
+		// The slope between the first and the last point: 1 is linear.
+		slope := (math.Log10(ys[len(ys)-1]) - math.Log10(ys[0])) / (math.Log10(xs[len(xs)-1]) - math.Log10(xs[0]))
+		fmt.Fprintf(&w, `<text x="%d" y="16" text-anchor="end" fill="#555">slope %.2f</text>`+"\n", pw-18, slope)
+		w.WriteString("</g>\n")
+	}
+	w.WriteString("</svg>\n")
+	return w.String()
 }
