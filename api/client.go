@@ -346,6 +346,24 @@ func (c *Client) ReportTask(ctx context.Context, t Task) error {
 	return nil
 }
 
+// ReportTasks reports a batch of a worker's task records (at most
+// MaxReportBatch, one per task) in one request, which the leader commits in
+// one log entry. A manager that does not serve batches yet (one version
+// behind) answers 404 or 405: ErrBatchUnsupported, and the caller reports
+// one at a time (ReportTask).
+func (c *Client) ReportTasks(ctx context.Context, ts []Task) error {
+	if _, err := c.call(ctx, http.MethodPost, ReportBatchPath, EncodeJSON(ReportBatch{Tasks: ts}), nil); err != nil {
+		if s := StatusOf(err); s == http.StatusNotFound || s == http.StatusMethodNotAllowed {
+			return fmt.Errorf("report %d tasks: %w: %w", len(ts), ErrBatchUnsupported, err)
+		}
+		return fmt.Errorf("report %d tasks: %w", len(ts), err)
+	}
+	return nil
+}
+
+// ErrBatchUnsupported: the managers do not take batches of reports yet.
+var ErrBatchUnsupported = errors.New("the managers do not take batches of reports (an older version)")
+
 // withConsistent adds ?consistent=1 to path when asked.
 func withConsistent(path string, consistent bool) string {
 	if consistent {

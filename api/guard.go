@@ -87,6 +87,7 @@ var managerRoutes = map[string]access{
 	"POST " + ServicesPath + "/{name}/scale":    accessSubmit,
 	"POST " + ServicesPath + "/{name}/rollback": accessSubmit,
 	"POST /reports":                             accessWorker,
+	"POST " + ReportBatchPath:                   accessWorker,
 	patternLive:                                 accessOpen,
 	patternReady:                                accessOpen,
 	patternMetrics:                              accessRead,
@@ -326,14 +327,14 @@ func (g *guard) refuse(w http.ResponseWriter, r *http.Request, c Caller, err err
 // checkReporter refuses a report that its caller may not make: only the
 // worker a report names may send it. With security off the caller is
 // anonymous and any report is taken, as before.
-func checkReporter(c Caller, t Task) error {
+func checkReporter(c Caller, t Task, path string) error {
 	switch {
 	case c.Kind == CallerAnonymous:
 		return nil
 	case c.Kind != CallerWorker:
-		return fmt.Errorf("%w: %s may not POST /reports: it needs %s", ErrForbidden, c, accessWorker)
+		return fmt.Errorf("%w: %s may not POST %s: it needs %s", ErrForbidden, c, path, accessWorker)
 	case c.Name != t.Worker:
-		return fmt.Errorf("%w: %s may not POST /reports for worker %q: a worker reports only its own tasks", ErrForbidden, c, t.Worker)
+		return fmt.Errorf("%w: %s may not POST %s for worker %q: a worker reports only its own tasks", ErrForbidden, c, path, t.Worker)
 	}
 	return nil
 }

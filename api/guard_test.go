@@ -283,6 +283,7 @@ func TestManagerHandler_AuthMatrix(t *testing.T) {
 		{"POST /nodes/{name}/drain", "POST", "/nodes/w1/drain", []byte(`{"Drain":true}`), 200, "DrainNode", operators, "role operator", false},
 		{"GET /cluster", "GET", "/cluster", nil, 200, "Cluster", readers, "role read", false},
 		{"POST /reports", "POST", "/reports", EncodeJSON(Task{ID: seedID, Worker: "w1", State: Running}), 204, "ReportTask", []string{"worker w1"}, "", false},
+		{"POST /reports/batch", "POST", "/reports/batch", EncodeJSON(ReportBatch{Tasks: []Task{{ID: seedID, Worker: "w1", State: Running}}}), 204, "ReportTasks", []string{"worker w1"}, "", false},
 		{"GET /events", "GET", "/events", nil, 200, "Changes", readers, "role read", true},
 		{"GET /tasks/{id}/logs", "GET", "/tasks/" + seedID.String() + "/logs", nil, 200, "Logs", readers, "role read", false},
 		{"POST /cluster/servers", "POST", "/cluster/servers", []byte(`{"ID":"m4","Addr":"127.0.0.1:7000"}`), 204, "AddManager", operators, "role operator", false},

@@ -165,6 +165,9 @@ type ManagerService interface {
 	StopTask(ctx context.Context, id uuid.UUID) (Task, error)
 	// ReportTask records a worker's report of one of its task records.
 	ReportTask(ctx context.Context, t Task) error
+	// ReportTasks records a batch of a worker's reports (at most
+	// MaxReportBatch, one per task), as ReportTask would each.
+	ReportTasks(ctx context.Context, ts []Task) error
 	// Tasks and Task read the replicated state; consistent makes the read
 	// linearizable (leader only: ErrNotLeader elsewhere).
 	Tasks(ctx context.Context, consistent bool) ([]Task, error)

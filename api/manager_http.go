@@ -87,6 +87,8 @@ type managerHandler struct {
 //	GET    /nodes        workers with liveness, capacity and allocations
 //	GET    /cluster      raft servers and gossip members
 //	POST   /reports      internal: a worker reports one of its task records; 204
+//	POST   /reports/batch internal: many of them ({"Tasks": [...]}, at most
+//	                     MaxReportBatch, one per task), one log entry; 204
 //	GET    /events       task changes as they commit, one JSON Change per line;
 //	                     ?after=INDEX[.SEQ] resumes after a change seen (410 if
 //	                     this manager no longer holds every change since)
@@ -167,6 +169,7 @@ func NewManagerHandler(svc ManagerService, opts ManagerHandlerOptions) http.Hand
 	mux.HandleFunc("POST /nodes/{name}/drain", h.drainNode)
 	mux.HandleFunc("GET /cluster", h.cluster)
 	mux.HandleFunc("POST /reports", h.report)
+	mux.HandleFunc("POST "+ReportBatchPath, h.reportBatch)
 	mux.HandleFunc("GET /events", h.events)
 	mux.HandleFunc("GET /tasks/{id}/logs", h.logs)
 	mux.HandleFunc("POST /cluster/servers", h.addServer)
@@ -395,7 +398,7 @@ func (h *managerHandler) report(w http.ResponseWriter, r *http.Request) {
 	// Checked here, before forwarding, and again by the leader, which reads
 	// the worker from HeaderCaller: a worker reports only its own tasks.
 	caller, _ := CallerFrom(r.Context())
-	if err := checkReporter(caller, t); err != nil {
+	if err := checkReporter(caller, t, "/reports"); err != nil {
 		h.guard.refuse(w, r, caller, err)
 		return
 	}
@@ -403,6 +406,36 @@ func (h *managerHandler) report(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := h.svc.ReportTask(r.Context(), t); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// reportBatch is POST /reports/batch: report's many records in one request
+// (ReportBatch, every record the worker's own), committed by the leader in
+// one log entry.
+func (h *managerHandler) reportBatch(w http.ResponseWriter, r *http.Request) {
+	body, err := readBody(w, r)
+	var b ReportBatch
+	if err == nil {
+		b, err = decodeReportBatch(body)
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	caller, _ := CallerFrom(r.Context())
+	for _, t := range b.Tasks {
+		if err := checkReporter(caller, t, ReportBatchPath); err != nil {
+			h.guard.refuse(w, r, caller, err)
+			return
+		}
+	}
+	if !h.serveHere(w, r, body, true) {
+		return
+	}
+	if err := h.svc.ReportTasks(r.Context(), b.Tasks); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -582,6 +615,56 @@ func decodeReport(body []byte) (Task, error) {
 		return Task{}, err
 	}
 	return t, nil
+}
+
+// ReportBatchPath is where a worker posts a ReportBatch.
+const ReportBatchPath = "/reports/batch"
+
+// MaxReportBatch bounds the records of one ReportBatch.
+const MaxReportBatch = 512
+
+// ReportBatch is the body of POST /reports/batch: a worker's task records,
+// at most one per task.
+type ReportBatch struct {
+	Tasks []Task
+}
+
+// decodeReportBatch reads a ReportBatch: no unknown fields, 1 to
+// MaxReportBatch records, each as POST /reports requires, no task twice.
+func decodeReportBatch(body []byte) (ReportBatch, error) {
+	var b ReportBatch
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		if errors.Is(err, io.EOF) {
+			return ReportBatch{}, &ValidationError{Msg: "request body is empty; expected {\"Tasks\": [...]}"}
+		}
+		return ReportBatch{}, describeJSONError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return ReportBatch{}, &ValidationError{Msg: "request body holds data after the JSON value"}
+	}
+	switch {
+	case len(b.Tasks) == 0:
+		return ReportBatch{}, &ValidationError{Msg: "the batch holds no report"}
+	case len(b.Tasks) > MaxReportBatch:
+		return ReportBatch{}, &ValidationError{Msg: fmt.Sprintf("the batch holds %d reports, more than %d", len(b.Tasks), MaxReportBatch)}
+	}
+	seen := make(map[uuid.UUID]bool, len(b.Tasks))
+	for i, t := range b.Tasks {
+		one, err := json.Marshal(t)
+		if err == nil {
+			_, err = decodeReport(one)
+		}
+		if err != nil {
+			return ReportBatch{}, &ValidationError{Msg: fmt.Sprintf("report %d of the batch: %v", i+1, err)}
+		}
+		if seen[t.ID] {
+			return ReportBatch{}, &ValidationError{Msg: fmt.Sprintf("report %d of the batch: task %s is reported twice", i+1, t.ID)}
+		}
+		seen[t.ID] = true
+	}
+	return b, nil
 }
 
 // hopHeaders are meaningful for one connection only and are not relayed;

@@ -176,6 +176,20 @@ func (f *fakeManager) StopTask(_ context.Context, id uuid.UUID) (Task, error) {
 	return t, nil
 }
 
+func (f *fakeManager) ReportTasks(ctx context.Context, ts []Task) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.noteCallerLocked(ctx, "ReportTasks")
+	if inj, ok := f.enterLocked("ReportTasks"); ok {
+		return inj.err
+	}
+	if !f.self {
+		return ErrNotLeader
+	}
+	f.reports = append(f.reports, ts...)
+	return nil
+}
+
 func (f *fakeManager) ReportTask(ctx context.Context, t Task) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -403,6 +417,60 @@ func TestManagerHandler_ForwardsWritesToLeader(t *testing.T) {
 	if n, reports := leader.count("ReportTask"), leader.reported(); n != 1 || len(reports) != 1 || reports[0].Worker != "w1" {
 		t.Fatalf("leader ReportTask calls = %d, reports %+v; want one from w1", n, reports)
 	}
+}
+
+// TestManagerHandler_ReportBatch: a batch of reports is forwarded to the
+// leader and handed over whole; a bad batch is refused with 400 and
+// reaches nobody; a client facing a manager without the route (an older
+// version) gets ErrBatchUnsupported.
+func TestManagerHandler_ReportBatch(t *testing.T) {
+	c := newTestCluster(t, 3, 0, ManagerHandlerOptions{})
+	leader := c.fakes[0]
+	a, b := uuid.New(), uuid.New()
+	batch := EncodeJSON(ReportBatch{Tasks: []Task{{ID: a, Worker: "w1", State: Running}, {ID: b, Worker: "w1", State: Failed}}})
+	r := doHTTP(t, http.MethodPost, c.url(2, ReportBatchPath), batch, nil)
+	if r.status != http.StatusNoContent {
+		t.Fatalf("POST %s via follower: status %d, body %s; want 204", ReportBatchPath, r.status, r.body)
+	}
+	if n, reports := leader.count("ReportTasks"), leader.reported(); n != 1 || len(reports) != 2 || reports[0].ID != a || reports[1].ID != b {
+		t.Fatalf("leader ReportTasks calls = %d, reports %+v; want one call with a then b", n, reports)
+	}
+	for name, body := range map[string]string{
+		"empty":          `{"Tasks":[]}`,
+		"no worker":      `{"Tasks":[{"ID":"` + a.String() + `","State":2}]}`,
+		"twice":          string(EncodeJSON(ReportBatch{Tasks: []Task{{ID: a, Worker: "w1", State: Running}, {ID: a, Worker: "w1", State: Failed}}})),
+		"unknown field":  `{"Tasks":[],"More":1}`,
+		"not a batch":    string(EncodeJSON(Task{ID: a, Worker: "w1", State: Running})),
+		"too many":       string(EncodeJSON(ReportBatch{Tasks: manyReports(MaxReportBatch + 1)})),
+		"state too high": `{"Tasks":[{"ID":"` + a.String() + `","Worker":"w1","State":9}]}`,
+	} {
+		r := doHTTP(t, http.MethodPost, c.url(1, ReportBatchPath), []byte(body), nil)
+		if r.status != http.StatusBadRequest {
+			t.Errorf("%s: status %d, body %s; want 400", name, r.status, r.body)
+		}
+	}
+	if n := leader.count("ReportTasks"); n != 1 {
+		t.Fatalf("bad batches reached the leader: %d ReportTasks calls, want 1", n)
+	}
+
+	// An older manager: no such route.
+	old := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(old.Close)
+	cl, err := NewClient([]string{old.URL}, ClientOptions{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ReportTasks(context.Background(), []Task{{ID: a, Worker: "w1", State: Running}}); !errors.Is(err, ErrBatchUnsupported) {
+		t.Fatalf("ReportTasks against a manager without the route: %v; want ErrBatchUnsupported", err)
+	}
+}
+
+func manyReports(n int) []Task {
+	out := make([]Task, n)
+	for i := range out {
+		out[i] = Task{ID: uuid.New(), Worker: "w1", State: Running}
+	}
+	return out
 }
 
 func TestManagerHandler_ReadsLocalUnlessConsistent(t *testing.T) {

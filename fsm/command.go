@@ -52,6 +52,9 @@ const (
 	// and an entry of History) that decides nothing, so an older manager
 	// may skip it.
 	CmdSetHealth CmdType = 18 | IgnoreIfUnknown // SetHealth
+	// ReportTasks is many ReportTask in one entry; a manager that skipped
+	// it would miss the reports, so it is not ignorable.
+	CmdReportTasks CmdType = 19 // ReportTasks
 )
 
 // command is one row of the command table: all that Encode, Decode, String
@@ -95,6 +98,8 @@ var commands = map[CmdType]command{
 	CmdSetRollout:    row("set-rollout", (*FSM).setRolloutLocked),
 
 	CmdSetHealth: row("set-health", (*FSM).setHealthLocked),
+
+	CmdReportTasks: row("report-tasks", (*FSM).reportTasksLocked),
 }
 
 // taskCommands change tasks only (each change noted where the task is
@@ -103,7 +108,7 @@ var commands = map[CmdType]command{
 var taskCommands = map[CmdType]bool{
 	CmdSubmitTask: true, CmdAssignTask: true, CmdReportTask: true, CmdStopTask: true,
 	CmdPendingNote: true, CmdRestartTask: true, CmdRequeueTask: true, CmdGiveUpTask: true,
-	CmdSetHealth: true, CmdCollectGarbage: true, // its removed workers note their own change (gc.go)
+	CmdSetHealth: true, CmdCollectGarbage: true, CmdReportTasks: true, // its removed workers note their own change (gc.go)
 }
 
 // byGoType maps each command struct to its type byte: the reverse of
@@ -218,6 +223,17 @@ type ReportTask struct {
 	// Time is the leader's clock when it took the report, for the task's
 	// History; entries written before it existed have none.
 	Time time.Time `json:",omitempty"`
+}
+
+// ReportTasks is a batch of reports, applied in order as as many
+// ReportTask with the same Time: a worker's reporter sends the records it
+// has coalesced in one request (POST /reports/batch), and the leader
+// commits them in one entry instead of one each. A report that does not
+// apply (another placement, an unknown task) is skipped, as ReportTask's
+// error is dropped; the others apply.
+type ReportTasks struct {
+	Tasks []api.Task
+	Time  time.Time `json:",omitempty"`
 }
 
 // at is the time of the report's History entry: its Time, or for an

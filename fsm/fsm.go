@@ -396,6 +396,23 @@ func (f *FSM) assignLocked(c AssignTask) *Result {
 	return &Result{Task: t, Changed: true}
 }
 
+// reportTasksLocked applies each report of the batch; the Result lists
+// the tasks they changed, in the batch's order (the change feed's order).
+func (f *FSM) reportTasksLocked(c ReportTasks) *Result {
+	res := &Result{}
+	for _, t := range c.Tasks {
+		r := f.reportLocked(ReportTask{Task: t, Time: c.Time})
+		if r.Err != nil || !r.Changed {
+			continue
+		}
+		res.Changed = true
+		if r.Task.ID != uuid.Nil {
+			res.Tasks = append(res.Tasks, r.Task)
+		}
+	}
+	return res
+}
+
 func (f *FSM) reportLocked(c ReportTask) *Result {
 	r := c.Task
 	t, err := f.taskLocked(r.ID)

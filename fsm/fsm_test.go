@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"go/ast"
@@ -61,7 +62,10 @@ func script(task api.Task) []any {
 		SetHealth{ID: task.ID, Generation: 1, Healthy: false, Reason: "GET /health returned 500", Time: t0.Add(2 * time.Second)},
 		StopTask{ID: other.ID, Time: t0.Add(2 * time.Second), Reason: "stopped on request"},
 		RestartTask{ID: task.ID, Worker: "w2", Generation: 2, Counted: true, Reason: "restart", Time: t0},
-		ReportTask{Task: api.Task{ID: task.ID, Worker: "w2", Generation: 2, State: api.Running, ContainerID: "c2", StartTime: t0}},
+		ReportTasks{Tasks: []api.Task{
+			{ID: task.ID, Worker: "w2", Generation: 2, State: api.Running, ContainerID: "c2", StartTime: t0},
+			{ID: other.ID, Worker: "w9", Generation: 7, State: api.Running}, // stale: skipped
+		}, Time: t0},
 		RequeueTask{ID: task.ID, Reason: "worker w2 died", Time: t0},
 		AssignTask{ID: task.ID, Worker: "w1", Generation: 3, Time: t0},
 		StopTask{ID: task.ID, Time: t0.Add(3 * time.Second), Reason: "stopped on request"},
@@ -481,6 +485,7 @@ func wireCases() []struct {
 		{0x92, SetHealth{ID: wireID, Generation: 3, Healthy: true, Time: wireTime}},
 		{0x03, ReportTask{Task: api.Task{ID: wireID, Worker: "w1", Generation: 3, State: api.Running, ContainerID: "c1"}, Time: wireTime}},
 		{0x86, PendingNote{ID: wireID, Reason: "fits nowhere", Time: wireTime}},
+		{0x13, ReportTasks{Tasks: []api.Task{{ID: wireID, Worker: "w1", Generation: 3, State: api.Running, ContainerID: "c1"}}, Time: wireTime}},
 	}
 }
 
@@ -668,4 +673,44 @@ type noImports struct{}
 
 func (noImports) Import(path string) (*types.Package, error) {
 	return nil, errors.New("not loaded")
+}
+
+// TestFSM_ReportTasks: a batch applies each report as ReportTask would,
+// skips the ones that do not apply, lists the tasks it changed in the
+// batch's order, and the change feed gets each of them.
+func TestFSM_ReportTasks(t *testing.T) {
+	f := New()
+	applyLog(t, f, 1, worker("w1"))
+	a, b, c := newTask(), newTask(), newTask()
+	for i, task := range []api.Task{a, b, c} {
+		applyLog(t, f, uint64(2+2*i), SubmitTask{Task: task, Time: t0})
+		applyLog(t, f, uint64(3+2*i), AssignTask{ID: task.ID, Worker: "w1", Generation: 1, Time: t0})
+	}
+	sub, _, err := f.Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	res := applyLog(t, f, 8, ReportTasks{Tasks: []api.Task{
+		{ID: b.ID, Worker: "w1", Generation: 1, State: api.Running, ContainerID: "cb", StartTime: t0},
+		{ID: a.ID, Worker: "w1", Generation: 9, State: api.Running},                               // another placement
+		{ID: uuid.New(), Worker: "w1", Generation: 1, State: api.Running},                         // unknown
+		{ID: c.ID, Worker: "w1", Generation: 1, State: api.Failed, StartTime: t0, FinishTime: t0}, // ended
+	}, Time: t0.Add(time.Second)})
+	if res.Err != nil || !res.Changed || len(res.Tasks) != 2 || res.Tasks[0].ID != b.ID || res.Tasks[1].ID != c.ID {
+		t.Fatalf("ReportTasks result: %+v; want b then c changed", res)
+	}
+	for id, want := range map[uuid.UUID]api.State{a.ID: api.Scheduled, b.ID: api.Running, c.ID: api.Failed} {
+		if got, _ := f.Task(id); got.State != want {
+			t.Fatalf("task %s is %s after the batch, want %s", id, got.State, want)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, want := range []uuid.UUID{b.ID, c.ID} {
+		ch, err := sub.Next(ctx)
+		if err != nil || ch.Task.ID != want || ch.Index != 8 {
+			t.Fatalf("feed: %+v, %v; want the change of %s at index 8", ch, err, want)
+		}
+	}
 }

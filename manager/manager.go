@@ -347,6 +347,45 @@ func (m *Manager) ReportTask(ctx context.Context, t api.Task) error {
 	return err
 }
 
+// ReportTasks commits a batch of a worker's reports in one log entry
+// (fsm.ReportTasks), or, while a manager of the cluster does not know that
+// command yet (a rolling upgrade), each as ReportTask does. Stale reports
+// are skipped without error, as ReportTask drops them.
+func (m *Manager) ReportTasks(ctx context.Context, ts []api.Task) error {
+	if !m.raft.IsLeader() {
+		return api.ErrNotLeader
+	}
+	batch := make([]api.Task, 0, len(ts))
+	prev := make(map[uuid.UUID]api.State, len(ts))
+	for _, t := range ts {
+		if err := t.ValidateReport(); err != nil {
+			return fmt.Errorf("report of task %s: %w", t.ID, err)
+		}
+		p, _ := m.fsm.Task(t.ID)
+		prev[t.ID] = p.State
+		t.Healthy, t.History = false, nil
+		batch = append(batch, t)
+	}
+	if err := m.checkCommand(ctx, fsm.CmdReportTasks); err != nil {
+		m.log.Debug("reports committed one by one", "reports", len(batch), "reason", err)
+		for _, t := range batch {
+			if err := m.ReportTask(ctx, t); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	res, err := m.apply(ctx, fsm.ReportTasks{Tasks: batch, Time: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for _, t := range res.Tasks {
+		m.metrics.reported(prev[t.ID], t, now)
+	}
+	return nil
+}
+
 func (m *Manager) read(ctx context.Context, consistent bool) error {
 	if !consistent {
 		return nil

@@ -3,6 +3,8 @@ package manager
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -243,4 +245,51 @@ func TestManager_BootstrapTokenAfterUpgrade(t *testing.T) {
 	}
 	g.set(managerMember("m1", cur, cluster.StateAlive), managerMember("m2", cur, cluster.StateAlive), managerMember("m3", cur, cluster.StateAlive))
 	testkit.WaitFor(t, 10*time.Second, "the bootstrap token after m3's upgrade", m.fsm.TokensBootstrapped)
+}
+
+// A batch of reports is one report-tasks entry once every voter knows the
+// command, and one report-task entry each while one does not (a rolling
+// upgrade): either way every report applies, and the stale one is
+// dropped without error.
+func TestManager_ReportTasks_OneEntryOrOneEach(t *testing.T) {
+	cur := uint8(fsm.MaxCommand)
+	for _, tc := range []struct {
+		name string
+		m3   uint8
+		want []string // the commands the batch wrote
+	}{
+		{name: "every voter knows it", m3: cur, want: []string{"report-tasks"}},
+		{name: "m3 one version behind", m3: uint8(fsm.CmdSetHealth.Number()), want: []string{"report-task", "report-task", "report-task"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, r, _ := upgradeManager(t, 0,
+				managerMember("m1", cur, cluster.StateAlive), managerMember("m2", cur, cluster.StateAlive), managerMember("m3", tc.m3, cluster.StateAlive))
+			m.fsm.ApplyCommand(fsm.UpsertWorker{Node: api.Node{Name: "w1", API: "w1:api", State: api.NodeAlive, RuntimeAvailable: true}})
+			var ts []api.Task
+			for i := range 2 {
+				id := uuid.New()
+				m.fsm.ApplyCommand(fsm.SubmitTask{Task: api.Task{ID: id, Name: fmt.Sprint("t", i), Image: "cube-echo:latest"}, Time: time.Now()})
+				m.fsm.ApplyCommand(fsm.AssignTask{ID: id, Worker: "w1", Generation: 1, Time: time.Now()})
+				ts = append(ts, api.Task{ID: id, Worker: "w1", Generation: 1, State: api.Running, ContainerID: "c", StartTime: time.Now()})
+			}
+			ts = append(ts, api.Task{ID: ts[0].ID, Worker: "w1", Generation: 7, State: api.Failed}) // stale
+			before := len(r.applied)
+			if err := m.ReportTasks(context.Background(), ts); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, cmd := range r.applied[before:] {
+				typ, _ := fsm.TypeOf(cmd)
+				got = append(got, typ.String())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("the batch wrote %v, want %v", got, tc.want)
+			}
+			for _, task := range ts[:2] {
+				if cur, _ := m.fsm.Task(task.ID); cur.State != api.Running {
+					t.Fatalf("task %s is %s after the batch, want Running", task.ID, cur.State)
+				}
+			}
+		})
+	}
 }

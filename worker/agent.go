@@ -232,6 +232,7 @@ func NewAgent(cfg AgentConfig) (_ *Agent, err error) {
 	wcfg.Logger = cfg.Logger
 	if cfg.GossipAddr != "" {
 		a.reporter = NewReporter(a.sendReport, cfg.Logger)
+		a.reporter.SendBatchesWith(a.sendReports)
 		wcfg.OnChange = a.reporter.Enqueue
 	}
 	if a.w, err = New(wcfg, a.timed); err != nil {
@@ -453,6 +454,17 @@ func (a *Agent) sendReport(ctx context.Context, t api.Task) error {
 	c, err := a.routes.client()
 	if err == nil {
 		err = c.ReportTask(ctx, t)
+	}
+	a.metrics.report(err)
+	return err
+}
+
+// sendReports delivers a batch of records to the managers (POST
+// /reports/batch).
+func (a *Agent) sendReports(ctx context.Context, ts []api.Task) error {
+	c, err := a.routes.client()
+	if err == nil {
+		err = c.ReportTasks(ctx, ts)
 	}
 	a.metrics.report(err)
 	return err

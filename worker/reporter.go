@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -17,7 +18,12 @@ import (
 // worker.
 type Reporter struct {
 	send func(context.Context, api.Task) error
-	log  hclog.Logger
+	// sendBatch, if set (SendBatchesWith), delivers many records in one
+	// request; batchOff is until when it is not tried again after the
+	// managers said they do not take batches (an older version).
+	sendBatch func(context.Context, []api.Task) error
+	batchOff  time.Time
+	log       hclog.Logger
 
 	mu      sync.Mutex
 	pending map[uuid.UUID]api.Task
@@ -42,6 +48,26 @@ func NewReporter(send func(context.Context, api.Task) error, logger hclog.Logger
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r
+}
+
+// maxReportBatch is the most records one batch carries (the managers take
+// up to api.MaxReportBatch).
+const maxReportBatch = 128
+
+// batchRetry is how long the reporter sends one record at a time after
+// the managers refused a batch as unknown (a rolling upgrade under way)
+// before it tries a batch again.
+const batchRetry = time.Minute
+
+// SendBatchesWith makes the reporter deliver what it has coalesced in
+// batches through send (for example api.Client.ReportTasks): one request
+// and one log entry for up to maxReportBatch records, instead of one
+// each. Records go one by one while the managers refuse batches
+// (api.ErrBatchUnsupported), and those of a batch refused as bad input
+// (4xx) go one by one, so that one bad record cannot hold back the
+// others. Call it before Start.
+func (r *Reporter) SendBatchesWith(send func(context.Context, []api.Task) error) {
+	r.sendBatch = send
 }
 
 // Enqueue queues a record for delivery; a newer record of the same task
@@ -84,21 +110,14 @@ func (r *Reporter) run() {
 		r.mu.Unlock()
 
 		failed := false
-		for id, t := range batch {
-			ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
-			err := r.send(ctx, t)
-			cancel()
-			if err == nil {
-				continue
-			}
+		for _, t := range r.deliver(batch) {
 			if r.ctx.Err() != nil {
 				return
 			}
 			failed = true
-			r.log.Warn("report task to managers; will retry", "task_id", id, "state", t.State, "error", err)
 			r.mu.Lock()
-			if _, newer := r.pending[id]; !newer {
-				r.pending[id] = t
+			if _, newer := r.pending[t.ID]; !newer {
+				r.pending[t.ID] = t
 			}
 			r.mu.Unlock()
 		}
@@ -119,4 +138,54 @@ func (r *Reporter) run() {
 		default:
 		}
 	}
+}
+
+// deliver sends the records of batch, in batches when it can, and returns
+// those that could not be delivered (to retry).
+func (r *Reporter) deliver(batch map[uuid.UUID]api.Task) (failed []api.Task) {
+	ts := make([]api.Task, 0, len(batch))
+	for _, t := range batch {
+		ts = append(ts, t)
+	}
+	var single []api.Task
+	for len(ts) > 0 {
+		n := min(len(ts), maxReportBatch)
+		chunk := ts[:n]
+		ts = ts[n:]
+		if r.sendBatch == nil || n == 1 || time.Now().Before(r.batchOff) {
+			single = append(single, chunk...)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+		err := r.sendBatch(ctx, chunk)
+		cancel()
+		switch s := api.StatusOf(err); {
+		case err == nil:
+		case r.ctx.Err() != nil:
+			return append(failed, chunk...)
+		case errors.Is(err, api.ErrBatchUnsupported):
+			r.batchOff = time.Now().Add(batchRetry)
+			r.log.Info("the managers do not take batches of reports; sending them one by one", "retry_batches_after", batchRetry, "error", err)
+			single = append(single, chunk...)
+		case s >= 400 && s < 500:
+			single = append(single, chunk...) // each gets its own answer
+		default:
+			r.log.Warn("report tasks to managers; will retry", "reports", n, "error", err)
+			failed = append(failed, chunk...)
+		}
+	}
+	for _, t := range single {
+		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+		err := r.send(ctx, t)
+		cancel()
+		if err == nil {
+			continue
+		}
+		if r.ctx.Err() != nil {
+			return append(failed, t)
+		}
+		r.log.Warn("report task to managers; will retry", "task_id", t.ID, "state", t.State, "error", err)
+		failed = append(failed, t)
+	}
+	return failed
 }
