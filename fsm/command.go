@@ -55,6 +55,9 @@ const (
 	// ReportTasks is many ReportTask in one entry; a manager that skipped
 	// it would miss the reports, so it is not ignorable.
 	CmdReportTasks CmdType = 19 // ReportTasks
+	// AssignTasks is many AssignTask in one entry (the placements of one
+	// pass of the leader); not ignorable, like AssignTask.
+	CmdAssignTasks CmdType = 20 // AssignTasks
 )
 
 // command is one row of the command table: all that Encode, Decode, String
@@ -100,6 +103,7 @@ var commands = map[CmdType]command{
 	CmdSetHealth: row("set-health", (*FSM).setHealthLocked),
 
 	CmdReportTasks: row("report-tasks", (*FSM).reportTasksLocked),
+	CmdAssignTasks: row("assign-tasks", (*FSM).assignTasksLocked),
 }
 
 // taskCommands change tasks only (each change noted where the task is
@@ -108,7 +112,7 @@ var commands = map[CmdType]command{
 var taskCommands = map[CmdType]bool{
 	CmdSubmitTask: true, CmdAssignTask: true, CmdReportTask: true, CmdStopTask: true,
 	CmdPendingNote: true, CmdRestartTask: true, CmdRequeueTask: true, CmdGiveUpTask: true,
-	CmdSetHealth: true, CmdCollectGarbage: true, CmdReportTasks: true, // its removed workers note their own change (gc.go)
+	CmdSetHealth: true, CmdCollectGarbage: true, CmdReportTasks: true, CmdAssignTasks: true, // its removed workers note their own change (gc.go)
 }
 
 // byGoType maps each command struct to its type byte: the reverse of
@@ -234,6 +238,14 @@ type ReportTask struct {
 type ReportTasks struct {
 	Tasks []api.Task
 	Time  time.Time `json:",omitempty"`
+}
+
+// AssignTasks is a batch of assignments, applied in order as as many
+// AssignTask: the placements one pass of the leader decided, committed in
+// one entry instead of one each. Each applies or fails on its own
+// (Result.Each).
+type AssignTasks struct {
+	Assigns []AssignTask
 }
 
 // at is the time of the report's History entry: its Time, or for an

@@ -37,7 +37,10 @@ type Result struct {
 	// Tasks are the other tasks a command changed (DeleteService stops a
 	// service's tasks), in ID order, for the change feed.
 	Tasks []api.Task
-	Err   error
+	// Each is the result of each command of a batch (AssignTasks), in
+	// its order.
+	Each []*Result
+	Err  error
 }
 
 // FSM is Cube's replicated state: tasks, workers and tokens. Apply is deterministic:
@@ -394,6 +397,21 @@ func (f *FSM) assignLocked(c AssignTask) *Result {
 	t.Healthy = false
 	t = f.putLocked(t, c.Time, "")
 	return &Result{Task: t, Changed: true}
+}
+
+// assignTasksLocked applies each assignment of the batch; Each holds their
+// results, Tasks the tasks placed, in the batch's order.
+func (f *FSM) assignTasksLocked(c AssignTasks) *Result {
+	res := &Result{Each: make([]*Result, len(c.Assigns))}
+	for i, a := range c.Assigns {
+		r := f.assignLocked(a)
+		res.Each[i] = r
+		if r.Err == nil && r.Changed {
+			res.Changed = true
+			res.Tasks = append(res.Tasks, r.Task)
+		}
+	}
+	return res
 }
 
 // reportTasksLocked applies each report of the batch; the Result lists

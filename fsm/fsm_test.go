@@ -67,7 +67,10 @@ func script(task api.Task) []any {
 			{ID: other.ID, Worker: "w9", Generation: 7, State: api.Running}, // stale: skipped
 		}, Time: t0},
 		RequeueTask{ID: task.ID, Reason: "worker w2 died", Time: t0},
-		AssignTask{ID: task.ID, Worker: "w1", Generation: 3, Time: t0},
+		AssignTasks{Assigns: []AssignTask{
+			{ID: task.ID, Worker: "w1", Generation: 3, Time: t0},
+			{ID: other.ID, Worker: "w1", Generation: 1, Time: t0}, // stopped: refused, the rest applies
+		}},
 		StopTask{ID: task.ID, Time: t0.Add(3 * time.Second), Reason: "stopped on request"},
 		ReportTask{Task: api.Task{ID: task.ID, Worker: "w1", Generation: 3, State: api.Completed, ContainerID: "c1", Reason: "stopped on request", StartTime: t0, FinishTime: t0.Add(4 * time.Second)}},
 		GiveUpTask{ID: other.ID, Reason: "x", Time: t0},
@@ -485,6 +488,7 @@ func wireCases() []struct {
 		{0x92, SetHealth{ID: wireID, Generation: 3, Healthy: true, Time: wireTime}},
 		{0x03, ReportTask{Task: api.Task{ID: wireID, Worker: "w1", Generation: 3, State: api.Running, ContainerID: "c1"}, Time: wireTime}},
 		{0x86, PendingNote{ID: wireID, Reason: "fits nowhere", Time: wireTime}},
+		{0x14, AssignTasks{Assigns: []AssignTask{{ID: wireID, Worker: "w1", Generation: 3, Time: wireTime}}}},
 		{0x13, ReportTasks{Tasks: []api.Task{{ID: wireID, Worker: "w1", Generation: 3, State: api.Running, ContainerID: "c1"}}, Time: wireTime}},
 	}
 }
@@ -712,5 +716,32 @@ func TestFSM_ReportTasks(t *testing.T) {
 		if err != nil || ch.Task.ID != want || ch.Index != 8 {
 			t.Fatalf("feed: %+v, %v; want the change of %s at index 8", ch, err, want)
 		}
+	}
+}
+
+// TestFSM_AssignTasks: each assignment of a batch applies or fails on its
+// own, with its result in Each, and the feed gets the placed tasks.
+func TestFSM_AssignTasks(t *testing.T) {
+	f := New()
+	applyLog(t, f, 1, worker("w1"))
+	a, b := newTask(), newTask()
+	applyLog(t, f, 2, SubmitTask{Task: a, Time: t0})
+	applyLog(t, f, 3, SubmitTask{Task: b, Time: t0})
+	res := applyLog(t, f, 4, AssignTasks{Assigns: []AssignTask{
+		{ID: a.ID, Worker: "w1", Generation: 1, Time: t0},
+		{ID: uuid.New(), Worker: "w1", Generation: 1, Time: t0}, // unknown task
+		{ID: b.ID, Worker: "w9", Generation: 1, Time: t0},       // unknown worker
+	}})
+	if res.Err != nil || !res.Changed || len(res.Each) != 3 || len(res.Tasks) != 1 || res.Tasks[0].ID != a.ID {
+		t.Fatalf("AssignTasks result %+v; want a placed, two refused", res)
+	}
+	if e := res.Each[0]; e.Err != nil || e.Task.Worker != "w1" || e.Task.Generation != 1 || e.Task.State != api.Scheduled {
+		t.Fatalf("Each[0] = %+v; want a Scheduled on w1 at generation 1", e)
+	}
+	if !errors.Is(res.Each[1].Err, api.ErrNotFound) || !errors.Is(res.Each[2].Err, api.ErrNotFound) {
+		t.Fatalf("Each[1], Each[2] errors: %v, %v; want not found (task, worker)", res.Each[1].Err, res.Each[2].Err)
+	}
+	if got, _ := f.Task(b.ID); got.State != api.Pending {
+		t.Fatalf("b is %s after a refused assignment, want Pending", got.State)
 	}
 }

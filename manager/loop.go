@@ -503,7 +503,7 @@ func (l *loop) placeAll(ctx context.Context, pending []api.Task, nodes []api.Nod
 			l.log.Warn("record pending reason", "task_id", notes[i].(fsm.PendingNote).ID, "error", err)
 		}
 	}
-	res, errs := l.applyEachResult(ctx, cmds)
+	res, errs := l.assign(ctx, cmds)
 	for i, d := range placed {
 		if errs[i] != nil {
 			l.log.Warn("assign task", "task_id", d.Task.ID, "worker", d.Node.Name, "error", errs[i])
@@ -555,6 +555,39 @@ func (l *loop) moveOff(ctx context.Context, tasks []api.Task, nodes []api.Node, 
 // maxConcurrentAssign bounds the commands of one batch in flight at once
 // (hashicorp/raft appends up to MaxAppendEntries, 64, per batch).
 const maxConcurrentAssign = 64
+
+// maxAssignBatch bounds the assignments of one assign-tasks entry (about
+// 150 bytes each).
+const maxAssignBatch = 1024
+
+// assign commits a pass's assignments: in assign-tasks entries of up to
+// maxAssignBatch once every voter knows the command, else one entry each
+// (applyEachResult). It returns each one's result and error, in order.
+func (l *loop) assign(ctx context.Context, cmds []any) ([]*fsm.Result, []error) {
+	if len(cmds) < 2 || l.m.checkCommand(ctx, fsm.CmdAssignTasks) != nil {
+		return l.applyEachResult(ctx, cmds)
+	}
+	res, errs := make([]*fsm.Result, len(cmds)), make([]error, len(cmds))
+	for lo := 0; lo < len(cmds); lo += maxAssignBatch {
+		hi := min(lo+maxAssignBatch, len(cmds))
+		batch := fsm.AssignTasks{Assigns: make([]fsm.AssignTask, 0, hi-lo)}
+		for _, c := range cmds[lo:hi] {
+			batch.Assigns = append(batch.Assigns, c.(fsm.AssignTask))
+		}
+		r, err := l.m.apply(ctx, batch)
+		for i := lo; i < hi; i++ {
+			switch {
+			case err != nil:
+				errs[i] = err
+			case r.Each[i-lo].Err != nil:
+				errs[i] = r.Each[i-lo].Err
+			default:
+				res[i] = r.Each[i-lo]
+			}
+		}
+	}
+	return res, errs
+}
 
 // applyEach commits cmds concurrently, at most maxConcurrentAssign in
 // flight, and returns each one's error, in order: a pass's assignments or a

@@ -293,3 +293,50 @@ func TestManager_ReportTasks_OneEntryOrOneEach(t *testing.T) {
 		})
 	}
 }
+
+// A pass's assignments are one assign-tasks entry once every voter knows
+// the command, one assign-task entry each while one does not; either way
+// each gets its own result, and a refused one does not stop the others.
+func TestLoop_Assign_OneEntryOrOneEach(t *testing.T) {
+	cur := uint8(fsm.MaxCommand)
+	for _, tc := range []struct {
+		name string
+		m3   uint8
+		want []string
+	}{
+		{name: "every voter knows it", m3: cur, want: []string{"assign-tasks"}},
+		{name: "m3 one version behind", m3: uint8(fsm.CmdReportTasks), want: []string{"assign-task", "assign-task", "assign-task"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, r, _ := upgradeManager(t, 0,
+				managerMember("m1", cur, cluster.StateAlive), managerMember("m2", cur, cluster.StateAlive), managerMember("m3", tc.m3, cluster.StateAlive))
+			m.fsm.ApplyCommand(fsm.UpsertWorker{Node: api.Node{Name: "w1", API: "w1:api", State: api.NodeAlive, RuntimeAvailable: true}})
+			var cmds []any
+			for i := range 3 {
+				id := uuid.New()
+				if i != 1 { // the second names a task that does not exist
+					m.fsm.ApplyCommand(fsm.SubmitTask{Task: api.Task{ID: id, Name: fmt.Sprint("t", i), Image: "cube-echo:latest"}, Time: time.Now()})
+				}
+				cmds = append(cmds, fsm.AssignTask{ID: id, Worker: "w1", Generation: 1, Time: time.Now()})
+			}
+			before := len(r.applied)
+			res, errs := newLoop(m).assign(context.Background(), cmds)
+			var got []string
+			for _, cmd := range r.applied[before:] {
+				typ, _ := fsm.TypeOf(cmd)
+				got = append(got, typ.String())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("the pass wrote %v, want %v", got, tc.want)
+			}
+			for i := range cmds {
+				switch {
+				case i == 1 && !errors.Is(errs[i], api.ErrNotFound):
+					t.Fatalf("assignment of an unknown task: %v; want not found", errs[i])
+				case i != 1 && (errs[i] != nil || res[i].Task.State != api.Scheduled || res[i].Task.Worker != "w1"):
+					t.Fatalf("assignment %d: %+v, %v; want Scheduled on w1", i, res[i], errs[i])
+				}
+			}
+		})
+	}
+}
