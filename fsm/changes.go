@@ -41,15 +41,32 @@ func (c *changes) task(id uuid.UUID) {
 	c.ids[id] = struct{}{}
 }
 
-// everything notes a change that is not one task's: a worker's record, a
-// service, a whole state restored.
+// everything notes a change that is not one task's nor one worker's: a
+// service, a removed worker, a whole state restored.
 func (c *changes) everything() {
 	c.all, c.ids = true, nil
 }
 
+// workerChangedLocked notes a change of worker name's record as a change
+// of each task placed on it: what a pass decides differently after a
+// worker dies, loses its engine or is drained is about those tasks (they
+// are lost, or moved off). What it may change for the others (room for a
+// task that fitted nowhere) the leader sees in the workers' capacity,
+// which it compares at every pass.
+func (f *FSM) workerChangedLocked(name string) {
+	a := f.alloc[name]
+	if a == nil {
+		return
+	}
+	for id := range a.ids {
+		f.changes.task(id)
+	}
+}
+
 // TakeChanges returns the IDs of the tasks changed (stored, replaced or
-// removed) since the previous call, and forgets them; all is true when
-// something else changed too (a worker, a service, a restored state) or
+// removed) since the previous call, and forgets them, a changed worker
+// record counting as a change of the tasks placed on it; all is true when
+// something else changed too (a service, a removed worker, a restored state) or
 // too many tasks changed to list, and then ids is nil: read everything.
 // The leader's loop is its one caller; the first call on an FSM returns
 // all.
@@ -88,10 +105,15 @@ func (f *FSM) LiveTaskRefsOf(ids []uuid.UUID) []*api.Task {
 // removals: CPU in nanocores, bytes in 128 bits (Nodes saturates them the
 // way api.AddBytes does), so a worker whose tasks all ended is back at
 // zero, not at a rounding error.
+//
+// It also holds the IDs of those tasks: a change of the worker's record
+// (its liveness, its drain) is then a change of those tasks alone
+// (workerChangedLocked), read by the leader's next pass without reading
+// the others.
 type allocation struct {
 	nanoCPU    int64
 	mem, disk  wide
-	count      int
+	ids        map[uuid.UUID]struct{}
 	perService map[string]int
 }
 
@@ -135,14 +157,14 @@ func (f *FSM) allocLocked(t *api.Task, sign int) {
 		if sign < 0 {
 			return // never counted in
 		}
-		a = &allocation{}
+		a = &allocation{ids: make(map[uuid.UUID]struct{})}
 		f.alloc[t.Worker] = a
 	}
 	if sign > 0 {
 		a.nanoCPU += nanoCores(t.Cpu)
 		a.mem.add(t.Memory)
 		a.disk.add(t.Disk)
-		a.count++
+		a.ids[t.ID] = struct{}{}
 		if t.Service != "" {
 			if a.perService == nil {
 				a.perService = map[string]int{}
@@ -154,13 +176,13 @@ func (f *FSM) allocLocked(t *api.Task, sign int) {
 	a.nanoCPU -= nanoCores(t.Cpu)
 	a.mem.sub(t.Memory)
 	a.disk.sub(t.Disk)
-	a.count--
+	delete(a.ids, t.ID)
 	if t.Service != "" {
 		if a.perService[t.Service]--; a.perService[t.Service] <= 0 {
 			delete(a.perService, t.Service)
 		}
 	}
-	if a.count == 0 {
+	if len(a.ids) == 0 {
 		delete(f.alloc, t.Worker)
 	}
 }
@@ -181,7 +203,7 @@ func (a *allocation) fill(n *api.Node) {
 	n.AllocatedCpu = float64(a.nanoCPU) / 1e9
 	n.AllocatedMemory = a.mem.int64()
 	n.AllocatedDisk = a.disk.int64()
-	n.TaskCount = a.count
+	n.TaskCount = len(a.ids)
 	if len(a.perService) > 0 {
 		n.ServiceTasks = make(map[string]int, len(a.perService))
 		for s, c := range a.perService {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -110,6 +111,9 @@ func TestNodes_RunningSumsEqualAScan(t *testing.T) {
 		if got, want := f.Nodes(), scanNodes(f); !reflect.DeepEqual(got, want) {
 			t.Fatalf("step %d (%T): Nodes\n%+v\nscan\n%+v", step, cmd, got, want)
 		}
+		if got, want := placedIDs(f), scanPlacedIDs(f); !reflect.DeepEqual(got, want) {
+			t.Fatalf("step %d (%T): the tasks placed on each worker\n%v\nscan\n%v", step, cmd, got, want)
+		}
 	}
 	var sink memSink
 	snap, err := f.Snapshot()
@@ -144,8 +148,8 @@ func TestTakeChanges(t *testing.T) {
 		t.Fatalf("nothing changed: TakeChanges = %v, %v", ids, all)
 	}
 	applyLog(t, f, 1, worker("w1"))
-	if _, all := f.TakeChanges(); !all {
-		t.Fatal("a worker's record changed: TakeChanges did not say everything")
+	if ids, all := f.TakeChanges(); all || len(ids) != 0 {
+		t.Fatalf("a new worker, no task on it: TakeChanges = %v, %v; want nothing", ids, all)
 	}
 	a, b := newTask(), newTask()
 	applyLog(t, f, 2, SubmitTask{Task: a, Time: t0})
@@ -160,6 +164,27 @@ func TestTakeChanges(t *testing.T) {
 	}
 	if got := f.LiveTaskRefsOf([]uuid.UUID{b.ID, uuid.New(), a.ID}); len(got) != 2 || got[0].ID != a.ID || got[1].ID != b.ID {
 		t.Fatalf("LiveTaskRefsOf: %d tasks, want a then b (submission order), unknown IDs left out", len(got))
+	}
+	// A worker's record changing is a change of the tasks placed on it
+	// (a, not the Pending b, nor a task on another worker); the same
+	// record again changes nothing.
+	c := newTask()
+	f.ApplyCommand(worker("w2"))
+	f.ApplyCommand(SubmitTask{Task: c, Time: t0})
+	f.ApplyCommand(AssignTask{ID: c.ID, Worker: "w2", Generation: 1, Time: t0})
+	f.TakeChanges()
+	for _, cmd := range []any{
+		UpsertWorker{Node: api.Node{Name: "w1", API: "w1:api", State: api.NodeDead, RuntimeAvailable: true, Cpu: 2, Memory: 1 << 30}},
+		DrainWorker{Name: "w1", Drain: true},
+	} {
+		f.ApplyCommand(cmd)
+		if ids, all := f.TakeChanges(); all || !slices.Equal(ids, []uuid.UUID{a.ID}) {
+			t.Fatalf("%T on w1: TakeChanges = %v, %v; want [a] (%v)", cmd, ids, all, a.ID)
+		}
+		f.ApplyCommand(cmd)
+		if ids, all := f.TakeChanges(); all || len(ids) != 0 {
+			t.Fatalf("%T on w1 again: TakeChanges = %v, %v; want nothing", cmd, ids, all)
+		}
 	}
 	// Tokens and services change no task: everything.
 	applyLog(t, f, 5, PutService{Service: api.Service{Name: "web", Count: 1, Task: api.Task{Image: "cube-echo:latest"}}, Mode: PutCreate, Time: t0})
@@ -213,4 +238,29 @@ func TestAddCPU_MatchesTheStoredSums(t *testing.T) {
 	if sum != 2.4 {
 		t.Fatalf("0.1+0.2+0.3+0.7+1.1 = %v in nanocores, want 2.4", sum)
 	}
+}
+
+// placedIDs is the FSM's index of the tasks placed on each worker.
+func placedIDs(f *FSM) map[string]map[uuid.UUID]struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	got := map[string]map[uuid.UUID]struct{}{}
+	for w, a := range f.alloc {
+		got[w] = maps.Clone(a.ids)
+	}
+	return got
+}
+
+// scanPlacedIDs is the same, from every stored task.
+func scanPlacedIDs(f *FSM) map[string]map[uuid.UUID]struct{} {
+	want := map[string]map[uuid.UUID]struct{}{}
+	for _, t := range f.Tasks() {
+		if placed(&t) {
+			if want[t.Worker] == nil {
+				want[t.Worker] = map[uuid.UUID]struct{}{}
+			}
+			want[t.Worker][t.ID] = struct{}{}
+		}
+	}
+	return want
 }

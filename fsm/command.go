@@ -113,6 +113,8 @@ var taskCommands = map[CmdType]bool{
 	CmdSubmitTask: true, CmdAssignTask: true, CmdReportTask: true, CmdStopTask: true,
 	CmdPendingNote: true, CmdRestartTask: true, CmdRequeueTask: true, CmdGiveUpTask: true,
 	CmdSetHealth: true, CmdCollectGarbage: true, CmdReportTasks: true, CmdAssignTasks: true, // its removed workers note their own change (gc.go)
+	// A worker's record: a change of the tasks placed on it (workerChangedLocked).
+	CmdUpsertWorker: true, CmdDrainWorker: true,
 }
 
 // byGoType maps each command struct to its type byte: the reverse of

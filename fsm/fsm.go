@@ -508,6 +508,7 @@ func (f *FSM) upsertWorkerLocked(c UpsertWorker) *Result {
 		return &Result{}
 	}
 	f.workers[n.Name] = n
+	f.workerChangedLocked(n.Name)
 	return &Result{Changed: true}
 }
 
@@ -521,6 +522,7 @@ func (f *FSM) drainWorkerLocked(c DrainWorker) *Result {
 	}
 	n.Drain = c.Drain
 	f.workers[c.Name] = n
+	f.workerChangedLocked(c.Name)
 	return &Result{Changed: true}
 }
 

@@ -165,7 +165,9 @@ func (l *loop) run(ctx context.Context) {
 		case <-tick.C:
 		case <-l.m.fsm.Changed():
 		case <-l.m.cfg.GossipChanges:
-			l.plan.owed = true // a worker's liveness reads all its tasks
+			// The pass commits the worker's new record (syncWorkers), and
+			// the FSM lists the tasks placed on it as changed: a death
+			// costs the dead worker's tasks, not a full pass.
 		case o := <-l.opDone:
 			l.takeBack(ctx, o)
 		case r := <-l.healthCh:

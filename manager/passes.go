@@ -25,9 +25,12 @@ import (
 // fullEvery × their cost): every Tick on a small cluster, as before, and
 // at most a quarter of a core on a large one. A full pass is owed sooner
 // (as soon as the last one's cost has passed since it ended) when the
-// change is not one task's: a worker's or service's record, gossip, a
+// change is not one task's: a service's record, a removed worker, a
 // restored state, freed capacity while tasks are blocked, a changed task
-// asking static host ports, belonging to a service or health-checked.
+// asking static host ports, belonging to a service or health-checked. A
+// worker's record changing (gossip sees it dead, it is drained) is a
+// change of the tasks placed on it (fsm.TakeChanges), read by a pass over
+// changes.
 const fullEvery = 3
 
 // passPlan is the loop's memory of its passes.

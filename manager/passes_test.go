@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -118,8 +119,7 @@ func TestLoop_PassOverChangesReadsTheChangedTasks(t *testing.T) {
 // make the next pass full.
 func TestLoop_ChangesThatCallForAFullPass(t *testing.T) {
 	for name, change := range map[string]func(h *harness){
-		"a worker dies (gossip)": func(h *harness) { h.gossipState("w2", cluster.StateDead) },
-		"a worker drains":        func(h *harness) { h.seed(fsm.DrainWorker{Name: "w2", Drain: true}) },
+		"a worker joins while a task is blocked": func(h *harness) { h.worker("w3") },
 		"a task asking a static host port changes": func(h *harness) {
 			h.submit("ported", func(t *api.Task) {
 				t.ExposedPorts = map[string]struct{}{"7777/tcp": {}}
@@ -153,6 +153,82 @@ func TestLoop_ChangesThatCallForAFullPass(t *testing.T) {
 			change(h)
 			if !h.changesPass() {
 				t.Fatal("the pass after the change was not full")
+			}
+		})
+	}
+}
+
+// A worker's record changing (gossip sees it dead, an operator drains it)
+// is a change of the tasks placed on it: a pass over changes reads those
+// and acts (probes and requeues them, moves them off) without reading the
+// others (fsm.TakeChanges).
+func TestLoop_AWorkersChangeIsAPassOverItsTasks(t *testing.T) {
+	for name, tc := range map[string]struct {
+		change func(h *harness)
+		want   func(h *harness, name string) error
+	}{
+		"it dies (gossip)": {
+			change: func(h *harness) { h.gossipState("w2", cluster.StateDead) },
+			want: func(h *harness, name string) error {
+				if got := h.task(name); got.Worker == "w2" || got.State != api.Pending {
+					return fmt.Errorf("%s: %s on %q, want Pending again, off w2", name, got.State, got.Worker)
+				}
+				return nil
+			},
+		},
+		"it is drained": {
+			change: func(h *harness) { h.seed(fsm.DrainWorker{Name: "w2", Drain: true}) },
+			want: func(h *harness, name string) error {
+				if got := h.task(name); got.Worker == "w2" {
+					return fmt.Errorf("%s: still on the drained w2 (%s)", name, got.State)
+				}
+				return nil
+			},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, nil)
+			h.worker("w1")
+			h.worker("w2")
+			h.placed("stays", "w1", 1, api.Running, nil)
+			h.placed("crashes", "w1", 1, api.Running, nil)
+			h.placed("on-w2-a", "w2", 1, api.Running, nil)
+			h.placed("on-w2-b", "w2", 1, api.Scheduled, nil)
+			h.pass()
+			h.changesPass()
+			fulls := testutil.ToFloat64(h.m.metrics.fullPasses)
+			// A restart due on time alone: only a pass that reads every
+			// task would carry it out.
+			h.observe("crashes", "w1", 1, api.Failed)
+			h.changesPass()
+			h.observe("crashes", "w1", 2, api.Failed)
+			h.changesPass()
+			h.l.restarts[h.id("crashes")].notBefore = time.Now().Add(-time.Millisecond)
+			restarts := h.task("crashes").RestartCount
+
+			tc.change(h)
+			if h.changesPass() {
+				t.Fatal("the pass after the worker's change read every task")
+			}
+			for _, n := range []string{"on-w2-a", "on-w2-b"} {
+				if err := tc.want(h, n); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := h.task("crashes").RestartCount; got != restarts {
+				t.Fatal("the pass after the worker's change restarted a task of another worker that had not changed: it read every task")
+			}
+			if got := h.task("stays"); got.Worker != "w1" || got.State != api.Running {
+				t.Fatalf("stays: %s on %q, want Running on w1, untouched", got.State, got.Worker)
+			}
+			h.changesPass() // what the requeues wrote: placed on w1
+			for _, n := range []string{"on-w2-a", "on-w2-b"} {
+				if got := h.task(n); got.Worker != "w1" {
+					t.Fatalf("%s after the next pass over changes: %s on %q, want placed on w1", n, got.State, got.Worker)
+				}
+			}
+			if got := testutil.ToFloat64(h.m.metrics.fullPasses); got != fulls {
+				t.Fatalf("cube_leader_full_passes_total went from %v to %v", fulls, got)
 			}
 		})
 	}
