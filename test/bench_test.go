@@ -25,7 +25,7 @@ package test
 // the nodes' log lines split each trial into phases, which RESULTS.md
 // summarises. The benchmark fails only when recovery does not happen at all.
 // Environment: BENCH_TRIALS (20), BENCH_PLACE_TRIALS (BENCH_TRIALS),
-// BENCH_WRITE_SECONDS (10), BENCH_SWARM, BENCH_CUBE and BENCH_INSECURE (0
+// BENCH_WRITE_SECONDS (10), BENCH_SWARM, BENCH_CUBE, BENCH_ENGINE (the placement burst on the engine alone) and BENCH_INSECURE (0
 // skips that part, for development), BENCH_ONLY (measure keys, comma-separated: only those),
 // BENCH_SWARM_IMAGE (id, the default, or tag),
 // BENCH_CUBE_BIN (a cube binary; default: one built here without -race),
@@ -478,6 +478,7 @@ func TestBench(t *testing.T) {
 	if os.Getenv("BENCH_CUBE") != "0" {
 		b.cube(os.Getenv("BENCH_INSECURE") != "0")
 	}
+	b.enginePlacement() // bench_engine_test.go
 	if os.Getenv("BENCH_SWARM") != "0" {
 		b.swarm()
 	} else {
@@ -2458,7 +2459,7 @@ func (b *bench) table(jsonName string) string {
 	w.WriteString("\nWhere the time goes: median of each phase, in ms after the fault (engine events: `die`, `create`, `start`; node log lines: the rest; `running` = the API/Swarm says Running, `healthy` = it also answers `/health`).\n\n")
 	w.WriteString("| measure | system | phases (median ms after the fault, in order) |\n| --- | --- | --- |\n")
 	for _, ms := range benchMeasures {
-		for _, sys := range []string{sysCube, sysCubeInsecure, sysSwarmDefault, sysSwarmMin} {
+		for _, sys := range []string{sysCube, sysCubeInsecure, sysSwarmDefault, sysSwarmMin, sysEngine} {
 			s := b.find(ms.Key, sys)
 			if s == nil || len(s.Trials) == 0 || len(s.Trials[0].Phases) == 0 {
 				continue
@@ -2476,7 +2477,7 @@ func (b *bench) table(jsonName string) string {
 			fmt.Fprintf(&w, "| %s | %s | %s |\n", ms.Short, sys, benchPhaseLine(med))
 		}
 	}
-	for _, sys := range []string{sysCube, sysSwarmDefault} {
+	for _, sys := range []string{sysCube, sysSwarmDefault, sysEngine} {
 		s := b.find("placement", sys)
 		if s == nil {
 			continue
@@ -2501,6 +2502,7 @@ func (b *bench) table(jsonName string) string {
 		}
 		w.WriteString(".\n")
 	}
+	w.WriteString(b.engineLine())
 	if m.EngineStartMs > 0 {
 		fmt.Fprintf(&w, "\nThe engine's own create→start of a task container (Cube's recovery trials, median): %.0f ms.\n", m.EngineStartMs)
 	}
@@ -2600,8 +2602,8 @@ func (b *bench) chart() string {
 		goal                  float64
 		bars                  []bar
 	}
-	colors := map[string]string{sysCube: "#2b6cb0", sysCubeInsecure: "#90cdf4", sysSwarmDefault: "#dd6b20", sysSwarmMin: "#ecc94b"}
-	labels := map[string]string{sysCube: "Cube", sysCubeInsecure: "insecure", sysSwarmDefault: "Swarm (5 s)", sysSwarmMin: "Swarm (0 s)"}
+	colors := map[string]string{sysCube: "#2b6cb0", sysCubeInsecure: "#90cdf4", sysSwarmDefault: "#dd6b20", sysSwarmMin: "#ecc94b", sysEngine: "#a0aec0"}
+	labels := map[string]string{sysCube: "Cube", sysCubeInsecure: "insecure", sysSwarmDefault: "Swarm (5 s)", sysSwarmMin: "Swarm (0 s)", sysEngine: "engine alone"}
 	var panels []panel
 	for _, ms := range benchMeasures {
 		if strings.HasPrefix(ms.Key, "submit-") {
@@ -2620,7 +2622,7 @@ func (b *bench) chart() string {
 		case ms.VsSwarm:
 			p.goalText = "goal: beat Swarm"
 		}
-		for _, sys := range []string{sysCube, sysCubeInsecure, sysSwarmDefault, sysSwarmMin} {
+		for _, sys := range []string{sysCube, sysCubeInsecure, sysSwarmDefault, sysSwarmMin, sysEngine} {
 			if s := b.find(ms.Key, sys); s != nil {
 				br := bar{label: labels[sys], s: s, color: colors[sys]}
 				if v, ok := s.Extra["tasks_per_s_at_median"]; ok {
