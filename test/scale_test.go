@@ -92,6 +92,10 @@ type scaleRun struct {
 	// leader's for 10 s from the moment every lost worker is seen dead.
 	FollowerProfile scaleProfile `json:"follower_cpu_profile"`
 	LossProfile     scaleProfile `json:"worker_loss_leader_cpu_profile"`
+	// FailoverProfile is the new leader's for 3 s from the first write
+	// it accepted after the first leader kill (the crashing task's first
+	// restart falls in it).
+	FailoverProfile scaleProfile `json:"first_failover_leader_cpu_profile"`
 	Check           scaleCheck   `json:"check"`
 	Notes           []string     `json:"notes,omitempty"`
 	// Failed says why a run did not finish (its measures after that are
@@ -1107,9 +1111,18 @@ func (s *scale) failover() {
 		}
 		s.run.Failover.TrialsS = append(s.run.Failover.TrialsS, round3(took.Seconds()))
 		s.say("failover %d: leader %s killed → write accepted after %.3f s", i+1, leader.Name, took.Seconds())
+		var prof <-chan scaleProfile
+		if i == 0 {
+			if nl := s.c.LeaderProc(); nl != nil {
+				prof = s.profile(nl, 3)
+			}
+		}
 		if r, ok := s.firstRestart(probe); ok {
 			s.run.Failover.RestartS = append(s.run.Failover.RestartS, round3(r.Seconds()))
 			s.say("failover %d: a crashing task submitted then was restarted by the new leader %.3f s later", i+1, r.Seconds())
+		}
+		if prof != nil {
+			s.run.FailoverProfile = <-prof
 		}
 		s.c.Start(leader)
 		s.waitCaughtUp(leader)
@@ -1593,6 +1606,7 @@ func renderScale(dir string) error {
 	}{
 		{"A follower's CPU profile (the one serving the measure's reads and event stream) from the start of the placement burst", func(r *scaleRun) scaleProfile { return r.FollowerProfile }},
 		{"The leader's CPU profile for 10 s from the moment every lost worker was seen dead", func(r *scaleRun) scaleProfile { return r.LossProfile }},
+		{"The new leader's CPU profile for 3 s from the first write it accepted after the first leader kill", func(r *scaleRun) scaleProfile { return r.FailoverProfile }},
 	} {
 		for k := len(order) - 1; k >= 0; k-- {
 			r := runs[order[k]]
