@@ -426,7 +426,7 @@ var decisions = []decision{
 			h.unprobeable["t1"] = true
 		},
 		cmds:  []string{"upsert w1 dead"},
-		calls: []string{"probe t1", "w1 get t1"},
+		calls: []string{"probe t1", "w1 list"},
 		check: wantTask("t1", "w1", 1, api.Running, 0),
 	},
 	{
@@ -439,8 +439,39 @@ var decisions = []decision{
 		},
 		cmds: []string{"requeue t1: worker w1 is dead; task cannot be probed (no published port), and its worker's API does not answer for it: worker w1: connection refused",
 			"upsert w1 dead"},
-		calls: []string{"probe t1", "w1 get t1"},
+		calls: []string{"probe t1", "w1 list"},
 		check: wantTask("t1", "", 1, api.Pending, 0),
+	},
+	{
+		name: "lost worker: the tasks that cannot be probed are asked about in one list of their worker",
+		given: func(h *harness) {
+			w := h.worker("w1")
+			for _, n := range []string{"t1", "t2", "t3", "t4"} {
+				h.placed(n, "w1", 1, api.Running, nil)
+				h.unprobeable[n] = true
+			}
+			rec := w.records[h.id("t3")]
+			rec.Generation = 2
+			w.records[h.id("t3")] = rec
+			delete(w.records, h.id("t4"))
+			h.gossipState("w1", cluster.StateDead)
+		},
+		cmds: []string{
+			"requeue t3: worker w1 is dead; task cannot be probed (no published port), and its worker holds generation 2, not 1",
+			"requeue t4: worker w1 is dead; task cannot be probed (no published port), and its worker holds no record of it",
+			"upsert w1 dead"},
+		calls: []string{"probe t1", "probe t2", "probe t3", "probe t4", "w1 list"},
+		check: func(h *harness) error {
+			for _, want := range []struct {
+				name, worker string
+				state        api.State
+			}{{"t1", "w1", api.Running}, {"t2", "w1", api.Running}, {"t3", "", api.Pending}, {"t4", "", api.Pending}} {
+				if err := wantTask(want.name, want.worker, 1, want.state, 0)(h); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
 	},
 	{
 		name: "lost worker: a task that cannot be probed is requeued when its worker holds a newer generation",
@@ -454,7 +485,7 @@ var decisions = []decision{
 			h.unprobeable["t1"] = true
 		},
 		cmds:  []string{"requeue t1: worker w1 is dead; task cannot be probed (no published port), and its worker holds generation 2, not 1", "upsert w1 dead"},
-		calls: []string{"probe t1", "w1 get t1"},
+		calls: []string{"probe t1", "w1 list"},
 		check: wantTask("t1", "", 1, api.Pending, 0),
 	},
 	{

@@ -58,6 +58,9 @@ type loop struct {
 	// probes are the finished probes of tasks on lost workers not yet
 	// acted on (orphanVerdicts).
 	probes []*op
+	// lists shares a lost worker's list of records among the probes of
+	// its tasks (askWorker).
+	lists workerLists
 	// svcBackoff spaces out replacements of failed service tasks (services.go).
 	svcBackoff map[string]*svcBackoff
 	// batchSeen is when this leader first saw each service's current
@@ -65,7 +68,8 @@ type loop struct {
 	batchSeen map[string]batchMark
 	checker   *health.Checker
 	healthCh  chan health.Result
-	lastPoll  time.Time
+	lastPoll  time.Time     // when the last poll started (poll.go, pollDue)
+	pollCost  time.Duration // how long the last poll took
 	polling   bool
 	pollDone  chan pollResult
 	wg        sync.WaitGroup
@@ -112,6 +116,7 @@ func newLoop(m *Manager) *loop {
 		blocked:    make(map[uuid.UUID]blockedMark),
 		batchSeen:  make(map[string]batchMark),
 		healthCh:   make(chan health.Result, 256),
+		lastPoll:   time.Now(), // the first poll comes one PollInterval in (pollDue)
 	}
 }
 
@@ -353,7 +358,7 @@ func (l *loop) reconcile(ctx context.Context) (full bool) {
 	l.reconcileServices(ctx, tasks)
 	l.checker.Sync(l.healthSpecs(tasks, nodes))
 	l.prune(tasks)
-	if !l.polling && time.Since(l.lastPoll) >= l.m.cfg.PollInterval {
+	if l.pollDue(time.Now()) {
 		l.startPoll(ctx, nodes, tasks)
 	}
 	l.plan.fullDone(start)

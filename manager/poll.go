@@ -46,6 +46,27 @@ type heldNewer struct {
 	workerGen uint64
 }
 
+// pollSpacing: a poll runs at most a fifth of the time (pollDue).
+const pollSpacing = 5
+
+// pollDue says whether the next poll may start: PollInterval after the last
+// one started, and pollSpacing times the last poll's length, whichever is
+// later. A poll reads every live task's record from its worker: with 100,000
+// tasks on 100 workers, about a second of the leader's CPU, most of it
+// decoding the lists (bench/scale/SCALE.md), every PollInterval (2 s in the
+// fast profile) would keep half a core busy with the safety net alone; spaced
+// by its cost it takes at most a fifth, and on a small cluster, where a poll
+// takes milliseconds, it still comes every PollInterval. A new leader's first
+// poll comes one PollInterval after its loop starts, not at once: its first
+// seconds are owed to the placements and restarts the failover held up (the
+// first restart after a failover with 100,000 tasks came 1.3 s after the
+// election while the new leader's poll took a third of its CPU), and the
+// reports a poll would find are retried by their workers until a leader
+// takes them.
+func (l *loop) pollDue(now time.Time) bool {
+	return !l.polling && now.Sub(l.lastPoll) >= max(l.m.cfg.PollInterval, pollSpacing*l.pollCost)
+}
+
 // startPoll reads, on the loop's goroutine, which tasks each live worker must
 // hold, then lists the workers on a goroutine of its own.
 func (l *loop) startPoll(ctx context.Context, nodes []api.Node, tasks []*api.Task) {
@@ -94,6 +115,7 @@ func (l *loop) pollPlan(nodes []api.Node, tasks []*api.Task) []pollWorker {
 // holds, and requeues the tasks their worker has no record of.
 func (l *loop) pollFinished(ctx context.Context, res pollResult) {
 	l.polling = false
+	l.pollCost = time.Since(l.lastPoll)
 	for _, h := range res.above {
 		l.placeAbove(ctx, h.task.ID, h.task.Worker, h.task.Generation, h.workerGen)
 	}

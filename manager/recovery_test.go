@@ -1,7 +1,12 @@
 package manager
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,5 +157,72 @@ func TestUnhealthy_RunMeasuredOnTheLeadersClock(t *testing.T) {
 				t.Errorf("restart state %+v, want streak %d", rs, tc.streak)
 			}
 		})
+	}
+}
+
+// The probes of a lost worker's tasks share one list of its records: made
+// once for all that start together, under the loop's context, so that one
+// probe giving up does not fail the others; a probe that starts later than
+// fresh lists again.
+func TestWorkerLists_OneListForTheProbesThatStartTogether(t *testing.T) {
+	var w workerLists
+	id := uuid.New()
+	var calls atomic.Int32
+	release := make(chan struct{})
+	list := func(ctx context.Context) ([]api.Task, error) {
+		calls.Add(1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return []api.Task{{ID: id, Generation: 3, State: api.Running}}, nil
+	}
+	ctx := context.Background()
+	const probes = 50
+	var wg sync.WaitGroup
+	errs := make(chan error, probes)
+	for range probes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			recs, err := w.get(ctx, ctx, "w1:api", time.Hour, list)
+			if err == nil && recs[id].Generation != 3 {
+				err = fmt.Errorf("records %v, want the task at generation 3", recs)
+			}
+			errs <- err
+		}()
+	}
+	for calls.Load() == 0 { // the list is under way
+		time.Sleep(time.Millisecond)
+	}
+	// A probe whose own op ends while the list is under way gives up alone.
+	octx, cancel := context.WithCancel(ctx)
+	gaveUp := make(chan error, 1)
+	go func() {
+		_, err := w.get(ctx, octx, "w1:api", time.Hour, list)
+		gaveUp <- err
+	}()
+	cancel()
+	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
+		t.Fatalf("a probe whose context ended: %v, want context.Canceled", err)
+	}
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d lists for %d probes started together, want 1", n, probes+1)
+	}
+	// Past fresh, the next probe asks again.
+	if _, err := w.get(ctx, ctx, "w1:api", 0, list); err != nil {
+		t.Fatal(err)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("%d lists after a stale one, want 2", n)
 	}
 }
