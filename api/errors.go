@@ -33,6 +33,11 @@ var (
 	// Retry-After: retrying helps only once the operator or garbage
 	// collection frees room.
 	ErrLimit = errors.New("limit reached")
+	// ErrNotSent: a call to a worker was never sent, its context ending
+	// while it waited for one of the calls a WorkerClient may have in
+	// flight: the worker was not asked, so its silence says nothing about
+	// it. Never on the wire.
+	ErrNotSent = errors.New("not sent")
 )
 
 // StatusOf maps an error from a service to the HTTP status that describes it.

@@ -243,7 +243,7 @@ func (c *WorkerClient) do(ctx context.Context, addr, method, path string, body [
 	case c.inflight <- struct{}{}:
 		defer func() { <-c.inflight }()
 	case <-ctx.Done():
-		return 0, fmt.Errorf("%s %s: waiting for one of %d calls to workers in flight: %w", method, base+path, workerCallsInFlight, ctx.Err())
+		return 0, fmt.Errorf("%s %s: %w: waiting for one of %d calls to workers in flight: %w", method, base+path, ErrNotSent, workerCallsInFlight, ctx.Err())
 	}
 	ans, err := roundTrip(ctx, c.hc, c.timeout, method, base+path, body)
 	if err != nil {

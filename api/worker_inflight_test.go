@@ -55,8 +55,8 @@ func TestWorkerClient_BoundsCallsInFlight(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	_, err := wc.Tasks(ctx, srv.URL)
 	cancel()
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("a call waiting for a slot past its deadline: %v, want context.DeadlineExceeded", err)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrNotSent) {
+		t.Errorf("a call waiting for a slot past its deadline: %v, want ErrNotSent and context.DeadlineExceeded", err)
 	}
 	if p := peak.Load(); p != workerCallsInFlight {
 		t.Fatalf("%d calls in flight at once, want %d", p, workerCallsInFlight)

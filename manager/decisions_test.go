@@ -474,6 +474,18 @@ var decisions = []decision{
 		},
 	},
 	{
+		name: "lost worker: a task that cannot be probed stays when its worker could not be asked (the leader's calls all in flight)",
+		given: func(h *harness) {
+			h.worker("w1").notSent = 1
+			h.placed("t1", "w1", 1, api.Running, nil)
+			h.gossipState("w1", cluster.StateDead)
+			h.unprobeable["t1"] = true
+		},
+		cmds:  []string{"upsert w1 dead"},
+		calls: []string{"probe t1"},
+		check: wantTask("t1", "w1", 1, api.Running, 0),
+	},
+	{
 		name: "lost worker: a task that cannot be probed is requeued when its worker holds a newer generation",
 		given: func(h *harness) {
 			w := h.worker("w1")

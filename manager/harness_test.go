@@ -172,6 +172,7 @@ type fakeWorker struct {
 	records   map[uuid.UUID]api.Task
 	forgotten map[uuid.UUID]uint64 // ended records it cleaned up: last generation
 	failCalls int                  // the next failCalls calls fail as if it were unreachable
+	notSent   int                  // the next notSent calls are not sent: the leader's calls are all in flight
 }
 
 // fakeWorkers is the Workers seam: workers by API address, and the calls made.
@@ -198,6 +199,10 @@ func (ws *fakeWorkers) call(addr, what string) (*fakeWorker, error) {
 	w := ws.byAPI[addr]
 	if w == nil {
 		return nil, fmt.Errorf("no worker at %s", addr)
+	}
+	if w.notSent > 0 {
+		w.notSent--
+		return nil, fmt.Errorf("%s: %w: waiting for one of 64 calls to workers in flight: %w", what, api.ErrNotSent, context.DeadlineExceeded)
 	}
 	ws.calls = append(ws.calls, w.name+" "+what)
 	if w.failCalls > 0 {

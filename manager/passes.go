@@ -87,6 +87,9 @@ func (p *passPlan) deferFor(now time.Time) time.Duration {
 // changed returns the IDs the pass over changes reads: those the FSM
 // reported and those whose op finished.
 func (p *passPlan) changed(ids []uuid.UUID) []uuid.UUID {
+	for _, id := range ids {
+		delete(p.finished, id) // listed once: a task read twice was placed twice
+	}
 	for id := range p.finished {
 		ids = append(ids, id)
 	}

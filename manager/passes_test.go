@@ -2,12 +2,15 @@ package manager
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cube-orch/cube/api"
 	"github.com/cube-orch/cube/cluster"
 	"github.com/cube-orch/cube/fsm"
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -221,15 +224,46 @@ func TestLoop_AWorkersChangeIsAPassOverItsTasks(t *testing.T) {
 			if got := h.task("stays"); got.Worker != "w1" || got.State != api.Running {
 				t.Fatalf("stays: %s on %q, want Running on w1, untouched", got.State, got.Worker)
 			}
+			h.reset()
 			h.changesPass() // what the requeues wrote: placed on w1
 			for _, n := range []string{"on-w2-a", "on-w2-b"} {
 				if got := h.task(n); got.Worker != "w1" {
 					t.Fatalf("%s after the next pass over changes: %s on %q, want placed on w1", n, got.State, got.Worker)
+				}
+				// Changed by its requeue and by its probe's end, a task is
+				// still read once, and placed once.
+				assigns := 0
+				for _, c := range h.commands() {
+					if strings.HasPrefix(c, "assign "+n+" ") {
+						assigns++
+					}
+				}
+				if assigns > 1 {
+					t.Fatalf("%s was assigned %d times in one pass: %q", n, assigns, h.commands())
 				}
 			}
 			if got := testutil.ToFloat64(h.m.metrics.fullPasses); got != fulls {
 				t.Fatalf("cube_leader_full_passes_total went from %v to %v", fulls, got)
 			}
 		})
+	}
+}
+
+// A task both changed in the FSM and whose op just ended is read once by
+// the pass over changes.
+func TestPassPlan_ChangedListsEachTaskOnce(t *testing.T) {
+	var p passPlan
+	a, b, c := uuid.New(), uuid.New(), uuid.New()
+	p.opEnded(a)
+	p.opEnded(c)
+	got := p.changed([]uuid.UUID{a, b})
+	slices.SortFunc(got, func(x, y uuid.UUID) int { return strings.Compare(x.String(), y.String()) })
+	want := []uuid.UUID{a, b, c}
+	slices.SortFunc(want, func(x, y uuid.UUID) int { return strings.Compare(x.String(), y.String()) })
+	if !slices.Equal(got, want) {
+		t.Fatalf("changed = %v, want %v, each once", got, want)
+	}
+	if again := p.changed(nil); len(again) != 0 {
+		t.Fatalf("the ended ops listed again at the next pass: %v", again)
 	}
 }

@@ -352,6 +352,11 @@ func (l *loop) askWorker(ctx, octx context.Context, t api.Task, workerAPI string
 	})
 	rec, held := recs[t.ID]
 	switch {
+	case errors.Is(err, api.ErrNotSent):
+		// Not asked: the leader's own calls to workers were all in
+		// flight (a burst of dispatches). The worker's silence says
+		// nothing; the task stays and is probed again.
+		return true, notProbeable + ", and its worker could not be asked yet (" + err.Error() + "); asked again at the next probe"
 	case err != nil:
 		return false, notProbeable + ", and its worker's API does not answer for it: " + err.Error()
 	case !held:

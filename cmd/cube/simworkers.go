@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cube-orch/cube/cluster"
 	"github.com/cube-orch/cube/security"
 	"github.com/cube-orch/cube/worker"
 	"github.com/cube-orch/cube/worker/simrt"
@@ -35,6 +37,7 @@ type simFlags struct {
 	parallel   int
 	compress   bool
 	gcPercent  int
+	gossipOnly bool
 	rt         simrt.Config
 }
 
@@ -102,6 +105,7 @@ all of this process's workers at once, as machines dying.`,
 	f.StringVar(&s.certDir, "cert-dir", "", "directory of the workers' certificates, worker-<name>.pem and worker-<name>-key.pem (with TLS)")
 	f.StringVar(&s.caKey, "ca-key-file", "", "CA key: make the certificates missing from --cert-dir with it (a benchmark's convenience; keep CA keys off real nodes)")
 	f.IntVar(&s.parallel, "start-parallel", 8, "workers started at once (each joins gossip with a full state exchange)")
+	f.BoolVar(&s.gossipOnly, "gossip-only", false, "run each simulated worker as its gossip member alone: no API, no records, no runtime (it advertises no API and no container runtime, so managers place nothing on it and call nothing); make scale MODE=gossip measures gossip with a thousand members this way")
 	f.BoolVar(&s.compress, "gossip-compression", false, "compress gossip messages as cube worker does; off by default here: with hundreds of members in one process, compressing every packet costs a fifth of its CPU")
 	f.IntVar(&s.gcPercent, "gc-percent", 400, "the Go collector's GOGC for this process unless GOGC is set (hundreds of gossip members allocate per packet; fewer collections trade memory for CPU)")
 	f.DurationVar(&s.rt.StartDelay, "start-delay", 0, "simulated time from a container's start call to its process running (the real engine's is about 230 ms)")
@@ -240,7 +244,7 @@ func (s *simFlags) start(base worker.AgentConfig) (*simFleet, error) {
 		debug.SetGCPercent(s.gcPercent)
 	}
 	fl := &simFleet{log: log, agents: make([]*worker.Agent, len(sps)), rts: make([]*simrt.Runtime, len(sps)),
-		errc: make(chan error, 1), stop: make(chan struct{})}
+		pools: make([]*cluster.Pool, len(sps)), errc: make(chan error, 1), stop: make(chan struct{})}
 	begin := time.Now()
 	var (
 		mu      sync.Mutex
@@ -261,7 +265,17 @@ func (s *simFlags) start(base worker.AgentConfig) (*simFleet, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			a, rt, err := s.startOne(base, sp, i)
+			var (
+				a    *worker.Agent
+				rt   *simrt.Runtime
+				pool *cluster.Pool
+				err  error
+			)
+			if s.gossipOnly {
+				pool, err = s.startMember(base, sp)
+			} else {
+				a, rt, err = s.startOne(base, sp, i)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -270,7 +284,7 @@ func (s *simFlags) start(base worker.AgentConfig) (*simFleet, error) {
 				}
 				return
 			}
-			fl.agents[i], fl.rts[i] = a, rt
+			fl.agents[i], fl.rts[i], fl.pools[i] = a, rt, pool
 			started++
 			if step := max(len(sps)/10, 1); started%step == 0 || started == len(sps) {
 				log.Info("simulated workers started", "started", started, "of", len(sps), "elapsed", time.Since(begin).Round(time.Millisecond))
@@ -316,11 +330,39 @@ func (s *simFlags) startOne(base worker.AgentConfig, sp simSpec, i int) (*worker
 	return a, rt, nil
 }
 
+// startMember starts worker sp as its gossip member alone (--gossip-only):
+// the role, name, address, encryption and timings of a worker's member, with
+// no API and its container runtime advertised down, so that the managers
+// record it, follow its liveness, and neither call it nor place on it.
+func (s *simFlags) startMember(base worker.AgentConfig, sp simSpec) (*cluster.Pool, error) {
+	g := base.Gossip
+	addr := net.JoinHostPort(sp.ip, fmt.Sprint(s.gossipPort))
+	if err := g.SetAddrs(context.Background(), addr, addr, "--gossip-port", base.Seeds); err != nil {
+		return nil, err
+	}
+	g.Name, g.Logger, g.SourceIP = sp.name, base.Logger.Named(sp.name), sp.ip
+	_, keys, err := s.credentials(sp)
+	if err != nil {
+		return nil, err
+	}
+	if g.Keys, err = cluster.DecodeGossipKeys(keys); err != nil {
+		return nil, err
+	}
+	g.PollRoles = []cluster.Role{cluster.RoleManager} // as a worker's member
+	g.Meta = cluster.Meta{Role: cluster.RoleWorker, RuntimeDown: true}
+	p, err := cluster.NewPool(g)
+	if err != nil {
+		return nil, fmt.Errorf("start gossip member %s on %s: %w", sp.name, sp.ip, err)
+	}
+	return p, nil
+}
+
 // simFleet is the running simulated workers, one node to runUntilSignal.
 type simFleet struct {
 	log    hclog.Logger
-	agents []*worker.Agent // nil where a start failed
+	agents []*worker.Agent // nil where a start failed or with --gossip-only
 	rts    []*simrt.Runtime
+	pools  []*cluster.Pool // --gossip-only: the members; nil otherwise
 	errc   chan error
 	stop   chan struct{}
 	wg     sync.WaitGroup
@@ -330,6 +372,9 @@ type simFleet struct {
 // watch forwards the first error of any worker's API server to errc.
 func (fl *simFleet) watch() {
 	for _, a := range fl.agents {
+		if a == nil {
+			continue // --gossip-only: no API server
+		}
 		fl.wg.Add(1)
 		go func() {
 			defer fl.wg.Done()
@@ -364,7 +409,7 @@ func (fl *simFleet) Close() error {
 		sem := make(chan struct{}, closeParallel)
 		var wg sync.WaitGroup
 		for i, a := range fl.agents {
-			if a == nil {
+			if a == nil && fl.pools[i] == nil {
 				continue
 			}
 			sem <- struct{}{}
@@ -372,6 +417,11 @@ func (fl *simFleet) Close() error {
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
+				if p := fl.pools[i]; p != nil {
+					_ = p.Leave(2 * time.Second)
+					_ = p.Shutdown()
+					return
+				}
 				_ = a.Close()
 				_ = fl.rts[i].Close()
 			}()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cube-orch/cube/cluster"
 	"github.com/cube-orch/cube/security"
 	"github.com/cube-orch/cube/test/testkit"
 )
@@ -162,4 +164,100 @@ func TestSimWorkers_RefusesBadFlags(t *testing.T) {
 			testkit.WantErr(t, "cube sim-workers "+strings.Join(c.args, " "), root.Execute(), c.want)
 		})
 	}
+}
+
+// TestSimWorkers_GossipOnly runs cube sim-workers --gossip-only with three
+// members, encrypted, that join an observer: each is there as a worker
+// with no API and its runtime down (so managers call nothing and place
+// nothing on it), and on the signal each leaves and the command returns,
+// leaving no goroutine behind.
+func TestSimWorkers_GossipOnly(t *testing.T) {
+	dir := t.TempDir()
+	ca, caKey, err := security.CreateCA(dir, "test CA", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := security.NewGossipKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	net3 := fmt.Sprintf("127.%d.%d.", 200+rand.IntN(50), rand.IntN(250))
+	base := net3 + "1"
+	_, port, _ := strings.Cut(testkit.FreeAddrOn(t, base), ":")
+	_, gport, _ := strings.Cut(testkit.FreeAddrOn(t, base), ":")
+	obsAddr := testkit.FreeAddrOn(t, net3+"50")
+	g := cluster.FastGossipConfig()
+	if err := g.SetAddrs(context.Background(), obsAddr, obsAddr, "--gossip", nil); err != nil {
+		t.Fatal(err)
+	}
+	g.Name, g.Meta = "observer", cluster.Meta{Role: cluster.RoleManager, API: "127.0.0.1:1"}
+	if g.Keys, err = cluster.DecodeGossipKeys([]string{key}); err != nil {
+		t.Fatal(err)
+	}
+	obs, err := cluster.NewPool(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obs.Shutdown()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR2)
+	signal.Stop(sig)
+	before := runtime.NumGoroutine()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	root := newRootCmd()
+	root.SetArgs([]string{"sim-workers", "--gossip-only", "--count", "3", "--ip-base", base, "--http-port", port, "--gossip-port", gport,
+		"--data", filepath.Join(dir, "data"), "--fast", "--name-prefix", "g-", "--log-level", "error", "--join", obsAddr,
+		"--ca-file", ca, "--ca-key-file", caKey, "--cert-dir", dir, "--encrypt", key})
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+
+	members := func(want cluster.MemberState) error {
+		select {
+		case err := <-done:
+			t.Fatalf("cube sim-workers ended early: %v", err)
+		default:
+		}
+		seen := 0
+		for _, m := range obs.Members() {
+			if !strings.HasPrefix(m.Name, "g-") {
+				continue
+			}
+			if m.Meta.Role != cluster.RoleWorker || m.Meta.API != "" || !m.Meta.RuntimeDown {
+				return fmt.Errorf("member %s advertises %+v; want a worker with no API and its runtime down", m.Name, m.Meta)
+			}
+			if m.State == want {
+				seen++
+			}
+		}
+		if seen != 3 {
+			return fmt.Errorf("%d of 3 members %s: %v", seen, want, obs.Members())
+		}
+		return nil
+	}
+	testkit.Eventually(t, 30*time.Second, func() error { return members(cluster.StateAlive) })
+	// No API: nothing listens on the workers' HTTP port.
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort(base, port), time.Second); err == nil {
+		c.Close()
+		t.Fatalf("something listens on %s:%s; a gossip-only member has no API", base, port)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("cube sim-workers: %v; want nil after the signal", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("cube sim-workers did not stop within 30 s of the signal")
+	}
+	testkit.Eventually(t, 10*time.Second, func() error { return members(cluster.StateLeft) })
+	testkit.Eventually(t, 10*time.Second, func() error {
+		if n := runtime.NumGoroutine(); n > before {
+			buf := make([]byte, 1<<16)
+			return fmt.Errorf("%d goroutines left, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+		}
+		return nil
+	})
 }
