@@ -51,6 +51,7 @@ import (
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/cluster"
 	"github.com/cube-orch/cube/test/testkit"
 	"github.com/cube-orch/cube/worker/simrt"
 	"github.com/google/uuid"
@@ -83,6 +84,7 @@ type scaleRun struct {
 	Install   scaleInstall   `json:"fresh_manager_install"`
 	Gossip    scaleGossip    `json:"gossip_bandwidth"`
 	Loss      scaleLoss      `json:"worker_loss"`
+	Death     scaleDeath     `json:"gossip_death,omitempty"`
 	FDs       scaleFDs       `json:"file_descriptors"`
 	Profile   scaleProfile   `json:"leader_cpu_profile"`
 	// SimIdleProfile is the first sim process's, 5 s of the idle window.
@@ -132,6 +134,10 @@ type scaleParams struct {
 	Security       string `json:"security"`
 	Timings        string `json:"timings"`
 	Binary         string `json:"binary"`
+	// Mode is "gossip" for a run of gossip members alone (SCALE_MODE,
+	// make scale MODE=gossip): no tasks, the join, idle cost and a death's
+	// detection by every manager; "" for the whole benchmark.
+	Mode           string `json:"mode,omitempty"`
 	BurstTask      string `json:"burst_task"`
 	SubmitTask     string `json:"submit_task"`
 	Percentiles    string `json:"percentiles"`
@@ -241,6 +247,23 @@ type scaleLoss struct {
 	MovedS   float64 `json:"all_running_elsewhere_s"`
 }
 
+// scaleDeath is a gossip-only run's measure: a tenth of the members killed
+// at once (SIGKILL of their process), and when each manager's own gossip
+// view (GET /cluster) holds every one of them dead, and when the leader
+// recorded them dead in the replicated state (GET /nodes).
+type scaleDeath struct {
+	Members       int       `json:"members"`
+	Killed        int       `json:"killed"`
+	FirstSuspectS float64   `json:"first_suspect_s"`
+	PerManagerS   []float64 `json:"per_manager_all_dead_s"`
+	EveryManagerS float64   `json:"every_manager_all_dead_s"`
+	// WorkerMedianS and WorkerMaxS: for each killed member, when every
+	// manager held it dead; their median and the largest.
+	WorkerMedianS float64 `json:"each_member_every_manager_median_s"`
+	WorkerMaxS    float64 `json:"each_member_every_manager_max_s"`
+	RecordedS     float64   `json:"recorded_dead_s"`
+}
+
 type scaleFDs struct {
 	SimProcWorkers  int     `json:"sim_process_workers"`
 	SimProcFDs      int     `json:"sim_process_fds"`
@@ -324,6 +347,9 @@ func TestScale(t *testing.T) {
 	if p.ManagerProfile != "lan" {
 		p.ManagerProfile = "fast"
 	}
+	if os.Getenv("SCALE_MODE") == "gossip" {
+		p.Mode, p.Tasks = "gossip", 0
+	}
 	p.StartDelay = os.Getenv("SCALE_START_DELAY")
 	if p.StartDelay == "" {
 		p.StartDelay = "50ms"
@@ -333,8 +359,10 @@ func TestScale(t *testing.T) {
 	if p.ManagerProfile == "lan" {
 		p.Timings = "managers: production defaults (raft and gossip, no --fast); workers' gossip profile: " + p.SimGossip
 	}
-	p.BurstTask = "cube-echo:latest, no resources asked, no ports, no health check"
-	p.SubmitTask = "cube-echo:latest with Memory 1 PiB: fits no worker, stays Pending (one PendingNote commit each in the background), stopped after the measure"
+	if p.Mode != "gossip" {
+		p.BurstTask = "cube-echo:latest, no resources asked, no ports, no health check"
+		p.SubmitTask = "cube-echo:latest with Memory 1 PiB: fits no worker, stays Pending (one PendingNote commit each in the background), stopped after the measure"
+	}
 	p.Percentiles = "nearest rank"
 	s.run.Started = time.Now().UTC()
 	s.facts()
@@ -361,6 +389,14 @@ func TestScale(t *testing.T) {
 	s.start()
 	cl := s.c.ClientOf(api.ClientOptions{Timeout: 30 * time.Second, RetryFor: 30 * time.Second})
 	s.fds()
+	if p.Mode == "gossip" {
+		s.gossipDeath()
+		s.run.Finished = time.Now().UTC()
+		s.run.DurationS = math.Round(time.Since(s.begin).Seconds())
+		s.run.Machine.LoadEnd = loadAvg()
+		s.write()
+		return
+	}
 	memBefore, simBefore := s.memory(), s.simRSS()
 	s.placement(cl)
 	memAfter, simAfter := s.memory(), s.simRSS()
@@ -477,7 +513,11 @@ func (s *scale) start() {
 	want := 0
 	for _, n := range sizes {
 		pp := testkit.FreeAddr(s.t)
-		sp := s.c.AddSimWorkers(n, "--start-delay", p.StartDelay, "--log-level", "warn", "--pprof", pp, "--fast="+strconv.FormatBool(p.SimGossip == "fast"))
+		args := []string{"--start-delay", p.StartDelay, "--log-level", "warn", "--pprof", pp, "--fast=" + strconv.FormatBool(p.SimGossip == "fast")}
+		if p.Mode == "gossip" {
+			args = append(args, "--gossip-only")
+		}
+		sp := s.c.AddSimWorkers(n, args...)
 		s.pprof[sp.Name] = pp
 		want += n
 		s.waitAlive(cl, want, t0)
@@ -1429,6 +1469,107 @@ func (s *scale) workerLoss(cl *api.Client) {
 	s.say("loss: all %d tasks Running elsewhere after %.2f s", ls.Tasks, ls.MovedS)
 }
 
+// gossipDeath kills the last sim process (a tenth of the members) and
+// follows every manager's own gossip view, and the replicated state, until
+// each holds all of them dead.
+func (s *scale) gossipDeath() {
+	if len(s.c.Sims) < 2 {
+		s.run.Notes = append(s.run.Notes, "gossip death not measured: one sim process only")
+		return
+	}
+	victim := s.c.Sims[len(s.c.Sims)-1]
+	lost := map[string]bool{}
+	for _, w := range victim.Workers {
+		lost[w.Name] = true
+	}
+	d := &s.run.Death
+	d.Members, d.Killed = s.run.Params.Workers+len(s.c.Managers), len(lost)
+	views := make([]*api.Client, len(s.c.Managers))
+	for i, m := range s.c.Managers {
+		views[i] = s.c.ClientOf(api.ClientOptions{Timeout: 5 * time.Second, RetryFor: time.Millisecond}, m)
+	}
+	d.PerManagerS = make([]float64, len(views))
+	deadAt := map[string][]float64{} // killed member → when each manager first held it dead
+	for name := range lost {
+		deadAt[name] = make([]float64, len(views))
+	}
+	t0 := time.Now()
+	s.c.Kill(victim.Proc)
+	s.say("gossip: killed %s: %d of %d members", victim.Name, d.Killed, d.Members)
+	var last time.Time
+	for {
+		done := d.RecordedS > 0
+		for i, cl := range views {
+			if d.PerManagerS[i] > 0 {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			info, err := cl.Cluster(ctx)
+			cancel()
+			if err != nil {
+				done = false
+				continue
+			}
+			dead := 0
+			for _, m := range info.Members {
+				if !lost[m.Name] {
+					continue
+				}
+				if m.State != string(cluster.StateAlive) && d.FirstSuspectS == 0 {
+					d.FirstSuspectS = round3(time.Since(t0).Seconds())
+				}
+				if m.State == string(cluster.StateDead) || m.State == string(cluster.StateLeft) {
+					dead++
+					if deadAt[m.Name][i] == 0 {
+						deadAt[m.Name][i] = round3(time.Since(t0).Seconds())
+					}
+				}
+			}
+			if dead == d.Killed {
+				d.PerManagerS[i] = round3(time.Since(t0).Seconds())
+				s.say("gossip: %s sees all %d dead after %.2f s", s.c.Managers[i].Name, dead, d.PerManagerS[i])
+			} else {
+				done = false
+			}
+		}
+		if d.RecordedS == 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			nodes, err := views[0].Nodes(ctx, false)
+			cancel()
+			dead := 0
+			for _, n := range nodes {
+				if lost[n.Name] && (n.State == api.NodeDead || n.State == api.NodeLeft) {
+					dead++
+				}
+			}
+			if err == nil && dead == d.Killed {
+				d.RecordedS = round3(time.Since(t0).Seconds())
+				s.say("gossip: all %d recorded dead in the cluster's state after %.2f s", dead, d.RecordedS)
+			}
+		}
+		if done {
+			break
+		}
+		if time.Since(t0) > 3*time.Minute {
+			s.t.Fatalf("gossip: the killed members not all dead on every manager after 3 min (per manager %v)", d.PerManagerS)
+		}
+		if time.Since(last) >= 2*time.Second {
+			s.say("gossip: per manager all dead after %v s (0: not yet)", d.PerManagerS)
+			last = time.Now()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d.EveryManagerS = slices.Max(d.PerManagerS)
+	var each []float64
+	for _, at := range deadAt {
+		each = append(each, slices.Max(at))
+	}
+	sort.Float64s(each)
+	d.WorkerMedianS, d.WorkerMaxS = percentile(each, 0.5), each[len(each)-1]
+	s.say("gossip: a member's death known to every manager after %.2f s (median of %d), %.2f s at most", d.WorkerMedianS, len(each), d.WorkerMaxS)
+	s.say("gossip: every manager sees all %d dead after %.2f s (first suspected after %.2f s; recorded after %.2f s)", d.Killed, d.EveryManagerS, d.FirstSuspectS, d.RecordedS)
+}
+
 // check verifies that every task of the burst runs exactly once.
 func (s *scale) check() {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -1490,8 +1631,8 @@ func renderScale(dir string) error {
 	if err != nil {
 		return err
 	}
-	var runs []scaleRun
-	var names []string
+	var runs, gossipRuns []scaleRun
+	var names, gossipNames []string
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -1500,6 +1641,11 @@ func renderScale(dir string) error {
 		var r scaleRun
 		if err := json.Unmarshal(data, &r); err != nil {
 			return fmt.Errorf("%s: %w", f, err)
+		}
+		if r.Params.Mode == "gossip" {
+			gossipRuns = append(gossipRuns, r)
+			gossipNames = append(gossipNames, filepath.Base(f))
+			continue
 		}
 		runs = append(runs, r)
 		names = append(names, filepath.Base(f))
@@ -1571,6 +1717,7 @@ func renderScale(dir string) error {
 			r.FDs.PerSimWorker, check)
 	}
 	writeTransferTable(&b, runs, names, order)
+	writeGossipTable(&b, gossipRuns, gossipNames)
 	b.WriteString("\nMachine and load of each run:\n\n")
 	for _, i := range order {
 		r := runs[i]
@@ -1655,6 +1802,54 @@ func renderScale(dir string) error {
 
 // writeTransferTable adds the runs that measured gossip traffic or a new
 // manager's install (the measures added last).
+// writeGossipTable renders the gossip-only runs (MODE=gossip), fewest
+// members first.
+func writeGossipTable(b *strings.Builder, runs []scaleRun, names []string) {
+	if len(runs) == 0 {
+		return
+	}
+	order := make([]int, len(runs))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(x, y int) bool {
+		rx, ry := runs[order[x]], runs[order[y]]
+		if rx.Params.Workers != ry.Params.Workers {
+			return rx.Params.Workers < ry.Params.Workers
+		}
+		return rx.Started.Before(ry.Started)
+	})
+	b.WriteString("\nGossip alone (`make scale MODE=gossip`): the simulated workers are their gossip members only (`cube sim-workers --gossip-only`: no API, no records, no runtime), cheaper than whole workers (the sims' CPU per member is still memberlist's: on this machine 270 and more members in processes sharing its 2 cores flapped for minutes, see SCALE.md). A tenth of them killed at once (SIGKILL of their process): when the first is suspected, when each manager's own gossip view (`GET /cluster`) holds all of them dead, and when the leader has recorded them dead in the replicated state.\n\n")
+	b.WriteString("| run (UTC) | commit | managers (profile) | gossip members (workers' profile; processes) | join: all alive / stable | idle CPU/s: managers, sims (machine) | a manager's member: UDP out / in | killed | first suspected | a killed member dead on every manager: median / max | each manager sees all dead | every manager | recorded dead | load at start / end |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, i := range order {
+		r, name := runs[i], names[i]
+		p, d := r.Params, r.Death
+		commit := r.Git.Commit
+		if len(commit) > 12 {
+			commit = commit[:12]
+		}
+		if len(r.Git.Dirty) > 0 {
+			commit += fmt.Sprintf(" +%d", len(r.Git.Dirty))
+		}
+		each := make([]string, len(d.PerManagerS))
+		for k, v := range d.PerManagerS {
+			each[k] = fmt.Sprintf("%.2f", v)
+		}
+		death := "— | — | — | — | — | —"
+		if r.Failed == "" && d.EveryManagerS > 0 {
+			death = fmt.Sprintf("%d | %.2f s | **%.2f** / %.2f s | %s s | %.2f s | %.2f s", d.Killed, d.FirstSuspectS, d.WorkerMedianS, d.WorkerMaxS, strings.Join(each, ", "), d.EveryManagerS, d.RecordedS)
+		}
+		if r.Failed != "" {
+			death = "**did not finish**: " + strings.TrimPrefix(r.Failed, "last progress: ") + " | — | — | — | — | —"
+		}
+		fmt.Fprintf(b, "| [%s](results/%s) | `%s` | %d (%s) | %d (%s; %d) | %.1f s / %.1f s | %.2f, %.2f (%.2f) | %s/s / %s/s | %s | %s / %s |\n",
+			r.Started.Format("2006-01-02 15:04"), name, commit, p.Managers, cmp.Or(p.ManagerProfile, "fast"), p.Workers+p.Managers, p.SimGossip, p.SimProcs,
+			r.Join.AllAliveS, r.Join.StableS, r.Join.IdleManagersCPU, r.Join.IdleSimCPU, r.Join.IdleMachineCPU,
+			bytesStr(r.Gossip.UDPSentBps), bytesStr(r.Gossip.UDPRecvBps), death, r.Machine.LoadStart, r.Machine.LoadEnd)
+	}
+}
+
 func writeTransferTable(b *strings.Builder, runs []scaleRun, names []string, order []int) {
 	var rows []int
 	for _, i := range order {

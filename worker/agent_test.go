@@ -23,12 +23,18 @@ import (
 // standing in for an engine that stops answering.
 type switchablePing struct {
 	Runtime
-	down atomic.Bool
+	down  atomic.Bool
+	fails atomic.Int32 // the next fails pings fail, then it answers again
+	pings atomic.Int64
 }
 
 func (s *switchablePing) Ping(ctx context.Context) error {
+	s.pings.Add(1)
 	if s.down.Load() {
 		return fmt.Errorf("ping: %w", ErrRuntimeUnavailable)
+	}
+	if s.fails.Add(-1) >= 0 {
+		return fmt.Errorf("ping (once): %w", context.DeadlineExceeded)
 	}
 	return s.Runtime.Ping(ctx)
 }
@@ -159,6 +165,20 @@ func TestAgent_ClusterMembershipReportsAndEngineMonitor(t *testing.T) {
 		return nil
 	})
 
+	// One check that fails among good ones is not an engine gone: the
+	// managers would move every task of the worker.
+	rt.fails.Store(1)
+	seen := rt.pings.Load()
+	for rt.pings.Load() < seen+4 {
+		if m, err := member(); err == nil && m.Meta.RuntimeDown {
+			t.Fatal("one failed engine check was advertised as RuntimeDown")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // a metadata change would have reached the manager
+	if m, err := member(); err != nil || m.Meta.RuntimeDown {
+		t.Fatalf("after one failed engine check the worker is seen as %+v (%v), want its runtime up", m, err)
+	}
 	for _, down := range []bool{true, false} {
 		rt.down.Store(down)
 		testkit.Eventually(t, 30*time.Second, func() error {
