@@ -137,10 +137,10 @@ type scaleParams struct {
 	// Mode is "gossip" for a run of gossip members alone (SCALE_MODE,
 	// make scale MODE=gossip): no tasks, the join, idle cost and a death's
 	// detection by every manager; "" for the whole benchmark.
-	Mode           string `json:"mode,omitempty"`
-	BurstTask      string `json:"burst_task"`
-	SubmitTask     string `json:"submit_task"`
-	Percentiles    string `json:"percentiles"`
+	Mode        string `json:"mode,omitempty"`
+	BurstTask   string `json:"burst_task"`
+	SubmitTask  string `json:"submit_task"`
+	Percentiles string `json:"percentiles"`
 }
 
 type scaleJoin struct {
@@ -261,7 +261,7 @@ type scaleDeath struct {
 	// manager held it dead; their median and the largest.
 	WorkerMedianS float64 `json:"each_member_every_manager_median_s"`
 	WorkerMaxS    float64 `json:"each_member_every_manager_max_s"`
-	RecordedS     float64   `json:"recorded_dead_s"`
+	RecordedS     float64 `json:"recorded_dead_s"`
 }
 
 type scaleFDs struct {
