@@ -37,7 +37,7 @@ var decisions = []decision{
 			h.placed("t0", "w1", 1, api.Running, nil)
 			h.submit("t1", nil)
 		},
-		cmds:  []string{"assign t1 to w2 gen 1", "report t1 w2 gen 1 Scheduled"},
+		cmds:  []string{"assign t1 to w2 gen 1"},
 		calls: []string{"w2 submit t1 gen 1"},
 	},
 	{
@@ -57,7 +57,7 @@ var decisions = []decision{
 			h.placed("t0", "w1", 1, api.Running, nil)
 			h.submit("t1", nil)
 		},
-		cmds:  []string{"assign t1 to w1 gen 1", "report t1 w1 gen 1 Scheduled"},
+		cmds:  []string{"assign t1 to w1 gen 1"},
 		calls: []string{"w1 submit t1 gen 1"},
 	},
 	// Host ports.
@@ -74,7 +74,7 @@ var decisions = []decision{
 		},
 		cmds: []string{"assign t1 to w1 gen 1", "assign t2 to w2 gen 1",
 			"note t3: host port 7777/tcp is taken on every live worker (w1: task " + taskID("t1") + "; w2: task " + taskID("t2") + ")",
-			"report t1 w1 gen 1 Scheduled", "report t2 w2 gen 1 Scheduled"},
+		},
 		calls: []string{"w1 submit t1 gen 1", "w2 submit t2 gen 1"},
 	},
 	{
@@ -89,7 +89,7 @@ var decisions = []decision{
 			h.placed("t6", "w2", 1, api.Running, nil)
 			h.submit("t1", func(t *api.Task) { *t = withPort(*t, "7777/tcp", "7777") })
 		},
-		cmds:  []string{"assign t1 to w2 gen 1", "report t1 w2 gen 1 Scheduled"},
+		cmds:  []string{"assign t1 to w2 gen 1"},
 		calls: []string{"w2 submit t1 gen 1"},
 	},
 	{
@@ -100,7 +100,7 @@ var decisions = []decision{
 			h.placed("t1", "w1", 1, api.Failed, func(t *api.Task) { *t = withPort(*t, "7777/tcp", "7777") })
 			h.placed("t2", "w1", 1, api.Running, func(t *api.Task) { *t = withPort(*t, "7777/tcp", "7777") })
 		},
-		cmds:  []string{"report t1 w2 gen 2 Scheduled", "restart t1 on w2 gen 2 counted"},
+		cmds:  []string{"restart t1 on w2 gen 2 counted"},
 		calls: []string{"w2 submit t1 gen 2"},
 	},
 	{
@@ -114,7 +114,7 @@ var decisions = []decision{
 			h.placed("t0", "w3", 1, api.Running, nil)
 			h.seed(fsm.DrainWorker{Name: "w1", Drain: true})
 		},
-		cmds:  []string{"report t1 w3 gen 2 Scheduled", "restart t1 on w3 gen 2"},
+		cmds:  []string{"restart t1 on w3 gen 2"},
 		calls: []string{"w1 stop t1 upto 1", "w3 submit t1 gen 2"},
 	},
 	{
@@ -138,7 +138,7 @@ var decisions = []decision{
 		},
 		drive: func(h *harness) { h.pass(); h.pass() },
 		cmds: []string{"requeue t1: host port 7777/tcp was taken on worker w1; placing it on another worker",
-			"assign t1 to w2 gen 2", "report t1 w2 gen 2 Scheduled"},
+			"assign t1 to w2 gen 2"},
 		calls: []string{"w2 submit t1 gen 2"},
 		check: wantTask("t1", "w2", 2, api.Scheduled, 0),
 	},
@@ -164,7 +164,7 @@ var decisions = []decision{
 		},
 		drive: func(h *harness) { h.pass(); h.pass() },
 		cmds: []string{"requeue t1: host port 7777/tcp was taken on worker w1; placing it on another worker",
-			"assign t1 to w1 gen 2", "report t1 w1 gen 2 Scheduled"},
+			"assign t1 to w1 gen 2"},
 		calls: []string{"w1 submit t1 gen 2"},
 	},
 	// Escalation: privileged mode, host network, host mounts, capabilities.
@@ -187,7 +187,7 @@ var decisions = []decision{
 			h.placed("t0", "w2", 1, api.Running, nil)
 			h.submit("t1", func(t *api.Task) { t.CapAdd = []string{"NET_ADMIN"} })
 		},
-		cmds:  []string{"assign t1 to w2 gen 1", "report t1 w2 gen 1 Scheduled"},
+		cmds:  []string{"assign t1 to w2 gen 1"},
 		calls: []string{"w2 submit t1 gen 1"},
 	},
 	{
@@ -200,7 +200,7 @@ var decisions = []decision{
 			h.placed("t0", "w2", 1, api.Running, nil)
 			h.submit("t1", func(t *api.Task) { t.Mounts = []string{"/srv/data2/x:/x"} })
 		},
-		cmds:  []string{"assign t1 to w2 gen 1", "report t1 w2 gen 1 Scheduled"},
+		cmds:  []string{"assign t1 to w2 gen 1"},
 		calls: []string{"w2 submit t1 gen 1"},
 	},
 	{
@@ -223,7 +223,7 @@ var decisions = []decision{
 			h.placed("t1", "w1", 1, api.Scheduled, func(t *api.Task) { t.NetworkMode = api.NetworkHost })
 			refused(h, "t1", "w1")
 		},
-		cmds:  []string{"report t1 w2 gen 2 Scheduled", "restart t1 on w2 gen 2 counted"},
+		cmds:  []string{"restart t1 on w2 gen 2 counted"},
 		calls: []string{"w2 submit t1 gen 2"},
 		check: wantTask("t1", "w2", 2, api.Scheduled, 1),
 	},
@@ -254,12 +254,40 @@ var decisions = []decision{
 	},
 	// Dispatch.
 	{
+		name: "dispatch: the worker's answer (Scheduled) does not undo its own report, committed first, that the task runs",
+		given: func(h *harness) {
+			w := h.worker("w1")
+			h.submit("t1", nil)
+			w.onSubmit = func(t api.Task) {
+				t.State, t.ContainerID, t.StartTime = api.Running, "c-t1", time.Now().UTC()
+				h.seed(fsm.ReportTask{Task: t})
+			}
+		},
+		cmds:  []string{"assign t1 to w1 gen 1"},
+		calls: []string{"w1 submit t1 gen 1"},
+		check: wantTask("t1", "w1", 1, api.Running, 0),
+	},
+	{
+		name: "poll: a listing older than a report committed since (Scheduled, the task Running) changes nothing",
+		given: func(h *harness) {
+			w := h.worker("w1")
+			h.placed("t1", "w1", 1, api.Running, nil)
+			rec := w.records[h.id("t1")]
+			rec.State, rec.ContainerID = api.Scheduled, ""
+			w.records[h.id("t1")] = rec
+		},
+		drive: func(h *harness) { h.poll() },
+		cmds:  nil,
+		calls: []string{"w1 list"},
+		check: wantTask("t1", "w1", 1, api.Running, 0),
+	},
+	{
 		name: "dispatch: retried with back-off until the worker answers",
 		given: func(h *harness) {
 			h.worker("w1").failCalls = 2
 			h.submit("t1", nil)
 		},
-		cmds:  []string{"assign t1 to w1 gen 1", "report t1 w1 gen 1 Scheduled"},
+		cmds:  []string{"assign t1 to w1 gen 1"},
 		calls: []string{"w1 submit t1 gen 1", "w1 submit t1 gen 1", "w1 submit t1 gen 1"},
 		check: func(h *harness) error {
 			if h.l.sent[h.id("t1")] != 1 {
@@ -278,7 +306,7 @@ var decisions = []decision{
 			old.Generation, old.State, old.ContainerID = 3, api.Running, "c-old"
 			h.record("w1", old)
 		},
-		cmds:  []string{"report t1 w1 gen 4 Scheduled", "restart t1 on w1 gen 4"},
+		cmds:  []string{"restart t1 on w1 gen 4"},
 		calls: []string{"w1 get t1", "w1 submit t1 gen 1", "w1 submit t1 gen 4"},
 		check: wantTask("t1", "w1", 4, api.Scheduled, 0),
 	},
@@ -290,7 +318,7 @@ var decisions = []decision{
 			h.seed(fsm.AssignTask{ID: t.ID, Worker: "w1", Generation: 1})
 			w.forgotten[t.ID] = 5
 		},
-		cmds:  []string{"report t1 w1 gen 6 Scheduled", "restart t1 on w1 gen 6"},
+		cmds:  []string{"restart t1 on w1 gen 6"},
 		calls: []string{"w1 get t1", "w1 submit t1 gen 1", "w1 submit t1 gen 6"},
 	},
 	// Restart and back-off.
@@ -300,7 +328,7 @@ var decisions = []decision{
 			h.worker("w1")
 			h.placed("t1", "w1", 1, api.Failed, nil)
 		},
-		cmds:  []string{"report t1 w1 gen 2 Scheduled", "restart t1 on w1 gen 2 counted"},
+		cmds:  []string{"restart t1 on w1 gen 2 counted"},
 		calls: []string{"w1 submit t1 gen 2"},
 	},
 	{
@@ -343,7 +371,7 @@ var decisions = []decision{
 			h.l.unhealthy(h.ctx, health.Result{TaskID: h.id("t1"), Generation: 1, Failures: 3, Reason: "GET /health returned 500"})
 			h.settle()
 		},
-		cmds:  []string{"report t1 w1 gen 2 Scheduled", "restart t1 on w1 gen 2 counted"},
+		cmds:  []string{"restart t1 on w1 gen 2 counted"},
 		calls: []string{"w1 submit t1 gen 2"},
 	},
 	{
@@ -378,7 +406,7 @@ var decisions = []decision{
 			h.l.unhealthy(h.ctx, health.Result{TaskID: h.id("t1"), Generation: 1, Failures: 3, Reason: "GET /health returned 500"})
 			h.settle()
 		},
-		cmds:  []string{"report t1 w1 gen 2 Scheduled", "restart t1 on w1 gen 2 counted", "unhealthy t1 gen 1: GET /health returned 500"},
+		cmds:  []string{"restart t1 on w1 gen 2 counted", "unhealthy t1 gen 1: GET /health returned 500"},
 		calls: []string{"w1 submit t1 gen 2"},
 		check: func(h *harness) error {
 			t := h.task("t1")
@@ -523,7 +551,7 @@ var decisions = []decision{
 			h.placed("t1", "w1", 1, api.Running, nil)
 			h.seed(fsm.DrainWorker{Name: "w1", Drain: true})
 		},
-		cmds:  []string{"report t1 w2 gen 2 Scheduled", "restart t1 on w2 gen 2"},
+		cmds:  []string{"restart t1 on w2 gen 2"},
 		calls: []string{"w1 stop t1 upto 1", "w2 submit t1 gen 2"},
 	},
 	// Stop.
@@ -617,7 +645,7 @@ var decisions = []decision{
 			h.record("w1", old)
 		},
 		drive: (*harness).poll,
-		cmds:  []string{"report t1 w1 gen 4 Scheduled", "restart t1 on w1 gen 4"},
+		cmds:  []string{"restart t1 on w1 gen 4"},
 		calls: []string{"w1 list", "w1 submit t1 gen 4"},
 		check: wantTask("t1", "w1", 4, api.Scheduled, 0),
 	},
@@ -767,7 +795,7 @@ var decisions = []decision{
 			h.forget("w1", "t1")
 			scheduledFor(h, "t1", "w1", 1, time.Minute+time.Second)
 		},
-		cmds:  []string{"report t1 w1 gen 1 Scheduled"},
+		cmds:  []string{},
 		calls: []string{"w1 submit t1 gen 1"},
 		check: wantTask("t1", "w1", 1, api.Scheduled, 0),
 	},

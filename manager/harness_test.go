@@ -173,6 +173,10 @@ type fakeWorker struct {
 	forgotten map[uuid.UUID]uint64 // ended records it cleaned up: last generation
 	failCalls int                  // the next failCalls calls fail as if it were unreachable
 	notSent   int                  // the next notSent calls are not sent: the leader's calls are all in flight
+	// onSubmit, if set, runs when a task is submitted, before the answer
+	// goes back (the worker's own report of what came next, committed
+	// before the leader handles the answer).
+	onSubmit func(t api.Task)
 }
 
 // fakeWorkers is the Workers seam: workers by API address, and the calls made.
@@ -234,6 +238,9 @@ func (ws *fakeWorkers) Submit(_ context.Context, addr string, ev api.TaskEvent) 
 	rec := t
 	rec.State, rec.Worker, rec.ContainerID = api.Scheduled, w.name, ""
 	w.records[t.ID] = rec
+	if w.onSubmit != nil {
+		w.onSubmit(rec)
+	}
 	return rec, true, nil
 }
 

@@ -682,7 +682,16 @@ func (l *loop) dispatch(ctx context.Context, t api.Task, o *op) {
 		switch {
 		case err == nil:
 			l.log.Debug("task dispatched", "task_id", t.ID, "worker", cur.Worker, "generation", cur.Generation, "attempt", attempt)
-			l.report(ctx, rec)
+			// The worker's answer is its record as it stood then: Scheduled,
+			// unless the assignment was sent before. A Scheduled record says
+			// nothing the assignment did not, and committed after the
+			// worker's own report that the task runs (or ended), sent
+			// meanwhile, it would put the task back to Scheduled until a
+			// poll or the Scheduled timeout (bench/scale/SCALE.md: tasks
+			// Running for a minute before the cluster knew).
+			if rec.State != api.Scheduled {
+				l.reportUnlessBehind(ctx, rec)
+			}
 			o.ok = true
 			return true
 		case errors.Is(err, api.ErrStaleGeneration):
@@ -795,6 +804,34 @@ func (l *loop) stopCopy(ctx context.Context, worker string, id uuid.UUID, gen ui
 }
 
 // report commits a worker record, ignoring stale or settled ones.
+// reportUnlessBehind commits a worker's record of a task unless the FSM
+// already holds a later state of the same placement: a record read or sent
+// before the worker's own report of what came next (the records of one
+// placement only move forward: Scheduled, Running, an end) would undo it.
+func (l *loop) reportUnlessBehind(ctx context.Context, rec api.Task) {
+	if cur, err := l.m.fsm.Task(rec.ID); err == nil && cur.Worker == rec.Worker && cur.Generation == rec.Generation &&
+		placementRank(rec.State) < placementRank(cur.State) {
+		l.log.Debug("worker record behind the stored state; not committed", "task_id", rec.ID, "record", rec.State, "stored", cur.State)
+		return
+	}
+	l.report(ctx, rec)
+}
+
+// placementRank orders the states of one placement as a worker's records
+// go through them.
+func placementRank(s api.State) int {
+	switch s {
+	case api.Pending:
+		return 0
+	case api.Scheduled:
+		return 1
+	case api.Running:
+		return 2
+	default: // Completed, Failed
+		return 3
+	}
+}
+
 func (l *loop) report(ctx context.Context, rec api.Task) {
 	if err := l.m.ReportTask(ctx, rec); err != nil && ctx.Err() == nil {
 		l.log.Warn("record worker report", "task_id", rec.ID, "error", err)

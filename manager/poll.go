@@ -182,7 +182,7 @@ func (l *loop) reconcileRecord(ctx context.Context, n api.Node, rec, cur api.Tas
 	switch {
 	case cur.Worker == n.Name && cur.Generation == rec.Generation:
 		if !cur.State.Terminal() && (cur.State != rec.State || cur.ContainerID != rec.ContainerID) {
-			l.report(ctx, rec)
+			l.reportUnlessBehind(ctx, rec) // listed before a report committed since
 		}
 		if cur.State.Terminal() && rec.State.Terminal() && l.m.fsm.Unconfirmed(rec.ID) {
 			l.report(ctx, rec) // the container of a task given up on ended

@@ -148,7 +148,7 @@ func TestUnhealthy_RunMeasuredOnTheLeadersClock(t *testing.T) {
 			h.settle()
 			var want []string
 			if tc.restart {
-				want = []string{"report t1 w1 gen 2 Scheduled", "restart t1 on w1 gen 2 counted"}
+				want = []string{"restart t1 on w1 gen 2 counted"}
 			}
 			if got := h.commands(); !same(got, want) {
 				t.Errorf("commands %q, want %q", got, want)
