@@ -441,6 +441,10 @@ func (l *loop) prune(tasks []*api.Task) {
 // liveness, allowances, labels) when it differs from the replicated one.
 func (l *loop) syncWorkers(ctx context.Context) {
 	known := l.m.fsm.Workers()
+	var (
+		changed []api.Node
+		cmds    []any
+	)
 	for _, mem := range l.m.gossip.Members() {
 		if mem.Meta.Role != cluster.RoleWorker {
 			continue
@@ -472,7 +476,16 @@ func (l *loop) syncWorkers(ctx context.Context) {
 		if ok && cur.Equal(n) {
 			continue
 		}
-		if _, err := l.m.apply(ctx, fsm.UpsertWorker{Node: n}); err != nil {
+		changed = append(changed, n)
+		cmds = append(cmds, fsm.UpsertWorker{Node: n})
+	}
+	// Committed together: a new leader whose gossip view differs from the
+	// records on many workers (a hundred flapped during a burst) waited a
+	// raft round trip for each before its first pass could place or
+	// restart anything.
+	for i, err := range l.applyEach(ctx, cmds) {
+		n := changed[i]
+		if err != nil {
 			l.log.Warn("record worker", "worker", n.Name, "error", err)
 			continue
 		}
