@@ -487,6 +487,7 @@ func (s *scale) start() {
 		ManagerFlags: func(n int) []string {
 			return []string{"--pprof", names[n], "--fast=" + strconv.FormatBool(p.ManagerProfile == "fast")}
 		}})
+	keepLogsOnFailure(s.t, s.c) // a failed run's node logs outlive it (its line says where)
 	for i, m := range s.c.Managers {
 		s.pprof[m.Name] = names[i+1]
 	}
