@@ -1388,17 +1388,28 @@ func summaryMean(text, name string) float64 {
 	return sum / n
 }
 
-// workerLoss kills the last sim process and times until its workers are
-// dead and their tasks run elsewhere.
-func (s *scale) workerLoss(cl *api.Client) {
+// victim is the sim process a loss measure kills (the last, a tenth of the
+// workers) and the names of its workers; nil, with a note, when there is
+// only one.
+func (s *scale) victim(measure string) (*SimProc, map[string]bool) {
 	if len(s.c.Sims) < 2 {
-		s.run.Notes = append(s.run.Notes, "worker loss not measured: one sim process only")
-		return
+		s.run.Notes = append(s.run.Notes, measure+" not measured: one sim process only")
+		return nil, nil
 	}
 	victim := s.c.Sims[len(s.c.Sims)-1]
 	lost := map[string]bool{}
 	for _, w := range victim.Workers {
 		lost[w.Name] = true
+	}
+	return victim, lost
+}
+
+// workerLoss kills the last sim process and times until its workers are
+// dead and their tasks run elsewhere.
+func (s *scale) workerLoss(cl *api.Client) {
+	victim, lost := s.victim("worker loss")
+	if victim == nil {
+		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	tasks, err := cl.Tasks(ctx, true)
@@ -1474,14 +1485,9 @@ func (s *scale) workerLoss(cl *api.Client) {
 // follows every manager's own gossip view, and the replicated state, until
 // each holds all of them dead.
 func (s *scale) gossipDeath() {
-	if len(s.c.Sims) < 2 {
-		s.run.Notes = append(s.run.Notes, "gossip death not measured: one sim process only")
+	victim, lost := s.victim("gossip death")
+	if victim == nil {
 		return
-	}
-	victim := s.c.Sims[len(s.c.Sims)-1]
-	lost := map[string]bool{}
-	for _, w := range victim.Workers {
-		lost[w.Name] = true
 	}
 	d := &s.run.Death
 	d.Members, d.Killed = s.run.Params.Workers+len(s.c.Managers), len(lost)
@@ -1673,13 +1679,7 @@ func renderScale(dir string) error {
 	for _, i := range order {
 		r, name := runs[i], names[i]
 		p := r.Params
-		commit := r.Git.Commit
-		if len(commit) > 12 {
-			commit = commit[:12]
-		}
-		if len(r.Git.Dirty) > 0 {
-			commit += fmt.Sprintf(" +%d", len(r.Git.Dirty))
-		}
+		commit := commitCell(r)
 		loss := "—"
 		if r.Loss.MovedS > 0 {
 			loss = fmt.Sprintf("%d workers, %d tasks: %.2f s / %.2f s", r.Loss.Workers, r.Loss.Tasks, r.Loss.AllDeadS, r.Loss.MovedS)
@@ -1803,6 +1803,19 @@ func renderScale(dir string) error {
 
 // writeTransferTable adds the runs that measured gossip traffic or a new
 // manager's install (the measures added last).
+// commitCell is a run's commit as the tables show it: 12 hex digits, and
+// "+N" for N files not committed.
+func commitCell(r scaleRun) string {
+	commit := r.Git.Commit
+	if len(commit) > 12 {
+		commit = commit[:12]
+	}
+	if len(r.Git.Dirty) > 0 {
+		commit += fmt.Sprintf(" +%d", len(r.Git.Dirty))
+	}
+	return commit
+}
+
 // writeGossipTable renders the gossip-only runs (MODE=gossip), fewest
 // members first.
 func writeGossipTable(b *strings.Builder, runs []scaleRun, names []string) {
@@ -1826,13 +1839,7 @@ func writeGossipTable(b *strings.Builder, runs []scaleRun, names []string) {
 	for _, i := range order {
 		r, name := runs[i], names[i]
 		p, d := r.Params, r.Death
-		commit := r.Git.Commit
-		if len(commit) > 12 {
-			commit = commit[:12]
-		}
-		if len(r.Git.Dirty) > 0 {
-			commit += fmt.Sprintf(" +%d", len(r.Git.Dirty))
-		}
+		commit := commitCell(r)
 		each := make([]string, len(d.PerManagerS))
 		for k, v := range d.PerManagerS {
 			each[k] = fmt.Sprintf("%.2f", v)

@@ -51,20 +51,28 @@ func TestLoopbackRange(t *testing.T) {
 	}
 }
 
+// simCredentials makes a CA (its key beside it, for sim-workers to make
+// the workers' certificates) and a gossip key in a directory of the test's.
+func simCredentials(t *testing.T) (dir, ca, caKey, gossipKey string) {
+	t.Helper()
+	dir = t.TempDir()
+	ca, caKey, err := security.CreateCA(dir, "test CA", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gossipKey, err = security.NewGossipKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, ca, caKey, gossipKey
+}
+
 // TestSimWorkers_RunAndStop runs cube sim-workers with three workers (with
 // TLS: their certificates made from the CA key it is given) and no
 // managers, checks each answers on its own address, then ends the command
 // as a signal would and checks that every goroutine it started is gone.
 func TestSimWorkers_RunAndStop(t *testing.T) {
-	dir := t.TempDir()
-	ca, caKey, err := security.CreateCA(dir, "test CA", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := security.NewGossipKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, ca, caKey, key := simCredentials(t)
 	// An address range of its own: 127.2xx.x.1 and the next two.
 	base := fmt.Sprintf("127.%d.%d.1", 200+rand.IntN(50), rand.IntN(250))
 	_, port, _ := strings.Cut(testkit.FreeAddrOn(t, base), ":")
@@ -172,15 +180,7 @@ func TestSimWorkers_RefusesBadFlags(t *testing.T) {
 // nothing on it), and on the signal each leaves and the command returns,
 // leaving no goroutine behind.
 func TestSimWorkers_GossipOnly(t *testing.T) {
-	dir := t.TempDir()
-	ca, caKey, err := security.CreateCA(dir, "test CA", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := security.NewGossipKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, ca, caKey, key := simCredentials(t)
 	net3 := fmt.Sprintf("127.%d.%d.", 200+rand.IntN(50), rand.IntN(250))
 	base := net3 + "1"
 	_, port, _ := strings.Cut(testkit.FreeAddrOn(t, base), ":")
@@ -191,9 +191,11 @@ func TestSimWorkers_GossipOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.Name, g.Meta = "observer", cluster.Meta{Role: cluster.RoleManager, API: "127.0.0.1:1"}
-	if g.Keys, err = cluster.DecodeGossipKeys([]string{key}); err != nil {
+	keys, err := cluster.DecodeGossipKeys([]string{key})
+	if err != nil {
 		t.Fatal(err)
 	}
+	g.Keys = keys
 	obs, err := cluster.NewPool(g)
 	if err != nil {
 		t.Fatal(err)
