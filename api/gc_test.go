@@ -184,6 +184,9 @@ func TestTask_Finished(t *testing.T) {
 		{"completed, always", Task{State: Completed, DesiredState: Running, RestartPolicy: "always"}, false},
 		{"completed, unless-stopped", Task{State: Completed, DesiredState: Running, RestartPolicy: "unless-stopped"}, false},
 		{"pending", Task{State: Pending, DesiredState: Running}, false},
+		{"stopped on request, still to run (a stop nobody asked for)", Task{State: Completed, DesiredState: Running, Reason: ReasonStoppedOnRequest}, false},
+		{"stopped on request, policy no, still to run", Task{State: Completed, DesiredState: Running, Reason: ReasonStoppedOnRequest, RestartPolicy: "no"}, false},
+		{"stopped on request, stop asked", Task{State: Completed, DesiredState: Completed, Reason: ReasonStoppedOnRequest}, true},
 	} {
 		if got := tc.task.Finished(); got != tc.want {
 			t.Errorf("%s: Finished = %v, want %v", tc.name, got, tc.want)

@@ -261,7 +261,22 @@ func (t Task) Finished() bool {
 	case t.DesiredState != Running:
 		return true
 	}
-	return t.State == Completed && t.RestartPolicy != "always" && t.RestartPolicy != "unless-stopped"
+	return t.State == Completed && t.RestartPolicy != "always" && t.RestartPolicy != "unless-stopped" && !t.StoppedUnasked()
+}
+
+// ReasonStoppedOnRequest is the Reason of a task a stop request ended: the
+// operator's (cube stop, a service scaled down), carried out by the leader,
+// or the worker's own record of a copy the leader had it stop.
+const ReasonStoppedOnRequest = "stopped on request"
+
+// StoppedUnasked reports whether the task is to run but its current
+// placement was stopped on request: the leader stops only the copies it no
+// longer wants (a placement it has moved on from) and the tasks it was asked
+// to stop, so such an end is a stop the cluster did not ask for, not the
+// task's own. The leader runs it again, whatever its restart policy, not
+// counted as a restart.
+func (t Task) StoppedUnasked() bool {
+	return t.State == Completed && t.DesiredState == Running && t.Reason == ReasonStoppedOnRequest
 }
 
 // ReasonHostPortTaken begins the Reason of a task a worker could not start

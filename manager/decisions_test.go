@@ -362,6 +362,29 @@ var decisions = []decision{
 		cmds: []string{`give up t1: exited with code 1; restart policy is "no"`},
 	},
 	{
+		name: "restart: a task to run whose placement was stopped on request (a stop the cluster did not ask for) runs again, not counted, though at its limit and with policy no",
+		given: func(h *harness) {
+			h.worker("w1")
+			t := h.placed("t1", "w1", 1, api.Running, func(t *api.Task) { t.MaxRestarts, t.RestartPolicy = 1, "no" })
+			h.seed(fsm.RestartTask{ID: t.ID, Worker: "w1", Generation: 2, Counted: true})
+			h.observe("t1", "w1", 2, api.Running)
+			stoppedOnRequest(h, "t1", "w1")
+		},
+		cmds:  []string{"restart t1 on w1 gen 3"},
+		calls: []string{"w1 submit t1 gen 3"},
+		check: wantTask("t1", "w1", 3, api.Scheduled, 1),
+	},
+	{
+		name: "restart: a task stopped on request that was asked to stop is left as it ended",
+		given: func(h *harness) {
+			h.worker("w1")
+			t := h.placed("t1", "w1", 1, api.Running, nil)
+			h.seed(fsm.StopTask{ID: t.ID, Reason: api.ReasonStoppedOnRequest})
+			stoppedOnRequest(h, "t1", "w1")
+		},
+		check: wantTask("t1", "w1", 1, api.Completed, 0),
+	},
+	{
 		name: "restart: an unhealthy task is restarted on its worker, counted",
 		given: func(h *harness) {
 			h.worker("w1")
@@ -866,6 +889,16 @@ func portClashed(h *harness, name, worker string) {
 	rec := h.task(name)
 	rec.State, rec.FinishTime = api.Failed, time.Now().UTC()
 	rec.Reason = api.ReasonHostPortTaken + "start container c1: Bind for 0.0.0.0:7777 failed: port is already allocated"
+	h.seed(fsm.ReportTask{Task: rec})
+	h.record(worker, rec)
+}
+
+// stoppedOnRequest seeds a worker's report that it stopped the task's
+// current placement on request (its record after a DELETE).
+func stoppedOnRequest(h *harness, name, worker string) {
+	h.t.Helper()
+	rec := h.task(name)
+	rec.State, rec.Reason, rec.FinishTime = api.Completed, api.ReasonStoppedOnRequest, time.Now().UTC()
 	h.seed(fsm.ReportTask{Task: rec})
 	h.record(worker, rec)
 }

@@ -766,7 +766,7 @@ func (l *loop) completeStop(ctx context.Context, t api.Task) {
 		case err == nil || errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrStaleGeneration):
 			done := cur
 			done.State = api.Completed
-			done.Reason = "stopped on request"
+			done.Reason = api.ReasonStoppedOnRequest
 			done.FinishTime = time.Now().UTC()
 			l.report(ctx, done)
 			l.log.Info("task stopped", "task_id", t.ID, "worker", cur.Worker)

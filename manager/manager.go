@@ -309,7 +309,7 @@ func (m *Manager) StopTask(ctx context.Context, id uuid.UUID) (api.Task, error) 
 	if !m.raft.IsLeader() {
 		return api.Task{}, api.ErrNotLeader
 	}
-	res, err := m.apply(ctx, fsm.StopTask{ID: id, Time: time.Now().UTC(), Reason: "stopped on request"})
+	res, err := m.apply(ctx, fsm.StopTask{ID: id, Time: time.Now().UTC(), Reason: api.ReasonStoppedOnRequest})
 	if err != nil {
 		if res != nil && errors.Is(err, api.ErrConflict) {
 			return res.Task, err

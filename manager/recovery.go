@@ -26,6 +26,7 @@ type restartState struct {
 	notBefore time.Time // do not restart before this (back-off)
 	reason    string    // what failed, for the restart's Reason
 	unhealthy bool      // gen is Running but failed its health check: restart it when due
+	uncounted bool      // gen ended by no fault of the task's (api.Task.StoppedUnasked): not counted
 }
 
 // restartPolicy returns the policy in force for t ("" means on-failure).
@@ -41,6 +42,8 @@ func restartPolicy(t api.Task) string {
 func wantsRestart(t api.Task) (bool, string) {
 	p := restartPolicy(t)
 	switch {
+	case t.StoppedUnasked():
+		return true, ""
 	case t.State == api.Failed && p == "no":
 		return false, fmt.Sprintf("%s; restart policy is \"no\"", t.Reason)
 	case t.State == api.Failed:
@@ -92,9 +95,16 @@ func (l *loop) noteFailure(t api.Task, ran time.Duration, reason string) *restar
 	rs.gen = t.Generation
 	rs.reason = reason
 	rs.unhealthy = false
+	rs.uncounted = false
 	rs.notBefore = time.Now().Add(l.backoff(rs.streak))
 	return rs
 }
+
+// StoppedUnaskedLog begins the error the leader logs when it finds a task
+// to run whose current placement its worker stopped on request
+// (api.Task.StoppedUnasked): a fault of the cluster's, which the chaos and
+// scale tests look for in the managers' logs.
+const StoppedUnaskedLog = "task stopped on its worker though the cluster wants it running"
 
 // recoverEnded restarts (or gives up on) a task that ended while it was to
 // run, following its restart policy, limit and back-off.
@@ -117,6 +127,19 @@ func (l *loop) recoverEnded(ctx context.Context, t api.Task, nodes []api.Node, p
 	reason := t.Reason
 	if reason == "" {
 		reason = "exited with code 0"
+	}
+	if t.StoppedUnasked() {
+		// Not the task's end: a stop reached its current placement though
+		// the cluster wants it running (every stop the leader sends is
+		// fenced to a placement it has moved on from). Run it again, and
+		// say so loudly: it is a fault of the cluster's, to be found.
+		reason = fmt.Sprintf("its worker %s stopped generation %d on request, a stop the cluster did not ask for", t.Worker, t.Generation)
+		l.log.Error(StoppedUnaskedLog+"; running it again, not counted",
+			"task_id", t.ID, "worker", t.Worker, "generation", t.Generation, "finished", t.FinishTime)
+		rs := l.noteFailure(t, ran, reason)
+		rs.streak, rs.notBefore, rs.uncounted = 0, time.Time{}, true
+		l.restart(ctx, t, nodes, ports, rs)
+		return
 	}
 	l.restart(ctx, t, nodes, ports, l.noteFailure(t, ran, reason))
 }
@@ -198,7 +221,7 @@ func (l *loop) dueUnhealthy(t api.Task) (*restartState, bool) {
 // At the limit it gives up instead. The new placement's host ports are
 // counted in ports.
 func (l *loop) restart(ctx context.Context, t api.Task, nodes []api.Node, ports HostPortUse, rs *restartState) {
-	if max := maxRestarts(t); max >= 0 && t.RestartCount >= max {
+	if max := maxRestarts(t); max >= 0 && t.RestartCount >= max && !rs.uncounted {
 		l.giveUp(ctx, t, fmt.Sprintf("gave up after %d restarts: %s", t.RestartCount, rs.reason))
 		return
 	}
@@ -213,7 +236,7 @@ func (l *loop) restart(ctx context.Context, t api.Task, nodes []api.Node, ports 
 		}
 		return
 	}
-	res, err := l.m.apply(ctx, fsm.RestartTask{ID: t.ID, Worker: target.Name, Generation: t.Generation + 1, Counted: true,
+	res, err := l.m.apply(ctx, fsm.RestartTask{ID: t.ID, Worker: target.Name, Generation: t.Generation + 1, Counted: !rs.uncounted,
 		Reason: "restarted after: " + rs.reason, Time: time.Now().UTC()})
 	if err != nil {
 		l.log.Warn("restart task", "task_id", t.ID, "error", err)

@@ -39,6 +39,14 @@ func TestWantsRestart(t *testing.T) {
 			t.Errorf("policy %q state %s: got %v %q, want %v %q", tc.policy, tc.state, got, why, tc.want, tc.why)
 		}
 	}
+	// A task still to run whose placement was stopped on request: a stop the
+	// cluster did not ask for, run again under every policy.
+	for _, p := range []string{"", "on-failure", "no", "always", "unless-stopped"} {
+		stopped := api.Task{RestartPolicy: p, State: api.Completed, DesiredState: api.Running, Reason: api.ReasonStoppedOnRequest}
+		if got, why := wantsRestart(stopped); !got {
+			t.Errorf("policy %q, stopped on request while to run: not restarted (%q)", p, why)
+		}
+	}
 }
 
 func TestBackoffGrowsToTheCap(t *testing.T) {

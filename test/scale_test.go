@@ -209,6 +209,10 @@ type scaleFailover struct {
 	// restart, by the new leader, of a task submitted then that exits as
 	// soon as it starts (placement, start, exit, report and restart).
 	RestartS []float64 `json:"first_restart_s,omitempty"`
+	// RestartSteps: per trial, where that time went, from the task's
+	// History (the leader's commit times): each change after the
+	// submission, with its offset from it.
+	RestartSteps []string `json:"first_restart_steps,omitempty"`
 }
 
 // scaleInstall is a manager added to the running cluster with an empty
@@ -283,6 +287,9 @@ type scaleCheck struct {
 	Tasks      int `json:"tasks"`
 	Missing    int `json:"missing"`
 	Duplicates int `json:"duplicates"`
+	// UnaskedStops: placements the leader found stopped on request though
+	// their tasks were to run (and ran again); must be 0.
+	UnaskedStops int `json:"unasked_stops,omitempty"`
 }
 
 type scaleProgress struct {
@@ -1207,12 +1214,35 @@ func (s *scale) firstRestart(cl *api.Client) (time.Duration, bool) {
 		t, err := cl.Task(ctx, id, false)
 		cancel()
 		if err == nil && t.RestartCount > 0 {
-			return time.Since(t0), true
+			took := time.Since(t0)
+			s.restartSteps(cl, id)
+			return took, true
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	s.run.Notes = append(s.run.Notes, "failover: the crashing task was not restarted within a minute")
 	return 0, false
+}
+
+// restartSteps records where the first restart's time went: the crashing
+// task's History, each change as an offset from its submission.
+func (s *scale) restartSteps(cl *api.Client, id uuid.UUID) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t, err := cl.Task(ctx, id, false)
+	cancel()
+	if err != nil || len(t.History) == 0 {
+		return
+	}
+	t0 := t.History[0].Time
+	var b strings.Builder
+	for i, h := range t.History {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %s g%d +%.3f s", h.State, h.Worker, h.Generation, h.Time.Sub(t0).Seconds())
+	}
+	s.run.Failover.RestartSteps = append(s.run.Failover.RestartSteps, b.String())
+	s.say("failover: the crashing task's changes: %s", b.String())
 }
 
 // waitCaughtUp waits until a restarted manager serves the cluster's tasks
@@ -1598,6 +1628,10 @@ func (s *scale) check() {
 		return err
 	})
 	s.run.Check = scaleCheck{Tasks: len(ids), Missing: missing, Duplicates: dupes}
+	if lines := unaskedStops(s.c); len(lines) > 0 {
+		s.run.Check.UnaskedStops = len(lines)
+		s.t.Errorf("check: %d placements stopped though their tasks were to run (run again since): %v", len(lines), lines)
+	}
 	s.say("check: all %d tasks Running exactly once (managers' state and workers' records agree)", len(ids))
 }
 
@@ -1689,6 +1723,8 @@ func renderScale(dir string) error {
 			check = "**did not finish** (below)"
 		} else if r.Check.Missing > 0 || r.Check.Duplicates > 0 {
 			check = fmt.Sprintf("**no**: %d missing, %d duplicated", r.Check.Missing, r.Check.Duplicates)
+		} else if r.Check.UnaskedStops > 0 {
+			check = fmt.Sprintf("**no**: %d placements stopped unasked (run again)", r.Check.UnaskedStops)
 		}
 		gossip := p.SimGossip
 		if gossip == "" {

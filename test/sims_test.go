@@ -7,12 +7,15 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/manager"
+	"github.com/cube-orch/cube/test/chaos"
 	"github.com/cube-orch/cube/test/testkit"
 	"github.com/google/uuid"
 )
@@ -142,7 +145,7 @@ func checkRunningOnce(c *ProcCluster, ids map[uuid.UUID]bool) (missing, dupes in
 		switch {
 		case t.State != api.Running || !alive[t.Worker]:
 			missing++
-			problems = append(problems, fmt.Sprintf("task %s is %s on %q (live: %v)", t.ID, t.State, t.Worker, alive[t.Worker]))
+			problems = append(problems, fmt.Sprintf("task %s is %s on %q (live: %v; reason %q; history %s)", t.ID, t.State, t.Worker, alive[t.Worker], t.Reason, historyLine(t)))
 		case len(on) > 1:
 			dupes++
 			problems = append(problems, fmt.Sprintf("task %s runs on %d workers: %v", t.ID, len(on), on))
@@ -163,6 +166,39 @@ func checkRunningOnce(c *ProcCluster, ids map[uuid.UUID]bool) (missing, dupes in
 		problems = append(problems[:5], fmt.Sprintf("… and %d more", len(problems)-5))
 	}
 	return missing, dupes, fmt.Errorf("%d missing, %d duplicated: %v", missing, dupes, problems)
+}
+
+// unaskedStops returns the managers' log lines that report a task to run
+// whose current placement its worker stopped on request
+// (manager.StoppedUnaskedLog): the leader runs such a task again, so the
+// exactly-once check passes after it, but no stop may reach a placement the
+// cluster wants; a run that logs one fails, and keeps its logs.
+func unaskedStops(c *ProcCluster) []string {
+	logs := map[string]string{}
+	for _, m := range c.Managers {
+		data, err := os.ReadFile(m.log)
+		if err != nil {
+			c.t.Errorf("read the log of %s: %v", m.Name, err)
+			continue
+		}
+		logs[m.Name] = string(data)
+	}
+	return chaos.ScanLines(logs, manager.StoppedUnaskedLog)
+}
+
+// historyLine words a task's History on one line, for a failed check.
+func historyLine(t api.Task) string {
+	var b strings.Builder
+	for i, h := range t.History {
+		if i > 0 {
+			b.WriteString(" → ")
+		}
+		fmt.Fprintf(&b, "%s %s/%s on %q g%d", h.Time.Format("15:04:05.000"), h.State, h.DesiredState, h.Worker, h.Generation)
+		if h.Reason != "" {
+			fmt.Fprintf(&b, " (%s)", h.Reason)
+		}
+	}
+	return b.String()
 }
 
 // TestSimWorkers_PlacementAndLoss: 3 managers and 20 simulated workers in
@@ -215,6 +251,9 @@ func TestSimWorkers_PlacementAndLoss(t *testing.T) {
 	c.Kill(victim.Proc)
 	t.Logf("killed %s (%d workers, %d tasks on them)", victim.Name, lose, onVictim)
 	testkit.Eventually(t, 2*time.Minute, func() error { _, _, err := checkRunningOnce(c, ids); return err })
+	if lines := unaskedStops(c); len(lines) > 0 {
+		t.Errorf("%d placements stopped though their tasks were to run: %v", len(lines), lines)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

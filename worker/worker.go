@@ -809,7 +809,7 @@ func (w *Worker) Stop(ctx context.Context, id uuid.UUID, upTo *uint64) (api.Task
 	}
 	if !rec.State.Terminal() {
 		rec.State = api.Completed
-		rec.Reason = "stopped on request"
+		rec.Reason = api.ReasonStoppedOnRequest
 		rec.FinishTime = time.Now().UTC()
 		w.saveOrPublish(rec) // the container is gone: the stop happened
 		w.log.Info("task stopped", "task_id", id, "generation", rec.Generation)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/anishathalye/porcupine"
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/manager"
 	"github.com/google/uuid"
 )
 
@@ -53,6 +54,7 @@ func Check(in Input) (Report, porcupine.LinearizationInfo) {
 	r.Divergent = CheckSameState(in.States)
 	r.LeaderTerms = CheckOneLeaderPerTerm(in.Leaders)
 	r.Panics = ScanPanics(in.Logs)
+	r.UnaskedStops = ScanLines(in.Logs, manager.StoppedUnaskedLog)
 	r.Events = append(CheckEvents(in.Events), in.EventViews...)
 	r.EventStats = SumEvents(in.Events)
 	r.ServiceState = CheckServiceState(in.Services, in.Final, in.Running)
@@ -294,12 +296,16 @@ const maxPanicLine = 300
 
 // ScanPanics returns the lines of the logs (node name → log text) that
 // report a crash, each prefixed by its node, nodes in name order.
-func ScanPanics(logs map[string]string) []string {
+func ScanPanics(logs map[string]string) []string { return ScanLines(logs, panicMarkers...) }
+
+// ScanLines returns the lines of the logs (node name → log text) that hold
+// any of markers, each prefixed by its node, nodes in name order.
+func ScanLines(logs map[string]string, markers ...string) []string {
 	var out []string
 	for _, node := range slices.Sorted(maps.Keys(logs)) {
 		for line := range strings.Lines(logs[node]) {
 			line = strings.TrimSpace(line)
-			for _, m := range panicMarkers {
+			for _, m := range markers {
 				if strings.Contains(line, m) {
 					if len(line) > maxPanicLine {
 						line = line[:maxPanicLine] + "…"

@@ -12,6 +12,7 @@ import (
 
 	"github.com/anishathalye/porcupine"
 	"github.com/cube-orch/cube/api"
+	"github.com/cube-orch/cube/manager"
 	"github.com/google/uuid"
 )
 
@@ -202,6 +203,14 @@ func TestCheck_Doctored(t *testing.T) {
 			final: []api.Task{active},
 			logs:  map[string]string{"m2": "==================\nWARNING: DATA RACE\nWrite at 0x00c000 by goroutine 7:\n"},
 			want:  []string{"panics"},
+		},
+		{
+			name:  "a leader found a placement stopped though the task was to run",
+			ops:   []Op{submitOp(0, idA, 0, 10, true)},
+			final: []api.Task{active},
+			logs: map[string]string{"m1": "2025-01-01T00:00:00Z [ERROR] manager: " + manager.StoppedUnaskedLog +
+				"; running it again, not counted: task_id=x worker=w1 generation=2\n"},
+			want: []string{"stops nobody asked for"},
 		},
 
 		// Correct runs that must pass.

@@ -44,6 +44,11 @@ type Report struct {
 	LeaderTerms map[uint64][]string
 	// Panics are the log lines that report a crash, prefixed by node.
 	Panics []string
+	// UnaskedStops are the leaders' log lines about a task to run whose
+	// current placement was stopped on request (manager.StoppedUnaskedLog):
+	// the leader runs it again, but no stop should reach a placement the
+	// cluster wants.
+	UnaskedStops []string
 	// Events are the violations found in what the /events subscribers
 	// received (CheckEvents) and in their final views; EventStats counts
 	// what they received.
@@ -90,6 +95,7 @@ func (r Report) Failed() []string {
 	add(len(r.Divergent), "divergent managers")
 	add(len(r.LeaderTerms), "terms with several leaders")
 	add(len(r.Panics), "panics")
+	add(len(r.UnaskedStops), "stops nobody asked for")
 	add(len(r.Events), "event stream violations")
 	add(len(r.ServiceState), "service state violations")
 	add(len(r.LostServices), "lost service changes")
@@ -136,6 +142,7 @@ func (r Report) Table(faults map[string]int, converge time.Duration) string {
 	add("divergent managers (must be 0)", strconv.Itoa(len(r.Divergent)))
 	add("terms with >1 leader (must be 0)", strconv.Itoa(len(r.LeaderTerms)))
 	add("panics in logs (must be 0)", strconv.Itoa(len(r.Panics)))
+	add("placements stopped though to run (must be 0)", strconv.Itoa(len(r.UnaskedStops)))
 	add("event streams: connections, changes, dropped", fmt.Sprintf("%d, %d, %d", r.EventStats.Conns, r.EventStats.Changes, r.EventStats.Dropped))
 	add("event stream violations (must be 0)", strconv.Itoa(len(r.Events)))
 	verdict := "PASS"
