@@ -67,8 +67,8 @@ bench: build images ## Cube (security on, and --insecure beside it) vs Docker Sw
 	exit $$rc
 
 .PHONY: scale
-scale: build ## control-plane benchmark: MANAGERS=3 real managers + WORKERS=100 simulated workers (in PROCS=2 processes, the last holding the 10 % killed), TASKS=1000, PROFILE=fast|lan (managers' timings), MODE=gossip (gossip members alone, no tasks: WORKERS=1000 fits) → bench/scale/results/*.json, bench/scale/SCALE.md
-	set -o pipefail; SCALE_MANAGERS=$(or $(MANAGERS),3) SCALE_WORKERS=$(or $(WORKERS),100) SCALE_TASKS=$(or $(TASKS),1000) SCALE_PROCS=$(or $(PROCS),2) SCALE_MANAGER_PROFILE=$(PROFILE) SCALE_MODE=$(MODE) \
+scale: build ## control-plane benchmark: MANAGERS=3 real managers + WORKERS=100 simulated workers (in PROCS=2 processes, the last holding the 10 % killed), TASKS=1000, PROFILE=fast|lan (managers' timings), MODE=gossip (gossip members alone, no tasks: WORKERS=1000 fits), KEEP_LOGS=1 (keep the nodes' logs of a run that passed too) → bench/scale/results/*.json, bench/scale/SCALE.md
+	set -o pipefail; SCALE_MANAGERS=$(or $(MANAGERS),3) SCALE_WORKERS=$(or $(WORKERS),100) SCALE_TASKS=$(or $(TASKS),1000) SCALE_PROCS=$(or $(PROCS),2) SCALE_MANAGER_PROFILE=$(PROFILE) SCALE_MODE=$(MODE) CUBE_KEEP_LOGS=$(KEEP_LOGS) \
 		SCALE_CUBE_BIN=$(CURDIR)/$(BIN)/cube $(GO) test -tags scale -run '^TestScale$$' -count=1 -timeout 60m -v ./test | grep --line-buffered -vE '^=== (RUN|PAUSE|CONT)'
 
 MACHINE_IMG := $(shell sed -n 's/.*"image": *"\([^"]*\)".*/\1/p' deploy/machine/machines.json)

@@ -1209,13 +1209,17 @@ func (s *scale) firstRestart(cl *api.Client) (time.Duration, bool) {
 			s.run.Notes = append(s.run.Notes, "failover: the crashing task could not be stopped: "+err.Error())
 		}
 	}()
+	var failed api.Task // the first placement's end, as the worker reported it
 	for time.Since(t0) < time.Minute {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		t, err := cl.Task(ctx, id, false)
 		cancel()
+		if err == nil && t.State == api.Failed && t.Generation == 1 {
+			failed = t
+		}
 		if err == nil && t.RestartCount > 0 {
 			took := time.Since(t0)
-			s.restartSteps(cl, id)
+			s.restartSteps(cl, id, failed)
 			return took, true
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -1225,8 +1229,10 @@ func (s *scale) firstRestart(cl *api.Client) (time.Duration, bool) {
 }
 
 // restartSteps records where the first restart's time went: the crashing
-// task's History, each change as an offset from its submission.
-func (s *scale) restartSteps(cl *api.Client, id uuid.UUID) {
+// task's History, each change as an offset from its submission, and, when
+// the harness saw the first placement's end (failed), when its worker
+// started the container and saw it exit (the worker's clock: one machine).
+func (s *scale) restartSteps(cl *api.Client, id uuid.UUID, failed api.Task) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	t, err := cl.Task(ctx, id, false)
 	cancel()
@@ -1240,6 +1246,9 @@ func (s *scale) restartSteps(cl *api.Client, id uuid.UUID) {
 			b.WriteString(", ")
 		}
 		fmt.Fprintf(&b, "%s %s g%d +%.3f s", h.State, h.Worker, h.Generation, h.Time.Sub(t0).Seconds())
+	}
+	if !failed.StartTime.IsZero() {
+		fmt.Fprintf(&b, "; on its worker: g1 started +%.3f s, exited +%.3f s", failed.StartTime.Sub(t0).Seconds(), failed.FinishTime.Sub(t0).Seconds())
 	}
 	s.run.Failover.RestartSteps = append(s.run.Failover.RestartSteps, b.String())
 	s.say("failover: the crashing task's changes: %s", b.String())

@@ -283,10 +283,11 @@ func TestSimWorkers_PlacementAndLoss(t *testing.T) {
 }
 
 // keepLogsOnFailure copies the nodes' logs out of the cluster's directory
-// (removed when the test ends) when the test fails, and says where.
+// (removed when the test ends) when the test fails, or always with
+// CUBE_KEEP_LOGS set (make scale KEEP_LOGS=1), and says where.
 func keepLogsOnFailure(t *testing.T, c *ProcCluster) {
 	t.Cleanup(func() {
-		if !t.Failed() {
+		if !t.Failed() && os.Getenv("CUBE_KEEP_LOGS") == "" {
 			return
 		}
 		dst, err := os.MkdirTemp("", "cube-logs-")
