@@ -959,6 +959,20 @@ func (w *runningWatch) set(t api.Task) {
 	}
 }
 
+// missing returns the tasks of ids not Running where wanted, in ID order.
+func (w *runningWatch) missing(ids map[uuid.UUID]bool) []uuid.UUID {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []uuid.UUID
+	for id := range ids {
+		if !w.running[id] {
+			out = append(out, id)
+		}
+	}
+	slices.SortFunc(out, func(a, b uuid.UUID) int { return strings.Compare(a.String(), b.String()) })
+	return out
+}
+
 func (w *runningWatch) count() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -1486,6 +1500,7 @@ func (s *scale) workerLoss(cl *api.Client) {
 	s.c.Kill(victim.Proc)
 	s.say("loss: killed %s: %d workers, %d tasks on them", victim.Name, ls.Workers, ls.Tasks)
 	var last time.Time
+	named := false
 	for {
 		if ls.AllDeadS == 0 {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -1510,6 +1525,17 @@ func (s *scale) workerLoss(cl *api.Client) {
 		}
 		if time.Since(t0) > 5*time.Minute {
 			s.t.Fatalf("loss: %d of %d tasks Running elsewhere after 5 min", moved, ls.Tasks)
+		}
+		if !named && moved < ls.Tasks && ls.Tasks-moved <= 3 && time.Since(t0) > 20*time.Second {
+			named = true // the last few, once: what holds them
+			for _, id := range watch.missing(on) {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				t, err := reader.Task(ctx, id, false)
+				cancel()
+				if err == nil {
+					s.say("loss: still not Running elsewhere: task %s, %s on %q g%d (%s); history %s", id, t.State, t.Worker, t.Generation, t.Reason, historyLine(t))
+				}
+			}
 		}
 		if time.Since(last) >= 2*time.Second {
 			s.say("loss: %d of %d tasks Running elsewhere", moved, ls.Tasks)
