@@ -120,6 +120,20 @@ func (l *loop) recoverEnded(ctx context.Context, t api.Task, nodes []api.Node, p
 		}
 		return
 	}
+	if t.StoppedUnasked() {
+		// Not the task's end: a stop reached its current placement though
+		// the cluster wants it running (every stop the leader sends is
+		// fenced to a placement it has moved on from). Run it again at
+		// once, and say so loudly: it is a fault of the cluster's, to be
+		// found.
+		reason := fmt.Sprintf("its worker %s stopped generation %d on request, a stop the cluster did not ask for", t.Worker, t.Generation)
+		l.log.Error(StoppedUnaskedLog+"; running it again, not counted",
+			"task_id", t.ID, "worker", t.Worker, "generation", t.Generation, "finished", t.FinishTime)
+		rs := l.noteFailure(t, 0, reason)
+		rs.streak, rs.notBefore, rs.uncounted = 0, time.Time{}, true
+		l.restart(ctx, t, nodes, ports, rs)
+		return
+	}
 	ran := time.Duration(0)
 	if !t.StartTime.IsZero() && t.FinishTime.After(t.StartTime) {
 		ran = t.FinishTime.Sub(t.StartTime)
@@ -127,19 +141,6 @@ func (l *loop) recoverEnded(ctx context.Context, t api.Task, nodes []api.Node, p
 	reason := t.Reason
 	if reason == "" {
 		reason = "exited with code 0"
-	}
-	if t.StoppedUnasked() {
-		// Not the task's end: a stop reached its current placement though
-		// the cluster wants it running (every stop the leader sends is
-		// fenced to a placement it has moved on from). Run it again, and
-		// say so loudly: it is a fault of the cluster's, to be found.
-		reason = fmt.Sprintf("its worker %s stopped generation %d on request, a stop the cluster did not ask for", t.Worker, t.Generation)
-		l.log.Error(StoppedUnaskedLog+"; running it again, not counted",
-			"task_id", t.ID, "worker", t.Worker, "generation", t.Generation, "finished", t.FinishTime)
-		rs := l.noteFailure(t, ran, reason)
-		rs.streak, rs.notBefore, rs.uncounted = 0, time.Time{}, true
-		l.restart(ctx, t, nodes, ports, rs)
-		return
 	}
 	l.restart(ctx, t, nodes, ports, l.noteFailure(t, ran, reason))
 }

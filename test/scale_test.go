@@ -1232,9 +1232,8 @@ func (s *scale) firstRestart(cl *api.Client) (time.Duration, bool) {
 			failed = t
 		}
 		if err == nil && t.RestartCount > 0 {
-			took := time.Since(t0)
-			s.restartSteps(cl, id, failed)
-			return took, true
+			s.restartSteps(t, failed)
+			return time.Since(t0), true
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -1243,14 +1242,12 @@ func (s *scale) firstRestart(cl *api.Client) (time.Duration, bool) {
 }
 
 // restartSteps records where the first restart's time went: the crashing
-// task's History, each change as an offset from its submission, and, when
-// the harness saw the first placement's end (failed), when its worker
-// started the container and saw it exit (the worker's clock: one machine).
-func (s *scale) restartSteps(cl *api.Client, id uuid.UUID, failed api.Task) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	t, err := cl.Task(ctx, id, false)
-	cancel()
-	if err != nil || len(t.History) == 0 {
+// task's History (t as read once restarted), each change as an offset from
+// its submission, and, when the harness saw the first placement's end
+// (failed), when its worker started the container and saw it exit (the
+// worker's clock: one machine).
+func (s *scale) restartSteps(t, failed api.Task) {
+	if len(t.History) == 0 {
 		return
 	}
 	t0 := t.History[0].Time

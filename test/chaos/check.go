@@ -291,8 +291,8 @@ func CheckOneLeaderPerTerm(observations []LeaderObs) map[uint64][]string {
 // net/http recovered from (still a bug).
 var panicMarkers = []string{"panic:", "fatal error:", "DATA RACE", "http: panic serving"}
 
-// maxPanicLine bounds one reported line.
-const maxPanicLine = 300
+// maxLogLine bounds one reported log line.
+const maxLogLine = 300
 
 // ScanPanics returns the lines of the logs (node name → log text) that
 // report a crash, each prefixed by its node, nodes in name order.
@@ -307,8 +307,8 @@ func ScanLines(logs map[string]string, markers ...string) []string {
 			line = strings.TrimSpace(line)
 			for _, m := range markers {
 				if strings.Contains(line, m) {
-					if len(line) > maxPanicLine {
-						line = line[:maxPanicLine] + "…"
+					if len(line) > maxLogLine {
+						line = line[:maxLogLine] + "…"
 					}
 					out = append(out, node+": "+line)
 					break
