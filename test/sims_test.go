@@ -303,3 +303,67 @@ func keepLogsOnFailure(t *testing.T, c *ProcCluster) {
 		t.Logf("node logs kept in %s", dst)
 	})
 }
+
+// TestSimWorkers_StopNobodyAskedFor: a stop reaches a task's current
+// placement though the cluster wants it running (sent here straight to its
+// worker, fenced at its own generation, as no leader ever sends one). The
+// leader runs the task again, not counted as a restart, and logs the error
+// the chaos and scale runs fail on; the task runs exactly once after it.
+func TestSimWorkers_StopNobodyAskedFor(t *testing.T) {
+	c := NewProcClusterWith(t, 3, 0, ProcOptions{Simulated: true, SimDataDir: simDataDir(t)})
+	keepLogsOnFailure(t, c)
+	c.AddSimWorkers(2, "--start-delay", "20ms", "--log-level", "warn")
+	c.WaitReady(2)
+	cl := c.Client()
+	tk := simTasks(1, "unasked")[0]
+	if _, err := submitAll(cl, []api.Task{tk}, 1); err != nil {
+		t.Fatal(err)
+	}
+	var first api.Task
+	testkit.Eventually(t, time.Minute, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var err error
+		first, err = cl.Task(ctx, tk.ID, false)
+		if err == nil && first.State != api.Running {
+			err = fmt.Errorf("task is %s", first.State)
+		}
+		return err
+	})
+	addr := ""
+	for _, w := range c.SimWorkers() {
+		if w.Name == first.Worker {
+			addr = w.HTTPAddr
+		}
+	}
+	if addr == "" {
+		t.Fatalf("task runs on %q, not one of the simulated workers", first.Worker)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err := c.WorkerClient(10*time.Second).StopUpTo(ctx, addr, tk.ID, first.Generation)
+	cancel()
+	if err != nil {
+		t.Fatalf("stop generation %d on %s: %v", first.Generation, first.Worker, err)
+	}
+	testkit.Eventually(t, time.Minute, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		cur, err := cl.Task(ctx, tk.ID, false)
+		switch {
+		case err != nil:
+			return err
+		case cur.Generation <= first.Generation || cur.State != api.Running:
+			return fmt.Errorf("task is %s at generation %d (%s)", cur.State, cur.Generation, cur.Reason)
+		case cur.RestartCount != 0:
+			t.Fatalf("run again counted as a restart: %d", cur.RestartCount)
+		}
+		return nil
+	})
+	testkit.Eventually(t, time.Minute, func() error {
+		_, _, err := checkRunningOnce(c, map[uuid.UUID]bool{tk.ID: true})
+		return err
+	})
+	if lines := unaskedStops(c); len(lines) == 0 {
+		t.Errorf("no manager logged %q", manager.StoppedUnaskedLog)
+	}
+}
